@@ -1,0 +1,33 @@
+"""Registry of model builders by name; a duplicate name is an error, an unknown one lists the known."""
+from __future__ import annotations
+
+from typing import Callable
+
+BUILDERS: dict[str, Callable] = {}
+
+
+def register(name: str) -> Callable[[Callable], Callable]:
+    def decorate(builder: Callable) -> Callable:
+        if name in BUILDERS:
+            raise ValueError(f"model {name!r} is registered twice ({BUILDERS[name].__module__} and {builder.__module__})")
+        BUILDERS[name] = builder
+        return builder
+
+    return decorate
+
+
+def get_builder(name: str) -> Callable:
+    _import_all()
+    if name not in BUILDERS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(BUILDERS))}")
+    return BUILDERS[name]
+
+
+def names() -> list[str]:
+    _import_all()
+    return sorted(BUILDERS)
+
+
+def _import_all() -> None:
+    # Importing each architecture module runs its @register decorator.
+    from models import lenet5, mlp, resnet18, vgg13  # noqa: F401

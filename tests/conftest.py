@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny prepared dataset on disk and an MLflow store inside the test's tmp dir."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python -m pytest` adds it already; the `pytest` script does not
+    sys.path.insert(0, str(ROOT))
+
+import pipelines  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before any test imports TensorFlow)
+
+
+def make_images(num_classes: int, per_class: int, shape=(12, 12, 1), seed: int = 0):
+    """Separable toy classes: class k is a bright square in a different place, plus noise."""
+    rng = np.random.default_rng(seed)
+    height, width, channels = shape
+    images, labels = [], []
+    for label in range(num_classes):
+        for _ in range(per_class):
+            image = rng.integers(0, 40, size=shape).astype(np.int32)
+            top = (label * 3) % max(1, height - 4)
+            image[top : top + 4, 2:6, :] += 200
+            images.append(np.clip(image, 0, 255).astype(np.uint8))
+            labels.append(label)
+    return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
+def write_prepared(directory: Path, images: np.ndarray, labels: np.ndarray, class_names: list[str], seed: int = 0) -> dict:
+    """Writes shards + manifest.json in the format ingest produces (80/10/10 split)."""
+    import tensorflow as tf
+
+    from pipelines import records
+
+    directory.mkdir(parents=True, exist_ok=True)
+    order = np.random.default_rng(seed).permutation(len(images))
+    cut_train, cut_val = int(0.8 * len(order)), int(0.9 * len(order))
+    parts = {"train": order[:cut_train], "val": order[cut_train:cut_val], "test": order[cut_val:]}
+    manifest = {"class_names": class_names, "image_shape": list(images.shape[1:]), "num_examples": int(len(images)), "splits": {}, "source": "test"}
+    for split, indices in parts.items():
+        path = records.shard_paths(directory, split, 1)[0]
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for index in indices:
+                writer.write(records.serialize_example(images[index], int(labels[index]), f"{class_names[labels[index]]}/{index}.png"))
+        counts = {name: int((labels[indices] == k).sum()) for k, name in enumerate(class_names)}
+        manifest["splits"][split] = {"count": int(len(indices)), "shards": [path.name], "class_counts": counts}
+    with (directory / "manifest.json").open("w") as stream:
+        json.dump(manifest, stream)
+    return manifest
+
+
+@pytest.fixture
+def prepared_dir(tmp_path):
+    """data/prepared with 3 toy classes of 12x12x1 images, 30 each."""
+    images, labels = make_images(num_classes=3, per_class=30)
+    directory = tmp_path / "data" / "prepared"
+    write_prepared(directory, images, labels, ["a", "b", "c"])
+    return directory
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    """Points MLflow at a SQLite store inside tmp_path; returns the tracking URI."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri

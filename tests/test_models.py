@@ -1,0 +1,29 @@
+"""Every registered model builds, gives one output per class and trains a step."""
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from models import registry
+
+
+@pytest.mark.parametrize("name", registry.names())
+@pytest.mark.parametrize("input_shape", [(28, 28, 1), (32, 32, 3)])
+def test_every_registered_model_builds_and_trains_a_step(name, input_shape):
+    model = registry.get_builder(name)(input_shape=input_shape, num_classes=10, dropout_rate=0.1, weight_decay=1e-4)
+    assert model.output_shape == (None, 10)
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    images = np.random.default_rng(0).normal(size=(4, *input_shape)).astype("float32")
+    before = [weight.copy() for weight in model.get_weights()]
+    loss = model.train_on_batch(images, np.array([0, 1, 2, 3]))
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_unknown_model_lists_known_names():
+    with pytest.raises(ValueError, match="unknown model 'alexnet'; known models: lenet5, mlp, resnet18, vgg13"):
+        registry.get_builder("alexnet")
+
+
+def test_duplicate_name_is_an_error():
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("lenet5")(lambda **kwargs: None)
