@@ -10,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install data repro test test-fast ui tensorboard lock bench clean-outputs
+.PHONY: install data repro test test-fast ui tensorboard lock bench bench-gpu clean-outputs
 
 install: $(STAMP)
 
@@ -33,11 +33,28 @@ test: data
 test-fast: data
 	$(BIN)/python -m pytest -m "not e2e"
 
+# The UIs listen on 127.0.0.1 only (ssh -L 5000:127.0.0.1:5000 to reach them from elsewhere).
+# `make ui` reads the local store whatever MLFLOW_TRACKING_URI says (a team's server has its own UI);
+# tests/test_ui.py runs this target with its own MLRUNS and UI_PORT.
+MLRUNS ?= mlruns
+UI_PORT ?= 5000
+TENSORBOARD_PORT ?= 6006
+
+# No job workers: they run GenAI judges and trace archival, and would start seven processes.
 ui: install
-	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///mlruns/mlflow.db
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///$(abspath $(MLRUNS))/mlflow.db \
+		--artifacts-destination $(abspath $(MLRUNS))/artifacts
 
 tensorboard: install
-	$(BIN)/tensorboard --host 127.0.0.1 --port 6006 --logdir logs/tensorboard
+	$(BIN)/tensorboard --host 127.0.0.1 --port $(TENSORBOARD_PORT) --logdir $(abspath logs/tensorboard)
+
+# Prints every figure we promise (a table) and writes benchmarks/results.json; ~10 minutes on 2 cores.
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+# On a GPU machine: ResNet18 images/s in float32, mixed precision and mixed precision + XLA.
+bench-gpu: install
+	$(BIN)/python benchmarks/gpu_throughput.py --json benchmarks/gpu_results.json
 
 # Regenerates requirements.lock from pyproject.toml (needs uv: pip install uv).
 lock:

@@ -1,10 +1,13 @@
-"""Evaluate stage: reads artifacts/train and the test split, writes metrics, plots and the gate decision.
+"""Evaluate stage: reads artifacts/train, the test split and the registry's champion; writes metrics, plots and the gate decision.
 
-Writes metrics/evaluate.json (DVC metrics), plots/confusion.csv (DVC confusion plot),
-artifacts/evaluate/{blessing.json,confusion_matrix.png}; logs all of it into the model's MLflow run.
+Writes metrics/evaluate.json (DVC metrics), plots/confusion.csv (DVC confusion plot) and
+artifacts/evaluate/ (blessing.json, which export reads, and three PNGs: confusion matrix, most
+confident mistakes, reliability diagram); logs all of it into the model's MLflow run.
 """
 from __future__ import annotations
 
+import math
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +17,9 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 import tf_keras as keras
+from mlflow.exceptions import MlflowException
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from pipelines import records, tracking
@@ -24,6 +29,18 @@ from pipelines.outputs import atomic_directory, write_json
 PREPARED_DIR = Path("data/prepared")
 TRAIN_DIR = Path("artifacts/train")
 OUTPUT_DIR = Path("artifacts/evaluate")
+CHAMPION_ALIAS = "champion"  # the alias export sets; not imported from export, which pulls in tfmot and TFLite
+CALIBRATION_BINS = 15
+MISTAKES_SHOWN = 16
+
+
+def load_test_split(directory: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The test split in memory: images uint8 [N,H,W,C], labels [N], file names [N]."""
+    batches = list(records.read_split(directory, "test", with_file=True).batch(1024).as_numpy_iterator())
+    if not batches:
+        raise ValueError("the test split is empty: nothing to evaluate")
+    images, labels, files = (np.concatenate(parts) for parts in zip(*batches))
+    return images, labels, [name.decode() for name in files]
 
 
 def compute_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str], top_k: int) -> dict:
@@ -43,7 +60,7 @@ def compute_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: 
         "expected_calibration_error": expected_calibration_error(probabilities, labels),
         "macro_f1": float(f1.mean()),
         "weighted_f1": weighted_f1,
-        "num_examples": int(len(labels)),
+        "num_examples": len(labels),
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
@@ -51,25 +68,100 @@ def compute_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: 
     }
 
 
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, num_bins: int = 15) -> float:
-    """Gap between confidence and accuracy, averaged over equal-width confidence bins."""
+def calibration_bins(probabilities: np.ndarray, labels: np.ndarray, num_bins: int = CALIBRATION_BINS):
+    """Per equal-width confidence bin: example count, mean confidence, accuracy (NaN for empty bins)."""
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
     bins = np.minimum((confidence * num_bins).astype(int), num_bins - 1)
-    error = 0.0
-    for index in range(num_bins):
-        in_bin = bins == index
-        if in_bin.any():
-            error += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(error)
+    counts = np.bincount(bins, minlength=num_bins)
+    with np.errstate(invalid="ignore"):
+        mean_confidence = np.bincount(bins, weights=confidence, minlength=num_bins) / counts
+        accuracy = np.bincount(bins, weights=correct, minlength=num_bins) / counts
+    return counts, mean_confidence, accuracy
 
 
-def decide_blessing(metrics: dict, params: EvaluateParams) -> dict:
-    """The promotion gate: a model is blessed only if every check passes; each failure is a reason."""
-    reasons = []
-    if metrics["accuracy"] < params.min_accuracy:
-        reasons.append(f"test accuracy {metrics['accuracy']:.4f} is below evaluate.min_accuracy {params.min_accuracy}")
-    return {"blessed": not reasons, "reasons": reasons or ["all checks passed"], "accuracy": metrics["accuracy"]}
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, num_bins: int = CALIBRATION_BINS) -> float:
+    """Gap between confidence and accuracy, averaged over equal-width confidence bins."""
+    counts, mean_confidence, accuracy = calibration_bins(probabilities, labels, num_bins)
+    filled = counts > 0
+    return float(np.sum(counts[filled] * np.abs(accuracy[filled] - mean_confidence[filled])) / counts.sum())
+
+
+def find_champion(model_name: str):
+    """The registry's champion ModelVersion, or (None, why there is none): a missing registry is not an error."""
+    try:
+        return mlflow.MlflowClient().get_model_version_by_alias(model_name, CHAMPION_ALIAS), ""
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None, f"no champion: registered model {model_name!r} has no {CHAMPION_ALIAS!r} version yet ({error.message})"
+        reason = error.message
+    except Exception as error:  # noqa: BLE001  (an unreachable server raises requests' or the store's own errors)
+        reason = f"{type(error).__name__}: {error}"
+    return None, f"no champion: the model registry at {mlflow.get_tracking_uri()} could not be read ({reason[:300]})"
+
+
+def predict_with_champion(model_uri: str, images: np.ndarray, class_names: list[str]):
+    """The champion's probabilities on the candidate's test images, or (None, why they are not comparable)."""
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            serving = mlflow.tensorflow.load_model(model_uri, dst_path=directory).signatures["serving_default"]
+    except Exception as error:  # noqa: BLE001  (any failure to load means: not comparable, and say why)
+        return None, f"could not be loaded ({type(error).__name__}: {str(error)[:300]})"
+    input_shape = tuple(serving.structured_input_signature[1]["images"].shape[1:])
+    if input_shape != images.shape[1:]:
+        return None, f"takes images of shape {input_shape}, the test split has {images.shape[1:]}: a different dataset"
+    outputs = [serving(images=tf.constant(images[start:start + 256])) for start in range(0, len(images), 256)]
+    probabilities = np.concatenate([output["probabilities"].numpy() for output in outputs])
+    # The SavedModel keeps its class names only inside the graph: check those of the classes it predicts.
+    named = {int(i): name.decode() for output in outputs for i, name in zip(output["class_ids"].numpy(), output["class_names"].numpy())}
+    if probabilities.shape[1] != len(class_names) or any(class_names[i] != name for i, name in named.items()):
+        return None, f"has classes {[named.get(i, '?') for i in range(probabilities.shape[1])]}, the candidate {class_names}: a different dataset"
+    return probabilities, ""
+
+
+def evaluate_champion(model_name: str, images: np.ndarray, labels: np.ndarray, class_names: list[str], top_k: int):
+    """(registry entry or None, metrics on the candidate's test split or None, why there are none)."""
+    version, why = find_champion(model_name)
+    if version is None:
+        return None, None, why
+    entry = {"version": int(version.version), "run_id": version.run_id}
+    probabilities, problem = predict_with_champion(f"models:/{model_name}/{version.version}", images, class_names)
+    if probabilities is None:
+        return entry, None, f"champion v{version.version} {problem}"
+    return entry, compute_metrics(probabilities, labels, class_names, top_k), ""
+
+
+def decide_blessing(candidate: dict, params: EvaluateParams, champion: dict | None = None, *,
+                    champion_label: str = "the champion", no_champion_reason: str = "no champion") -> dict:
+    """The promotion gate. `candidate` and `champion` are compute_metrics() results on the same test
+    split; with no champion the thresholds alone decide. Every check is a reason, passed or not."""
+    accuracy = candidate["accuracy"]
+    passed = accuracy >= params.min_accuracy
+    reasons = [f"{'PASS' if passed else 'FAIL'}: test accuracy {accuracy:.4f} is {'at or above' if passed else 'below'} evaluate.min_accuracy {params.min_accuracy}"]
+    comparison = None
+    if champion is None:
+        reasons.append(f"SKIP: accuracy regression and per-class recall drop checks: {no_champion_reason}; the thresholds alone decide")
+    else:
+        drops = {name: champion["per_class"][name]["recall"] - item["recall"] for name, item in candidate["per_class"].items()}
+        worst = max(drops, key=drops.get)
+        change = accuracy - champion["accuracy"]
+        comparison = {"accuracy": champion["accuracy"], "accuracy_change": change, "max_class_recall_drop": drops[worst], "max_class_recall_drop_class": worst}
+        # The epsilon keeps 0.95 vs 0.96 at a tolerance of 0.01 a pass despite float rounding.
+        regressed = change < -params.max_accuracy_regression - 1e-9
+        reasons.append(f"{'FAIL' if regressed else 'PASS'}: test accuracy {accuracy:.4f} vs {champion_label}'s {champion['accuracy']:.4f} (change {change:+.4f}) "
+                       f"is {'beyond' if regressed else 'within'} evaluate.max_accuracy_regression {params.max_accuracy_regression}")
+        failing = [name for name, drop in drops.items() if drop > params.max_class_recall_drop + 1e-9]
+        for name in failing:
+            reasons.append(f"FAIL: recall of class {name!r} fell {drops[name]:.4f} from {champion_label}'s {champion['per_class'][name]['recall']:.4f} "
+                           f"to {candidate['per_class'][name]['recall']:.4f}, more than evaluate.max_class_recall_drop {params.max_class_recall_drop}")
+        if not failing:
+            reasons.append(f"PASS: largest per-class recall drop vs {champion_label} is {drops[worst]:+.4f} (class {worst!r}), "
+                           f"within evaluate.max_class_recall_drop {params.max_class_recall_drop}")
+    return {"blessed": not any(reason.startswith("FAIL") for reason in reasons), "reasons": reasons, "comparison": comparison}
+
+
+def per_class_recall(metrics: dict) -> dict[str, float]:
+    return {name: item["recall"] for name, item in metrics["per_class"].items()}
 
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str]) -> plt.Figure:
@@ -83,34 +175,105 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str]) -> plt.Fig
     return figure
 
 
+def select_confident_mistakes(probabilities: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """Indices of up to `count` misclassified examples, the most confident first."""
+    wrong = np.flatnonzero(probabilities.argmax(axis=1) != labels)
+    return wrong[np.argsort(-probabilities[wrong].max(axis=1), kind="stable")][:count]
+
+
+def plot_confident_mistakes(images, labels, probabilities, class_names, files, count: int = MISTAKES_SHOWN) -> plt.Figure:
+    """A grid of the most confident mistakes, each titled with its true and predicted label."""
+    indices = select_confident_mistakes(probabilities, labels, count)
+    columns = min(4, max(1, len(indices)))
+    rows = max(1, math.ceil(len(indices) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows + 0.6), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, index in zip(axes.flat, indices):
+        image = images[index]
+        axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
+        predicted = int(probabilities[index].argmax())
+        axis.set_title(f"true {class_names[labels[index]]}, predicted {class_names[predicted]} ({probabilities[index, predicted]:.2f})\n{files[index]}", fontsize=8)
+    if not len(indices):
+        axes[0, 0].text(0.5, 0.5, "no mistakes on the test split", ha="center", va="center")
+    figure.suptitle("Most confident mistakes (test split)")
+    figure.tight_layout()
+    return figure
+
+
+def plot_reliability_diagram(probabilities: np.ndarray, labels: np.ndarray, num_bins: int = CALIBRATION_BINS) -> plt.Figure:
+    """Accuracy per confidence bin against the diagonal a perfectly calibrated model would follow."""
+    _, mean_confidence, accuracy = calibration_bins(probabilities, labels, num_bins)
+    edges = np.linspace(0, 1, num_bins + 1)
+    figure, axes = plt.subplots(figsize=(5, 5))
+    axes.bar(edges[:-1], np.nan_to_num(accuracy), width=1 / num_bins, align="edge", edgecolor="black", label="accuracy")
+    axes.hlines(mean_confidence, edges[:-1], edges[1:], colors="tab:red", linewidth=2, label="mean confidence")
+    axes.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    ece = expected_calibration_error(probabilities, labels, num_bins)
+    axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"Reliability diagram (test split, ECE {ece:.3f})")
+    axes.legend(loc="upper left", fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def write_tensorboard_summaries(log_dir: Path, confusion_png: bytes, metrics: dict) -> None:
+    """The confusion matrix (Images tab) and the test metrics, which the HParams dashboard shows beside each run's params."""
+    with tf.summary.create_file_writer(str(log_dir)).as_default():
+        tf.summary.image("confusion_matrix", tf.image.decode_png(confusion_png, channels=4)[tf.newaxis], step=0)
+        for key, value in metrics.items():
+            if isinstance(value, float):
+                tf.summary.scalar(f"test_{key}", value, step=0)
+
+
 def main() -> None:
-    params = load_params().evaluate
+    all_params = load_params()
+    params, model_name = all_params.evaluate, all_params.export.model_name
     model = keras.models.load_model(TRAIN_DIR / "model.keras")
     class_names = records.read_manifest(PREPARED_DIR)["class_names"]
-    images, labels = records.load_split_arrays(PREPARED_DIR, "test")
+    images, labels, files = load_test_split(PREPARED_DIR)
     probabilities = model.predict(images.astype(np.float32), batch_size=256, verbose=0)
     metrics = compute_metrics(probabilities, labels, class_names, params.top_k)
-    blessing = decide_blessing(metrics, params)
     predictions = probabilities.argmax(axis=1)
-    matrix = confusion_matrix(labels, predictions, labels=np.arange(len(class_names)))
-
     reference = tracking.read_run_reference(TRAIN_DIR / "run.json")
+
     with tracking.stage_run(reference["experiment_name"], run_id=reference["run_id"]):
+        champion, champion_metrics, why = evaluate_champion(model_name, images, labels, class_names, params.top_k)
+        label = f"champion v{champion['version']}" if champion else ""
+        gate = decide_blessing(metrics, params, champion_metrics, champion_label=label, no_champion_reason=why)
+        if champion is not None:
+            champion.update(comparable=champion_metrics is not None, same_run=champion["run_id"] == reference["run_id"], **(gate["comparison"] or {}))
+            if champion_metrics is not None:
+                champion["per_class_recall"] = per_class_recall(champion_metrics)
+        blessing = {"blessed": gate["blessed"], "reasons": gate["reasons"], "champion": champion,
+                    "candidate": {"run_id": reference["run_id"], "accuracy": metrics["accuracy"], "per_class_recall": per_class_recall(metrics)}}
+        figures = {
+            "confusion_matrix.png": plot_confusion_matrix(confusion_matrix(labels, predictions, labels=np.arange(len(class_names))), class_names),
+            "confident_mistakes.png": plot_confident_mistakes(images, labels, probabilities, class_names, files),
+            "reliability_diagram.png": plot_reliability_diagram(probabilities, labels),
+        }
         with atomic_directory(OUTPUT_DIR) as staging:
             write_json(staging / "blessing.json", blessing)
-            plot_confusion_matrix(matrix, class_names).savefig(staging / "confusion_matrix.png", dpi=120)
+            for file_name, figure in figures.items():
+                figure.savefig(staging / file_name, dpi=120)
+                plt.close(figure)
         Path("plots").mkdir(exist_ok=True)
         pd.DataFrame({"actual": [class_names[i] for i in labels], "predicted": [class_names[i] for i in predictions]}).to_csv(
             "plots/confusion.csv", index=False
         )
-        write_json("metrics/evaluate.json", {**metrics, "blessed": blessing["blessed"], "run_id": reference["run_id"]})
+        compared = {key: value for key, value in (champion or {}).items() if key in ("version", "accuracy", "accuracy_change", "max_class_recall_drop")}
+        write_json("metrics/evaluate.json", {**metrics, "blessed": gate["blessed"], "run_id": reference["run_id"], **({"champion": compared} if compared else {})})
         mlflow.log_metrics({f"test_{key}": value for key, value in metrics.items() if isinstance(value, float)})
         mlflow.log_metrics({f"test_recall_{name}": item["recall"] for name, item in metrics["per_class"].items()})
-        mlflow.set_tag("blessed", str(blessing["blessed"]).lower())
+        mlflow.log_metrics({f"champion_{key}": value for key, value in compared.items() if key != "version"})  # version: a tag
+        mlflow.set_tags({"blessed": str(gate["blessed"]).lower(), "gate.reasons": "\n".join(gate["reasons"])[:5000],
+                         "gate.champion_version": str(champion["version"]) if champion else "none"})
         mlflow.log_artifacts(str(OUTPUT_DIR), artifact_path="evaluate")
+        log_dir = tracking.tensorboard_dir(reference["run_id"]) / "evaluate"
+        write_tensorboard_summaries(log_dir, (OUTPUT_DIR / "confusion_matrix.png").read_bytes(), metrics)
+        mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard/evaluate")
         mlflow.log_artifact("metrics/evaluate.json", artifact_path="evaluate")
-    verdict = "BLESSED" if blessing["blessed"] else "NOT blessed"
-    print(f"test accuracy {metrics['accuracy']:.4f} on {metrics['num_examples']} images: {verdict} ({'; '.join(blessing['reasons'])})")
+    verdict = "BLESSED" if gate["blessed"] else "NOT blessed"
+    print(f"test accuracy {metrics['accuracy']:.4f} on {metrics['num_examples']} images: {verdict}\n  " + "\n  ".join(gate["reasons"]))
 
 
 if __name__ == "__main__":

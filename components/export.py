@@ -1,31 +1,34 @@
 """Reads data/prepared, artifacts/train and artifacts/evaluate; writes artifacts/export and metrics/export.json.
 
 artifacts/export holds the serving SavedModel in TF Serving layout (saved_model/<name>/<version>/),
-float32, int8 and pruned int8 TFLite models, pruned.keras and report.md. The version is the one the
-MLflow model registry gives the float model; only a blessed model gets the `champion` alias.
+one model_<variant>.tflite per variant in params (components/export_variants.py makes them),
+labels.txt, report.md and variants.png. The version is the one the MLflow model registry gives the
+float model; it becomes `champion` only if evaluate blessed it AND the int8 gate passes.
 """
 from __future__ import annotations
 
 import gzip
 import json
-import math
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-import tensorflow_model_optimization as tfmot
 import tf_keras as keras
-from ai_edge_litert.interpreter import Interpreter
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 
-from pipelines import records, tracking
-from pipelines.config import load_params
+from components import export_variants as variants_lib
+from pipelines import records, tflite, tracking
+from pipelines.config import ExportParams, load_params
+from pipelines.outputs import write_json
 
 PREPARED_DIR = Path("data/prepared")
 TRAIN_DIR = Path("artifacts/train")
@@ -33,234 +36,204 @@ BLESSING_FILE = Path("artifacts/evaluate/blessing.json")
 EXPORT_DIR = Path("artifacts/export")
 METRICS_FILE = Path("metrics/export.json")
 CHAMPION_ALIAS = "champion"
-PRUNE_BATCH_SIZE = 64
-TFLITE_FILES = {
-    "tflite_float32": "model_float32.tflite",
-    "tflite_int8": "model_int8.tflite",
-    "tflite_pruned_int8": "pruned_int8.tflite",
-}
-# TFLite ops whose input 1 is a weight tensor: the conv/dense kernels that sparsity is counted over.
-WEIGHT_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+REFERENCE = "keras_float"  # the trained model itself: every variant is compared with it
+LATENCY_ROUNDS = 5  # variants are timed in interleaved rounds, so a noisy neighbour hits them all alike
+
+
+def tflite_file(variant: str) -> str:
+    return f"model_{variant}.tflite"
 
 
 class ServingModule(tf.Module):
-    """Raw uint8 images in; probabilities, class ids and class names out."""
+    """Raw uint8 images in; `serve` (the serving_default signature) returns probabilities, class ids
+    and class names, calling the module returns the probabilities alone."""
 
     def __init__(self, model: keras.Model, class_names: list[str]):
         super().__init__(name="serving")
         self.model = model
-        self.class_names = tf.constant(class_names)
+        # A variable, not a constant, so the loaded SavedModel still has the names (predict lists top-k by name).
+        self.class_names = tf.Variable(class_names, trainable=False, name="class_names")
         height, width, channels = model.input_shape[1:]
         spec = tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")
-        # An instance attribute named __call__ is what makes the *loaded* SavedModel callable,
-        # which mlflow's pyfunc wrapper for tf.Module models relies on.
-        self.__call__ = tf.function(self._serve, input_signature=[spec])
+        self.serve = tf.function(self._serve, input_signature=[spec])
+        # An instance attribute named __call__ is what makes the *loaded* SavedModel callable, which
+        # mlflow's pyfunc wrapper for tf.Module models (and so `mlflow models serve`) calls. That
+        # wrapper converts a single tensor to numpy but passes a dict of tensors through, which the
+        # REST server then cannot serialize: hence one tensor here.
+        self.__call__ = tf.function(self._probabilities, input_signature=[spec])
+
+    def _probabilities(self, images):
+        return self.model(tf.cast(images, tf.float32), training=False)
 
     def _serve(self, images):
-        probabilities = self.model(tf.cast(images, tf.float32), training=False)
+        probabilities = self._probabilities(images)
         class_ids = tf.argmax(probabilities, axis=-1)
         return {"probabilities": probabilities, "class_ids": class_ids, "class_names": tf.gather(self.class_names, class_ids)}
 
 
-def select_representative_images(images: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """`count` images drawn without replacement, as float32 raw pixel values (what the model takes)."""
-    indices = np.random.default_rng(seed).choice(len(images), size=min(count, len(images)), replace=False)
-    return images[np.sort(indices)].astype(np.float32)
+def build_tflite_variants(model, classifier_name, train_images, train_labels, params: ExportParams, log_dir) -> dict[str, bytes]:
+    """{variant: .tflite bytes} for every variant in params, in the order params lists them."""
+    representative = variants_lib.select_representative_images(train_images, params.representative_samples, params.seed)
+    fine_tune = {"epochs": params.qat_epochs, "learning_rate": params.qat_learning_rate, "seed": params.seed}
+    pruned = None
+    if {"pruned_int8", "pqat_int8"} & set(params.variants):
+        pruned = variants_lib.prune_classifier(
+            model, classifier_name, train_images, train_labels, target_sparsity=params.prune_target_sparsity,
+            epochs=params.prune_epochs, end_fraction=params.prune_end_fraction, learning_rate=params.prune_learning_rate,
+            min_weights=params.prune_min_weights, seed=params.seed, log_dir=log_dir,
+        )
+    converted = {}
+    for variant in params.variants:
+        if variant in variants_lib.FLOAT_VARIANTS or variant == "int8":
+            converted[variant] = variants_lib.convert_to_tflite(model, variant, representative)
+        elif variant == "pruned_int8":
+            converted[variant] = variants_lib.convert_to_tflite(pruned, "int8", representative)
+        else:  # qat_int8, pqat_int8
+            base = pruned if variant == "pqat_int8" else model
+            qat = variants_lib.quantization_aware_classifier(
+                base, train_images, train_labels, classifier_name, preserve_sparsity=variant == "pqat_int8", **fine_tune)
+            converted[variant] = variants_lib.convert_to_tflite(qat, "int8", representative)
+    return converted
 
 
-def convert_to_tflite(model: keras.Model, representative_images: np.ndarray | None = None) -> bytes:
-    """Float32 TFLite, or full-integer int8 (int8 input and output) when calibration images are given."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if representative_images is not None:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([image[np.newaxis]] for image in representative_images)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    model_bytes = converter.convert()
-    if representative_images is not None:
-        interpreter = Interpreter(model_content=model_bytes)
-        dtypes = [detail["dtype"] for detail in interpreter.get_input_details() + interpreter.get_output_details()]
-        if any(dtype != np.int8 for dtype in dtypes):
-            raise ValueError(f"full-integer conversion left non-int8 inputs or outputs: {[np.dtype(d).name for d in dtypes]}")
-    return model_bytes
+def class_recalls(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.array([np.mean(predictions[labels == k] == k) if np.any(labels == k) else np.nan for k in range(num_classes)])
 
 
-def build_pruning_schedule(num_examples: int, *, batch_size: int, epochs: int, target_sparsity: float):
-    """PolynomialDecay from 0 to the target over the fine-tune.
+def measure_variants(model: keras.Model, model_size: int, converted: dict[str, bytes], images, labels, *,
+                     num_threads: int, latency_runs: int, batch_size: int) -> dict[str, dict]:
+    """One row per variant, every TFLite variant run by the same interpreter settings.
 
-    Masks are only updated at steps that are multiples of `frequency` (default 100), so a short
-    fine-tune with the default would stop short of the target: end_step is the last multiple of
-    frequency within the fine-tune, and the remaining steps train with the final mask.
-    """
-    total_steps = math.ceil(num_examples / batch_size) * epochs
-    frequency = max(1, total_steps // 10)
-    end_step = total_steps - total_steps % frequency
-    return tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=target_sparsity, begin_step=0, end_step=end_step, frequency=frequency
-    )
-
-
-def build_prunable_model(model: keras.Model, classifier_name: str, schedule) -> keras.Model:
-    """The same preprocessor and softmax around a copy of the classifier whose Conv2D/Dense are pruned."""
-    classifier = model.get_layer(classifier_name)
-    # clone_model re-creates layers without their weights; copying first leaves `model` untouched.
-    classifier_copy = keras.models.clone_model(classifier)
-    classifier_copy.set_weights(classifier.get_weights())
-
-    def wrap(layer):
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
-        return layer
-
-    pruned_classifier = keras.models.clone_model(classifier_copy, clone_function=wrap)
-    inputs = keras.Input(shape=model.input_shape[1:], dtype="float32", name="image")
-    logits = pruned_classifier(model.get_layer("preprocessing")(inputs))
-    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-    return keras.Model(inputs, outputs, name="pruned_model")
-
-
-def prune_model(model, classifier_name, images, labels, *, target_sparsity, epochs, learning_rate, seed, log_dir):
-    """Fine-tunes a pruned copy of `model` on (uint8 images, labels); returns it with pruning stripped."""
-    schedule = build_pruning_schedule(
-        len(images), batch_size=PRUNE_BATCH_SIZE, epochs=epochs, target_sparsity=target_sparsity
-    )
-    prunable = build_prunable_model(model, classifier_name, schedule)
-    prunable.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy"],
-    )
-    dataset = (
-        tf.data.Dataset.from_tensor_slices((images, labels))
-        .shuffle(len(images), seed=seed)
-        .batch(PRUNE_BATCH_SIZE)
-        .map(lambda image, label: (tf.cast(image, tf.float32), label), num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), tfmot.sparsity.keras.PruningSummaries(log_dir=str(log_dir))]
-    prunable.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=2)
-    return tfmot.sparsity.keras.strip_pruning(prunable)
-
-
-def keras_weight_sparsity(model: keras.Model) -> float:
-    """Fraction of exactly-zero values in the Conv2D/Dense kernels, nested models included."""
-
-    def kernels(layer):
-        if isinstance(layer, keras.Model):
-            for inner in layer.layers:
-                yield from kernels(inner)
-        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            yield layer.kernel.numpy()
-
-    weights = list(kernels(model))
-    return sum(int(np.sum(w == 0)) for w in weights) / sum(w.size for w in weights)
-
-
-def tflite_weight_sparsity(model_bytes: bytes) -> float:
-    """Fraction of exactly-zero values in the weight tensors (input 1) of conv and dense ops.
-
-    int8 weights are quantized symmetrically (zero point 0): a stored 0 is a pruned weight or one
-    that rounded to zero, which is what gzip sees.
-    """
-    interpreter = Interpreter(model_content=model_bytes)
-    interpreter.allocate_tensors()
-    zeros = total = 0
-    for op in interpreter._get_ops_details():  # the public API has no op list; this is the Python wrapper's own
-        if op["op_name"] in WEIGHT_OPS:
-            weights = interpreter.get_tensor(op["inputs"][1])
-            zeros += int(np.sum(weights == 0))
-            total += weights.size
-    return zeros / total
-
-
-def make_keras_predictor(model: keras.Model):
-    """predict(uint8 [H,W,C]) -> probabilities [K], one image per call like the TFLite predictors."""
-    call = tf.function(lambda batch: model(batch, training=False))
-    return lambda image: call(tf.constant(image[np.newaxis], tf.float32)).numpy()[0]
-
-
-def make_tflite_predictor(model_bytes: bytes):
-    """predict(uint8 [H,W,C]) -> probabilities [K]; int8 models get quantized input, dequantized output."""
-    interpreter = Interpreter(model_content=model_bytes, num_threads=1)
-    interpreter.allocate_tensors()
-    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-
-    def predict(image):
-        batch = image[np.newaxis].astype(np.float32)
-        if source["dtype"] == np.int8:
-            scale, zero_point = source["quantization"]
-            batch = np.clip(np.round(batch / scale + zero_point), -128, 127).astype(np.int8)
-        interpreter.set_tensor(source["index"], batch)
-        interpreter.invoke()
-        output = interpreter.get_tensor(target["index"])[0]
-        if target["dtype"] == np.int8:
-            scale, zero_point = target["quantization"]
-            output = (output.astype(np.float32) - zero_point) * scale
-        return output
-
-    return predict
-
-
-def measure_variants(variants: dict[str, tuple], images, labels, latency_runs: int = 100) -> dict[str, dict]:
-    """{name: (predict, model_bytes, sparsity)} -> {name: metrics}, every variant measured the same way.
-
-    accuracy_drop and agreement compare with the first variant (the float Keras model).
+    latency_*: one image per call including the input quantization and output dequantization a
+    user pays; invoke_*: the interpreter call alone; throughput: images/s in batches of batch_size.
+    accuracy_drop, max_class_drop and agreement compare with the float Keras model (REFERENCE).
     """
     if len(images) == 0:
         raise ValueError("the test split is empty: there is nothing to measure the exported variants on")
-    predictions = {name: np.array([np.argmax(predict(image)) for image in images]) for name, (predict, *_) in variants.items()}
-    reference = next(iter(predictions.values()))
+    num_classes = int(model.output_shape[-1])
+    keras_call = tf.function(lambda batch: model(batch, training=False))
+    runners = {REFERENCE: None, **{f"tflite_{v}": tflite.TFLiteClassifier(content, num_threads) for v, content in converted.items()}}
+    predictions = {REFERENCE: np.argmax(model.predict(images.astype(np.float32), batch_size=256, verbose=0), axis=-1)}
+    for name, runner in runners.items():
+        if runner is not None:
+            predictions[name] = np.argmax(runner.predict(images, batch_size=batch_size), axis=-1)
+
+    timed = {name: {"latency": [], "invoke": [], "batch": []} for name in runners}
+    single, batch = images[:1], images[:batch_size]
+    runs = max(1, latency_runs // LATENCY_ROUNDS)
+    for _ in range(LATENCY_ROUNDS):
+        for name, runner in runners.items():
+            # Default arguments bind this iteration's objects (time_calls calls the lambda at once anyway).
+            if runner is None:
+                one, many = tf.constant(single, tf.float32), tf.constant(batch, tf.float32)
+                timed[name]["latency"].extend(tflite.time_calls(lambda: keras_call(tf.constant(single, tf.float32)).numpy(), runs))
+                timed[name]["invoke"].extend(tflite.time_calls(lambda x=one: keras_call(x), runs))
+                timed[name]["batch"].extend(tflite.time_calls(lambda x=many: keras_call(x), max(3, runs // 10)))
+                continue
+            quantized_one, quantized_many = runner.quantize_input(single), runner.quantize_input(batch)
+            timed[name]["latency"].extend(tflite.time_calls(lambda r=runner: r.predict(single), runs))
+            timed[name]["invoke"].extend(tflite.time_calls(lambda r=runner, x=quantized_one: r.invoke(x), runs))
+            timed[name]["batch"].extend(tflite.time_calls(lambda r=runner, x=quantized_many: r.invoke(x), max(3, runs // 10)))
+
+    reference_correct = int(np.sum(predictions[REFERENCE] == labels))
+    reference_recalls = class_recalls(predictions[REFERENCE], labels, num_classes)
     metrics = {}
-    for name, (predict, model_bytes, sparsity) in variants.items():
-        for _ in range(10):  # warm-up: the first calls trace, allocate and fill caches
-            predict(images[0])
-        timings = []
-        for index in range(latency_runs):
-            start = time.perf_counter()
-            predict(images[index % len(images)])
-            timings.append((time.perf_counter() - start) * 1000)
+    for name in runners:
+        content = converted[name.removeprefix("tflite_")] if name != REFERENCE else None
+        correct = int(np.sum(predictions[name] == labels))
         metrics[name] = {
-            "accuracy": float(np.mean(predictions[name] == labels)),
-            "accuracy_drop": float(np.mean(reference == labels) - np.mean(predictions[name] == labels)),
-            "agreement": float(np.mean(predictions[name] == reference)),
-            "size_bytes": len(model_bytes),
-            "gzip_bytes": len(gzip.compress(model_bytes, compresslevel=9, mtime=0)),
-            "sparsity": float(sparsity),
-            "latency_p50_ms": float(np.percentile(timings, 50)),
-            "latency_p99_ms": float(np.percentile(timings, 99)),
+            "accuracy": correct / len(labels),
+            # from counts, so one image of 500 is exactly 0.002 and compares equal to a 0.002 threshold
+            "accuracy_drop": (reference_correct - correct) / len(labels),
+            "max_class_drop": float(np.nanmax(reference_recalls - class_recalls(predictions[name], labels, num_classes))),
+            "agreement": float(np.mean(predictions[name] == predictions[REFERENCE])),
+            "size_bytes": model_size if content is None else len(content),
+            "gzip_bytes": None if content is None else len(gzip.compress(content, compresslevel=9, mtime=0)),
+            "sparsity": variants_lib.keras_weight_sparsity(model) if content is None else tflite.weight_sparsity(content),
+            "latency_p50_ms": float(np.percentile(timed[name]["latency"], 50)),
+            "latency_p99_ms": float(np.percentile(timed[name]["latency"], 99)),
+            "invoke_p50_ms": float(np.percentile(timed[name]["invoke"], 50)),
+            "throughput_images_per_s": float(len(batch) / (np.median(timed[name]["batch"]) / 1000)),
         }
     return metrics
 
 
-def format_report(metrics: dict[str, dict], *, model_name: str, version: int, promoted: bool) -> str:
-    # object dtype keeps byte counts as integers in the table instead of 591595.0000.
-    table = pd.DataFrame.from_dict(metrics, orient="index").rename_axis("variant").astype(object)
-    status = f"promoted to `{CHAMPION_ALIAS}`" if promoted else f"not blessed by evaluate, so not `{CHAMPION_ALIAS}`"
+def decide_int8_gate(metrics: dict[str, dict], params: ExportParams) -> dict:
+    """The gate variant's accuracy and per-class recall may fall at most the params' thresholds below the float model's."""
+    row = metrics[f"tflite_{params.gate_variant}"]
+    reasons = []
+    if row["accuracy_drop"] > params.max_int8_accuracy_drop + 1e-9:
+        reasons.append(f"{params.gate_variant} accuracy drop {row['accuracy_drop']:.4f} > max_int8_accuracy_drop {params.max_int8_accuracy_drop}")
+    if row["max_class_drop"] > params.max_int8_class_drop + 1e-9:
+        reasons.append(f"{params.gate_variant} worst per-class recall drop {row['max_class_drop']:.4f} > max_int8_class_drop {params.max_int8_class_drop}")
+    if not reasons:
+        reasons.append(f"{params.gate_variant}: accuracy drop {row['accuracy_drop']:.4f} <= {params.max_int8_accuracy_drop}, "
+                       f"worst class drop {row['max_class_drop']:.4f} <= {params.max_int8_class_drop}")
+        return {"variant": params.gate_variant, "passed": True, "reasons": reasons}
+    return {"variant": params.gate_variant, "passed": False, "reasons": reasons}
+
+
+def plot_variants(metrics: dict[str, dict]) -> plt.Figure:
+    """Accuracy against gzipped size and against single-image latency, one labelled point a variant."""
+    rows = {name: row for name, row in metrics.items() if row["gzip_bytes"] is not None}
+    figure, (by_size, by_latency) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for name, row in rows.items():
+        label = name.removeprefix("tflite_")
+        by_size.scatter(row["gzip_bytes"] / 1024, row["accuracy"])
+        by_size.annotate(label, (row["gzip_bytes"] / 1024, row["accuracy"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        by_latency.scatter(row["invoke_p50_ms"] * 1000, row["accuracy"])
+        by_latency.annotate(label, (row["invoke_p50_ms"] * 1000, row["accuracy"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    by_size.set(xlabel="gzipped size (KiB)", ylabel="test accuracy", title="accuracy vs size")
+    by_latency.set(xlabel="single-image invoke p50 (µs)", title="accuracy vs latency")
+    for axes in (by_size, by_latency):
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def format_report(metrics: dict[str, dict], *, model_name: str, version: int, blessed: bool, gate: dict, num_threads: int) -> str:
+    table = pd.DataFrame.from_dict(metrics, orient="index").rename_axis("variant")
+    table["latency_p50_us"] = table.pop("latency_p50_ms") * 1000
+    table["latency_p99_us"] = table.pop("latency_p99_ms") * 1000
+    table["invoke_p50_us"] = table.pop("invoke_p50_ms") * 1000
+    for column in ("size_bytes", "gzip_bytes", "throughput_images_per_s"):  # integers, not 591595.0000
+        table[column] = table[column].map(lambda value: "" if pd.isna(value) else f"{value:,.0f}")
+    table = table.astype(object)
+    promoted = blessed and gate["passed"]
+    if promoted:
+        status = f"promoted to `{CHAMPION_ALIAS}`"
+    else:
+        why = [] if blessed else ["evaluate did not bless the model"]
+        why += [] if gate["passed"] else gate["reasons"]
+        status = f"**not** `{CHAMPION_ALIAS}`: " + "; ".join(why)
     return (
         f"# Export report: {model_name} version {version}\n\n"
-        f"Registered in MLflow as {model_name} version {version}, {status}.\n"
-        "Accuracy is on the whole test split; agreement is the share of test images where the variant "
-        "predicts the same class as the float Keras model; sparsity is the share of zero conv/dense "
-        "weights; latency is one image per call on one thread.\n\n"
-        # to_markdown needs tabulate, which dvc (a dependency) brings in.
-        f"{table.to_markdown(floatfmt='.4f')}\n"
+        f"Registered in MLflow as `models:/{model_name}/{version}` (SavedModel `saved_model/{model_name}/{version}/`), {status}.\n\n"
+        f"int8 gate ({gate['variant']}): {'passed' if gate['passed'] else 'failed'} — {'; '.join(gate['reasons'])}.\n\n"
+        "Accuracy is on the whole test split through the interpreter; drop, worst per-class recall drop and "
+        f"agreement compare with the float Keras model ({REFERENCE}); sparsity is the share of zero conv/dense "
+        f"weights stored in the file. Every TFLite variant runs in ai_edge_litert with num_threads={num_threads} "
+        "and its default XNNPACK delegate; latency is one image per call including (de)quantization, invoke "
+        "is the interpreter call alone, throughput is images/s in batches. The keras_float row runs in "
+        "TensorFlow (size: model.keras).\n\n"
+        f"{table.to_markdown(floatfmt='.4f')}\n\n"  # to_markdown needs tabulate, which dvc brings in
+        "![accuracy vs size and latency](variants.png)\n"
     )
 
 
 def serving_signature(image_shape, num_classes: int) -> ModelSignature:
-    # The input is left unnamed: mlflow's pyfunc wrapper for tf.Module models accepts only arrays,
-    # and a named input makes pyfunc pass a dict. TF Serving still sees the input as `images`.
+    """What pyfunc (and `mlflow models serve`) takes and returns: uint8 images in, probabilities out.
+
+    The input is left unnamed: mlflow's pyfunc wrapper for tf.Module models accepts only arrays,
+    and a named input makes pyfunc pass a dict. The SavedModel's serving_default signature (TF
+    Serving, the predict command) still names it `images` and adds class ids and names.
+    """
     inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, *image_shape))])
-    outputs = Schema([
-        TensorSpec(np.dtype(np.float32), (-1, num_classes), "probabilities"),
-        TensorSpec(np.dtype(np.int64), (-1,), "class_ids"),
-        TensorSpec(np.dtype(object), (-1,), "class_names"),
-    ])
+    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def register_serving_model(module: ServingModule, *, model_name: str, example_images, num_classes: int, promote: bool) -> int:
+def register_serving_model(module: ServingModule, *, model_name: str, example_images, num_classes: int, promote: bool, tags: dict) -> int:
     """Logs the serving module into the active run, registers it, and aliases it champion if promoted."""
     info = mlflow.tensorflow.log_model(
         module,
@@ -268,15 +241,18 @@ def register_serving_model(module: ServingModule, *, model_name: str, example_im
         signature=serving_signature(example_images.shape[1:], num_classes),
         input_example=example_images,
         registered_model_name=model_name,
-        saved_model_kwargs={"signatures": {"serving_default": module.__call__}},
+        saved_model_kwargs={"signatures": {"serving_default": module.serve}},
         # The SavedModel needs only TensorFlow to load; inferring requirements would spawn a subprocess.
         pip_requirements=[f"tensorflow=={tf.__version__}"],
     )
     if info.registered_model_version is None:
         raise RuntimeError(f"MLflow did not return a version for registered model {model_name!r}")
     version = int(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, str(version), key, value)
     if promote:
-        mlflow.MlflowClient().set_registered_model_alias(model_name, CHAMPION_ALIAS, str(version))
+        client.set_registered_model_alias(model_name, CHAMPION_ALIAS, str(version))
     return version
 
 
@@ -299,9 +275,10 @@ def main() -> None:
     if not BLESSING_FILE.is_file():
         raise FileNotFoundError(f"{BLESSING_FILE}: not found; run the evaluate stage first (dvc repro evaluate)")
     with BLESSING_FILE.open() as stream:
-        promote = bool(json.load(stream)["blessed"])
+        blessed = bool(json.load(stream)["blessed"])
     run_reference = tracking.read_run_reference(TRAIN_DIR / "run.json")
-    model = keras.models.load_model(TRAIN_DIR / "model.keras")
+    model = keras.models.load_model(TRAIN_DIR / "model.keras", compile=False)  # inference only
+    class_names = description["class_names"]
     train_images, train_labels = records.load_split_arrays(PREPARED_DIR, "train")
     test_images, test_labels = records.load_split_arrays(PREPARED_DIR, "test")
 
@@ -310,51 +287,48 @@ def main() -> None:
     staging.chmod(0o755)  # mkdtemp makes it owner-only; a model server often runs as another user
     try:
         with tracking.stage_run(run_reference["experiment_name"], run_id=run_reference["run_id"]) as run:
-            representative = select_representative_images(train_images, params.representative_samples, params.seed)
             log_dir = tracking.tensorboard_dir(run.info.run_id) / "pruning"
-            pruned = prune_model(
-                model, description["model"], train_images, train_labels, target_sparsity=params.prune_target_sparsity,
-                epochs=params.prune_epochs, learning_rate=params.prune_learning_rate, seed=params.seed, log_dir=log_dir,
+            converted = build_tflite_variants(model, description["model"], train_images, train_labels, params, log_dir)
+            for variant, content in converted.items():
+                (staging / tflite_file(variant)).write_bytes(content)
+            (staging / tflite.LABELS_FILE).write_text("".join(f"{name}\n" for name in class_names))
+            metrics = measure_variants(
+                model, (TRAIN_DIR / "model.keras").stat().st_size, converted, test_images, test_labels,
+                num_threads=params.num_threads, latency_runs=params.latency_runs, batch_size=params.throughput_batch_size,
             )
-            pruned.save(staging / "pruned.keras")
-            tflite = {
-                "tflite_float32": convert_to_tflite(model),
-                "tflite_int8": convert_to_tflite(model, representative),
-                "tflite_pruned_int8": convert_to_tflite(pruned, representative),
-            }
-            for variant, content in tflite.items():
-                (staging / TFLITE_FILES[variant]).write_bytes(content)
-            variants = {
-                "keras_float": (make_keras_predictor(model), (TRAIN_DIR / "model.keras").read_bytes(), keras_weight_sparsity(model)),
-                "keras_pruned": (make_keras_predictor(pruned), (staging / "pruned.keras").read_bytes(), keras_weight_sparsity(pruned)),
-            }
-            for name, content in tflite.items():
-                variants[name] = (make_tflite_predictor(content), content, tflite_weight_sparsity(content))
-            metrics = measure_variants(variants, test_images, test_labels)
+            gate = decide_int8_gate(metrics, params)
+            promoted = blessed and gate["passed"]
 
-            module = ServingModule(model, description["class_names"])
+            module = ServingModule(model, class_names)
             version = register_serving_model(
-                module, model_name=params.model_name, example_images=test_images[:2],
-                num_classes=len(description["class_names"]), promote=promote,
+                module, model_name=params.model_name, example_images=test_images[:2], num_classes=len(class_names),
+                promote=promoted, tags={"blessed": str(blessed).lower(), "int8_gate": "passed" if gate["passed"] else "failed",
+                                        "int8_gate.reasons": "; ".join(gate["reasons"])},
             )
             # TF Serving layout: <name>/<version>/ with the version the registry just gave.
             serving_dir = staging / "saved_model" / params.model_name / str(version)
-            tf.saved_model.save(module, str(serving_dir), signatures={"serving_default": module.__call__})
-            report = format_report(metrics, model_name=params.model_name, version=version, promoted=promote)
-            (staging / "report.md").write_text(report)
+            tf.saved_model.save(module, str(serving_dir), signatures={"serving_default": module.serve})
+            (staging / "report.md").write_text(format_report(
+                metrics, model_name=params.model_name, version=version, blessed=blessed, gate=gate, num_threads=params.num_threads))
+            figure = plot_variants(metrics)
+            figure.savefig(staging / "variants.png", dpi=120)
+            plt.close(figure)
 
-            for file_name in ["report.md", *TFLITE_FILES.values()]:
+            for file_name in ["report.md", "variants.png", tflite.LABELS_FILE, *map(tflite_file, converted)]:
                 mlflow.log_artifact(str(staging / file_name), artifact_path="export")
             if log_dir.is_dir():
                 mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard/pruning")
-            mlflow.log_metrics({f"export.{name}.{key}": value for name, row in metrics.items() for key, value in row.items()})
+            mlflow.log_metrics({f"export.{name}.{key}": value for name, row in metrics.items()
+                                for key, value in row.items() if value is not None})
+            mlflow.set_tags({"export.version": str(version), "export.promoted": str(promoted).lower(),
+                             "export.int8_gate": "; ".join(gate["reasons"])})
 
-        METRICS_FILE.parent.mkdir(parents=True, exist_ok=True)
-        with METRICS_FILE.open("w") as stream:
-            json.dump({**metrics, "version": version, "promoted": promote}, stream, indent=2)
+        write_json(METRICS_FILE, {**metrics, "version": version, "blessed": blessed, "promoted": promoted,
+                                  "int8_gate": {"passed": gate["passed"], "variant": gate["variant"], "reasons": gate["reasons"]}})
         replace_directory(staging, EXPORT_DIR)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    print(f"{EXPORT_DIR}: {params.model_name} version {version}, {'champion' if promoted else 'not champion'}; {'; '.join(gate['reasons'])}")
 
 
 if __name__ == "__main__":

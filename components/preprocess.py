@@ -1,11 +1,15 @@
-"""Preprocess stage: reads the train split of data/prepared, writes artifacts/preprocess/.
+"""Preprocess stage: reads the train split of data/prepared, writes artifacts/preprocess/statistics.json.
 
 Analyze once, apply everywhere (TFX Transform's idea): the resize and the per-channel
-normalization statistics of the train split become a small Keras model, `preprocessing`, that the
-training model and the exported serving model both contain, so there is no train/serve skew.
+normalization statistics of the train split define a small Keras model, `preprocessing`
+(build_preprocessor), that the training model and the exported serving model both contain, so
+there is no train/serve skew. The stage stores the statistics rather than a saved .keras file
+because a .keras archive carries its save time: the same analysis must give the same bytes, or
+DVC would retrain after every forced rerun.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +22,7 @@ from pipelines.outputs import atomic_directory, write_json
 
 PREPARED_DIR = Path("data/prepared")
 OUTPUT_DIR = Path("artifacts/preprocess")
-PREPROCESSOR_FILE = "preprocessor.keras"
+STATISTICS_FILE = OUTPUT_DIR / "statistics.json"
 
 
 def compute_statistics(images: np.ndarray, image_height: int, image_width: int) -> dict:
@@ -47,6 +51,16 @@ def build_preprocessor(input_shape, image_height: int, image_width: int, mean, v
     return keras.Model(inputs, x, name="preprocessing")
 
 
+def load_preprocessor(statistics_file: Path = STATISTICS_FILE) -> keras.Model:
+    """The preprocessing model the preprocess stage analyzed, rebuilt from its statistics."""
+    if not statistics_file.is_file():
+        raise FileNotFoundError(f"{statistics_file}: not found; run the preprocess stage first (dvc repro preprocess)")
+    with statistics_file.open() as stream:
+        statistics = json.load(stream)
+    height, width = statistics["output_shape"][:2]
+    return build_preprocessor(statistics["input_shape"], height, width, statistics["mean"], statistics["variance"])
+
+
 def main() -> None:
     params = load_params().preprocess
     manifest = records.read_manifest(PREPARED_DIR)
@@ -56,7 +70,6 @@ def main() -> None:
         manifest["image_shape"], params.image_height, params.image_width, statistics["mean"], statistics["variance"]
     )
     with atomic_directory(OUTPUT_DIR) as staging:
-        preprocessor.save(staging / PREPROCESSOR_FILE)
         write_json(
             staging / "statistics.json",
             {**statistics, "input_shape": manifest["image_shape"], "output_shape": list(preprocessor.output_shape[1:])},

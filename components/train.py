@@ -18,15 +18,16 @@ import pandas as pd
 import tensorflow as tf
 import tf_keras as keras
 
+from components.preprocess import load_preprocessor
 from models import registry
-from pipelines import records, tracking
-from pipelines.config import AugmentationParams, TrainParams, load_params
+from pipelines import hardware, records, tracking
+from pipelines.config import Params, TrainParams, load_params
+from pipelines.input_pipeline import build_augmenter, build_input_pipeline
 from pipelines.outputs import atomic_directory, write_json
 
 PREPARED_DIR = Path("data/prepared")
-PREPROCESSOR_FILE = Path("artifacts/preprocess/preprocessor.keras")
 OUTPUT_DIR = Path("artifacts/train")
-BACKUP_ROOT = Path(".cache/train-backup")
+CACHE_ROOT = Path(".cache")
 
 
 class TrainingDiverged(RuntimeError):
@@ -38,39 +39,21 @@ def experiment_name_for(source: str) -> str:
     return source.replace(":", "-").replace("/", "-")
 
 
-def build_augmenter(params: AugmentationParams, seed: int) -> keras.Sequential | None:
-    """Random transforms on float pixel batches; None when every transform is off."""
-    layers = []
-    if params.flip != "none":
-        layers.append(keras.layers.RandomFlip(params.flip, seed=seed))
-    if params.rotation:
-        layers.append(keras.layers.RandomRotation(params.rotation, fill_mode="constant", seed=seed + 1))
-    if params.zoom:
-        layers.append(keras.layers.RandomZoom(params.zoom, fill_mode="constant", seed=seed + 2))
-    if params.translation:
-        layers.append(keras.layers.RandomTranslation(params.translation, params.translation, fill_mode="constant", seed=seed + 3))
-    return keras.Sequential(layers, name="augmentation") if layers else None
-
-
-def build_input_pipeline(dataset: tf.data.Dataset, batch_size: int, training: bool, shuffle_buffer: int = 1,
-                         seed: int = 0, augmenter: keras.Model | None = None) -> tf.data.Dataset:
-    """Cache decoded images, shuffle (train only), batch, cast to float32 pixels, augment (train only), prefetch."""
-    dataset = dataset.cache()
-    if training:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    dataset = dataset.map(lambda images, labels: (tf.cast(images, tf.float32), labels), num_parallel_calls=tf.data.AUTOTUNE)
-    if training and augmenter is not None:
-        dataset = dataset.map(lambda images, labels: (augmenter(images, training=True), labels), num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-
 def build_training_model(preprocessor: keras.Model, classifier: keras.Model) -> keras.Model:
     """raw pixels -> preprocessing -> classifier logits -> float32 softmax probabilities."""
     inputs = keras.Input(shape=preprocessor.input_shape[1:], dtype="float32", name="image")
     logits = classifier(preprocessor(inputs))
     outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
     return keras.Model(inputs, outputs, name="trained_model")
+
+
+def build_classifier(params: TrainParams, input_shape, num_classes: int) -> keras.Model:
+    # AdamW decays weights itself (decoupled); an L2 penalty on top would apply weight_decay twice.
+    l2 = 0.0 if params.optimizer == "adamw" else params.weight_decay
+    return registry.get_builder(params.model)(
+        input_shape=tuple(input_shape), num_classes=num_classes,
+        dropout_rate=params.dropout_rate, weight_decay=l2, batch_norm=params.batch_norm,
+    )
 
 
 def build_learning_rate(params: TrainParams, steps_per_epoch: int):
@@ -88,14 +71,37 @@ def build_learning_rate(params: TrainParams, steps_per_epoch: int):
 
 
 def build_optimizer(params: TrainParams, steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
-    optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
-    return optimizers[params.optimizer](learning_rate=build_learning_rate(params, steps_per_epoch))
+    rate = build_learning_rate(params, steps_per_epoch)
+    options = {"learning_rate": rate, "clipnorm": params.clipnorm}
+    if params.optimizer == "sgd":
+        return keras.optimizers.SGD(momentum=params.momentum, nesterov=params.nesterov, **options)
+    if params.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(momentum=params.momentum, **options)
+    if params.optimizer == "adamw":
+        return keras.optimizers.AdamW(weight_decay=params.weight_decay or 1e-4, **options)
+    return keras.optimizers.Adam(**options)
+
+
+def build_loss(label_smoothing: float):
+    """Sparse labels everywhere; Keras 2's sparse loss has no label smoothing, so one-hot it inside."""
+    if not label_smoothing:
+        return keras.losses.SparseCategoricalCrossentropy()
+
+    def smoothed_crossentropy(labels, probabilities):
+        one_hot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), tf.shape(probabilities)[-1])
+        return keras.losses.categorical_crossentropy(one_hot, probabilities, label_smoothing=label_smoothing)
+
+    return smoothed_crossentropy
+
+
+def compile_model(model, params: TrainParams, steps_per_epoch: int, jit_compile: bool) -> None:
+    model.compile(optimizer=build_optimizer(params, steps_per_epoch), loss=build_loss(params.label_smoothing),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                  jit_compile=jit_compile, steps_per_execution=params.steps_per_execution)
 
 
 def fit_model(model, train_data, val_data, params: TrainParams, callbacks) -> keras.callbacks.History:
-    """Compiles and fits; raises TrainingDiverged if the loss became NaN (Keras itself exits quietly)."""
-    steps_per_epoch = int(train_data.cardinality()) if train_data.cardinality() > 0 else 1
-    model.compile(optimizer=build_optimizer(params, steps_per_epoch), loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+    """Fits a compiled model; raises TrainingDiverged if the loss became NaN (Keras itself exits quietly)."""
     monitor = "val_loss" if val_data is not None else "loss"
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
@@ -109,10 +115,48 @@ def fit_model(model, train_data, val_data, params: TrainParams, callbacks) -> ke
     return history
 
 
-def backup_dir_for(params: TrainParams) -> Path:
-    """BackupAndRestore's directory, keyed by the train params so a changed config never resumes a stale run."""
-    key = hashlib.sha256(json.dumps(asdict(params), sort_keys=True).encode()).hexdigest()[:12]
-    return BACKUP_ROOT / f"{params.model}-{key}"
+def run_key(params: Params) -> str:
+    """Keys the backup and checkpoint directories, so a changed config never resumes a stale run."""
+    relevant = {"train": asdict(params.train), "preprocess": asdict(params.preprocess), "data": asdict(params.data)}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class CorruptedBackup(RuntimeError):
+    """A BackupAndRestore checkpoint exists but cannot be read: never silently restart from epoch 1."""
+
+
+def verify_backup(backup_dir: Path) -> int | None:
+    """The epoch a killed run would resume from, or None without a backup; raises CorruptedBackup."""
+    files = [path for path in backup_dir.rglob("*") if path.is_file()] if backup_dir.exists() else []
+    if not files:
+        return None
+    hint = f"delete {backup_dir} to start training from the first epoch"
+    latest = tf.train.latest_checkpoint(str(backup_dir / "chief"))
+    if latest is None:
+        raise CorruptedBackup(f"{backup_dir}: training backup has files but no readable checkpoint index; {hint}")
+    try:
+        reader = tf.train.load_checkpoint(latest)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+        epoch = next((reader.get_tensor(name) for name in reader.get_variable_to_shape_map() if "ckpt_saved_epoch" in name), None)
+    except (tf.errors.OpError, ValueError) as error:
+        raise CorruptedBackup(f"{latest}: training backup is corrupted ({type(error).__name__}: {str(error).splitlines()[0]}); {hint}") from None
+    return None if epoch is None else int(epoch) + 1
+
+
+def log_augmented_batch(train_data: tf.data.Dataset, log_dir: Path, count: int) -> None:
+    """Shows what the model really sees: one augmented batch as images in TensorBoard."""
+    images, _ = next(iter(train_data))
+    with tf.summary.create_file_writer(str(log_dir / "images")).as_default():
+        tf.summary.image("augmented_train_batch", tf.cast(images[:count], tf.float32) / 255.0, step=0, max_outputs=count)
+
+
+def float32_copy(model: keras.Model, preprocessor: keras.Model, params: TrainParams, input_shape, num_classes: int) -> keras.Model:
+    """The same weights in a float32 model: what evaluate and export (TFLite, tfmot) expect."""
+    keras.mixed_precision.set_global_policy("float32")
+    copy = build_training_model(preprocessor, build_classifier(params, input_shape, num_classes))
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def main() -> None:
@@ -121,38 +165,67 @@ def main() -> None:
     keras.utils.set_random_seed(params.seed)
     if params.deterministic:
         tf.config.experimental.enable_op_determinism()
+    plan = hardware.plan_hardware(params.mixed_precision, params.jit_compile, params.distribute)
+    strategy = hardware.build_strategy(plan)
 
     manifest = records.read_manifest(PREPARED_DIR)
+    num_classes = len(manifest["class_names"])
     has_val = manifest["splits"].get("val", {}).get("count", 0) > 0
+    # Batch size is global: a strategy with N replicas gives each batch_size / N examples.
     augmenter = build_augmenter(params.augmentation, params.seed)
-    train_data = build_input_pipeline(records.read_split(PREPARED_DIR, "train"), params.batch_size, True, params.shuffle_buffer, params.seed, augmenter)
+    train_data = build_input_pipeline(records.read_split(PREPARED_DIR, "train"), params.batch_size, True, params.shuffle_buffer,
+                                      params.seed, augmenter, params.cache)
     val_data = build_input_pipeline(records.read_split(PREPARED_DIR, "val"), params.batch_size, False) if has_val else None
+    steps_per_epoch = -(-manifest["splits"]["train"]["count"] // params.batch_size)
 
-    preprocessor = keras.models.load_model(PREPROCESSOR_FILE)
-    classifier = registry.get_builder(params.model)(
-        input_shape=preprocessor.output_shape[1:], num_classes=len(manifest["class_names"]),
-        dropout_rate=params.dropout_rate, weight_decay=params.weight_decay, batch_norm=params.batch_norm,
-    )
-    model = build_training_model(preprocessor, classifier)
+    with strategy.scope():
+        preprocessor = load_preprocessor()
+        hardware.apply_precision(plan)
+        classifier_input = preprocessor.output_shape[1:]
+        model = build_training_model(preprocessor, build_classifier(params, classifier_input, num_classes))
+        compile_model(model, params, steps_per_epoch, plan.jit_compile)
 
     experiment_name = experiment_name_for(all_params.data.source)
-    with tracking.stage_run(experiment_name, run_name=f"{params.model}-{all_params.data.source}") as run:
+    with tracking.stage_run(experiment_name, run_name=f"{params.model}-{all_params.data.source}", system_metrics=True) as run:
         mlflow.log_params(tracking.flatten("", json.loads(json.dumps(asdict(all_params)))))
-        devices = [device.device_type for device in tf.config.list_physical_devices()]
-        mlflow.set_tags({**tracking.git_tags(), "tensorflow.version": tf.__version__, "device": "GPU" if "GPU" in devices else "CPU",
+        mlflow.set_tags({**tracking.git_tags(), **tracking.dvc_lock_tags(("ingest", "preprocess")),
+                         "tensorflow.version": tf.__version__, "device": plan.device,
+                         "precision": plan.precision_policy, "jit_compile": str(plan.jit_compile).lower(),
+                         "strategy": f"{plan.strategy_name} ({strategy.num_replicas_in_sync} replicas)",
                          "host.python": platform.python_version(), "stage": "train"})
+        if Path("reports/ingest").is_dir():
+            mlflow.log_artifacts("reports/ingest", artifact_path="ingest")  # data docs, statistics, pictures
+        if Path("metrics/ingest.json").is_file():
+            mlflow.log_artifact("metrics/ingest.json", artifact_path="ingest")
+        tracking.log_dataset(PREPARED_DIR / "examples.csv", name=all_params.data.source)
         log_dir = tracking.tensorboard_dir(run.info.run_id)
-        backup_dir = backup_dir_for(params)
+        tracking.log_hparams(log_dir, tracking.flatten("", {"data": {"source": all_params.data.source}, "train": asdict(params)}, as_text=False),
+                             trial_id=run.info.run_id)
+        if params.log_augmented_images:
+            log_augmented_batch(train_data, log_dir, params.log_augmented_images)
+        key = run_key(all_params)
+        backup_dir, checkpoint_dir = CACHE_ROOT / "train-backup" / key, CACHE_ROOT / "train-checkpoints" / key
+        resume_epoch = verify_backup(backup_dir)
+        if resume_epoch is not None:
+            print(f"resuming from the backup in {backup_dir}: epoch {resume_epoch + 1} onwards")
+            mlflow.set_tag("resumed_from_epoch", str(resume_epoch + 1))
         callbacks = [
-            keras.callbacks.TensorBoard(log_dir=str(log_dir)),
-            tracking.mlflow_epoch_callback(),
+            # Restores model, optimizer and epoch after a killed run. It comes before the loggers, so an
+            # epoch that MLflow shows as done is always an epoch a rerun resumes after.
             keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir)),
+            keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=params.histogram_freq),
+            tracking.mlflow_epoch_callback(),
+            keras.callbacks.ModelCheckpoint(str(checkpoint_dir / "best.weights.h5"), save_best_only=True, save_weights_only=True,
+                                            monitor="val_loss" if has_val else "loss"),
         ]
         history = fit_model(model, train_data, val_data, params, callbacks)
-        shutil.rmtree(backup_dir, ignore_errors=True)
+        if plan.precision_policy != "float32":
+            model = float32_copy(model, preprocessor, params, classifier_input, num_classes)
+        for finished in (backup_dir, checkpoint_dir):  # a later run with the same config starts fresh
+            shutil.rmtree(finished, ignore_errors=True)
 
         frame = pd.DataFrame(history.history)
-        frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
+        frame.insert(0, "epoch", np.asarray(history.epoch) + 1)  # a resumed run starts past epoch 1
         with atomic_directory(OUTPUT_DIR) as staging:
             model.save(staging / "model.keras")
             write_json(staging / "model.json", {"model": params.model, "class_names": manifest["class_names"], "image_shape": manifest["image_shape"]})
@@ -164,7 +237,7 @@ def main() -> None:
         write_json("metrics/train.json", {**final, "epochs_run": int(len(frame)), "run_id": run.info.run_id})
         mlflow.log_artifact(str(OUTPUT_DIR / "history.csv"))
         mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard")
-    print(f"{OUTPUT_DIR}: {params.model} trained for {len(frame)} epochs; MLflow run {run.info.run_id}")
+    print(f"{OUTPUT_DIR}: {params.model} trained for {len(frame)} epochs on {plan.device}; MLflow run {run.info.run_id}")
 
 
 if __name__ == "__main__":

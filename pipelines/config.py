@@ -21,8 +21,15 @@ class ParamsError(ValueError):
 
 @dataclass(frozen=True, config=STRICT)
 class DataParams:
-    source: str = "mnist_5k"
+    source: str = "mnist_5k"  # mnist_5k | tfds:<name> | folder (pipelines/sources.py)
     raw_dir: str = "data/raw"
+
+    @pydantic.field_validator("source")
+    @classmethod
+    def _known_source(cls, source: str) -> str:
+        if source in ("mnist_5k", "folder") or (source.startswith("tfds:") and len(source) > len("tfds:")):
+            return source
+        raise ValueError("expected mnist_5k, folder or tfds:<name> (e.g. tfds:fashion_mnist)")
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -33,9 +40,21 @@ class ExpectationParams:
     pixel_min: int = Field(0, ge=0, le=255)
     pixel_max: int = Field(255, ge=0, le=255)
     min_per_class: int = Field(10, ge=1)
+    min_class_share: float = Field(0.0, ge=0, le=1)
     max_class_share: float = Field(0.5, gt=0, le=1)
     image_mean_min: float = Field(5.0, ge=0, le=255)
     image_mean_max: float = Field(200.0, ge=0, le=255)
+    # Bits that may differ between the 256-bit perceptual hashes of two images in different splits
+    # for them to count as near-duplicates; -1 turns the check off (exact duplicates still fail).
+    near_duplicate_max_distance: int = Field(8, ge=-1, le=31)
+
+    @pydantic.model_validator(mode="after")
+    def _ordered_bounds(self):
+        for low, high in (("pixel_min", "pixel_max"), ("image_mean_min", "image_mean_max"),
+                          ("min_class_share", "max_class_share")):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(f"{low} ({getattr(self, low)}) is above {high} ({getattr(self, high)})")
+        return self
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -44,7 +63,17 @@ class IngestParams:
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, gt=0, lt=1)
     num_shards: int = Field(2, ge=1)
+    # Decompression-bomb guard: an image with more pixels is an error before it is decoded
+    # (at most Pillow's own hard limit, 2 x Image.MAX_IMAGE_PIXELS).
+    max_image_pixels: int = Field(25_000_000, ge=1, le=178_956_970)
+    samples_per_class: int = Field(8, ge=1, le=32)  # columns of reports/ingest/samples.png
     expectations: ExpectationParams = ExpectationParams()
+
+    @pydantic.model_validator(mode="after")
+    def _fractions_leave_a_train_split(self):
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction + test_fraction must be below 1, got {self.val_fraction + self.test_fraction}")
+        return self
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -61,6 +90,9 @@ class AugmentationParams:
     rotation: float = Field(0.0, ge=0, le=0.5)  # fraction of a full turn
     zoom: float = Field(0.0, ge=0, lt=1)
     translation: float = Field(0.0, ge=0, lt=1)  # fraction of height/width
+    contrast: float = Field(0.0, ge=0, lt=1)
+    crop_padding: int = Field(0, ge=0)  # pixels of zero padding before a random crop back to size
+    erasing: float = Field(0.0, ge=0, le=1)  # probability of erasing a random rectangle
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -68,8 +100,12 @@ class TrainParams:
     model: str = "lenet5"
     epochs: int = Field(15, ge=1)
     batch_size: int = Field(64, ge=1)
-    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     learning_rate: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd and rmsprop
+    nesterov: bool = False  # sgd
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    clipnorm: float | None = Field(None, gt=0)  # gradient clipping by norm; null disables
     lr_schedule: Literal["constant", "cosine", "exponential"] = "constant"
     warmup_epochs: int = Field(0, ge=0)
     dropout_rate: float = Field(0.0, ge=0, lt=1)
@@ -78,8 +114,16 @@ class TrainParams:
     augmentation: AugmentationParams = AugmentationParams()
     early_stopping_patience: int = Field(4, ge=1)
     shuffle_buffer: int = Field(5000, ge=1)
+    cache: str = "memory"  # memory | none | a file path prefix for splits larger than memory
+    log_augmented_images: int = Field(8, ge=0)  # an augmented batch shown in TensorBoard; 0 disables
+    histogram_freq: int = Field(0, ge=0)  # weight histograms in TensorBoard every N epochs; 0 disables
     seed: int = 42
     deterministic: bool = True
+    # Hardware: "auto" picks mixed precision and XLA on a capable GPU, float32 and no XLA on CPU.
+    mixed_precision: Literal["auto", "off", "mixed_float16", "mixed_bfloat16"] = "auto"
+    jit_compile: Literal["auto", "on", "off"] = "auto"
+    distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
+    steps_per_execution: int = Field(1, ge=1)
 
     @pydantic.field_validator("model")
     @classmethod
@@ -92,18 +136,48 @@ class TrainParams:
 
 @dataclass(frozen=True, config=STRICT)
 class EvaluateParams:
+    """The promotion gate's thresholds; the champion is compared on the candidate's own test split."""
+
     top_k: int = Field(3, ge=1)
     min_accuracy: float = Field(0.97, ge=0, le=1)
+    max_accuracy_regression: float = Field(0.01, ge=0, le=1)  # vs the champion's test accuracy
+    max_class_recall_drop: float = Field(0.1, ge=0, le=1)  # vs the champion's recall of each class
+
+
+ExportVariant = Literal["float32", "float16", "dynamic_range", "int8", "pruned_int8", "qat_int8", "pqat_int8"]
 
 
 @dataclass(frozen=True, config=STRICT)
 class ExportParams:
+    """The exported variants, their fine-tunes, how they are measured, and the int8 promotion gate."""
+
     model_name: str = "tfpipe_classifier"
-    prune_target_sparsity: float = Field(0.75, ge=0, lt=1)
-    prune_epochs: int = Field(2, ge=1)
-    prune_learning_rate: float = Field(5e-4, gt=0)
-    representative_samples: int = Field(200, ge=1)
+    variants: tuple[ExportVariant, ...] = ("float32", "float16", "dynamic_range", "int8", "pruned_int8", "qat_int8", "pqat_int8")
+    representative_samples: int = Field(200, ge=1)  # train images that calibrate full-integer quantization
     seed: int = 42
+    prune_target_sparsity: float = Field(0.75, ge=0, lt=1)
+    prune_epochs: int = Field(4, ge=1)
+    prune_end_fraction: float = Field(0.5, gt=0, le=1)  # the sparsity ramp ends here; the rest recovers accuracy
+    prune_learning_rate: float = Field(2e-4, gt=0)
+    prune_min_weights: int = Field(1000, ge=0)  # smaller kernels (LeNet's first conv: 150) stay dense
+    qat_epochs: int = Field(1, ge=1)  # quantization-aware fine-tune, for qat_int8 and pqat_int8
+    qat_learning_rate: float = Field(1e-4, gt=0)
+    num_threads: int = Field(1, ge=1)  # every variant is measured with the same interpreter settings
+    latency_runs: int = Field(300, ge=10)
+    throughput_batch_size: int = Field(64, ge=1)
+    gate_variant: ExportVariant = "int8"  # the int8 variant that must pass the gate for `champion`
+    max_int8_accuracy_drop: float = Field(0.002, ge=0, le=1)  # vs the float Keras model, whole test split
+    max_int8_class_drop: float = Field(0.04, ge=0, le=1)  # per-class recall vs the float model
+
+    @pydantic.model_validator(mode="after")
+    def _gate_variant_is_exported(self):
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"variants lists a variant twice: {list(self.variants)}")
+        if self.gate_variant not in self.variants:
+            raise ValueError(f"gate_variant {self.gate_variant!r} is not in variants {list(self.variants)}")
+        if self.gate_variant in ("float32", "float16", "dynamic_range"):
+            raise ValueError(f"gate_variant must be a full-integer variant (*int8), got {self.gate_variant!r}")
+        return self
 
 
 @dataclass(frozen=True, config=STRICT)

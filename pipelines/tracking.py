@@ -10,49 +10,113 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import mlflow
+
+def project_root(cwd: Path | None = None) -> Path:
+    """The repository the stage belongs to, also when DVC runs it in a temporary experiment copy.
+
+    `dvc exp run --temp` and queued experiments run in <repo>/.dvc/tmp/exps/<tmp>/; their runs
+    and TensorBoard logs belong in the repository's own store, not in a copy deleted afterwards.
+    """
+    cwd = (cwd or Path.cwd()).resolve()
+    parts = cwd.parts
+    for index in range(len(parts) - 2):
+        if parts[index : index + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:index])
+    return cwd
+
 
 MLRUNS_DIR = Path("mlruns")
 TENSORBOARD_DIR = Path("logs/tensorboard")
 
 
 def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set (a team's server), else the SQLite store under mlruns/."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(MLRUNS_DIR / 'mlflow.db').resolve()}"
+    """MLFLOW_TRACKING_URI if set (a team's server), else the SQLite store under <repo>/mlruns/."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / MLRUNS_DIR / 'mlflow.db'}"
 
 
 def configure(experiment_name: str) -> str:
     """Points MLflow at the store and makes sure the experiment exists; returns its id."""
-    MLRUNS_DIR.mkdir(exist_ok=True)
+    local_store = not os.environ.get("MLFLOW_TRACKING_URI")  # read first: set_tracking_uri sets the variable
+    (project_root() / MLRUNS_DIR).mkdir(exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri())
     experiment = mlflow.get_experiment_by_name(experiment_name)
     if experiment is not None:
         return experiment.experiment_id
-    # With the SQLite store MLflow puts artifacts beside the database: mlruns/<experiment id>/.
-    return mlflow.create_experiment(experiment_name)
+    # Local store: artifacts under <repo>/mlruns/artifacts/, whatever the working directory (MLflow's
+    # default, ./mlruns/<id>, would land in a temporary experiment copy). A server decides for itself.
+    location = (project_root() / MLRUNS_DIR / "artifacts" / experiment_name).as_uri() if local_store else None
+    return mlflow.create_experiment(experiment_name, artifact_location=location)
+
+
+class Terminated(SystemExit):
+    """SIGTERM (`kill`, a CI timeout, a scheduler) arrived: the run ends KILLED, not RUNNING."""
 
 
 def _raise_on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)
+    raise Terminated(128 + signum)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_stale_runs(experiment_id: str) -> list[str]:
+    """Marks KILLED the runs left RUNNING by a process of this host that no longer exists (SIGKILL, OOM)."""
+    client = mlflow.MlflowClient()
+    stale = []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        pid, host = run.data.tags.get("tfpipe.pid"), run.data.tags.get("tfpipe.host")
+        if host == socket.gethostname() and pid and pid.isdigit() and not _process_alive(int(pid)):
+            client.set_tag(run.info.run_id, "tfpipe.stale", f"process {pid} died without ending the run; marked KILLED by process {os.getpid()}")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            stale.append(run.info.run_id)
+    return stale
 
 
 @contextlib.contextmanager
-def stage_run(experiment_name: str, run_id: str | None = None, run_name: str | None = None):
-    """Starts (train) or resumes (evaluate, export) the model's run.
+def stage_run(experiment_name: str, run_id: str | None = None, run_name: str | None = None, system_metrics: bool | None = None):
+    """Starts (train) or resumes (evaluate, export) the model's run, and always ends it.
 
-    An exception or SIGTERM ends the run FAILED; mlflow.start_run's context manager only marks
-    it FINISHED when the block completes.
+    FINISHED when the block completes, FAILED on an exception, KILLED on SIGTERM. A run that a
+    SIGKILLed process left RUNNING is marked KILLED by the next stage_run on the same host.
+    system_metrics=True samples CPU, memory, disk and network (psutil; GPUs with pynvml) every 3 s
+    (MLflow's 10 s default misses a short run; MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides).
     """
     experiment_id = configure(experiment_name)
-    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    for stale_id in mark_stale_runs(experiment_id):
+        print(f"MLflow run {stale_id} was left RUNNING by a killed process; marked KILLED")
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm) if in_main_thread else None
+    if system_metrics and "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL" not in os.environ:
+        mlflow.set_system_metrics_sampling_interval(3)
     try:
-        with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id, run_name=run_name) as run:
+        run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id, run_name=run_name,
+                               log_system_metrics=system_metrics)
+        mlflow.set_tags({"tfpipe.pid": str(os.getpid()), "tfpipe.host": socket.gethostname()})
+        try:
             yield run
+        except Terminated:
+            mlflow.end_run(status="KILLED")
+            raise
+        except BaseException:
+            mlflow.end_run(status="FAILED")
+            raise
+        mlflow.end_run(status="FINISHED")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def git_tags() -> dict[str, str]:
@@ -74,19 +138,56 @@ def git_tags() -> dict[str, str]:
     return tags
 
 
-def flatten(prefix: str, value) -> dict[str, str]:
-    """{'train': {'epochs': 3}} -> {'train.epochs': '3'} for mlflow.log_params."""
+def dvc_lock_tags(stages=("ingest", "preprocess"), lock_file: Path = Path("dvc.lock")) -> dict[str, str]:
+    """The md5 of each output of the upstream stages in dvc.lock ('dvc.lock.ingest.data/prepared'):
+    the exact prepared data and preprocessing model a run trained on, as DVC recorded them."""
+    if not lock_file.is_file():
+        return {}
+    import yaml
+
+    with lock_file.open() as stream:
+        locked = (yaml.safe_load(stream) or {}).get("stages", {})
+    return {f"dvc.lock.{stage}.{out['path']}": str(out.get("md5", "unknown"))
+            for stage in stages for out in locked.get(stage, {}).get("outs", [])}
+
+
+def log_dataset(examples_csv: Path, name: str, context: str = "training") -> None:
+    """The per-example table ingest wrote (file, label, split, sha256...) as the run's mlflow.data input."""
+    import warnings
+
+    import pandas as pd
+
+    with warnings.catch_warnings():  # MLflow registers two local-file sources and warns that it picked one
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(pd.read_csv(examples_csv), source=str(examples_csv.resolve()), targets="label", name=name)
+    mlflow.log_input(dataset, context=context)
+
+
+def flatten(prefix: str, value, as_text: bool = True) -> dict:
+    """{'train': {'epochs': 3}} -> {'train.epochs': '3'} for mlflow.log_params (as_text=False: {'train.epochs': 3})."""
     if isinstance(value, dict):
         flat = {}
         for key, item in value.items():
-            flat.update(flatten(f"{prefix}.{key}" if prefix else str(key), item))
+            flat.update(flatten(f"{prefix}.{key}" if prefix else str(key), item, as_text))
         return flat
-    return {prefix: json.dumps(value) if isinstance(value, (list, tuple)) else str(value)}
+    if not as_text and isinstance(value, (bool, int, float, str)):
+        return {prefix: value}
+    return {prefix: json.dumps(value) if isinstance(value, (list, tuple)) or (value is None and not as_text) else str(value)}
+
+
+def log_hparams(log_dir: Path, hparams: dict, trial_id: str) -> None:
+    """Writes the run's params into its TensorBoard directory for the HParams dashboard. The session
+    is the run's directory itself, so its train/, validation/ and evaluate/ scalars are its metrics."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    with tf.summary.create_file_writer(str(log_dir)).as_default():
+        hp.hparams(hparams, trial_id=trial_id)
 
 
 def tensorboard_dir(run_id: str) -> Path:
     """One TensorBoard directory per run, kept across runs so `make tensorboard` compares them."""
-    return TENSORBOARD_DIR / run_id
+    return project_root() / TENSORBOARD_DIR / run_id
 
 
 def write_run_reference(path: Path, run, experiment_name: str) -> None:

@@ -50,6 +50,15 @@ def write_prepared(directory: Path, images: np.ndarray, labels: np.ndarray, clas
         manifest["splits"][split] = {"count": int(len(indices)), "shards": [path.name], "class_counts": counts}
     with (directory / "manifest.json").open("w") as stream:
         json.dump(manifest, stream)
+    import pandas as pd
+
+    split_of = {int(index): split for split, indices in parts.items() for index in indices}
+    pd.DataFrame({
+        "file": [f"{class_names[label]}/{index}.png" for index, label in enumerate(labels)],
+        "split": [split_of[index] for index in range(len(labels))],
+        "class_name": [class_names[label] for label in labels],
+        "label": labels,
+    }).to_csv(directory / "examples.csv", index=False)
     return manifest
 
 
@@ -65,6 +74,11 @@ def prepared_dir(tmp_path):
 @pytest.fixture
 def mlflow_store(tmp_path, monkeypatch):
     """Points MLflow at a SQLite store inside tmp_path; returns the tracking URI."""
+    import mlflow
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return uri
+    # set_tracking_uri wins over the variable, and an earlier test may have called it.
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)

@@ -1,9 +1,24 @@
-"""Evaluation metrics and the promotion gate."""
+"""Evaluation metrics, pictures, the promotion gate, and the champion lookup in a real (tiny) MLflow registry."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import mlflow
 import numpy as np
 import pytest
+import tf_keras as keras
 
 from components import evaluate
+from pipelines import tracking
 from pipelines.config import EvaluateParams
+from tests.conftest import make_images, write_prepared
+
+CLASS_NAMES = ["a", "b", "c"]
+GATE = EvaluateParams(min_accuracy=0.9, max_accuracy_regression=0.01, max_class_recall_drop=0.1)
+MODEL_NAME = "test_classifier"
+EXPERIMENT = "tfpipe-evaluate-test"
 
 
 def test_metrics_on_known_predictions():
@@ -13,7 +28,7 @@ def test_metrics_on_known_predictions():
         [0.2, 0.7, 0.1], [0.5, 0.4, 0.1],     # one wrong (1 -> 0), but right in top-2
         [0.1, 0.1, 0.8], [0.1, 0.1, 0.8],
     ])
-    metrics = evaluate.compute_metrics(probabilities, labels, ["a", "b", "c"], top_k=2)
+    metrics = evaluate.compute_metrics(probabilities, labels, CLASS_NAMES, top_k=2)
     assert metrics["accuracy"] == pytest.approx(5 / 6)
     assert metrics["top_2_accuracy"] == 1.0
     assert metrics["per_class"]["b"]["recall"] == 0.5
@@ -30,14 +45,208 @@ def test_calibration_error_is_zero_for_calibrated_and_large_for_overconfident():
     assert evaluate.expected_calibration_error(confident_and_wrong, labels) == pytest.approx(1.0)
 
 
-def test_gate_blesses_a_good_model_and_refuses_a_weak_one_naming_why():
-    params = EvaluateParams(min_accuracy=0.9)
-    assert evaluate.decide_blessing({"accuracy": 0.95}, params)["blessed"] is True
-    refused = evaluate.decide_blessing({"accuracy": 0.5}, params)
-    assert refused["blessed"] is False
-    assert "0.5000 is below evaluate.min_accuracy 0.9" in refused["reasons"][0]
-
-
 def test_empty_test_split_is_an_error():
     with pytest.raises(ValueError, match="test split is empty"):
-        evaluate.compute_metrics(np.zeros((0, 3)), np.zeros((0,), int), ["a", "b", "c"], top_k=1)
+        evaluate.compute_metrics(np.zeros((0, 3)), np.zeros((0,), int), CLASS_NAMES, top_k=1)
+
+
+def metrics_with_recalls(**recalls: float) -> dict:
+    """What compute_metrics returns, reduced to what the gate reads (balanced classes)."""
+    return {"accuracy": float(np.mean(list(recalls.values()))), "per_class": {name: {"recall": r} for name, r in recalls.items()}}
+
+
+def test_gate_blesses_a_model_as_good_as_the_champion():
+    gate = evaluate.decide_blessing(metrics_with_recalls(a=0.95, b=0.95, c=0.96), GATE, metrics_with_recalls(a=0.96, b=0.96, c=0.96),
+                                    champion_label="champion v3")
+    assert gate["blessed"] is True
+    assert [reason.split(":")[0] for reason in gate["reasons"]] == ["PASS", "PASS", "PASS"]
+    assert "vs champion v3's 0.9600 (change -0.0067)" in gate["reasons"][1]
+    assert gate["comparison"]["accuracy_change"] == pytest.approx(-0.02 / 3)
+
+
+def test_gate_refuses_an_accuracy_regression_naming_the_champion_and_the_numbers():
+    gate = evaluate.decide_blessing(metrics_with_recalls(a=0.92, b=0.92, c=0.92), GATE, metrics_with_recalls(a=0.96, b=0.96, c=0.96),
+                                    champion_label="champion v3")
+    assert gate["blessed"] is False
+    assert gate["reasons"][0].startswith("PASS: test accuracy 0.9200")  # min_accuracy alone would bless it
+    assert gate["reasons"][1] == ("FAIL: test accuracy 0.9200 vs champion v3's 0.9600 (change -0.0400) "
+                                  "is beyond evaluate.max_accuracy_regression 0.01")
+
+
+def test_gate_refuses_a_class_recall_drop_even_when_accuracy_holds():
+    gate = evaluate.decide_blessing(metrics_with_recalls(a=1.0, b=0.84, c=1.0), GATE, metrics_with_recalls(a=0.95, b=0.95, c=0.95),
+                                    champion_label="champion v1")
+    assert gate["blessed"] is False
+    assert gate["reasons"][1].startswith("PASS")
+    assert gate["reasons"][2] == ("FAIL: recall of class 'b' fell 0.1100 from champion v1's 0.9500 to 0.8400, "
+                                  "more than evaluate.max_class_recall_drop 0.1")
+    assert gate["comparison"]["max_class_recall_drop_class"] == "b"
+
+
+def test_gate_without_a_champion_decides_by_the_thresholds_alone_and_says_why():
+    why = "no champion: registered model 'x' has no 'champion' version yet"
+    good = evaluate.decide_blessing(metrics_with_recalls(a=0.9, b=0.9, c=0.93), GATE, None, no_champion_reason=why)
+    assert good["blessed"] is True and good["comparison"] is None
+    assert good["reasons"][1] == f"SKIP: accuracy regression and per-class recall drop checks: {why}; the thresholds alone decide"
+    weak = evaluate.decide_blessing(metrics_with_recalls(a=0.5, b=0.5, c=0.5), GATE, None, no_champion_reason=why)
+    assert weak["blessed"] is False
+    assert weak["reasons"][0] == "FAIL: test accuracy 0.5000 is below evaluate.min_accuracy 0.9"
+
+
+def test_gate_params_reject_out_of_range_tolerances():
+    with pytest.raises(ValueError, match="max_accuracy_regression"):
+        EvaluateParams(max_accuracy_regression=-0.1)
+    with pytest.raises(ValueError, match="max_class_recall_drop"):
+        EvaluateParams(max_class_recall_drop=1.5)
+
+
+def test_confident_mistakes_are_the_wrong_predictions_most_confident_first():
+    labels = np.array([0, 1, 2, 0])
+    probabilities = np.array([[0.9, 0.1, 0.0], [0.7, 0.3, 0.0], [0.1, 0.9, 0.0], [0.2, 0.8, 0.0]])
+    assert evaluate.select_confident_mistakes(probabilities, labels, count=5).tolist() == [2, 3, 1]
+    assert evaluate.select_confident_mistakes(probabilities, labels, count=1).tolist() == [2]
+
+
+def test_pictures_show_labels_and_calibration():
+    images, labels = make_images(num_classes=3, per_class=4, shape=(8, 8, 1))
+    probabilities = np.full((12, 3), 0.1)
+    probabilities[np.arange(12), (labels + (np.arange(12) < 2)) % 3] = 0.8  # the first two are wrong
+    files = [f"{CLASS_NAMES[label]}/{index}.png" for index, label in enumerate(labels)]
+    grid = evaluate.plot_confident_mistakes(images, labels, probabilities, CLASS_NAMES, files)
+    titles = [axis.get_title() for axis in grid.axes if axis.get_title()]
+    assert titles == ["true a, predicted b (0.80)\na/0.png", "true a, predicted b (0.80)\na/1.png"]
+    reliability = evaluate.plot_reliability_diagram(probabilities, labels)
+    assert "ECE" in reliability.axes[0].get_title()
+    perfect = evaluate.plot_confident_mistakes(images, labels, np.eye(3)[labels], CLASS_NAMES, files)
+    assert "no mistakes" in perfect.axes[0].texts[0].get_text()
+    plt.close("all")
+
+
+# --- The evaluate stage against a real MLflow registry ------------------------------------------------
+
+def build_model(bias: list[float] | None = None) -> keras.Model:
+    """Raw pixels in, softmax out, like train's model; a fixed `bias` with zero weights always predicts argmax(bias)."""
+    inputs = keras.Input(shape=(12, 12, 1), dtype="float32")
+    logits = keras.layers.Dense(3)(keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs)))
+    model = keras.Model(inputs, keras.layers.Activation("softmax")(logits))
+    if bias is not None:
+        model.layers[-2].set_weights([np.zeros((144, 3), np.float32), np.asarray(bias, np.float32)])
+    return model
+
+
+def stage_candidate(root: Path, model: keras.Model) -> str:
+    """Saves `model` as train would, with a fresh MLflow run; returns the run id."""
+    model.save(root / "artifacts/train/model.keras")
+    with tracking.stage_run(EXPERIMENT, run_name="train") as run:
+        tracking.write_run_reference(root / "artifacts/train/run.json", run, EXPERIMENT)
+    return run.info.run_id
+
+
+def register_champion(module, run_id: str) -> None:
+    """Logs and registers the serving SavedModel as export does, and gives that version the champion alias."""
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.tensorflow.log_model(module, name="serving_model", registered_model_name=MODEL_NAME,
+                                           saved_model_kwargs={"signatures": {"serving_default": module.serve}}, pip_requirements=[])
+    mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, evaluate.CHAMPION_ALIAS, str(info.registered_model_version))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """Runs the evaluate stage twice: a good model with no champion (then registered champion), then a worse one."""
+    # The champion is export's serving module; imported here because export pulls in tfmot and TFLite.
+    from components import export
+
+    root = tmp_path_factory.mktemp("evaluate")
+    images, labels = make_images(num_classes=3, per_class=40)
+    write_prepared(root / "data/prepared", images, labels, CLASS_NAMES)
+    (root / "artifacts/train").mkdir(parents=True)
+    (root / "params.yaml").write_text(f"evaluate: {{min_accuracy: 0.6}}\nexport: {{model_name: {MODEL_NAME}}}\n")
+    outputs = {"root": root, "uri": f"sqlite:///{root / 'mlflow.db'}"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", outputs["uri"])
+        keras.utils.set_random_seed(0)
+        good = build_model()
+        good.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
+        good.fit(images.astype(np.float32), labels, epochs=20, verbose=0)
+        outputs["good_run"] = stage_candidate(root, good)
+        evaluate.main()
+        outputs["good"] = {name: (root / name).read_text() for name in ["artifacts/evaluate/blessing.json", "metrics/evaluate.json"]}
+        register_champion(export.ServingModule(good, CLASS_NAMES), outputs["good_run"])
+        outputs["good_model"], outputs["images"] = good, images
+        outputs["worse_run"] = stage_candidate(root, build_model(bias=[1.0, 0.0, 0.0]))
+        evaluate.main()
+    return outputs
+
+
+def test_first_model_is_blessed_by_the_thresholds_alone_with_its_report(workspace):
+    blessing = json.loads(workspace["good"]["artifacts/evaluate/blessing.json"])
+    assert blessing["blessed"] is True and blessing["champion"] is None
+    assert blessing["reasons"][1].startswith(f"SKIP: accuracy regression and per-class recall drop checks: no champion: registered model '{MODEL_NAME}'")
+    assert "champion" not in json.loads(workspace["good"]["metrics/evaluate.json"])
+    run = mlflow.MlflowClient(tracking_uri=workspace["uri"]).get_run(workspace["good_run"])
+    assert run.data.tags["blessed"] == "true" and "SKIP" in run.data.tags["gate.reasons"]
+
+
+def test_worse_model_is_refused_against_the_champion_but_still_gets_its_report(workspace):
+    root = workspace["root"]
+    blessing = json.loads((root / "artifacts/evaluate/blessing.json").read_text())
+    assert blessing["blessed"] is False
+    assert blessing["champion"]["version"] == 1 and blessing["champion"]["comparable"] is True
+    assert blessing["champion"]["accuracy"] == 1.0 and blessing["candidate"]["accuracy"] < 0.5  # it always says "a"
+    assert any(reason.startswith("FAIL: test accuracy") and "vs champion v1's 1.0000" in reason for reason in blessing["reasons"])
+    assert any(reason.startswith("FAIL: recall of class 'b'") for reason in blessing["reasons"])
+    metrics = json.loads((root / "metrics/evaluate.json").read_text())
+    assert metrics["blessed"] is False and metrics["champion"]["version"] == 1 and metrics["champion"]["accuracy_change"] < -0.5
+    pictures = {path.name for path in (root / "artifacts/evaluate").glob("*.png")}
+    assert pictures == {"confusion_matrix.png", "confident_mistakes.png", "reliability_diagram.png"}
+    assert (root / "plots/confusion.csv").read_text().startswith("actual,predicted\n")
+    client = mlflow.MlflowClient(tracking_uri=workspace["uri"])
+    run = client.get_run(workspace["worse_run"])
+    assert run.data.tags["blessed"] == "false" and "FAIL: recall of class 'b'" in run.data.tags["gate.reasons"]
+    assert run.data.metrics["champion_accuracy"] == 1.0
+    logged = {item.path for item in client.list_artifacts(workspace["worse_run"], "evaluate")}
+    assert {"evaluate/blessing.json", "evaluate/confident_mistakes.png", "evaluate/reliability_diagram.png"} <= logged
+
+
+@pytest.fixture
+def registry(workspace):
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(workspace["uri"])
+    yield workspace
+    mlflow.set_tracking_uri(previous)
+
+
+def test_champion_predicts_like_the_model_it_serves_and_other_datasets_are_not_comparable(registry):
+    uri, images = f"models:/{MODEL_NAME}/1", registry["images"][:8]
+    probabilities, why = evaluate.predict_with_champion(uri, images, CLASS_NAMES)
+    np.testing.assert_allclose(probabilities, registry["good_model"].predict(images.astype(np.float32), verbose=0), atol=1e-5)
+    assert why == ""
+    assert "a different dataset" in evaluate.predict_with_champion(uri, images, ["x", "y", "z"])[1]
+    assert "shape (12, 12, 1), the test split has (6, 6, 1)" in evaluate.predict_with_champion(uri, images[:, :6, :6], CLASS_NAMES)[1]
+
+
+def test_a_missing_model_or_alias_means_no_champion(registry):
+    version, why = evaluate.find_champion(MODEL_NAME)
+    assert version is not None and int(version.version) == 1 and why == ""
+    version, why = evaluate.find_champion("never_registered")
+    assert version is None and why.startswith("no champion: registered model 'never_registered' has no 'champion' version yet")
+    mlflow.MlflowClient().delete_registered_model_alias(MODEL_NAME, evaluate.CHAMPION_ALIAS)
+    try:
+        version, why = evaluate.find_champion(MODEL_NAME)
+        assert version is None and f"'{MODEL_NAME}' has no 'champion' version yet" in why
+    finally:
+        mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, evaluate.CHAMPION_ALIAS, "1")
+
+
+def test_an_unreachable_registry_means_no_champion_with_the_reason(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri("http://127.0.0.1:9")  # the discard port: nothing listens
+    try:
+        version, why = evaluate.find_champion(MODEL_NAME)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert version is None
+    assert why.startswith("no champion: the model registry at http://127.0.0.1:9 could not be read")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +13,10 @@ import tf_keras as keras
 from ai_edge_litert.interpreter import Interpreter
 from mlflow import MlflowClient
 
-from components import export
+from components import export, export_variants
 from models.lenet5 import build_lenet5
-from pipelines import records, tracking
+from pipelines import records, tflite, tracking
+from pipelines.config import ExportParams
 
 CLASS_NAMES = ["top", "middle", "bottom"]
 IMAGE_SHAPE = (12, 12, 1)
@@ -23,13 +26,22 @@ TARGET_SPARSITY = 0.75
 PARAMS_YAML = f"""
 export:
   model_name: test_classifier
+  variants: [float32, float16, dynamic_range, int8, pruned_int8, qat_int8, pqat_int8]
   prune_target_sparsity: {TARGET_SPARSITY}
   prune_epochs: 2
   prune_learning_rate: 0.001
+  prune_min_weights: 100
+  qat_epochs: 1
   representative_samples: 16
+  latency_runs: 20
+  throughput_batch_size: 8
+  max_int8_accuracy_drop: 0.05
+  max_int8_class_drop: 0.2
   seed: 0
 """
-VARIANTS = {"keras_float", "keras_pruned", "tflite_float32", "tflite_int8", "tflite_pruned_int8"}
+VARIANTS = {"keras_float", "tflite_float32", "tflite_float16", "tflite_dynamic_range", "tflite_int8",
+            "tflite_pruned_int8", "tflite_qat_int8", "tflite_pqat_int8"}
+INT8_FILES = ["model_int8.tflite", "model_pruned_int8.tflite", "model_qat_int8.tflite", "model_pqat_int8.tflite"]
 
 
 def make_images(num_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,11 +107,12 @@ def write_workspace(root: Path, *, blessed: bool) -> str:
     return run.info.run_id
 
 
-def run_export(root: Path, *, blessed: bool) -> dict:
+def run_export(root: Path, *, blessed: bool, params_yaml: str = PARAMS_YAML) -> dict:
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         run_id = write_workspace(root, blessed=blessed)
+        (root / "params.yaml").write_text(params_yaml)
         export.main()
     return {"root": root, "run_id": run_id, "client": MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")}
 
@@ -111,7 +124,9 @@ def blessed_export(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def unblessed_export(tmp_path_factory):
-    return run_export(tmp_path_factory.mktemp("unblessed"), blessed=False)
+    """Only the float and int8 conversions: no fine-tunes, so it is quick."""
+    params = PARAMS_YAML.replace("[float32, float16, dynamic_range, int8, pruned_int8, qat_int8, pqat_int8]", "[float32, int8]")
+    return run_export(tmp_path_factory.mktemp("unblessed"), blessed=False, params_yaml=params)
 
 
 def test_saved_model_serves_uint8_images_in_tf_serving_layout(blessed_export):
@@ -126,19 +141,25 @@ def test_saved_model_serves_uint8_images_in_tf_serving_layout(blessed_export):
     assert outputs["class_ids"].dtype == tf.int64
     names = [name.decode() for name in outputs["class_names"].numpy()]
     assert names == [CLASS_NAMES[i] for i in outputs["class_ids"].numpy()]
+    shown = subprocess.run([str(Path(sys.executable).parent / "saved_model_cli"), "show", "--dir", str(versions[0]), "--all"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "signature_def['serving_default']" in shown and "dtype: DT_UINT8" in shown and "shape: (-1, 12, 12, 1)" in shown
+    assert all(f"outputs['{name}']" in shown for name in ("probabilities", "class_ids", "class_names"))
     with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
         serve(images=tf.constant(images.astype(np.float32)))
 
 
-@pytest.mark.parametrize("file_name", ["model_int8.tflite", "pruned_int8.tflite"])
+@pytest.mark.parametrize("file_name", INT8_FILES)
 def test_int8_tflite_has_int8_input_and_output_and_runs(blessed_export, file_name):
     interpreter = Interpreter(model_path=str(blessed_export["root"] / "artifacts/export" / file_name), num_threads=1)
     interpreter.allocate_tensors()
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     assert source["dtype"] == np.int8 and target["dtype"] == np.int8
-    predict = export.make_tflite_predictor((blessed_export["root"] / "artifacts/export" / file_name).read_bytes())
-    probabilities = predict(make_images(1, seed=4)[0][0])
-    assert probabilities.shape == (3,) and abs(probabilities.sum() - 1.0) < 0.05
+    classifier = tflite.TFLiteClassifier(blessed_export["root"] / "artifacts/export" / file_name)
+    probabilities = classifier.predict(make_images(1, seed=4)[0])
+    assert probabilities.shape == (3, 3) and np.allclose(probabilities.sum(axis=1), 1.0, atol=0.05)
+    labels = blessed_export["root"] / "artifacts/export" / tflite.LABELS_FILE
+    assert tflite.read_labels(labels) == CLASS_NAMES
 
 
 def test_metrics_and_report_list_every_variant(blessed_export):
@@ -147,35 +168,41 @@ def test_metrics_and_report_list_every_variant(blessed_export):
     assert VARIANTS <= set(metrics) and metrics["version"] == 1 and metrics["promoted"] is True
     for variant in VARIANTS:
         row = metrics[variant]
-        assert set(row) >= {"accuracy", "accuracy_drop", "agreement", "size_bytes", "gzip_bytes", "sparsity", "latency_p50_ms"}
+        assert set(row) >= {"accuracy", "accuracy_drop", "max_class_drop", "agreement", "size_bytes", "gzip_bytes", "sparsity",
+                            "latency_p50_ms", "latency_p99_ms", "invoke_p50_ms", "throughput_images_per_s"}
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["agreement"] <= 1 and row["latency_p50_ms"] > 0
+        assert row["throughput_images_per_s"] > 0
     assert metrics["keras_float"]["agreement"] == 1.0 and metrics["keras_float"]["accuracy_drop"] == 0.0
     assert metrics["tflite_float32"]["agreement"] >= 0.95
-    assert metrics["tflite_int8"]["size_bytes"] < metrics["tflite_float32"]["size_bytes"]
+    sizes = {name: metrics[name]["size_bytes"] for name in VARIANTS - {"keras_float"}}
+    assert sizes["tflite_float16"] < 0.6 * sizes["tflite_float32"]
+    assert sizes["tflite_int8"] < 0.35 * sizes["tflite_float32"] and sizes["tflite_dynamic_range"] < 0.35 * sizes["tflite_float32"]
+    assert metrics["int8_gate"]["passed"] is True and metrics["int8_gate"]["variant"] == "int8"
     report = (root / "artifacts/export/report.md").read_text()
-    assert all(variant in report for variant in VARIANTS)
+    assert all(variant in report for variant in VARIANTS) and "int8 gate (int8): passed" in report
+    assert (root / "artifacts/export/variants.png").stat().st_size > 10_000
     assert not list((root / "artifacts").glob(".export-*")), "the staging directory was left behind"
 
 
 def test_pruned_models_reach_the_target_sparsity(blessed_export):
     root = blessed_export["root"]
     metrics = json.loads((root / "metrics/export.json").read_text())
-    assert metrics["keras_pruned"]["sparsity"] >= 0.9 * TARGET_SPARSITY
-    assert metrics["tflite_pruned_int8"]["sparsity"] >= 0.9 * TARGET_SPARSITY
-    assert metrics["tflite_float32"]["sparsity"] < 0.1
-    pruned = keras.models.load_model(root / "artifacts/export/pruned.keras")
-    assert export.keras_weight_sparsity(pruned) >= 0.9 * TARGET_SPARSITY
-    assert metrics["tflite_pruned_int8"]["gzip_bytes"] < metrics["tflite_int8"]["gzip_bytes"]
+    for variant in ("tflite_pruned_int8", "tflite_pqat_int8"):  # the zeros survived conversion (and QAT)
+        assert metrics[variant]["sparsity"] >= 0.9 * TARGET_SPARSITY
+        assert metrics[variant]["gzip_bytes"] < 0.6 * metrics["tflite_int8"]["gzip_bytes"]
+    assert metrics["tflite_float32"]["sparsity"] < 0.1 and metrics["tflite_qat_int8"]["sparsity"] < 0.2
+    assert list((root / "logs/tensorboard").rglob("pruning/**/events.out.tfevents.*")), "no pruning summaries for TensorBoard"
 
 
 def test_blessed_model_is_registered_as_champion_in_the_train_run(blessed_export):
     client = blessed_export["client"]
     version = client.get_model_version_by_alias("test_classifier", export.CHAMPION_ALIAS)
     assert int(version.version) == 1 and version.run_id == blessed_export["run_id"]
+    assert version.tags["int8_gate"] == "passed" and version.tags["blessed"] == "true"
     run = client.get_run(blessed_export["run_id"])
-    assert "export.tflite_int8.accuracy" in run.data.metrics
+    assert "export.tflite_int8.accuracy" in run.data.metrics and run.data.tags["export.promoted"] == "true"
     artifacts = {item.path for item in client.list_artifacts(blessed_export["run_id"], "export")}
-    assert {"export/report.md", "export/model_int8.tflite", "export/pruned_int8.tflite"} <= artifacts
+    assert {"export/report.md", "export/variants.png", "export/labels.txt", *(f"export/{name}" for name in INT8_FILES)} <= artifacts
 
 
 def test_unblessed_model_is_registered_but_not_champion(unblessed_export):
@@ -183,25 +210,46 @@ def test_unblessed_model_is_registered_but_not_champion(unblessed_export):
     (version,) = client.search_model_versions("name='test_classifier'")
     assert int(version.version) == 1 and version.aliases == []
     metrics = json.loads((unblessed_export["root"] / "metrics/export.json").read_text())
-    assert metrics["promoted"] is False
-    assert "not blessed" in (unblessed_export["root"] / "artifacts/export/report.md").read_text()
+    assert metrics["promoted"] is False and metrics["blessed"] is False
+    assert set(metrics) & VARIANTS == {"keras_float", "tflite_float32", "tflite_int8"}, "variants not in params were exported"
+    assert "evaluate did not bless the model" in (unblessed_export["root"] / "artifacts/export/report.md").read_text()
+
+
+def test_a_failed_int8_gate_keeps_a_blessed_model_from_champion_and_says_why():
+    metrics = {"tflite_int8": {"accuracy_drop": 0.004, "max_class_drop": 0.06}}
+    params = ExportParams(max_int8_accuracy_drop=0.002, max_int8_class_drop=0.04)
+    gate = export.decide_int8_gate(metrics, params)
+    assert gate["passed"] is False and len(gate["reasons"]) == 2
+    assert "accuracy drop 0.0040 > max_int8_accuracy_drop 0.002" in gate["reasons"][0]
+    # exactly at the threshold passes: one image of 500 is 0.002
+    assert export.decide_int8_gate({"tflite_int8": {"accuracy_drop": 1 / 500, "max_class_drop": 0.04}}, params)["passed"]
+    report = export.format_report({"tflite_int8": {"accuracy": 0.9, "latency_p50_ms": 0.1, "latency_p99_ms": 0.2, "invoke_p50_ms": 0.1,
+                                                   "size_bytes": 10, "gzip_bytes": 5, "throughput_images_per_s": 1.0}},
+                                   model_name="m", version=3, blessed=True, gate=gate, num_threads=1)
+    assert "**not** `champion`" in report and "max_int8_class_drop" in report and "version 3" in report
+
+
+def test_export_params_reject_a_gate_variant_that_is_not_exported():
+    with pytest.raises(ValueError, match="gate_variant 'int8' is not in variants"):
+        ExportParams(variants=("float32",))
 
 
 def test_pruning_schedule_reaches_the_target_at_a_mask_update_step():
-    for num_examples, epochs in [(1, 1), (100, 2), (4000, 2), (50000, 3)]:
-        schedule = export.build_pruning_schedule(num_examples, batch_size=64, epochs=epochs, target_sparsity=0.5)
+    for num_examples, epochs, end_fraction in [(1, 1, 1.0), (100, 2, 0.5), (4000, 2, 1.0), (4000, 4, 0.5), (50000, 3, 0.3)]:
+        schedule = export_variants.build_pruning_schedule(num_examples, batch_size=64, epochs=epochs, target_sparsity=0.5,
+                                                          end_fraction=end_fraction)
         total_steps = -(-num_examples // 64) * epochs
-        assert 0 < schedule.end_step <= total_steps and schedule.end_step % schedule.frequency == 0
+        assert 0 < schedule.end_step <= max(1, total_steps * end_fraction) and schedule.end_step % schedule.frequency == 0
         should_prune, sparsity = schedule(tf.constant(schedule.end_step, tf.int64))
         assert bool(should_prune) and float(sparsity) == pytest.approx(0.5)
 
 
 def test_representative_images_are_seeded_float_pixels():
     images = np.arange(10 * 2 * 2 * 1, dtype=np.uint8).reshape(10, 2, 2, 1)
-    first = export.select_representative_images(images, 4, seed=7)
+    first = export_variants.select_representative_images(images, 4, seed=7)
     assert first.dtype == np.float32 and first.shape == (4, 2, 2, 1) and first.max() <= 255
-    np.testing.assert_array_equal(first, export.select_representative_images(images, 4, seed=7))
-    assert len(export.select_representative_images(images, 50, seed=7)) == 10
+    np.testing.assert_array_equal(first, export_variants.select_representative_images(images, 4, seed=7))
+    assert len(export_variants.select_representative_images(images, 50, seed=7)) == 10
 
 
 def test_a_failed_export_leaves_the_previous_export_untouched(unblessed_export, monkeypatch):
@@ -211,10 +259,10 @@ def test_a_failed_export_leaves_the_previous_export_untouched(unblessed_export, 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
 
     def crash(*args, **kwargs):
-        raise RuntimeError("pruning crashed")
+        raise RuntimeError("measuring crashed")
 
-    monkeypatch.setattr(export, "prune_model", crash)
-    with pytest.raises(RuntimeError, match="pruning crashed"):
+    monkeypatch.setattr(export, "measure_variants", crash)
+    with pytest.raises(RuntimeError, match="measuring crashed"):
         export.main()
     assert sorted(path.relative_to(root) for path in (root / "artifacts/export").rglob("*")) == before
     assert [path.name for path in (root / "artifacts").iterdir() if path.name.startswith(".")] == []

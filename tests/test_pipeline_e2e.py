@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+
+from pipelines.workspace import copy_repository, run, set_params
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -22,35 +24,10 @@ SMALL = {
 }
 
 
-def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return result
-
-
-def set_params(repo: Path, overrides: dict) -> None:
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in overrides.items():
-        params.setdefault(section, {}).update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A fresh clone-like copy: the tracked files only, a new git repo, the default data materialized."""
-    repo = tmp_path_factory.mktemp("repo")
-    tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for name in tracked:
-        if (ROOT / name).is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repo / name)
-    run(["git", "init", "-q"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"], repo)
+    repo = copy_repository(tmp_path_factory.mktemp("repo"), materialize=False)
     committed_data_dvc = (repo / "data.dvc").read_text()
     run([sys.executable, "-m", "pipelines.materialize"], repo)
     assert (repo / "data.dvc").read_text() == committed_data_dvc, "materializing changed the committed data.dvc hash"
@@ -120,3 +97,85 @@ def test_bad_params_stop_before_any_work_and_leave_the_lock_alone(repo):
         assert (repo / "dvc.lock").read_bytes() == lock
     finally:
         (repo / "params.yaml").write_text(original)
+
+
+def _cache_listing(repo: Path) -> list[str]:
+    return sorted(str(path.relative_to(repo)) for path in (repo / ".dvc/cache").rglob("*") if path.is_file())
+
+
+def test_second_repro_leaves_the_cache_alone(repo):
+    before = _cache_listing(repo)
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    assert _cache_listing(repo) == before
+
+
+def test_a_stage_failing_midway_changes_nothing(repo):
+    """Training diverges (NaN): dvc repro fails, dvc.lock is byte-identical, later stages do not run."""
+    import mlflow
+
+    lock = (repo / "dvc.lock").read_bytes()
+    evaluate_metrics = (repo / "metrics/evaluate.json").read_bytes()
+    original = (repo / "params.yaml").read_text()
+    try:
+        set_params(repo, {"train": {"optimizer": "sgd", "learning_rate": 1.0e12, "lr_schedule": "constant", "clipnorm": None}})
+        result = run([sys.executable, "-m", "dvc", "repro"], repo, check=False)
+        assert result.returncode != 0
+        assert "training diverged" in result.stdout + result.stderr
+        assert "Running stage 'evaluate'" not in result.stdout
+        assert (repo / "dvc.lock").read_bytes() == lock
+        assert (repo / "metrics/evaluate.json").read_bytes() == evaluate_metrics
+        assert not (repo / "artifacts/train").exists()  # DVC removed the old output; nothing half-written replaced it
+        mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlruns/mlflow.db'}")
+        latest = mlflow.search_runs(experiment_names=["mnist_5k"], order_by=["attributes.start_time DESC"], max_results=1)
+        assert latest.iloc[0]["status"] == "FAILED"
+    finally:
+        (repo / "params.yaml").write_text(original)
+    # With the params restored, DVC restores the previous outputs from its cache instead of training again.
+    restored = run([sys.executable, "-m", "dvc", "repro"], repo)
+    assert "Running stage 'train'" not in restored.stdout
+    assert (repo / "dvc.lock").read_bytes() == lock
+
+
+def test_a_second_repro_while_one_runs_fails_fast_and_corrupts_nothing(repo):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    first = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force", "preprocess"], cwd=repo, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (repo / ".dvc/tmp/rwlock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        started = time.monotonic()
+        second = run([sys.executable, "-m", "dvc", "repro"], repo, check=False)
+        assert second.returncode != 0
+        assert "lock" in (second.stdout + second.stderr).lower()
+        assert time.monotonic() - started < 30
+    finally:
+        output, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, output[-3000:]
+    assert set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"]) == {"ingest", "preprocess", "train", "evaluate", "export"}
+    assert json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], repo).stdout) == {}
+
+
+def test_forced_rerun_without_run_cache_is_deterministic(repo):
+    """`dvc repro -f --no-run-cache` twice, deterministic: true: identical shards, weights and metrics on CPU."""
+    import tf_keras as keras
+
+    def outputs():
+        lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+        # data/prepared (the shards) must be byte-identical; Data Docs and .keras files carry timestamps.
+        hashes = {"ingest": [out["md5"] for out in lock["ingest"]["outs"] if out["path"] == "data/prepared"]}
+        weights = keras.models.load_model(repo / "artifacts/train/model.keras", compile=False).get_weights()
+        metrics = json.loads((repo / "metrics/evaluate.json").read_text())
+        metrics.pop("run_id", None)
+        return hashes, weights, metrics
+
+    results = []
+    for _ in range(2):
+        run([sys.executable, "-m", "dvc", "repro", "--force", "--no-run-cache", "evaluate"], repo)
+        results.append(outputs())
+    (hashes_a, weights_a, metrics_a), (hashes_b, weights_b, metrics_b) = results
+    assert hashes_a["ingest"] == hashes_b["ingest"]
+    assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b))
+    assert metrics_a == metrics_b

@@ -30,4 +30,31 @@ def test_main_writes_the_model_from_the_train_split(prepared_dir, tmp_path, monk
     preprocess.main()
     statistics = (tmp_path / "artifacts/preprocess/statistics.json").read_text()
     assert '"num_images": 72' in statistics  # 80% of 90 images: the train split only
-    assert (tmp_path / "artifacts/preprocess/preprocessor.keras").is_file()
+    rebuilt = preprocess.load_preprocessor(tmp_path / "artifacts/preprocess/statistics.json")
+    assert rebuilt.name == "preprocessing" and rebuilt.output_shape == (None, 12, 12, 1)
+    first = (tmp_path / "artifacts/preprocess/statistics.json").read_bytes()
+    preprocess.main()
+    assert (tmp_path / "artifacts/preprocess/statistics.json").read_bytes() == first  # same analysis, same bytes
+
+
+def test_serving_and_training_see_the_same_tensor(prepared_dir):
+    """No train/serve skew: the uint8 serving path and the tf.data training path feed identical features."""
+    import tensorflow as tf
+
+    from components.export import ServingModule
+    from components.train import build_training_model
+    from pipelines import records
+    from pipelines.input_pipeline import build_input_pipeline
+
+    images, _ = records.load_split_arrays(prepared_dir, "train")
+    statistics = preprocess.compute_statistics(images, 12, 12)
+    preprocessor = preprocess.build_preprocessor([12, 12, 1], 12, 12, statistics["mean"], statistics["variance"])
+    classifier = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Flatten(), keras.layers.Dense(3)], name="mlp")
+    model = build_training_model(preprocessor, classifier)
+
+    batch, _ = next(iter(build_input_pipeline(records.read_split(prepared_dir, "train"), 8, training=False)))
+    training_features = model.get_layer("preprocessing")(batch)
+    serving = ServingModule(model, ["a", "b", "c"])
+    serving_features = model.get_layer("preprocessing")(tf.cast(tf.constant(images[:8]), tf.float32))
+    np.testing.assert_array_equal(training_features.numpy(), serving_features.numpy())
+    np.testing.assert_allclose(serving.serve(tf.constant(images[:8]))["probabilities"].numpy(), model(batch).numpy(), rtol=1e-6)

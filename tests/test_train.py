@@ -10,15 +10,16 @@ import tf_keras as keras
 from components import train
 from pipelines import records
 from pipelines.config import AugmentationParams, TrainParams
+from pipelines.input_pipeline import build_augmenter, build_input_pipeline
 
 TINY = "train:\n  model: mlp\n  epochs: 2\n  batch_size: 16\n  augmentation:\n    rotation: 0.05\n"
 
 
 def test_input_pipeline_batches_float_pixels_and_augments_only_train(prepared_dir):
-    augmenter = train.build_augmenter(AugmentationParams(translation=0.2), seed=1)
+    augmenter = build_augmenter(AugmentationParams(translation=0.2), seed=1)
     split = records.read_split(prepared_dir, "train")
-    augmented = train.build_input_pipeline(split, 8, training=True, shuffle_buffer=100, seed=1, augmenter=augmenter)
-    plain = train.build_input_pipeline(split, 8, training=False, augmenter=augmenter)
+    augmented = build_input_pipeline(split, 8, training=True, shuffle_buffer=100, seed=1, augmenter=augmenter)
+    plain = build_input_pipeline(split, 8, training=False, augmenter=augmenter)
     images, labels = next(iter(plain))
     assert images.dtype == tf.float32 and images.shape == (8, 12, 12, 1) and labels.dtype == tf.int32
     raw = np.stack([image for image, _ in split.take(8).as_numpy_iterator()]).astype(np.float32)
@@ -27,7 +28,29 @@ def test_input_pipeline_batches_float_pixels_and_augments_only_train(prepared_di
 
 
 def test_no_augmentation_means_no_augmenter():
-    assert train.build_augmenter(AugmentationParams(), seed=0) is None
+    assert build_augmenter(AugmentationParams(), seed=0) is None
+
+
+def test_every_augmentation_keeps_shape_and_changes_pixels():
+    images = tf.constant(np.random.default_rng(0).integers(0, 255, size=(16, 12, 12, 1)).astype(np.float32))
+    for params in [AugmentationParams(flip="horizontal"), AugmentationParams(rotation=0.1), AugmentationParams(zoom=0.2),
+                   AugmentationParams(translation=0.2), AugmentationParams(contrast=0.5), AugmentationParams(crop_padding=3),
+                   AugmentationParams(erasing=1.0)]:
+        augmented = build_augmenter(params, seed=3)(images, training=True)
+        assert augmented.shape == images.shape, params
+        assert not np.array_equal(augmented.numpy(), images.numpy()), params
+        np.testing.assert_array_equal(build_augmenter(params, seed=3)(images, training=False).numpy(), images.numpy())
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
+def test_every_optimizer_with_smoothing_and_clipping_trains(optimizer):
+    params = TrainParams(optimizer=optimizer, nesterov=True, label_smoothing=0.1, clipnorm=1.0, lr_schedule="exponential", epochs=2)
+    images = np.random.default_rng(0).integers(0, 255, size=(32, 12, 12, 1)).astype(np.float32)
+    data = tf.data.Dataset.from_tensor_slices((images, np.arange(32) % 3)).batch(8)
+    model = _tiny_model()
+    train.compile_model(model, params, steps_per_epoch=4, jit_compile=False)
+    history = train.fit_model(model, data, None, params, callbacks=[])
+    assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
 
 
 def _tiny_model():
@@ -39,8 +62,10 @@ def _tiny_model():
 def test_nan_loss_fails_the_stage_instead_of_returning_a_model():
     images = np.full((32, 12, 12, 1), np.nan, dtype=np.float32)
     data = tf.data.Dataset.from_tensor_slices((images, np.zeros(32, np.int32))).batch(8)
+    model = _tiny_model()
+    train.compile_model(model, TrainParams(epochs=3), steps_per_epoch=4, jit_compile=False)
     with pytest.raises(train.TrainingDiverged, match="lower train.learning_rate"):
-        train.fit_model(_tiny_model(), data, None, TrainParams(epochs=3), callbacks=[])
+        train.fit_model(model, data, None, TrainParams(epochs=3), callbacks=[])
 
 
 def test_cosine_schedule_with_warmup_peaks_at_the_learning_rate():

@@ -1,0 +1,35 @@
+"""The baseline for the train-stage overhead figure: a bare Keras script, data in memory, no tracking.
+
+Same model (LeNet-5 from the registry behind the same normalization), same epochs, batch size and
+optimizer as the train stage reads from params.yaml; what it leaves out is exactly what tfpipe adds:
+tf.data from TFRecords, MLflow, TensorBoard, checkpoints, backup and early stopping.
+"""
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from models import registry  # noqa: E402
+from pipelines import records  # noqa: E402
+from pipelines.config import load_params  # noqa: E402
+
+
+def main() -> None:
+    params = load_params().train
+    keras.utils.set_random_seed(params.seed)
+    images, labels = records.load_split_arrays("data/prepared", "train")
+    val_images, val_labels = records.load_split_arrays("data/prepared", "val")
+    images, val_images = images.astype(np.float32), val_images.astype(np.float32)
+    normalize = keras.layers.Normalization(mean=float(images.mean()), variance=float(images.var()))
+    classifier = registry.get_builder(params.model)(input_shape=images.shape[1:], num_classes=10, dropout_rate=params.dropout_rate,
+                                                    batch_norm=params.batch_norm)
+    inputs = keras.Input(images.shape[1:])
+    model = keras.Model(inputs, keras.layers.Softmax()(classifier(normalize(inputs))))
+    model.compile(optimizer=keras.optimizers.Adam(params.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(images, labels, validation_data=(val_images, val_labels), epochs=params.epochs, batch_size=params.batch_size, verbose=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Ingest throughput benchmark: reads mnist_5k and a generated folder of 60,000 28x28 PNGs; prints images/s and peak memory.
+
+    .venv/bin/python -m benchmarks.bench_ingest            # both workloads
+    .venv/bin/python -m benchmarks.bench_ingest --images 10000 --skip-mnist
+
+Each workload runs `python -m components.ingest` in a fresh project folder (its own params.yaml,
+data.raw_dir pointing at the images) as a child process, so the figures include TensorFlow and
+Great Expectations start-up and the peak RSS is the child's alone. The generated folder is kept in
+.cache/bench_ingest (git-ignored) and reused.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache" / "bench_ingest"
+
+
+def generate_folder(directory: Path, count: int, num_classes: int = 10, seed: int = 0) -> Path:
+    """count distinct 28x28 grayscale PNGs in <class>/<index>.png (a stroke on noise); reused if complete."""
+    from pipelines.materialize import encode_png
+
+    marker = directory / f".complete-{count}"
+    if marker.is_file():
+        return directory
+    shutil.rmtree(directory, ignore_errors=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        label = index % num_classes
+        image = rng.integers(0, 60, size=(28, 28), dtype=np.uint8)
+        row, column = rng.integers(2, 20, size=2)
+        image[row:row + 6, column:column + 3 + label % 4] = rng.integers(180, 256)
+        path = directory / f"class_{label}" / f"{index:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode_png(image))
+    marker.write_text("")
+    return directory
+
+
+def run_ingest(raw_dir: Path, count: int, num_classes: int, mean_range: tuple[float, float]) -> dict:
+    """Runs the ingest stage in a child process on raw_dir; returns seconds, images/s and peak RSS."""
+    project = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    try:
+        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        params["data"] = {"source": "folder", "raw_dir": str(raw_dir.resolve())}
+        params["ingest"]["expectations"].update({"min_per_class": 1, "min_class_share": 0.0, "max_class_share": 1.0,
+                                                 "image_mean_min": mean_range[0], "image_mean_max": mean_range[1]})
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        environment = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        start = time.perf_counter()
+        with tempfile.TemporaryFile() as log:
+            child = subprocess.Popen([sys.executable, "-m", "components.ingest"], cwd=project, env=environment,
+                                     stdout=log, stderr=subprocess.STDOUT)
+            _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage: ru_maxrss in KiB on Linux
+            seconds = time.perf_counter() - start
+            child.returncode = os.waitstatus_to_exitcode(status)
+            if child.returncode != 0:
+                log.seek(0)
+                raise SystemExit(f"ingest failed on {raw_dir}:\n{log.read().decode(errors='replace')[-3000:]}")
+        peak_mib = usage.ru_maxrss / 1024
+        return {"images": count, "seconds": seconds, "images_per_second": count / seconds, "peak_rss_mib": peak_mib}
+    finally:
+        shutil.rmtree(project, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=60_000, help="size of the generated folder")
+    parser.add_argument("--skip-mnist", action="store_true")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    rows = []
+    if not args.skip_mnist:
+        from pipelines.materialize import load_mnist_5k, write_image_folder
+
+        mnist_dir = CACHE / "mnist_5k"
+        images, labels = load_mnist_5k()
+        write_image_folder(images, labels, [str(digit) for digit in range(10)], mnist_dir)
+        rows.append(("mnist_5k", run_ingest(mnist_dir, len(images), 10, (5.0, 160.0))))
+    generated = CACHE / f"generated-{args.images}"
+    print(f"generating {args.images:,} PNGs in {generated} (reused when present) ...", flush=True)
+    generate_folder(generated, args.images)
+    rows.append((f"generated {args.images:,} x 28x28 PNG", run_ingest(generated, args.images, 10, (5.0, 160.0))))
+    print(f"{'workload':<32} {'images':>8} {'seconds':>8} {'images/s':>9} {'peak RSS MiB':>13}")
+    for name, row in rows:
+        print(f"{name:<32} {row['images']:>8,} {row['seconds']:>8.1f} {row['images_per_second']:>9,.0f} "
+              f"{row['peak_rss_mib']:>13,.0f}")
+    print("(wall clock of the whole stage in a fresh process: TensorFlow and Great Expectations start-up included)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""`make bench`: prints every figure tfpipe promises, measured now, and writes benchmarks/results.json.
+
+Runs in a fresh temporary copy of the repository. Timings are medians of several runs after a
+warm-up; comparisons are ratios of runs interleaved in the same session, because this machine is
+shared and noisy. Needs nothing but the installed venv; about 10 minutes on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipelines.workspace import ROOT, copy_repository, run, set_params  # noqa: E402
+
+PYTHON = sys.executable
+
+
+def timed(command: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    run(command, cwd)
+    return time.perf_counter() - start
+
+
+def median_of(command: list[str], cwd: Path, repeats: int) -> float:
+    return statistics.median(timed(command, cwd) for _ in range(repeats))
+
+
+def input_bound_share(repo: Path) -> float:
+    """Share of a training epoch spent waiting for input: real tf.data pipeline vs the same batches in memory."""
+    code = """
+import json, statistics, time, pipelines
+import tensorflow as tf, tf_keras as keras
+from components import train
+from pipelines import records
+from pipelines.config import load_params
+from pipelines.input_pipeline import build_augmenter, build_input_pipeline
+params = load_params().train
+split = records.read_split("data/prepared", "train")
+data = build_input_pipeline(split, params.batch_size, True, params.shuffle_buffer, params.seed, build_augmenter(params.augmentation, params.seed))
+in_memory = tf.data.Dataset.from_tensor_slices(tuple(tf.concat(t, 0) for t in zip(*list(data))))
+in_memory = in_memory.batch(params.batch_size).cache().prefetch(tf.data.AUTOTUNE)
+list(in_memory)
+from components.preprocess import load_preprocessor
+model = train.build_training_model(load_preprocessor(),
+                                   train.build_classifier(params, (28, 28, 1), 10))
+train.compile_model(model, params, steps_per_epoch=63, jit_compile=False)
+model.fit(data, epochs=1, verbose=0)
+times = {"pipeline": [], "memory": []}
+for _ in range(3):
+    for name, dataset in (("pipeline", data), ("memory", in_memory)):
+        start = time.perf_counter(); model.fit(dataset, epochs=1, verbose=0); times[name].append(time.perf_counter() - start)
+print(json.dumps({k: statistics.median(v) for k, v in times.items()}))
+"""
+    result = json.loads(run([PYTHON, "-c", code], repo, env={"PYTHONPATH": str(repo)}).stdout.strip().splitlines()[-1])
+    return max(0.0, (result["pipeline"] - result["memory"]) / result["pipeline"])
+
+
+def measure(repeats: int) -> list[dict]:
+    rows = []
+
+    def row(figure: str, goal: str, value: float, unit: str, met: bool | None):
+        rows.append({"figure": figure, "goal": goal, "value": round(value, 4), "unit": unit, "met": met})
+        Console().print(f"  {figure}: {value:.4g} {unit}")
+
+    with tempfile.TemporaryDirectory(prefix="tfpipe-bench-") as directory:
+        repo = copy_repository(Path(directory))
+        full = timed([PYTHON, "-m", "dvc", "repro"], repo)
+        row("full pipeline `dvc repro` (default params)", "<= 120 s", full, "s", full <= 120)
+        noop = median_of([PYTHON, "-m", "dvc", "repro"], repo, repeats)
+        row("no-op `dvc repro`", "<= 3 s", noop, "s", noop <= 3)
+
+        evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
+        row("test accuracy, default preset (mnist_5k + LeNet-5)", ">= 0.985", evaluate["accuracy"], "", evaluate["accuracy"] >= 0.985)
+        export = json.loads((repo / "metrics/export.json").read_text())
+        float_tflite, int8, pruned = export["tflite_float32"], export["tflite_int8"], export["tflite_pruned_int8"]
+        ratios = [
+            ("int8 size / float32 TFLite size", "<= 0.26", int8["size_bytes"] / float_tflite["size_bytes"], lambda v: v <= 0.26),
+            ("int8 accuracy drop vs float", "<= 0.002", int8["accuracy_drop"], lambda v: v <= 0.002),
+            ("pruned+int8 gzipped / float32 TFLite gzipped", "<= 0.10", pruned["gzip_bytes"] / float_tflite["gzip_bytes"], lambda v: v <= 0.10),
+            ("int8 latency p50 / float32 TFLite latency p50", "<= 0.67", int8["latency_p50_ms"] / float_tflite["latency_p50_ms"], lambda v: v <= 0.67),
+        ]
+        for figure, goal, value, check in ratios:
+            row(figure, goal, value, "", check(value))
+
+        # Train stage vs a bare Keras script: fixed epochs (no early stop) and no augmentation in both.
+        set_params(repo, {"train": {"epochs": 8, "early_stopping_patience": 100, "log_augmented_images": 0,
+                                    "augmentation": {"rotation": 0.0, "zoom": 0.0, "translation": 0.0}}})
+        stage, bare = [], []
+        for _ in range(repeats):
+            stage.append(timed([PYTHON, "-m", "components.train"], repo))
+            bare.append(timed([PYTHON, str(repo / "benchmarks/bare_keras.py")], repo))
+        ratio = statistics.median(stage) / statistics.median(bare)
+        row(f"train stage / bare Keras script (8 epochs, medians of {repeats})", "<= 1.15", ratio, "x", ratio <= 1.15)
+        share = input_bound_share(repo)
+        row("input-bound share of training time", "< 0.05", share, "", share < 0.05)
+
+        ingest = subprocess.run([PYTHON, str(ROOT / "benchmarks/bench_ingest.py"), "--json"], capture_output=True, text=True)
+        if ingest.returncode == 0 and ingest.stdout.strip():
+            for figure in json.loads(ingest.stdout.strip().splitlines()[-1]):
+                rows.append(figure)
+        else:
+            rows.append({"figure": "ingest throughput", "goal": ">= 1000 images/s", "value": None, "unit": "images/s", "met": None,
+                         "note": (ingest.stderr or "benchmarks/bench_ingest.py missing")[-300:]})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results.json")
+    args = parser.parse_args()
+    commit = run(["git", "rev-parse", "--short", "HEAD"], ROOT, check=False).stdout.strip()
+    rows = measure(args.repeats)
+    table = Table(title=f"tfpipe benchmarks — {platform.node()}, {platform.processor() or platform.machine()}, commit {commit}")
+    for column in ("figure", "goal", "value", "met"):
+        table.add_column(column)
+    for item in rows:
+        value = "n/a" if item["value"] is None else f"{item['value']:.4g} {item['unit']}".strip()
+        table.add_row(item["figure"], item["goal"], value, {True: "yes", False: "NO", None: "-"}[item["met"]])
+    Console().print(table)
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit, "machine": platform.platform(),
+              "cpu_count": __import__("os").cpu_count(), "rows": rows}
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written: {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""The export stage's model variants: TFLite conversions and the tfmot fine-tunes (pruning, QAT, PQAT).
+
+Every fine-tune works on the classifier only (the registry model inside the trained model):
+tfmot's quantize_model refuses a model nested in another, and the preprocessing model's
+Normalization has no quantized training kernel. The same preprocessor and softmax are put back
+around the fine-tuned classifier, so every variant takes raw pixels like the trained model.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+
+FINE_TUNE_BATCH_SIZE = 64
+FLOAT_VARIANTS = ("float32", "float16", "dynamic_range")
+
+
+def select_representative_images(images: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """`count` images drawn without replacement, as float32 raw pixel values (what the model takes)."""
+    indices = np.random.default_rng(seed).choice(len(images), size=min(count, len(images)), replace=False)
+    return images[np.sort(indices)].astype(np.float32)
+
+
+def convert_to_tflite(model: keras.Model, quantization: str, representative_images: np.ndarray | None = None) -> bytes:
+    """float32 | float16 (weights) | dynamic_range (int8 weights, float activations) | int8 (full integer, int8 I/O)."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantization == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "dynamic_range":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization == "int8":
+        if representative_images is None or len(representative_images) == 0:
+            raise ValueError("full-integer quantization needs representative images to calibrate the activations")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image[np.newaxis]] for image in representative_images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    elif quantization != "float32":
+        raise ValueError(f"unknown quantization {quantization!r}; expected float32, float16, dynamic_range or int8")
+    return converter.convert()
+
+
+def wrap_classifier(model: keras.Model, classifier: keras.Model, name: str) -> keras.Model:
+    """`model`'s preprocessor, then `classifier`, then a float32 softmax: raw pixels in, probabilities out."""
+    inputs = keras.Input(shape=model.input_shape[1:], dtype="float32", name="image")
+    logits = classifier(model.get_layer("preprocessing")(inputs))
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def copy_classifier(model: keras.Model, classifier_name: str) -> keras.Model:
+    """A copy with the same weights; clone_model alone would re-initialize them."""
+    classifier = model.get_layer(classifier_name)
+    copy = keras.models.clone_model(classifier)
+    copy.set_weights(classifier.get_weights())
+    return copy
+
+
+def build_pruning_schedule(num_examples: int, *, batch_size: int, epochs: int, target_sparsity: float, end_fraction: float = 1.0):
+    """PolynomialDecay from 0 to the target over the first `end_fraction` of the fine-tune.
+
+    The steps after the ramp train with the final mask and win back the accuracy the last pruning
+    steps cost. Masks are only updated at multiples of `frequency` (default 100, which a short
+    fine-tune would never reach): end_step is the last multiple of frequency within the ramp.
+    """
+    total_steps = math.ceil(num_examples / batch_size) * epochs
+    ramp_steps = max(1, int(total_steps * end_fraction))
+    frequency = max(1, ramp_steps // 10)
+    end_step = ramp_steps - ramp_steps % frequency
+    return tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=target_sparsity, begin_step=0, end_step=end_step, frequency=frequency
+    )
+
+
+def fine_tune(model: keras.Model, images: np.ndarray, labels: np.ndarray, *, epochs: int, learning_rate: float, seed: int, callbacks=()):
+    """A few epochs of (uint8 images, labels) at a low rate; the variants start from trained weights."""
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((images, labels))
+        .shuffle(len(images), seed=seed)
+        .batch(FINE_TUNE_BATCH_SIZE)
+        .map(lambda image, label: (tf.cast(image, tf.float32), label), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    model.fit(dataset, epochs=epochs, callbacks=list(callbacks), verbose=2)
+    return model
+
+
+def prune_classifier(model, classifier_name, images, labels, *, target_sparsity, epochs, end_fraction,
+                     learning_rate, min_weights, seed, log_dir) -> keras.Model:
+    """Fine-tunes a pruned copy of the classifier; returns the whole model with pruning stripped.
+
+    Kernels with fewer than `min_weights` weights stay dense: they are a rounding error of the
+    size, and a first conv with one input channel loses accuracy fast when pruned.
+    """
+    schedule = build_pruning_schedule(len(images), batch_size=FINE_TUNE_BATCH_SIZE, epochs=epochs,
+                                      target_sparsity=target_sparsity, end_fraction=end_fraction)
+
+    def wrap(layer):
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and int(np.prod(layer.kernel.shape)) >= min_weights:
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
+        return layer
+
+    # clone_model re-creates layers without their weights: wrap a copy that has them.
+    prunable = keras.models.clone_model(copy_classifier(model, classifier_name), clone_function=wrap)
+    callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), tfmot.sparsity.keras.PruningSummaries(log_dir=str(log_dir))]
+    fine_tune(wrap_classifier(model, prunable, "pruning"), images, labels, epochs=epochs,
+              learning_rate=learning_rate, seed=seed, callbacks=callbacks)
+    return wrap_classifier(model, tfmot.sparsity.keras.strip_pruning(prunable), "pruned_model")
+
+
+def quantization_aware_classifier(model, images, labels, classifier_name, *, preserve_sparsity: bool,
+                                  epochs: int, learning_rate: float, seed: int) -> keras.Model:
+    """QAT fine-tune (fake-quantized weights and activations); with preserve_sparsity (PQAT) the
+    zero weights of an already pruned classifier stay zero. The converter turns the result into int8."""
+    classifier = copy_classifier(model, classifier_name)
+    if preserve_sparsity:
+        annotated = tfmot.quantization.keras.quantize_annotate_model(classifier)
+        quantized = tfmot.quantization.keras.quantize_apply(
+            annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
+    else:
+        quantized = tfmot.quantization.keras.quantize_model(classifier)
+    qat_model = wrap_classifier(model, quantized, "pqat_model" if preserve_sparsity else "qat_model")
+    return fine_tune(qat_model, images, labels, epochs=epochs, learning_rate=learning_rate, seed=seed)
+
+
+def keras_weight_sparsity(model: keras.Model) -> float:
+    """Fraction of exactly-zero values in the Conv2D/Dense kernels, nested models included."""
+
+    def kernels(layer):
+        if isinstance(layer, keras.Model):
+            for inner in layer.layers:
+                yield from kernels(inner)
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            yield layer.kernel.numpy()
+
+    weights = list(kernels(model))
+    return sum(int(np.sum(w == 0)) for w in weights) / sum(w.size for w in weights)

@@ -1,0 +1,94 @@
+"""tf.data input pipelines and augmentation for training; reads TFRecord splits via pipelines.records."""
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+
+from pipelines.config import AugmentationParams
+
+
+class RandomErasing(keras.layers.Layer):
+    """Random erasing (Zhong et al., 2017): with probability `rate`, a random rectangle becomes `fill`.
+
+    tf_keras has no such layer; this one is a pure TF op on a batch, so it runs inside tf.data.
+    """
+
+    def __init__(self, rate: float, max_fraction: float = 0.4, fill: float = 0.0, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate, self.max_fraction, self.fill, self.seed = rate, max_fraction, fill, seed
+        self.generator = tf.random.Generator.from_seed(seed) if seed is not None else tf.random.Generator.from_non_deterministic_state()
+
+    def call(self, images, training=None):
+        if not training:
+            return images
+        shape = tf.shape(images)
+        batch, height, width = shape[0], shape[1], shape[2]
+        uniform = self.generator.uniform([batch, 5])
+        box_h = tf.cast(uniform[:, 0] * self.max_fraction * tf.cast(height, tf.float32), tf.int32) + 1
+        box_w = tf.cast(uniform[:, 1] * self.max_fraction * tf.cast(width, tf.float32), tf.int32) + 1
+        top = tf.cast(uniform[:, 2] * tf.cast(height - box_h + 1, tf.float32), tf.int32)
+        left = tf.cast(uniform[:, 3] * tf.cast(width - box_w + 1, tf.float32), tf.int32)
+        apply = uniform[:, 4] < self.rate
+        rows = tf.range(height)[None, :, None]
+        columns = tf.range(width)[None, None, :]
+        inside = ((rows >= top[:, None, None]) & (rows < (top + box_h)[:, None, None])
+                  & (columns >= left[:, None, None]) & (columns < (left + box_w)[:, None, None]) & apply[:, None, None])
+        return tf.where(inside[..., None], tf.cast(self.fill, images.dtype), images)
+
+
+class RandomCropWithPadding(keras.layers.Layer):
+    """Pads `padding` pixels on every side, then crops each image back to its size at a random offset."""
+
+    def __init__(self, padding: int, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.padding = padding
+        self.generator = tf.random.Generator.from_seed(seed) if seed is not None else tf.random.Generator.from_non_deterministic_state()
+
+    def call(self, images, training=None):
+        if not training:
+            return images
+        size = tf.shape(images)[1:]
+        padded = tf.pad(images, [[0, 0], [self.padding, self.padding], [self.padding, self.padding], [0, 0]])
+        seeds = self.generator.uniform_full_int([tf.shape(images)[0], 2], dtype=tf.int32)
+        # keras.layers.RandomCrop uses one offset for the whole batch; this crops each image on its own.
+        return tf.map_fn(lambda args: tf.image.stateless_random_crop(args[0], size, seed=args[1]), (padded, seeds),
+                         fn_output_signature=images.dtype)
+
+
+def build_augmenter(params: AugmentationParams, seed: int) -> keras.Sequential | None:
+    """Random transforms on float pixel batches (0..255); None when every transform is off."""
+    layers = []
+    if params.crop_padding:
+        layers.append(RandomCropWithPadding(params.crop_padding, seed=seed))
+    if params.flip != "none":
+        layers.append(keras.layers.RandomFlip(params.flip, seed=seed + 1))
+    if params.rotation:
+        layers.append(keras.layers.RandomRotation(params.rotation, fill_mode="constant", seed=seed + 2))
+    if params.zoom:
+        layers.append(keras.layers.RandomZoom(params.zoom, fill_mode="constant", seed=seed + 3))
+    if params.translation:
+        layers.append(keras.layers.RandomTranslation(params.translation, params.translation, fill_mode="constant", seed=seed + 4))
+    if params.contrast:
+        layers.append(keras.layers.RandomContrast(params.contrast, seed=seed + 5))
+    if params.erasing:
+        layers.append(RandomErasing(params.erasing, seed=seed + 6))
+    return keras.Sequential(layers, name="augmentation") if layers else None
+
+
+def build_input_pipeline(dataset: tf.data.Dataset, batch_size: int, training: bool, shuffle_buffer: int = 1,
+                         seed: int = 0, augmenter: keras.Model | None = None, cache: str = "memory") -> tf.data.Dataset:
+    """Cache decoded images, shuffle (train only), batch, cast to float32 pixels, augment (train only), prefetch.
+
+    `cache` is "memory", "none", or a file path prefix (for splits larger than memory).
+    """
+    if cache == "memory":
+        dataset = dataset.cache()
+    elif cache != "none":
+        dataset = dataset.cache(cache)
+    if training:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+    dataset = dataset.map(lambda images, labels: (tf.cast(images, tf.float32), labels), num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augmenter is not None:
+        dataset = dataset.map(lambda images, labels: (augmenter(images, training=True), labels), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

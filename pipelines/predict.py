@@ -1,0 +1,183 @@
+"""Classifies image files with an exported model and prints the top-k class names and probabilities.
+
+    python -m pipelines.predict --model artifacts/export/saved_model/tfpipe_classifier/3 digit.png
+    python -m pipelines.predict --model artifacts/export/model_int8.tflite --top-k 3 *.png
+    python -m pipelines.predict --model models:/tfpipe_classifier@champion --invert auto photo.jpg
+
+Reads SavedModel directories, .tflite files (class names from labels.txt beside them) and MLflow
+model URIs, nothing else: a .h5, .keras or pickle file can run arbitrary code when loaded. Each
+image is converted by the model's own rules: to its channel count (grayscale or RGB) and size.
+`--invert auto` is for photos of dark digits on light paper (the textbook's "predict a given
+image"): MNIST digits are light on black, so an image whose border is light is inverted and its
+contrast stretched.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+import pipelines  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from pipelines import tflite
+
+INVERT_CHOICES = ("never", "auto", "always")
+
+
+class ModelLoadError(ValueError):
+    """The --model argument is not a model this command loads."""
+
+
+class ImageLoadError(ValueError):
+    """A file is not an image Pillow can read."""
+
+
+class SavedModelClassifier:
+    """The export's serving signature: uint8 [N,H,W,C] in, probabilities out."""
+
+    def __init__(self, directory: Path):
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(directory))
+        if "serving_default" not in loaded.signatures:
+            raise ModelLoadError(f"{directory}: SavedModel has no serving_default signature")
+        self._loaded = loaded  # the signature needs its object kept alive
+        self._serve = loaded.signatures["serving_default"]
+        (name, spec), = self._serve.structured_input_signature[1].items()
+        if spec.dtype != tf.uint8 or spec.shape.rank != 4:
+            raise ModelLoadError(f"{directory}: serving_default takes {spec}, not uint8 images [N,H,W,C]")
+        self._input_name = name
+        self.image_shape = tuple(int(size) for size in spec.shape[1:])
+        names = getattr(loaded, "class_names", None)
+        self.class_names = [name.decode() for name in names.numpy()] if names is not None else None
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        return self._serve(**{self._input_name: tf.constant(images)})["probabilities"].numpy()
+
+
+class TFLiteFileClassifier(tflite.TFLiteClassifier):
+    def __init__(self, path: Path):
+        super().__init__(path)
+        labels = path.parent / tflite.LABELS_FILE
+        self.class_names = tflite.read_labels(labels) if labels.is_file() else None
+
+
+def download_mlflow_model(uri: str) -> Path:
+    """The SavedModel directory inside an MLflow model (models:/name@alias, models:/name/version, runs:/...)."""
+    import mlflow
+    import yaml
+
+    from pipelines import tracking
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except Exception as error:  # noqa: BLE001  (MlflowException, or a store error: the message says which)
+        raise ModelLoadError(f"{uri}: cannot download the model from {tracking.tracking_uri()}: {error}") from None
+    description = yaml.safe_load((local / "MLmodel").read_text()) if (local / "MLmodel").is_file() else {}
+    flavor = description.get("flavors", {}).get("tensorflow")
+    if not flavor:
+        raise ModelLoadError(f"{uri}: not a TensorFlow MLflow model (flavors: {sorted(description.get('flavors', {}))})")
+    return local / flavor["saved_model_dir"]
+
+
+def load_classifier(model: str):
+    """A SavedModel directory, a .tflite file or an MLflow model URI; anything else is refused by name."""
+    if model.startswith(("models:/", "runs:/")):
+        return SavedModelClassifier(download_mlflow_model(model))
+    path = Path(model)
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ModelLoadError(f"{path}: a directory without saved_model.pb; give a SavedModel version directory, "
+                                 "e.g. artifacts/export/saved_model/<name>/<version>")
+        return SavedModelClassifier(path)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file or directory")
+    if path.suffix == ".tflite":
+        try:
+            return TFLiteFileClassifier(path)
+        except tflite.InvalidModelError as error:
+            raise ModelLoadError(str(error)) from None
+    raise ModelLoadError(f"{path}: this command loads only SavedModel directories, .tflite files and "
+                         "models:/ URIs (a .h5, .keras or pickle file can run code when loaded, so it is refused)")
+
+
+def should_invert(gray: np.ndarray) -> bool:
+    """A light border means a light background: dark ink on paper, the opposite of MNIST."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return float(np.median(border)) > 127
+
+
+def load_image(path: Path, image_shape: tuple[int, int, int], invert: str = "never") -> np.ndarray:
+    """Any PNG/JPEG/... as uint8 [H,W,C] in the model's size and channel count."""
+    height, width, channels = image_shape
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)  # phone photos are often stored rotated
+            image = image.convert("L" if channels == 1 else "RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageLoadError(f"{path}: not an image that can be read (PNG, JPEG, ...): {error}") from None
+    gray = np.asarray(image.convert("L"))
+    if invert == "always" or (invert == "auto" and should_invert(gray)):
+        image = Image.fromarray(clean_inverted(255 - np.asarray(image)))
+    image = image.resize((width, height), Image.Resampling.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    return array.reshape(height, width, channels)
+
+
+def clean_inverted(array: np.ndarray) -> np.ndarray:
+    """Paper is never white nor ink black: the border's level (the paper) becomes 0, as MNIST's
+    background is, and the brightest ink 255."""
+    values = array.astype(np.float32)
+    border = np.concatenate([values[0].reshape(-1), values[-1].reshape(-1), values[:, 0].reshape(-1), values[:, -1].reshape(-1)])
+    values = np.clip(values - np.percentile(border, 90), 0, None)
+    top = np.percentile(values, 99.5)
+    return np.clip(values * (255 / top), 0, 255).astype(np.uint8) if top > 0 else values.astype(np.uint8)
+
+
+def top_k(probabilities: np.ndarray, class_names: list[str] | None, k: int) -> list[tuple[str, float]]:
+    order = np.argsort(probabilities)[::-1][:k]
+    names = class_names or [str(index) for index in range(len(probabilities))]
+    return [(names[index], float(probabilities[index])) for index in order]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...; any size or channel count)")
+    parser.add_argument("--model", required=True, help="SavedModel directory, .tflite file or models:/<name>@champion")
+    parser.add_argument("--top-k", type=int, default=3, help="how many classes to print per image (default 3)")
+    parser.add_argument("--invert", choices=INVERT_CHOICES, default="never",
+                        help="invert light-background images: 'auto' for photos of digits on paper (default never)")
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        parser.error("--top-k must be at least 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        classifier = load_classifier(args.model)
+    except (ModelLoadError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in args.images:
+        try:
+            image = load_image(path, classifier.image_shape, args.invert)
+        except ImageLoadError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        probabilities = classifier.predict(image[np.newaxis])[0]
+        ranked = top_k(probabilities, classifier.class_names, args.top_k)
+        print(f"{path}: " + ", ".join(f"{name} {probability:.4f}" for name, probability in ranked))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""DVC experiments (`dvc exp run`, a queued one) each become their own MLflow run in the repository's store,
+and `dvc exp show` agrees with MLflow on their metrics."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines import tracking
+from pipelines.workspace import copy_repository, run, set_params
+
+# The whole pipeline (an experiment saves every stage's outputs), kept to seconds per stage.
+TINY = {
+    "train": {"epochs": 1, "early_stopping_patience": 1, "histogram_freq": 1},
+    "evaluate": {"min_accuracy": 0.0},
+    "export": {"variants": ["float32", "int8"], "representative_samples": 50, "latency_runs": 10, "prune_epochs": 1},
+}
+
+
+def _dvc(repo: Path, *arguments: str, check: bool = True):
+    return run([sys.executable, "-m", "dvc", *arguments], repo, check=check)
+
+
+def _stop_queue_workers(repo: Path) -> None:
+    """The queue's celery workers run detached: stop them, then end any process still working in the copy."""
+    import psutil
+
+    _dvc(repo, "queue", "stop", "--kill", check=False)
+    for process in psutil.process_iter(["pid", "cwd"]):
+        with_cwd = process.info.get("cwd") or ""
+        if with_cwd.startswith(str(repo)) and process.pid != psutil.Process().pid:
+            try:
+                process.terminate()
+                process.wait(timeout=20)
+            except psutil.Error:
+                pass
+
+
+def _experiments(shown: list) -> dict[str, dict]:
+    """`dvc exp show --json` -> {name: {'params': train section, 'metrics': metrics/evaluate.json}}."""
+    found = {}
+    for commit in shown:
+        for entry in [commit] + [rev for experiment in (commit.get("experiments") or []) for rev in experiment["revs"]]:
+            data = entry.get("data") or {}
+            metrics = (data.get("metrics") or {}).get("metrics/evaluate.json", {}).get("data")
+            if metrics:
+                params = data["params"]["params.yaml"]["data"]["train"]
+                found[entry.get("name") or entry["rev"]] = {"params": params, "metrics": metrics}
+    return found
+
+
+def test_dvc_lock_tags_name_each_output_of_the_upstream_stages(tmp_path):
+    lock = tmp_path / "dvc.lock"
+    lock.write_text("schema: '2.0'\nstages:\n  ingest:\n    outs:\n    - path: data/prepared\n      md5: abc.dir\n"
+                    "  preprocess:\n    outs:\n    - path: artifacts/preprocess\n      md5: def.dir\n"
+                    "  train:\n    outs:\n    - path: artifacts/train\n      md5: stale.dir\n")
+    assert tracking.dvc_lock_tags(("ingest", "preprocess"), lock) == {
+        "dvc.lock.ingest.data/prepared": "abc.dir", "dvc.lock.preprocess.artifacts/preprocess": "def.dir"}
+    assert tracking.dvc_lock_tags(lock_file=tmp_path / "missing.lock") == {}
+
+
+def test_flatten_keeps_types_for_the_hparams_dashboard():
+    nested = {"train": {"epochs": 3, "nesterov": False, "clipnorm": None, "augmentation": {"flip": "none"}}, "variants": ["a"]}
+    assert tracking.flatten("", nested)["train.epochs"] == "3"
+    assert tracking.flatten("", nested, as_text=False) == {
+        "train.epochs": 3, "train.nesterov": False, "train.clipnorm": "null", "train.augmentation.flip": "none", "variants": '["a"]'}
+
+
+@pytest.mark.e2e
+def test_each_experiment_is_its_own_mlflow_run_and_dvc_exp_show_agrees(tmp_path):
+    import mlflow
+    import yaml
+
+    repo = copy_repository(tmp_path / "repo")
+    set_params(repo, TINY)
+    _dvc(repo, "repro")
+    commit = ["git", "-c", "user.email=t@localhost", "-c", "user.name=t", "commit", "-qm", "baseline"]
+    run(["git", "add", "-A"], repo)
+    run(commit, repo)  # the baseline a user commits after `make repro`; experiments are compared against it
+    base_rate = yaml.safe_load((repo / "params.yaml").read_text())["train"]["learning_rate"]
+    try:
+        # Queued first: a queued experiment takes the workspace as it is when queued, and the next one changes it.
+        _dvc(repo, "exp", "run", "--queue", "-S", f"train.learning_rate={base_rate * 2}")
+        _dvc(repo, "exp", "run", "-S", "train.model=mlp")
+        _dvc(repo, "queue", "start", "--jobs", "1")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            status = _dvc(repo, "queue", "status").stdout
+            if not any(state in status for state in ("Queued", "Running")):
+                break
+            time.sleep(5)
+        assert "Success" in status and "Failed" not in status, status
+        shown = _experiments(json.loads(_dvc(repo, "exp", "show", "--json").stdout))
+    finally:
+        _stop_queue_workers(repo)
+
+    # The baseline (the commit), the workspace experiment and the queued one: three runs.
+    by_params = {(item["params"]["model"], item["params"]["learning_rate"]): item for item in shown.values()}
+    assert set(by_params) == {("lenet5", base_rate), ("mlp", base_rate), ("lenet5", base_rate * 2)}, shown.keys()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns/mlflow.db'}")
+    run_ids = {item["metrics"]["run_id"] for item in by_params.values()}
+    assert len(run_ids) == 3
+    for (model, learning_rate), item in by_params.items():
+        mlflow_run = client.get_run(item["metrics"]["run_id"])
+        assert mlflow_run.info.status == "FINISHED"
+        assert mlflow_run.data.params["train.model"] == model
+        assert float(mlflow_run.data.params["train.learning_rate"]) == learning_rate
+        assert mlflow_run.data.metrics["test_accuracy"] == pytest.approx(item["metrics"]["accuracy"], abs=1e-9)
+        assert "system/cpu_utilization_percentage" in mlflow_run.data.metrics
+        tags = mlflow_run.data.tags
+        assert tags["git.commit"] and tags["data.dvc.md5"] and tags["dvc.lock.ingest.data/prepared"].endswith(".dir")
+        assert [dataset.dataset.name for dataset in mlflow_run.inputs.dataset_inputs] == ["mnist_5k"]
+        assert any(path.name == "blessing.json" for path in _artifact_files(client, mlflow_run.info.run_id, "evaluate"))
+    # The queued experiment ran in .dvc/tmp/exps/; its run, artifacts and TensorBoard logs are in the repository's.
+    assert not list((repo / ".dvc/tmp").rglob("mlflow.db"))
+    for run_id in run_ids:
+        log_dir = repo / "logs/tensorboard" / run_id
+        tags = _summary_tags(log_dir)
+        assert "_hparams_/session_start_info" in tags[log_dir]
+        assert "confusion_matrix" in tags[log_dir / "evaluate"] and "test_accuracy" in tags[log_dir / "evaluate"]
+        assert any(tag.endswith("histogram") for tag in tags[log_dir / "train"]), tags[log_dir / "train"]
+
+
+def _artifact_files(client, run_id: str, path: str) -> list[Path]:
+    return [Path(item.path) for item in client.list_artifacts(run_id, path)]
+
+
+def _summary_tags(log_dir: Path) -> dict[Path, set[str]]:
+    """{directory: summary tags in its event files} for a run's TensorBoard directory."""
+    import tensorflow as tf
+
+    tags: dict[Path, set[str]] = {}
+    for events in log_dir.rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            tags.setdefault(events.parent, set()).update(value.tag for value in event.summary.value)
+    return tags

@@ -1,0 +1,85 @@
+"""Tests for components/ingest_layout.py: which files become examples, with which class and split."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from components.ingest_layout import LayoutError, read_layout
+
+
+def touch(root: Path, *names: str) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+
+
+def test_hidden_files_are_skipped_and_counted_and_paths_are_sorted(tmp_path):
+    touch(tmp_path, "b/2.png", "b/1.png", "a/1.png", "a/.DS_Store", ".hidden/x.png", "a/.cache/y.png")
+    layout = read_layout(tmp_path)
+    assert layout.kind == "class_folders" and layout.class_names == ["a", "b"]
+    assert [example.file for example in layout.examples] == ["a/1.png", "b/1.png", "b/2.png"]
+    assert layout.hidden_files == 2
+
+
+def test_integer_class_names_sort_numerically_and_classes_txt_fixes_the_order(tmp_path):
+    touch(tmp_path, "10/x.png", "2/x.png", "1/x.png")
+    assert read_layout(tmp_path).class_names == ["1", "2", "10"]
+    (tmp_path / "classes.txt").write_text("10\n1\n2\nempty\n")
+    assert read_layout(tmp_path).class_names == ["10", "1", "2", "empty"]  # a listed class may have 0 images
+    (tmp_path / "classes.txt").write_text("1\n2\n")
+    with pytest.raises(LayoutError, match=r"not listed: \['10'\]"):
+        read_layout(tmp_path)
+
+
+def test_empty_class_folder_is_a_class_without_examples(tmp_path):
+    touch(tmp_path, "a/1.png")
+    (tmp_path / "b").mkdir()
+    layout = read_layout(tmp_path)
+    assert layout.class_names == ["a", "b"] and len(layout.examples) == 1
+
+
+def test_split_folders_keep_their_split_and_need_train_and_test(tmp_path):
+    touch(tmp_path, "train/a/1.png", "train/b/1.png", "test/a/2.png", "test/b/2.png", "val/b/3.png")
+    layout = read_layout(tmp_path)
+    assert layout.kind == "split_folders" and layout.class_names == ["a", "b"]
+    assert {example.file: example.split for example in layout.examples}["val/b/3.png"] == "val"
+    (tmp_path / "test").rename(tmp_path / "other")
+    assert read_layout(tmp_path).kind == "class_folders"  # "train" and "other" are then class names
+    shutil.rmtree(tmp_path / "other")  # train/ and val/ only
+    with pytest.raises(LayoutError, match="need both train/ and test/"):
+        read_layout(tmp_path)
+
+
+def test_loose_files_are_an_error(tmp_path):
+    touch(tmp_path, "a/1.png", "b/1.png", "stray.png")
+    with pytest.raises(LayoutError, match="loose files.*stray.png"):
+        read_layout(tmp_path)
+
+
+def test_labels_file_must_cover_every_image_exactly(tmp_path):
+    touch(tmp_path, "x 1.png", "sub/y.png", "z.png")
+    (tmp_path / "labels.txt").write_text("x 1.png cat\nsub/y.png dog\nmissing.png dog\n")
+    with pytest.raises(LayoutError, match=r"1 listed file\(s\) not found.*missing.png.*1 file\(s\) without a label.*z.png"):
+        read_layout(tmp_path)
+    (tmp_path / "labels.txt").write_text("x 1.png cat\nsub/y.png dog\nz.png dog\n")
+    layout = read_layout(tmp_path)
+    assert [(example.file, example.class_name) for example in layout.examples] == [
+        ("sub/y.png", "dog"), ("x 1.png", "cat"), ("z.png", "dog")]
+    (tmp_path / "labels.csv").write_text("file,label\n")
+    with pytest.raises(LayoutError, match="both"):
+        read_layout(tmp_path)
+
+
+def test_symlinks_outside_the_raw_folder_and_symlinked_folders_become_problems(tmp_path):
+    raw, outside = tmp_path / "raw", tmp_path / "outside"
+    touch(raw, "a/1.png", "b/1.png")
+    touch(outside, "secret.png", "folder/2.png")
+    (raw / "a/link.png").symlink_to(outside / "secret.png")
+    (raw / "a/inside.png").symlink_to(raw / "b/1.png")
+    (raw / "b/folder").symlink_to(outside / "folder")
+    problems = {example.file: example.problem for example in read_layout(raw).examples}
+    assert "symlink leading outside" in problems["a/link.png"]
+    assert problems["a/inside.png"] is None  # inside data/raw: followed
+    assert "symlinked folder" in problems["b/folder"]
