@@ -11,6 +11,7 @@ Great Expectations start-up and the peak RSS is the child's alone. The generated
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=60_000, help="size of the generated folder")
     parser.add_argument("--skip-mnist", action="store_true")
+    parser.add_argument("--json", action="store_true", help="last line: the figures as JSON rows for benchmarks/run.py")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     rows = []
@@ -96,6 +98,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:<32} {row['images']:>8,} {row['seconds']:>8.1f} {row['images_per_second']:>9,.0f} "
               f"{row['peak_rss_mib']:>13,.0f}")
     print("(wall clock of the whole stage in a fresh process: TensorFlow and Great Expectations start-up included)")
+    if args.json:
+        figures = []
+        for name, row in rows:
+            goal_met = row["images_per_second"] >= 1000 if name.startswith("generated") else None
+            figures.append({"figure": f"ingest throughput, {name}", "goal": ">= 1000 images/s" if goal_met is not None else "-",
+                            "value": round(row["images_per_second"], 1), "unit": "images/s", "met": goal_met})
+            figures.append({"figure": f"ingest peak memory, {name}", "goal": "-", "value": round(row["peak_rss_mib"], 1), "unit": "MiB", "met": None})
+        print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -18,13 +18,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-import tf_keras as keras
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from pipelines import records, tracking
 from pipelines.config import EvaluateParams, load_params
-from pipelines.outputs import atomic_directory, write_json
+from pipelines.outputs import atomic_directory, load_trained_model, write_json
 
 PREPARED_DIR = Path("data/prepared")
 TRAIN_DIR = Path("artifacts/train")
@@ -228,7 +227,7 @@ def write_tensorboard_summaries(log_dir: Path, confusion_png: bytes, metrics: di
 def main() -> None:
     all_params = load_params()
     params, model_name = all_params.evaluate, all_params.export.model_name
-    model = keras.models.load_model(TRAIN_DIR / "model.keras")
+    model = load_trained_model(TRAIN_DIR)
     class_names = records.read_manifest(PREPARED_DIR)["class_names"]
     images, labels, files = load_test_split(PREPARED_DIR)
     probabilities = model.predict(images.astype(np.float32), batch_size=256, verbose=0)

@@ -28,7 +28,7 @@ from mlflow.types.schema import Schema, TensorSpec
 from components import export_variants as variants_lib
 from pipelines import records, tflite, tracking
 from pipelines.config import ExportParams, load_params
-from pipelines.outputs import write_json
+from pipelines.outputs import load_trained_model, write_json
 
 PREPARED_DIR = Path("data/prepared")
 TRAIN_DIR = Path("artifacts/train")
@@ -277,7 +277,7 @@ def main() -> None:
     with BLESSING_FILE.open() as stream:
         blessed = bool(json.load(stream)["blessed"])
     run_reference = tracking.read_run_reference(TRAIN_DIR / "run.json")
-    model = keras.models.load_model(TRAIN_DIR / "model.keras", compile=False)  # inference only
+    model = load_trained_model(TRAIN_DIR)
     class_names = description["class_names"]
     train_images, train_labels = records.load_split_arrays(PREPARED_DIR, "train")
     test_images, test_labels = records.load_split_arrays(PREPARED_DIR, "test")

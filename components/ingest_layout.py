@@ -102,6 +102,23 @@ def read_class_folders(folders: list[Path], root: Path, split: str | None) -> tu
     return examples, hidden
 
 
+def check_numeric_labels(listing: Path, rows: list[tuple[str, str]]) -> None:
+    """Integer labels are class ids: they must be 0..K-1 with none missing, so -1 or K is an error.
+
+    (Checked here, on the CPU, before any tensor exists: an out-of-range label gives NaN on a GPU.)
+    """
+    labels = [label for _, label in rows]
+    if not labels or not all(label.lstrip("-").isdecimal() for label in labels):
+        return  # class names, not ids
+    ids = sorted({int(label) for label in labels})
+    negative = [f"{file} ({label})" for file, label in rows if int(label) < 0]
+    gaps = sorted(set(range(ids[-1] + 1)) - set(ids)) if ids[-1] >= 0 else []
+    if negative or gaps:
+        problems = ([f"negative label(s): {', '.join(negative[:5])}"] if negative else []) + (
+            [f"no example of class id(s) {gaps[:10]} although higher ids exist: ids must be 0..K-1"] if gaps else [])
+        raise LayoutError(f"{listing}: integer labels are class ids 0..K-1; " + "; ".join(problems))
+
+
 def read_labels_file(raw_dir: Path, listing: Path) -> tuple[list[RawExample], int]:
     """`file,label` CSV rows or `file label` text lines; every image must be listed exactly once."""
     with listing.open(encoding="utf-8", newline="") as stream:
@@ -114,6 +131,7 @@ def read_labels_file(raw_dir: Path, listing: Path) -> tuple[list[RawExample], in
             rows = [tuple(line.strip().rsplit(None, 1)) for line in stream if line.strip()]
     if bad := [" ".join(row) for row in rows if len(row) != 2 or not all(row)]:
         raise LayoutError(f"{listing}: {len(bad)} line(s) without both a file and a label, e.g. {bad[:3]}")
+    check_numeric_labels(listing, rows)
     files, problems, hidden = list_files(raw_dir, raw_dir)
     on_disk = {path.relative_to(raw_dir).as_posix(): path for path in [*files, *problems]
                if path.parent != raw_dir or path.name not in (CLASSES_FILE, *LABEL_FILES)}

@@ -5,10 +5,12 @@ classifier from the models/ registry, and a float32 softmax: export wraps it for
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
 import shutil
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from models import registry
 from pipelines import hardware, records, tracking
 from pipelines.config import Params, TrainParams, load_params
 from pipelines.input_pipeline import build_augmenter, build_input_pipeline
-from pipelines.outputs import atomic_directory, write_json
+from pipelines.outputs import atomic_directory, file_sha256, write_json
 
 PREPARED_DIR = Path("data/prepared")
 OUTPUT_DIR = Path("artifacts/train")
@@ -159,6 +161,15 @@ def float32_copy(model: keras.Model, preprocessor: keras.Model, params: TrainPar
     return copy
 
 
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """False only on a MultiWorkerMirroredStrategy worker that is not the chief (task chief, or worker 0 without one)."""
+    resolver = strategy.cluster_resolver
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker" and resolver.task_id == 0)
+
+
 def main() -> None:
     all_params = load_params()
     params = all_params.train
@@ -186,41 +197,56 @@ def main() -> None:
         compile_model(model, params, steps_per_epoch, plan.jit_compile)
 
     experiment_name = experiment_name_for(all_params.data.source)
-    with tracking.stage_run(experiment_name, run_name=f"{params.model}-{all_params.data.source}", system_metrics=True) as run:
-        mlflow.log_params(tracking.flatten("", json.loads(json.dumps(asdict(all_params)))))
-        mlflow.set_tags({**tracking.git_tags(), **tracking.dvc_lock_tags(("ingest", "preprocess")),
-                         "tensorflow.version": tf.__version__, "device": plan.device,
-                         "precision": plan.precision_policy, "jit_compile": str(plan.jit_compile).lower(),
-                         "strategy": f"{plan.strategy_name} ({strategy.num_replicas_in_sync} replicas)",
-                         "host.python": platform.python_version(), "stage": "train"})
-        if Path("reports/ingest").is_dir():
-            mlflow.log_artifacts("reports/ingest", artifact_path="ingest")  # data docs, statistics, pictures
-        if Path("metrics/ingest.json").is_file():
-            mlflow.log_artifact("metrics/ingest.json", artifact_path="ingest")
-        tracking.log_dataset(PREPARED_DIR / "examples.csv", name=all_params.data.source)
-        log_dir = tracking.tensorboard_dir(run.info.run_id)
-        tracking.log_hparams(log_dir, tracking.flatten("", {"data": {"source": all_params.data.source}, "train": asdict(params)}, as_text=False),
-                             trial_id=run.info.run_id)
-        if params.log_augmented_images:
+    # Multi-worker: every worker runs the same fit() and the same saves (their collective ops must match),
+    # but only the chief tracks in MLflow and writes outputs; the others save into a temporary directory
+    # of their own, Keras' multi-worker rule (BackupAndRestore, ModelCheckpoint and TensorBoard do the same).
+    chief = is_chief(strategy)
+    worker_dir = None if chief else Path(tempfile.mkdtemp(prefix="tfpipe-worker-"))
+    tracked = tracking.stage_run(experiment_name, run_name=f"{params.model}-{all_params.data.source}", system_metrics=True) if chief else contextlib.nullcontext()
+    with tracked as run:
+        if chief:
+            mlflow.log_params(tracking.flatten("", json.loads(json.dumps(asdict(all_params)))))
+            mlflow.set_tags({**tracking.git_tags(), **tracking.dvc_lock_tags(("ingest", "preprocess")),
+                             "tensorflow.version": tf.__version__, "device": plan.device,
+                             "precision": plan.precision_policy, "jit_compile": str(plan.jit_compile).lower(),
+                             "strategy": f"{plan.strategy_name} ({strategy.num_replicas_in_sync} replicas)",
+                             "host.python": platform.python_version(), "stage": "train"})
+            if Path("reports/ingest").is_dir():
+                mlflow.log_artifacts("reports/ingest", artifact_path="ingest")  # data docs, statistics, pictures
+            if Path("metrics/ingest.json").is_file():
+                mlflow.log_artifact("metrics/ingest.json", artifact_path="ingest")
+            tracking.log_dataset(PREPARED_DIR / "examples.csv", name=all_params.data.source)
+            log_dir = tracking.tensorboard_dir(run.info.run_id)
+            tracking.log_hparams(log_dir, tracking.flatten("", {"data": {"source": all_params.data.source}, "train": asdict(params)}, as_text=False),
+                                 trial_id=run.info.run_id)
+        else:
+            log_dir = worker_dir / "tensorboard"
+        if params.log_augmented_images and chief:
             log_augmented_batch(train_data, log_dir, params.log_augmented_images)
         key = run_key(all_params)
         backup_dir, checkpoint_dir = CACHE_ROOT / "train-backup" / key, CACHE_ROOT / "train-checkpoints" / key
         resume_epoch = verify_backup(backup_dir)
         if resume_epoch is not None:
             print(f"resuming from the backup in {backup_dir}: epoch {resume_epoch + 1} onwards")
-            mlflow.set_tag("resumed_from_epoch", str(resume_epoch + 1))
+            if chief:
+                mlflow.set_tag("resumed_from_epoch", str(resume_epoch + 1))
         callbacks = [
             # Restores model, optimizer and epoch after a killed run. It comes before the loggers, so an
             # epoch that MLflow shows as done is always an epoch a rerun resumes after.
             keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir)),
             keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=params.histogram_freq),
-            tracking.mlflow_epoch_callback(),
+            *([tracking.mlflow_epoch_callback()] if chief else []),
             keras.callbacks.ModelCheckpoint(str(checkpoint_dir / "best.weights.h5"), save_best_only=True, save_weights_only=True,
                                             monitor="val_loss" if has_val else "loss"),
         ]
         history = fit_model(model, train_data, val_data, params, callbacks)
         if plan.precision_policy != "float32":
             model = float32_copy(model, preprocessor, params, classifier_input, num_classes)
+        if not chief:
+            model.save(worker_dir / "model.keras")  # the chief's save reads the same variables collectively
+            shutil.rmtree(worker_dir, ignore_errors=True)
+            print(f"worker {strategy.cluster_resolver.task_type}:{strategy.cluster_resolver.task_id} done; the chief writes {OUTPUT_DIR}")
+            return
         for finished in (backup_dir, checkpoint_dir):  # a later run with the same config starts fresh
             shutil.rmtree(finished, ignore_errors=True)
 
@@ -228,7 +254,8 @@ def main() -> None:
         frame.insert(0, "epoch", np.asarray(history.epoch) + 1)  # a resumed run starts past epoch 1
         with atomic_directory(OUTPUT_DIR) as staging:
             model.save(staging / "model.keras")
-            write_json(staging / "model.json", {"model": params.model, "class_names": manifest["class_names"], "image_shape": manifest["image_shape"]})
+            write_json(staging / "model.json", {"model": params.model, "class_names": manifest["class_names"], "image_shape": manifest["image_shape"],
+                                                "model_sha256": file_sha256(staging / "model.keras")})
             frame.to_csv(staging / "history.csv", index=False)
             tracking.write_run_reference(staging / "run.json", run, experiment_name)
         Path("plots").mkdir(exist_ok=True)

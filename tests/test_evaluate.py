@@ -11,6 +11,7 @@ import pytest
 import tf_keras as keras
 
 from components import evaluate
+from pipelines.outputs import file_sha256, write_json
 from pipelines import tracking
 from pipelines.config import EvaluateParams
 from tests.conftest import make_images, write_prepared
@@ -137,6 +138,7 @@ def build_model(bias: list[float] | None = None) -> keras.Model:
 def stage_candidate(root: Path, model: keras.Model) -> str:
     """Saves `model` as train would, with a fresh MLflow run; returns the run id."""
     model.save(root / "artifacts/train/model.keras")
+    write_json(root / "artifacts/train/model.json", {"model": "tiny", "model_sha256": file_sha256(root / "artifacts/train/model.keras")})
     with tracking.stage_run(EXPERIMENT, run_name="train") as run:
         tracking.write_run_reference(root / "artifacts/train/run.json", run, EXPERIMENT)
     return run.info.run_id

@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 
 from components import export, export_variants
 from models.lenet5 import build_lenet5
+from pipelines.outputs import file_sha256
 from pipelines import records, tflite, tracking
 from pipelines.config import ExportParams
 
@@ -98,7 +99,8 @@ def write_workspace(root: Path, *, blessed: bool) -> str:
     train_dir = root / "artifacts/train"
     train_dir.mkdir(parents=True)
     build_trained_model(*train).save(train_dir / "model.keras")
-    (train_dir / "model.json").write_text(json.dumps({"model": "lenet5", "class_names": CLASS_NAMES, "image_shape": list(IMAGE_SHAPE)}))
+    (train_dir / "model.json").write_text(json.dumps({"model": "lenet5", "class_names": CLASS_NAMES, "image_shape": list(IMAGE_SHAPE),
+                                                      "model_sha256": file_sha256(train_dir / "model.keras")}))
     with tracking.stage_run(EXPERIMENT, run_name="train") as run:
         tracking.write_run_reference(train_dir / "run.json", run, EXPERIMENT)
     evaluate_dir = root / "artifacts/evaluate"
@@ -266,3 +268,19 @@ def test_a_failed_export_leaves_the_previous_export_untouched(unblessed_export, 
         export.main()
     assert sorted(path.relative_to(root) for path in (root / "artifacts/export").rglob("*")) == before
     assert [path.name for path in (root / "artifacts").iterdir() if path.name.startswith(".")] == []
+
+
+def test_a_model_changed_after_training_is_refused(tmp_path):
+    """Artifact integrity: evaluate and export load only the model.keras that train recorded."""
+    from pipelines.outputs import load_trained_model
+
+    train_dir = tmp_path / "artifacts/train"
+    train_dir.mkdir(parents=True)
+    model = build_trained_model(*make_images(10, seed=3))
+    model.save(train_dir / "model.keras")
+    (train_dir / "model.json").write_text(json.dumps({"model_sha256": file_sha256(train_dir / "model.keras")}))
+    assert load_trained_model(train_dir).output_shape == model.output_shape
+    model.layers[-2].set_weights([weight * 0 for weight in model.layers[-2].get_weights()])
+    model.save(train_dir / "model.keras")  # edited by hand after the train stage
+    with pytest.raises(ValueError, match="the model was changed after training"):
+        load_trained_model(train_dir)

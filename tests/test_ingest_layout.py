@@ -83,3 +83,14 @@ def test_symlinks_outside_the_raw_folder_and_symlinked_folders_become_problems(t
     assert "symlink leading outside" in problems["a/link.png"]
     assert problems["a/inside.png"] is None  # inside data/raw: followed
     assert "symlinked folder" in problems["b/folder"]
+
+
+def test_integer_labels_out_of_range_are_rejected_naming_the_file(tmp_path):
+    touch(tmp_path, "a.png", "b.png", "c.png")
+    (tmp_path / "labels.txt").write_text("a.png 0\nb.png 1\nc.png -1\n")
+    with pytest.raises(LayoutError, match=r"negative label\(s\): c.png \(-1\)"):
+        read_layout(tmp_path)
+    # With classes 0 and 1, a label 3 (= num_classes + 1) leaves id 2 empty: out of range.
+    (tmp_path / "labels.txt").write_text("a.png 0\nb.png 1\nc.png 3\n")
+    with pytest.raises(LayoutError, match=r"no example of class id\(s\) \[2\]"):
+        read_layout(tmp_path)

@@ -1,0 +1,228 @@
+"""Beyond one machine: a DVC remote, an MLflow server on PostgreSQL, and multi-worker training.
+
+Each test uses the engine made for the job (DVC remotes, `mlflow server`, MultiWorkerMirroredStrategy)
+on 127.0.0.1 and local directories: the same commands as README's "Scaling out", with other URLs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipelines.workspace import copy_repository, run, set_params
+from tests.conftest import make_images, write_prepared
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A whole `dvc repro` in about a minute: two epochs, one fine-tune epoch, two export variants.
+SMALL = {
+    "train": {"epochs": 2, "early_stopping_patience": 2},
+    "evaluate": {"min_accuracy": 0.5},
+    "export": {"variants": ["float32", "int8"], "prune_epochs": 1, "qat_epochs": 1,
+               "representative_samples": 50, "latency_runs": 10, "max_int8_accuracy_drop": 1.0, "max_int8_class_drop": 1.0},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def dvc(repo: Path, *arguments: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "dvc", *arguments], repo, env=env)
+
+
+# --- Data: a DVC remote ----------------------------------------------------------------------------
+
+@pytest.mark.e2e
+def test_dvc_remote_push_then_pull_in_a_fresh_clone_has_nothing_to_reproduce(tmp_path):
+    origin = copy_repository(tmp_path / "origin")
+    set_params(origin, SMALL)
+    dvc(origin, "repro")
+    # The README's command, with a local directory where a team would write s3://bucket/path.
+    dvc(origin, "remote", "add", "-d", "storage", str(tmp_path / "remote"))
+    run(["git", "add", "-A"], origin)
+    run(["git", "-c", "user.email=tfpipe@localhost", "-c", "user.name=tfpipe", "commit", "-qm", "repro"], origin)
+    pushed = dvc(origin, "push")
+    assert any((tmp_path / "remote").rglob("*")), pushed.stdout
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(origin), str(clone)], tmp_path)
+    assert not (clone / "data/raw").exists() and not (clone / "artifacts/train").exists()
+    dvc(clone, "pull")
+    assert (clone / "artifacts/train/model.keras").is_file() and (clone / "data/prepared/manifest.json").is_file()
+    assert json.loads(dvc(clone, "status", "--json").stdout) == {}
+    repro = dvc(clone, "repro")
+    assert "Data and pipelines are up to date" in repro.stdout and "Running stage" not in repro.stdout
+
+
+# --- Tracking: an MLflow server on PostgreSQL -------------------------------------------------------
+
+def postgres_bin() -> Path | None:
+    """Debian's server binaries (apt-get install postgresql); they are not on PATH."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda path: int(path.parent.parent.name))
+    return found[-1].parent if found else None
+
+
+def wait_for(check, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited {process.returncode}")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{what}: not ready after {timeout:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (initdb in a temporary directory), always stopped."""
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql; .ci/run does)")
+    # PostgreSQL refuses to run as root: as root, the cluster belongs to Debian's `postgres` user.
+    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    base = Path(tempfile.mkdtemp(prefix="tfpipe-postgres-"))  # /tmp itself, which the postgres user can reach
+    if as_owner:
+        shutil.chown(base, "postgres")
+    data, port = base / "data", free_port()
+    subprocess.run([*as_owner, str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "--username=mlflow", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"), "-w",
+                    "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {base}", "start"], check=True, capture_output=True)
+    try:
+        subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"], check=True, capture_output=True)
+        yield f"postgresql://mlflow@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run([*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres_url, tmp_path_factory):
+    """`mlflow server` with runs and registry in PostgreSQL and artifacts in a local directory."""
+    port, artifacts = free_port(), tmp_path_factory.mktemp("mlflow-artifacts")
+    log = (tmp_path_factory.mktemp("mlflow-log") / "server.log").open("w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", postgres_url,
+         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: urllib.request.urlopen(f"{url}/health", timeout=2).status == 200, 120, "mlflow server", server)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server's own process group: uvicorn and its worker
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+@pytest.mark.e2e
+def test_pipeline_logs_runs_registry_and_aliases_to_an_mlflow_server_on_postgres(mlflow_server, tmp_path):
+    import mlflow
+    from mlflow import MlflowClient
+
+    repo = copy_repository(tmp_path / "repo")
+    set_params(repo, SMALL)
+    dvc(repo, "repro", env={"MLFLOW_TRACKING_URI": mlflow_server})
+    assert not (repo / "mlruns/mlflow.db").exists(), "the pipeline wrote to the local store, not the server"
+
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    reference = json.loads((repo / "artifacts/train/run.json").read_text())
+    run_info = client.get_run(reference["run_id"])
+    assert run_info.info.status == "FINISHED"
+    assert len(client.get_metric_history(reference["run_id"], "val_accuracy")) == 2  # one per epoch
+    assert run_info.data.metrics["test_accuracy"] > 0.5
+    export = json.loads((repo / "metrics/export.json").read_text())
+    version = client.get_model_version("tfpipe_classifier", str(export["version"]))
+    assert version.run_id == reference["run_id"]
+    assert export["promoted"], export["int8_gate"]  # blessed and the int8 gate passed: champion
+    assert client.get_model_version_by_alias("tfpipe_classifier", "champion").version == version.version
+    # Artifacts go through the server (mlflow-artifacts:/), into its --artifacts-destination.
+    downloaded = Path(mlflow.artifacts.download_artifacts(run_id=reference["run_id"], artifact_path="history.csv",
+                                                          dst_path=str(tmp_path / "download"), tracking_uri=mlflow_server))
+    assert downloaded.read_text().startswith("epoch,")
+    assert run_info.info.artifact_uri.startswith("mlflow-artifacts:")
+
+
+# --- Training: MultiWorkerMirroredStrategy ----------------------------------------------------------
+
+TOY_PARAMS = """preprocess:
+  image_height: 12
+  image_width: 12
+train:
+  model: lenet5
+  epochs: 2
+  batch_size: 16
+  learning_rate: 0.005
+  batch_norm: true
+  histogram_freq: 1
+  distribute: {distribute}
+"""
+# Two workers see each batch split in two, in another order: close to one worker, not bit-identical.
+ACCURACY_TOLERANCE = 0.1
+
+
+@pytest.fixture
+def toy_workspace(tmp_path, mlflow_store):
+    images, labels = make_images(num_classes=3, per_class=60)
+    write_prepared(tmp_path / "data/prepared", images, labels, ["a", "b", "c"])
+    (tmp_path / "params.yaml").write_text(TOY_PARAMS.format(distribute="multi_worker"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_store}
+    subprocess.run([sys.executable, "-m", "components.preprocess"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    return tmp_path, env
+
+
+def start_workers(directory: Path, env: dict, count: int) -> list[subprocess.Popen]:
+    """`python -m components.train` once per worker, each with the TF_CONFIG a real host would get."""
+    cluster = {"worker": [f"127.0.0.1:{free_port()}" for _ in range(count)]}
+    return [subprocess.Popen([sys.executable, "-m", "components.train"], cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env={**env, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})})
+            for index in range(count)]
+
+
+@pytest.mark.e2e
+def test_two_workers_train_like_one_and_only_the_chief_writes_and_tracks(toy_workspace):
+    import mlflow
+
+    directory, env = toy_workspace
+    workers = start_workers(directory, env, 2)
+    try:
+        outputs = [worker.communicate(timeout=240)[0] for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    assert [worker.returncode for worker in workers] == [0, 0], "\n".join(
+        f"worker {index} exited {worker.returncode}:\n{output[-2500:]}" for index, (worker, output) in enumerate(zip(workers, outputs)))
+    multi = json.loads((directory / "metrics/train.json").read_text())
+    run = mlflow.get_run(multi["run_id"])
+    assert run.data.tags["strategy"] == "multi_worker (2 replicas)" and run.info.status == "FINISHED"
+    assert len(mlflow.search_runs(experiment_names=["mnist_5k"])) == 1, "a non-chief worker created an MLflow run"
+    assert multi["epochs_run"] == 2 and (directory / "artifacts/train/model.keras").is_file()
+    assert not list(directory.rglob("workertemp_*")), "a worker's temporary files were left behind"
+
+    (directory / "params.yaml").write_text(TOY_PARAMS.format(distribute="none"))
+    single = subprocess.run([sys.executable, "-m", "components.train"], cwd=directory, env=env, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-3000:]
+    alone = json.loads((directory / "metrics/train.json").read_text())
+    assert abs(multi["val_accuracy"] - alone["val_accuracy"]) <= ACCURACY_TOLERANCE, (multi, alone)
