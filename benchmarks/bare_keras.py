@@ -5,8 +5,11 @@ optimizer as the train stage reads from params.yaml; what it leaves out is exact
 tf.data from TFRecords, MLflow, TensorBoard, checkpoints, backup and early stopping.
 """
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repo root
 
 import numpy as np  # noqa: E402
 import tf_keras as keras  # noqa: E402

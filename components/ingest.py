@@ -48,8 +48,12 @@ class IngestError(ValueError):
     """The raw data cannot be ingested; the message names every offending file or folder."""
 
 
-def decode_image(data: bytes, channels: int, max_pixels: int = 25_000_000) -> np.ndarray:
-    """Encoded image bytes to a HxWxC uint8 array, by the rules in the module docstring."""
+def decode_image(data: bytes, channels: int, max_pixels: int = 25_000_000, info: dict | None = None) -> np.ndarray:
+    """Encoded image bytes to a HxWxC uint8 array, by the rules in the module docstring.
+
+    `info`, when given, receives the image's original Pillow mode as "source_mode", so the report
+    can count every conversion (RGBA -> RGB, RGB -> L, palette -> L/RGB, 1 -> L).
+    """
     if not data:
         raise ValueError("empty file (0 bytes)")
     try:
@@ -61,6 +65,8 @@ def decode_image(data: bytes, channels: int, max_pixels: int = 25_000_000) -> np
                 raise ValueError(f"{image.width}x{image.height} = {image.width * image.height:,} pixels, above "
                                  f"ingest.max_image_pixels = {max_pixels:,} (decompression-bomb guard)")
             image.load()
+            if info is not None:
+                info["source_mode"] = image.mode
             if image.mode == "P":  # a palette: grayscale when every colour used is grey
                 rgb = np.asarray(image.convert("RGB"))
                 if (rgb == rgb[..., :1]).all():
@@ -146,7 +152,7 @@ def stream_examples(layout: RawLayout, splits: np.ndarray, staging: Path, params
         if example.problem:
             continue
         try:
-            image = decode_image(example.path.read_bytes(), expectations.channels, params.ingest.max_image_pixels)
+            image = decode_image(example.path.read_bytes(), expectations.channels, params.ingest.max_image_pixels, info=row)
         except (OSError, ValueError) as error:
             row["problem"] = str(error)
             continue
@@ -206,6 +212,11 @@ def ingest(params: Params) -> dict:
         validation = {"evaluated": len(outcomes), "passed": sum(outcomes)}
         write_json(REPORTS_DIR / "validation.json", {"success": all(outcomes), **validation,
                                                      "tables": {k: v.describe_dict() for k, v in results.items()}})
+        target_mode = "L" if expectations.channels == 1 else "RGB"
+        modes = tables["examples"].get("source_mode")
+        if modes is not None:  # every stated conversion, counted: nothing changes silently
+            statistics["source_modes"] = {str(mode): int(count) for mode, count in modes.dropna().value_counts().sort_index().items()}
+            statistics["converted_images"] = int((modes.dropna() != target_mode).sum())
         write_json(REPORTS_DIR / "statistics.json", statistics)
         if not all(outcomes):
             raise IngestError(f"{len(outcomes) - sum(outcomes)} of {len(outcomes)} expectations failed "

@@ -188,6 +188,12 @@ def main() -> None:
                                       params.seed, augmenter, params.cache)
     val_data = build_input_pipeline(records.read_split(PREPARED_DIR, "val"), params.batch_size, False) if has_val else None
     steps_per_epoch = -(-manifest["splits"]["train"]["count"] // params.batch_size)
+    if plan.strategy_name == "multi_worker":
+        # Each worker reads every shard and keeps its share of the batches: the default FILE sharding
+        # fails when a split has fewer shards than there are workers.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        train_data, val_data = train_data.with_options(options), val_data.with_options(options) if val_data is not None else None
 
     with strategy.scope():
         preprocessor = load_preprocessor()
@@ -201,7 +207,9 @@ def main() -> None:
     # but only the chief tracks in MLflow and writes outputs; the others save into a temporary directory
     # of their own, Keras' multi-worker rule (BackupAndRestore, ModelCheckpoint and TensorBoard do the same).
     chief = is_chief(strategy)
-    worker_dir = None if chief else Path(tempfile.mkdtemp(prefix="tfpipe-worker-"))
+    if not chief:  # under .cache/ (ignored by git and DVC), so a killed worker leaves nothing in /tmp
+        CACHE_ROOT.mkdir(exist_ok=True)
+    worker_dir = None if chief else Path(tempfile.mkdtemp(prefix="train-worker-", dir=CACHE_ROOT))
     tracked = tracking.stage_run(experiment_name, run_name=f"{params.model}-{all_params.data.source}", system_metrics=True) if chief else contextlib.nullcontext()
     with tracked as run:
         if chief:
@@ -234,7 +242,7 @@ def main() -> None:
             # Restores model, optimizer and epoch after a killed run. It comes before the loggers, so an
             # epoch that MLflow shows as done is always an epoch a rerun resumes after.
             keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir)),
-            keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=params.histogram_freq),
+            keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=params.histogram_freq, profile_batch=0),
             *([tracking.mlflow_epoch_callback()] if chief else []),
             keras.callbacks.ModelCheckpoint(str(checkpoint_dir / "best.weights.h5"), save_best_only=True, save_weights_only=True,
                                             monitor="val_loss" if has_val else "loss"),

@@ -407,3 +407,15 @@ def test_decode_image_guards():
         ingest.decode_image(encode(Image.new("I;16", (4, 4))), channels=1)
     with pytest.raises(ValueError, match="not a PNG/JPEG/BMP/GIF"):
         ingest.decode_image(encode(Image.new("L", (4, 4)), "TIFF"), channels=1)
+
+
+def test_every_conversion_is_counted_in_the_report(project):
+    """RGB, RGBA and palette images become grayscale by the stated rule, and the report counts each kind."""
+    rng = np.random.default_rng(5)
+    Image.fromarray(np.stack([random_pixels(rng)] * 3, axis=-1)).save(project / "data/raw/cat/00.png")
+    Image.fromarray(np.stack([random_pixels(rng)] * 3 + [np.full((SIZE, SIZE), 255, np.uint8)], axis=-1)).save(project / "data/raw/dog/00.png")
+    ingest.main()
+    statistics = json.loads((project / "reports/ingest/statistics.json").read_text())
+    assert statistics["source_modes"] == {"L": len(CLASS_NAMES) * NUM_PER_CLASS - 2, "RGB": 1, "RGBA": 1}
+    assert statistics["converted_images"] == 2
+    assert json.loads((project / "metrics/ingest.json").read_text())["converted_images"] == 2

@@ -5,6 +5,7 @@ on 127.0.0.1 and local directories: the same commands as README's "Scaling out",
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -117,22 +118,27 @@ def postgres_url():
 def mlflow_server(postgres_url, tmp_path_factory):
     """`mlflow server` with runs and registry in PostgreSQL and artifacts in a local directory."""
     port, artifacts = free_port(), tmp_path_factory.mktemp("mlflow-artifacts")
-    log = (tmp_path_factory.mktemp("mlflow-log") / "server.log").open("w")
+    log_path = tmp_path_factory.mktemp("mlflow-log") / "server.log"
+    log = log_path.open("w")
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", postgres_url,
          "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: urllib.request.urlopen(f"{url}/health", timeout=2).status == 200, 120, "mlflow server", server)
+        try:
+            wait_for(lambda: urllib.request.urlopen(f"{url}/health", timeout=2).status == 200, 120, "mlflow server", server)
+        except (RuntimeError, TimeoutError) as error:
+            raise RuntimeError(f"{error}; its log ends:\n{log_path.read_text()[-3000:]}") from None
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server's own process group: uvicorn and its worker
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        with contextlib.suppress(ProcessLookupError):  # the server's own process group: uvicorn and its worker
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
         log.close()
 
 
@@ -184,7 +190,7 @@ ACCURACY_TOLERANCE = 0.1
 
 @pytest.fixture
 def toy_workspace(tmp_path, mlflow_store):
-    images, labels = make_images(num_classes=3, per_class=60)
+    images, labels = make_images(num_classes=3, per_class=80)
     write_prepared(tmp_path / "data/prepared", images, labels, ["a", "b", "c"])
     (tmp_path / "params.yaml").write_text(TOY_PARAMS.format(distribute="multi_worker"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_store}
@@ -226,3 +232,51 @@ def test_two_workers_train_like_one_and_only_the_chief_writes_and_tracks(toy_wor
     assert single.returncode == 0, single.stderr[-3000:]
     alone = json.loads((directory / "metrics/train.json").read_text())
     assert abs(multi["val_accuracy"] - alone["val_accuracy"]) <= ACCURACY_TOLERANCE, (multi, alone)
+
+
+@pytest.mark.e2e
+def test_a_killed_worker_is_restarted_and_the_cluster_resumes_from_the_last_epoch(tmp_path, mlflow_store):
+    """SIGKILL worker 1 in epoch 3: the chief fails on the broken collective; both restarted, they resume from the backup."""
+    import mlflow
+
+    epochs = 4
+    images, labels = make_images(num_classes=3, per_class=150)
+    write_prepared(tmp_path / "data/prepared", images, labels, ["a", "b", "c"])
+    (tmp_path / "params.yaml").write_text(TOY_PARAMS.format(distribute="multi_worker").replace("epochs: 2", f"epochs: {epochs}")
+                                          + "  early_stopping_patience: 100\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_store}
+    subprocess.run([sys.executable, "-m", "components.preprocess"], cwd=tmp_path, env=env, check=True, capture_output=True)
+
+    def epochs_logged() -> list[int]:
+        runs = mlflow.search_runs(experiment_names=["mnist_5k"], output_format="list")
+        return [len(mlflow.MlflowClient().get_metric_history(run.info.run_id, "loss")) for run in runs]
+
+    workers = start_workers(tmp_path, env, 2)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and workers[1].poll() is None and max(epochs_logged(), default=0) < 2:
+            time.sleep(0.2)
+        workers[1].kill()
+        assert max(epochs_logged()) < epochs, "training finished before worker 1 could be killed"
+        workers[0].communicate(timeout=120)
+        assert workers[0].returncode != 0, "the chief should fail when a worker dies"
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    assert list((tmp_path / ".cache/train-backup").rglob("chief/checkpoint")), "no backup to resume from"
+
+    restarted = start_workers(tmp_path, env, 2)  # what a cluster manager does: the same command on every host
+    try:
+        outputs = [worker.communicate(timeout=240)[0] for worker in restarted]
+    finally:
+        for worker in restarted:
+            if worker.poll() is None:
+                worker.kill()
+    assert [worker.returncode for worker in restarted] == [0, 0], "\n".join(output[-2500:] for output in outputs)
+    metrics = json.loads((tmp_path / "metrics/train.json").read_text())
+    resumed_from = int(mlflow.get_run(metrics["run_id"]).data.tags["resumed_from_epoch"])
+    assert resumed_from >= 3
+    history = (tmp_path / "artifacts/train/history.csv").read_text().splitlines()
+    assert history[1].startswith(f"{resumed_from},") and history[-1].startswith(f"{epochs},")
