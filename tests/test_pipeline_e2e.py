@@ -20,7 +20,8 @@ pytestmark = pytest.mark.e2e
 SMALL = {
     "train": {"epochs": 2, "early_stopping_patience": 2},
     "evaluate": {"min_accuracy": 0.5},
-    "export": {"prune_epochs": 1, "representative_samples": 50},
+    # Every variant is covered by tests/test_export.py; here the int8 and pruning paths suffice.
+    "export": {"variants": ["float32", "int8", "pruned_int8"], "prune_epochs": 1, "representative_samples": 50, "latency_runs": 20},
 }
 
 
