@@ -44,3 +44,35 @@ def test_show_prints_dvc_exp_run_arguments():
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(ValueError, match="known presets: .*mnist_5k-lenet5"):
         presets.load_preset("imagenet-alexnet")
+
+
+@pytest.mark.parametrize("name", presets.preset_names())
+def test_every_preset_trains_a_step_with_its_model_optimizer_and_augmentation(name):
+    """Each workload's training config (model at its input size, optimizer, schedule, augmentation) runs.
+
+    The full-size datasets need a network (tfds); their materialize/ingest path is tested with
+    tfds.testing.mock_data in tests/test_materialize.py.
+    """
+    import dataclasses
+
+    import numpy as np
+    import tensorflow as tf
+
+    from components.preprocess import build_preprocessor
+    from components.train import build_classifier, build_training_model, compile_model, fit_model
+    from pipelines.input_pipeline import build_augmenter
+
+    with (ROOT / "params.yaml").open() as stream:
+        params = parse_params(presets.merge(yaml.safe_load(stream), presets.load_preset(name)))
+    train_params = dataclasses.replace(params.train, epochs=1)
+    shape = (params.preprocess.image_height, params.preprocess.image_width, params.ingest.expectations.channels)
+    images = np.random.default_rng(0).integers(0, 256, size=(16, *shape)).astype(np.float32)
+    augmenter = build_augmenter(train_params.augmentation, train_params.seed)
+    data = tf.data.Dataset.from_tensor_slices((images, np.arange(16) % 10)).batch(8)
+    if augmenter is not None:
+        data = data.map(lambda x, y: (augmenter(x, training=True), y))
+    preprocessor = build_preprocessor(list(shape), shape[0], shape[1], [127.0] * shape[2], [5000.0] * shape[2])
+    model = build_training_model(preprocessor, build_classifier(train_params, shape, 10))
+    compile_model(model, train_params, steps_per_epoch=2, jit_compile=False)
+    history = fit_model(model, data, None, train_params, callbacks=[])
+    assert model.output_shape == (None, 10) and np.isfinite(history.history["loss"]).all()
