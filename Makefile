@@ -19,7 +19,8 @@ $(STAMP): requirements.lock
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	touch $(STAMP)
 
-# Writes data/raw from the embedded mnist_5k and fills the DVC cache (data.dvc's hash must not move).
+# Writes data/raw from params.yaml's data.source (default: the embedded mnist_5k, whose committed
+# data.dvc hash must not move) and fills the DVC cache; other sources: python -m pipelines.materialize --help.
 data: install
 	$(BIN)/python -m pipelines.materialize
 
