@@ -14,9 +14,9 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock
+$(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
 # Writes data/raw from params.yaml's data.source (default: the embedded mnist_5k, whose committed
@@ -43,6 +43,7 @@ TENSORBOARD_PORT ?= 6006
 
 # No job workers: they run GenAI judges and trace archival, and would start seven processes.
 ui: install
+	mkdir -p $(abspath $(MLRUNS))
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///$(abspath $(MLRUNS))/mlflow.db \
 		--artifacts-destination $(abspath $(MLRUNS))/artifacts
 
@@ -57,9 +58,9 @@ bench: install
 bench-gpu: install
 	$(BIN)/python benchmarks/gpu_throughput.py --json benchmarks/gpu_results.json
 
-# Regenerates requirements.lock from pyproject.toml (needs uv: pip install uv).
+# Regenerates requirements.txt from pyproject.toml (needs uv: pip install uv).
 lock:
-	uv pip compile pyproject.toml --extra dev --python-version 3.11 -c lock-constraints.txt -o requirements.lock
+	uv pip compile pyproject.toml --extra dev --python-version 3.11 -c lock-constraints.txt -o requirements.txt
 
 clean-outputs:
 	rm -rf data/prepared artifacts metrics plots reports

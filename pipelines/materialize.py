@@ -146,7 +146,7 @@ def track_with_dvc(raw_dir: Path, expect_unchanged: bool) -> None:
         DATA_DVC.write_text(before)
         raise RuntimeError(
             f"{raw_dir}: the materialized images do not hash to the value committed in {DATA_DVC}. "
-            "The pinned Pillow (see requirements.lock) must be installed: run `make install`."
+            "The pinned Pillow (see requirements.txt) must be installed: run `make install`."
         )
 
 
