@@ -15,6 +15,31 @@ if str(ROOT) not in sys.path:  # `python -m pytest` adds it already; the `pytest
 import pipelines  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before any test imports TensorFlow)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (servers in tests bind only there)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stop_process_group(process, timeout: float = 20) -> None:
+    """SIGTERM to a server started with start_new_session=True (it and its workers), SIGKILL if it lingers."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def make_images(num_classes: int, per_class: int, shape=(12, 12, 1), seed: int = 0):
     """Separable toy classes: class k is a bright square in a different place, plus noise."""
     rng = np.random.default_rng(seed)

@@ -5,12 +5,9 @@ on 127.0.0.1 and local directories: the same commands as README's "Scaling out",
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.workspace import copy_repository, run, set_params
-from tests.conftest import make_images, write_prepared
+from tests.conftest import free_port, make_images, stop_process_group, write_prepared
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,12 +29,6 @@ SMALL = {
     "export": {"variants": ["float32", "int8"], "prune_epochs": 1, "qat_epochs": 1,
                "representative_samples": 50, "latency_runs": 10, "max_int8_accuracy_drop": 1.0, "max_int8_class_drop": 1.0},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def dvc(repo: Path, *arguments: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -132,13 +123,7 @@ def mlflow_server(postgres_url, tmp_path_factory):
             raise RuntimeError(f"{error}; its log ends:\n{log_path.read_text()[-3000:]}") from None
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):  # the server's own process group: uvicorn and its worker
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+        stop_process_group(server)  # the server's own process group: uvicorn and its worker
         log.close()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import tf_keras as keras
 
 from components import export
 from pipelines import predict
+from tests.conftest import free_port, stop_process_group
 
 CLASS_NAMES = ["top", "middle", "bottom"]
 MODEL_NAME = "serving_test"
@@ -55,12 +55,6 @@ def champion(tmp_path_factory):
             )
     assert version == 1
     return {"root": root, "uri": uri}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for_ping(url: str, server: subprocess.Popen, timeout_s: float) -> None:
@@ -102,12 +96,7 @@ def test_mlflow_models_serve_of_the_champion_classifies_an_image(champion):
         assert probabilities.shape == (3, 3) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
         assert probabilities.argmax(axis=1).tolist() == [0, 1, 2]
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_process_group(server, timeout=15)
 
 
 def test_predict_reads_the_champion_from_the_registry(champion, tmp_path, capsys, monkeypatch):

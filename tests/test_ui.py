@@ -1,12 +1,9 @@
 """The MLflow UI as `make ui` serves it, checked in headless Chromium, through its REST API, and for safety."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright's own browser downloads are not used
@@ -29,12 +28,6 @@ RUNS = {  # run name -> (params, per-epoch accuracy, test_accuracy)
     "mlp-mnist_5k": ({"train.model": "mlp", "train.epochs": "3"}, [0.72, 0.85, 0.90], 0.9156),
 }
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _fill_store(mlruns: Path) -> tuple[str, dict[str, str]]:
@@ -76,7 +69,7 @@ def server(tmp_path_factory):
     mlruns = base / "mlruns"
     mlruns.mkdir()
     experiment_id, run_ids = _fill_store(mlruns)
-    port = _free_port()
+    port = free_port()
     log = (base / "server.log").open("w")
     # -o: the venv is there already; make must not reinstall it in the middle of a test run.
     command = ["make", "-C", str(ROOT), "--no-print-directory", "-o", ".venv/.installed", "ui",
@@ -99,13 +92,7 @@ def server(tmp_path_factory):
             time.sleep(1)
         yield {"url": url, "port": port, "pid": process.pid, "experiment_id": experiment_id, "run_ids": run_ids, "dir": base}
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+        stop_process_group(process, timeout=30)
         log.close()
 
 
