@@ -71,8 +71,11 @@ class ServingModule(tf.Module):
         return {"probabilities": probabilities, "class_ids": class_ids, "class_names": tf.gather(self.class_names, class_ids)}
 
 
-def build_tflite_variants(model, classifier_name, train_images, train_labels, params: ExportParams, log_dir) -> dict[str, bytes]:
-    """{variant: .tflite bytes} for every variant in params, in the order params lists them."""
+def build_tflite_variants(model, classifier_name, train_images, train_labels, params: ExportParams,
+                          log_dir) -> tuple[dict[str, bytes], dict[str, str]]:
+    """{variant: .tflite bytes} for every variant in params, in the order params lists them, and
+    {variant: note} for the QAT variants where tfmot could not train some layers (see
+    export_variants.quantize_apply_skipping); such a variant is left out if the interpreter cannot run it."""
     representative = variants_lib.select_representative_images(train_images, params.representative_samples, params.seed)
     fine_tune = {"epochs": params.qat_epochs, "learning_rate": params.qat_learning_rate, "seed": params.seed}
     pruned = None
@@ -82,7 +85,7 @@ def build_tflite_variants(model, classifier_name, train_images, train_labels, pa
             epochs=params.prune_epochs, end_fraction=params.prune_end_fraction, learning_rate=params.prune_learning_rate,
             min_weights=params.prune_min_weights, seed=params.seed, log_dir=log_dir,
         )
-    converted = {}
+    converted, notes = {}, {}
     for variant in params.variants:
         if variant in variants_lib.FLOAT_VARIANTS or variant == "int8":
             converted[variant] = variants_lib.convert_to_tflite(model, variant, representative)
@@ -90,10 +93,20 @@ def build_tflite_variants(model, classifier_name, train_images, train_labels, pa
             converted[variant] = variants_lib.convert_to_tflite(pruned, "int8", representative)
         else:  # qat_int8, pqat_int8
             base = pruned if variant == "pqat_int8" else model
-            qat = variants_lib.quantization_aware_classifier(
+            qat, float_layers = variants_lib.quantization_aware_classifier(
                 base, train_images, train_labels, classifier_name, preserve_sparsity=variant == "pqat_int8", **fine_tune)
-            converted[variant] = variants_lib.convert_to_tflite(qat, "int8", representative)
-    return converted
+            content = variants_lib.convert_to_tflite(qat, "int8", representative)
+            if float_layers:
+                notes[variant] = (f"tfmot has no quantization-aware training for {len(float_layers)} layer(s): {', '.join(float_layers)}; "
+                                  "they stayed float in the fine-tune and the converter quantized them post-training")
+                problem = tflite.run_problem(content, representative[:1].astype(np.uint8))
+                if problem:
+                    notes[variant] += (f". The converted model does not run in ai_edge_litert ({problem}), so {variant} is not "
+                                       "exported; int8 (post-training) is this model's full-integer variant")
+                    print(f"{variant}: {notes[variant]}")
+                    continue
+            converted[variant] = content
+    return converted, notes
 
 
 def class_recalls(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -160,6 +173,9 @@ def measure_variants(model: keras.Model, model_size: int, converted: dict[str, b
 
 def decide_int8_gate(metrics: dict[str, dict], params: ExportParams) -> dict:
     """The gate variant's accuracy and per-class recall may fall at most the params' thresholds below the float model's."""
+    if f"tflite_{params.gate_variant}" not in metrics:
+        return {"variant": params.gate_variant, "passed": False,
+                "reasons": [f"gate_variant {params.gate_variant} was not exported (see the report's notes); choose another export.gate_variant"]}
     row = metrics[f"tflite_{params.gate_variant}"]
     reasons = []
     if row["accuracy_drop"] > params.max_int8_accuracy_drop + 1e-9:
@@ -191,7 +207,8 @@ def plot_variants(metrics: dict[str, dict]) -> plt.Figure:
     return figure
 
 
-def format_report(metrics: dict[str, dict], *, model_name: str, version: int, blessed: bool, gate: dict, num_threads: int) -> str:
+def format_report(metrics: dict[str, dict], *, model_name: str, version: int, blessed: bool, gate: dict, num_threads: int,
+                  notes: dict[str, str] | None = None) -> str:
     table = pd.DataFrame.from_dict(metrics, orient="index").rename_axis("variant")
     table["latency_p50_us"] = table.pop("latency_p50_ms") * 1000
     table["latency_p99_us"] = table.pop("latency_p99_ms") * 1000
@@ -217,7 +234,8 @@ def format_report(metrics: dict[str, dict], *, model_name: str, version: int, bl
         "is the interpreter call alone, throughput is images/s in batches. The keras_float row runs in "
         "TensorFlow (size: model.keras).\n\n"
         f"{table.to_markdown(floatfmt='.4f')}\n\n"  # to_markdown needs tabulate, which dvc brings in
-        "![accuracy vs size and latency](variants.png)\n"
+        + "".join(f"**{variant}**: {note}.\n\n" for variant, note in (notes or {}).items())
+        + "![accuracy vs size and latency](variants.png)\n"
     )
 
 
@@ -288,7 +306,7 @@ def main() -> None:
     try:
         with tracking.stage_run(run_reference["experiment_name"], run_id=run_reference["run_id"]) as run:
             log_dir = tracking.tensorboard_dir(run.info.run_id) / "pruning"
-            converted = build_tflite_variants(model, description["model"], train_images, train_labels, params, log_dir)
+            converted, notes = build_tflite_variants(model, description["model"], train_images, train_labels, params, log_dir)
             for variant, content in converted.items():
                 (staging / tflite_file(variant)).write_bytes(content)
             (staging / tflite.LABELS_FILE).write_text("".join(f"{name}\n" for name in class_names))
@@ -309,7 +327,8 @@ def main() -> None:
             serving_dir = staging / "saved_model" / params.model_name / str(version)
             tf.saved_model.save(module, str(serving_dir), signatures={"serving_default": module.serve})
             (staging / "report.md").write_text(format_report(
-                metrics, model_name=params.model_name, version=version, blessed=blessed, gate=gate, num_threads=params.num_threads))
+                metrics, model_name=params.model_name, version=version, blessed=blessed, gate=gate, num_threads=params.num_threads,
+                notes=notes))
             figure = plot_variants(metrics)
             figure.savefig(staging / "variants.png", dpi=120)
             plt.close(figure)
@@ -320,10 +339,12 @@ def main() -> None:
                 mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard/pruning")
             mlflow.log_metrics({f"export.{name}.{key}": value for name, row in metrics.items()
                                 for key, value in row.items() if value is not None})
+            mlflow.set_tags({f"export.{variant}.note": note[:5000] for variant, note in notes.items()})
             mlflow.set_tags({"export.version": str(version), "export.promoted": str(promoted).lower(),
                              "export.int8_gate": "; ".join(gate["reasons"])})
 
         write_json(METRICS_FILE, {**metrics, "version": version, "blessed": blessed, "promoted": promoted,
+                                  "variant_notes": notes,
                                   "int8_gate": {"passed": gate["passed"], "variant": gate["variant"], "reasons": gate["reasons"]}})
         replace_directory(staging, EXPORT_DIR)
     finally:

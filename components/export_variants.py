@@ -8,6 +8,7 @@ around the fine-tuned classifier, so every variant takes raw pixels like the tra
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -54,11 +55,28 @@ def wrap_classifier(model: keras.Model, classifier: keras.Model, name: str) -> k
 
 
 def copy_classifier(model: keras.Model, classifier_name: str) -> keras.Model:
-    """A copy with the same weights; clone_model alone would re-initialize them."""
+    """A trainable copy with the same weights; clone_model alone would re-initialize them.
+
+    A fine-tune must be able to move every weight it prunes or quantizes, so layers a pretrained
+    backbone froze train here too, except batch norm (it keeps its statistics) and the fixed
+    `input_*` preprocessing layers.
+    """
     classifier = model.get_layer(classifier_name)
-    copy = keras.models.clone_model(classifier)
+    copy = keras.models.clone_model(classifier)  # keeps each layer's trainable flag, so the weights line up
     copy.set_weights(classifier.get_weights())
+    for layer in copy.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization) and not layer.name.startswith("input_"):
+            layer.trainable = True
     return copy
+
+
+def weight_kernel(layer) -> tf.Variable | None:
+    """The kernel of a conv, depthwise conv or dense layer (what sparsity is counted over); None for other layers."""
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return layer.depthwise_kernel
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+        return layer.kernel
+    return None
 
 
 def build_pruning_schedule(num_examples: int, *, batch_size: int, epochs: int, target_sparsity: float, end_fraction: float = 1.0):
@@ -97,13 +115,17 @@ def prune_classifier(model, classifier_name, images, labels, *, target_sparsity,
     """Fine-tunes a pruned copy of the classifier; returns the whole model with pruning stripped.
 
     Kernels with fewer than `min_weights` weights stay dense: they are a rounding error of the
-    size, and a first conv with one input channel loses accuracy fast when pruned.
+    size, and a first conv with one input channel loses accuracy fast when pruned. Depthwise
+    kernels stay dense too (tfmot registers DepthwiseConv2D with no prunable weights), as do the
+    fixed `input_*` preprocessing layers of a pretrained backbone.
     """
     schedule = build_pruning_schedule(len(images), batch_size=FINE_TUNE_BATCH_SIZE, epochs=epochs,
                                       target_sparsity=target_sparsity, end_fraction=end_fraction)
 
     def wrap(layer):
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and int(np.prod(layer.kernel.shape)) >= min_weights:
+        kernel = weight_kernel(layer)
+        if (kernel is not None and not isinstance(layer, keras.layers.DepthwiseConv2D) and int(np.prod(kernel.shape)) >= min_weights
+                and not layer.name.startswith("input_")):
             return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
         return layer
 
@@ -115,19 +137,48 @@ def prune_classifier(model, classifier_name, images, labels, *, target_sparsity,
     return wrap_classifier(model, tfmot.sparsity.keras.strip_pruning(prunable), "pruned_model")
 
 
+def layers_without_quantize_config(classifier: keras.Model, scheme) -> list[str]:
+    """Layers the scheme has no QAT config for, as 'name (Class)'. Batch norm is not one of them:
+    a transform folds it into the conv before it. (EfficientNet: Rescaling, Normalization, Multiply.)"""
+    registry = scheme.get_quantize_registry()
+    return [f"{layer.name} ({type(layer).__name__})" for layer in classifier.layers
+            if not isinstance(layer, (keras.layers.InputLayer, keras.layers.BatchNormalization)) and not registry.supports(layer)]
+
+
+def quantize_apply_skipping(classifier: keras.Model, scheme) -> tuple[keras.Model, list[str]]:
+    """quantize_apply on every layer the scheme supports; the rest stay float during the fine-tune.
+
+    Returns the QAT model and the layers left float. The int8 converter still quantizes those
+    layers, post-training, from the representative images: the fallback for what tfmot cannot train.
+    """
+    skipped = layers_without_quantize_config(classifier, scheme)
+    for _ in range(len(classifier.layers)):
+        names = {entry.split(" (")[0] for entry in skipped}
+        annotated = keras.models.clone_model(  # the clone function returns the layers themselves: weights are shared
+            classifier, clone_function=lambda layer: layer if layer.name in names else tfmot.quantization.keras.quantize_annotate_layer(layer))
+        try:
+            return tfmot.quantization.keras.quantize_apply(annotated, scheme), skipped
+        except RuntimeError as error:  # a layer the registry claims but no transform can place, e.g. a lone BatchNormalization
+            match = re.search(r"Layer (\S+):<class '[\w.]*\.(\w+)'> is not supported", str(error))
+            if match is None or match.group(1) in names:
+                raise
+            skipped.append(f"{match.group(1)} ({match.group(2)})")
+    raise RuntimeError(f"{classifier.name}: quantize_apply kept failing")
+
+
 def quantization_aware_classifier(model, images, labels, classifier_name, *, preserve_sparsity: bool,
-                                  epochs: int, learning_rate: float, seed: int) -> keras.Model:
+                                  epochs: int, learning_rate: float, seed: int) -> tuple[keras.Model, list[str]]:
     """QAT fine-tune (fake-quantized weights and activations); with preserve_sparsity (PQAT) the
-    zero weights of an already pruned classifier stay zero. The converter turns the result into int8."""
+    zero weights of an already pruned classifier stay zero. The converter turns the result into int8.
+
+    Returns the fine-tuned model and the layers that stayed float in it (see quantize_apply_skipping).
+    """
     classifier = copy_classifier(model, classifier_name)
-    if preserve_sparsity:
-        annotated = tfmot.quantization.keras.quantize_annotate_model(classifier)
-        quantized = tfmot.quantization.keras.quantize_apply(
-            annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
-    else:
-        quantized = tfmot.quantization.keras.quantize_model(classifier)
+    scheme = (tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if preserve_sparsity
+              else tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme())
+    quantized, float_layers = quantize_apply_skipping(classifier, scheme)
     qat_model = wrap_classifier(model, quantized, "pqat_model" if preserve_sparsity else "qat_model")
-    return fine_tune(qat_model, images, labels, epochs=epochs, learning_rate=learning_rate, seed=seed)
+    return fine_tune(qat_model, images, labels, epochs=epochs, learning_rate=learning_rate, seed=seed), float_layers
 
 
 def keras_weight_sparsity(model: keras.Model) -> float:
@@ -137,8 +188,8 @@ def keras_weight_sparsity(model: keras.Model) -> float:
         if isinstance(layer, keras.Model):
             for inner in layer.layers:
                 yield from kernels(inner)
-        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            yield layer.kernel.numpy()
+        elif weight_kernel(layer) is not None:
+            yield weight_kernel(layer).numpy()
 
     weights = list(kernels(model))
     return sum(int(np.sum(w == 0)) for w in weights) / sum(w.size for w in weights)

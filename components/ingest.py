@@ -10,8 +10,11 @@ an undecodable, truncated, empty (0-byte) or non-image file, a 16-bit image, an 
 `ingest.max_image_pixels` (decompression-bomb guard) and a symlink leading outside data/raw are
 each a `problem` that fails the suite, named. Channels: modes 1, L, LA and all-grey palettes are
 grayscale (C=1) and stay so (with channels: 3 they fail the suite); colour images are converted to
-`expectations.channels` by Pillow's convert("L") or convert("RGB"), alpha dropped. Sizes are never
-changed: the suite checks them (preprocess resizes for the model).
+`expectations.channels` by Pillow's convert("L") or convert("RGB"), alpha dropped. Sizes are not
+changed (the suite checks them, preprocess resizes for the model) unless `ingest.resize` is true:
+then an image of another size is centre-cropped to the expected aspect ratio and resized to it
+(Pillow's ImageOps.fit, Lanczos), its original size kept as source_height/source_width, which is
+what a folder of photos of mixed sizes needs.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageOps
 
 from components import ingest_report, ingest_validation
 from components.ingest_layout import LayoutError, RawLayout, read_layout
@@ -95,6 +98,13 @@ def perceptual_hash(image: np.ndarray) -> str:
     return np.packbits(low > np.median(low)).tobytes().hex()
 
 
+def fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Centre crop to the aspect ratio of height x width, then resize to it (HxWxC uint8 in and out)."""
+    picture = Image.fromarray(image[..., 0] if image.shape[2] == 1 else image)
+    fitted = np.asarray(ImageOps.fit(picture, (width, height), Image.Resampling.LANCZOS))
+    return fitted.reshape(height, width, image.shape[2])
+
+
 def describe_image(image: np.ndarray) -> dict:
     """The per-example columns computed from pixels."""
     return {"height": image.shape[0], "width": image.shape[1], "channels": image.shape[2],
@@ -156,6 +166,10 @@ def stream_examples(layout: RawLayout, splits: np.ndarray, staging: Path, params
         except (OSError, ValueError) as error:
             row["problem"] = str(error)
             continue
+        if params.ingest.resize:
+            row["source_height"], row["source_width"] = image.shape[:2]
+            if image.shape[:2] != (expectations.image_height, expectations.image_width):
+                image = fit_image(image, expectations.image_height, expectations.image_width)
         row.update(describe_image(image))
         moments[split].add(image)
         if len(samples[example.class_name]) < params.ingest.samples_per_class:

@@ -11,7 +11,7 @@ import json
 import platform
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
@@ -21,7 +21,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.preprocess import load_preprocessor
-from models import registry
+from models import applications, registry
 from pipelines import hardware, records, tracking
 from pipelines.config import Params, TrainParams, load_params
 from pipelines.input_pipeline import build_augmenter, build_input_pipeline
@@ -49,31 +49,68 @@ def build_training_model(preprocessor: keras.Model, classifier: keras.Model) -> 
     return keras.Model(inputs, outputs, name="trained_model")
 
 
-def build_classifier(params: TrainParams, input_shape, num_classes: int) -> keras.Model:
+def build_classifier(params: TrainParams, input_shape, num_classes: int, load_weights: bool = True) -> keras.Model:
+    """The registry's model; a pretrained backbone also gets its weights (unless load_weights is False)."""
     # AdamW decays weights itself (decoupled); an L2 penalty on top would apply weight_decay twice.
     l2 = 0.0 if params.optimizer == "adamw" else params.weight_decay
+    options = {}
+    if applications.is_backbone(params.model):
+        backbone = params.backbone
+        image_size = applications.backbone_input_size(input_shape, backbone.min_image_size)[0]
+        weights = applications.resolve_weights(params.model, backbone.weights, image_size) if load_weights else None
+        options = {"weights": weights, "imagenet": backbone.weights == "imagenet", "min_image_size": backbone.min_image_size}
     return registry.get_builder(params.model)(
         input_shape=tuple(input_shape), num_classes=num_classes,
-        dropout_rate=params.dropout_rate, weight_decay=l2, batch_norm=params.batch_norm,
+        dropout_rate=params.dropout_rate, weight_decay=l2, batch_norm=params.batch_norm, **options,
     )
 
 
-def build_learning_rate(params: TrainParams, steps_per_epoch: int):
-    """A constant rate, or a cosine/exponential decay over the whole run with an optional linear warmup."""
-    total_steps = max(1, params.epochs * steps_per_epoch)
-    warmup_steps = params.warmup_epochs * steps_per_epoch
+@dataclass(frozen=True)
+class Phase:
+    """A fit() over epochs [initial_epoch, end_epoch) at its own rate, with some backbone layers frozen."""
+
+    name: str
+    initial_epoch: int
+    end_epoch: int
+    learning_rate: float
+    warmup_epochs: int
+    trainable_top_layers: int | None  # backbone layers that train; None: every layer (and any model without a backbone)
+
+
+def plan_phases(params: TrainParams) -> list[Phase]:
+    """One phase; for a pretrained backbone, the head on the frozen backbone, then a fine-tune of its top layers.
+
+    A backbone with weights: none trains every layer from the first epoch: freezing random weights
+    would teach the head nothing.
+    """
+    if not applications.is_backbone(params.model) or params.backbone.weights == "none":
+        return [Phase("train", 0, params.epochs, params.learning_rate, params.warmup_epochs, None)]
+    head, phases = params.backbone.head_epochs, []
+    if head:
+        phases.append(Phase("head", 0, head, params.learning_rate, params.warmup_epochs, 0))
+    if params.epochs > head:
+        phases.append(Phase("fine_tune", head, params.epochs, params.backbone.fine_tune_learning_rate, 0, params.backbone.fine_tune_layers))
+    return phases
+
+
+def build_learning_rate(params: TrainParams, steps_per_epoch: int, phase: Phase | None = None):
+    """A constant rate, or a cosine/exponential decay over the run (or phase) with an optional linear warmup."""
+    phase = phase or plan_phases(params)[0]
+    learning_rate = phase.learning_rate
+    total_steps = max(1, (phase.end_epoch - phase.initial_epoch) * steps_per_epoch)
+    warmup_steps = phase.warmup_epochs * steps_per_epoch
     if params.lr_schedule == "cosine":
         # CosineDecay ramps from initial_learning_rate up to warmup_target during warmup_steps.
-        start = params.learning_rate / 10 if warmup_steps else params.learning_rate
+        start = learning_rate / 10 if warmup_steps else learning_rate
         return keras.optimizers.schedules.CosineDecay(start, max(1, total_steps - warmup_steps), alpha=0.01,
-                                                       warmup_target=params.learning_rate if warmup_steps else None, warmup_steps=warmup_steps)
+                                                       warmup_target=learning_rate if warmup_steps else None, warmup_steps=warmup_steps)
     if params.lr_schedule == "exponential":
-        return keras.optimizers.schedules.ExponentialDecay(params.learning_rate, decay_steps=steps_per_epoch, decay_rate=0.9)
-    return params.learning_rate
+        return keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps=steps_per_epoch, decay_rate=0.9)
+    return learning_rate
 
 
-def build_optimizer(params: TrainParams, steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
-    rate = build_learning_rate(params, steps_per_epoch)
+def build_optimizer(params: TrainParams, steps_per_epoch: int = 1, phase: Phase | None = None) -> keras.optimizers.Optimizer:
+    rate = build_learning_rate(params, steps_per_epoch, phase)
     options = {"learning_rate": rate, "clipnorm": params.clipnorm}
     if params.optimizer == "sgd":
         return keras.optimizers.SGD(momentum=params.momentum, nesterov=params.nesterov, **options)
@@ -96,21 +133,23 @@ def build_loss(label_smoothing: float):
     return smoothed_crossentropy
 
 
-def compile_model(model, params: TrainParams, steps_per_epoch: int, jit_compile: bool) -> None:
-    model.compile(optimizer=build_optimizer(params, steps_per_epoch), loss=build_loss(params.label_smoothing),
+def compile_model(model, params: TrainParams, steps_per_epoch: int, jit_compile: bool, phase: Phase | None = None) -> None:
+    model.compile(optimizer=build_optimizer(params, steps_per_epoch, phase), loss=build_loss(params.label_smoothing),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                   jit_compile=jit_compile, steps_per_execution=params.steps_per_execution)
 
 
-def fit_model(model, train_data, val_data, params: TrainParams, callbacks) -> keras.callbacks.History:
+def fit_model(model, train_data, val_data, params: TrainParams, callbacks, phase: Phase | None = None) -> keras.callbacks.History:
     """Fits a compiled model; raises TrainingDiverged if the loss became NaN (Keras itself exits quietly)."""
+    phase = phase or plan_phases(params)[0]
     monitor = "val_loss" if val_data is not None else "loss"
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.EarlyStopping(monitor=monitor, patience=params.early_stopping_patience, restore_best_weights=True),
         *callbacks,
     ]
-    history = model.fit(train_data, validation_data=val_data, epochs=params.epochs, callbacks=callbacks, verbose=2)
+    history = model.fit(train_data, validation_data=val_data, initial_epoch=phase.initial_epoch, epochs=phase.end_epoch,
+                        callbacks=callbacks, verbose=2)
     losses = np.asarray(history.history.get("loss", []), dtype=np.float64)
     if len(losses) == 0 or not np.all(np.isfinite(losses)):
         raise TrainingDiverged(f"training diverged: loss per epoch {losses.tolist()}; lower train.learning_rate or check the input data")
@@ -121,6 +160,24 @@ def run_key(params: Params) -> str:
     """Keys the backup and checkpoint directories, so a changed config never resumes a stale run."""
     relevant = {"train": asdict(params.train), "preprocess": asdict(params.preprocess), "data": asdict(params.data)}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def describe_phases(phases: list[Phase]) -> str:
+    """'head: epochs 1-3, lr 0.002, backbone frozen; fine_tune: epochs 4-10, lr 1e-05, top 20 backbone layers'"""
+    def layers(phase: Phase) -> str:
+        if phase.trainable_top_layers is None:
+            return "every layer"
+        return "backbone frozen" if phase.trainable_top_layers == 0 else f"top {phase.trainable_top_layers} backbone layers (batch norm frozen)"
+
+    return "; ".join(f"{phase.name}: epochs {phase.initial_epoch + 1}-{phase.end_epoch}, lr {phase.learning_rate:g}, {layers(phase)}"
+                     for phase in phases)
+
+
+def history_frame(history: keras.callbacks.History, phase: str) -> pd.DataFrame:
+    frame = pd.DataFrame(history.history)
+    frame.insert(0, "epoch", np.asarray(history.epoch) + 1)  # a resumed run starts past epoch 1
+    frame.insert(1, "phase", phase)
+    return frame
 
 
 class CorruptedBackup(RuntimeError):
@@ -156,7 +213,9 @@ def log_augmented_batch(train_data: tf.data.Dataset, log_dir: Path, count: int) 
 def float32_copy(model: keras.Model, preprocessor: keras.Model, params: TrainParams, input_shape, num_classes: int) -> keras.Model:
     """The same weights in a float32 model: what evaluate and export (TFLite, tfmot) expect."""
     keras.mixed_precision.set_global_policy("float32")
-    copy = build_training_model(preprocessor, build_classifier(params, input_shape, num_classes))
+    copy = build_training_model(preprocessor, build_classifier(params, input_shape, num_classes, load_weights=False))
+    for source, target in zip(model.get_layer(params.model).layers, copy.get_layer(params.model).layers):
+        target.trainable = source.trainable  # get_weights() lists trainable weights first: the same split, the same order
     copy.set_weights(model.get_weights())
     return copy
 
@@ -173,6 +232,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 def main() -> None:
     all_params = load_params()
     params = all_params.train
+    phases = plan_phases(params)
     keras.utils.set_random_seed(params.seed)
     if params.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -196,11 +256,11 @@ def main() -> None:
         train_data, val_data = train_data.with_options(options), val_data.with_options(options) if val_data is not None else None
 
     with strategy.scope():
-        preprocessor = load_preprocessor()
+        # A pretrained backbone brings the input preprocessing its weights were trained with.
+        preprocessor = load_preprocessor(normalize=not registry.takes_raw_pixels(params.model))
         hardware.apply_precision(plan)
         classifier_input = preprocessor.output_shape[1:]
         model = build_training_model(preprocessor, build_classifier(params, classifier_input, num_classes))
-        compile_model(model, params, steps_per_epoch, plan.jit_compile)
 
     experiment_name = experiment_name_for(all_params.data.source)
     # Multi-worker: every worker runs the same fit() and the same saves (their collective ops must match),
@@ -225,6 +285,8 @@ def main() -> None:
                 mlflow.log_artifact("metrics/ingest.json", artifact_path="ingest")
             tracking.log_dataset(PREPARED_DIR / "examples.csv", name=all_params.data.source)
             log_dir = tracking.tensorboard_dir(run.info.run_id)
+            if len(phases) > 1 or phases[0].name != "train":
+                mlflow.set_tag("train.phases", describe_phases(phases))
             tracking.log_hparams(log_dir, tracking.flatten("", {"data": {"source": all_params.data.source}, "train": asdict(params)}, as_text=False),
                                  trial_id=run.info.run_id)
         else:
@@ -232,22 +294,32 @@ def main() -> None:
         if params.log_augmented_images and chief:
             log_augmented_batch(train_data, log_dir, params.log_augmented_images)
         key = run_key(all_params)
-        backup_dir, checkpoint_dir = CACHE_ROOT / "train-backup" / key, CACHE_ROOT / "train-checkpoints" / key
-        resume_epoch = verify_backup(backup_dir)
-        if resume_epoch is not None:
-            print(f"resuming from the backup in {backup_dir}: epoch {resume_epoch + 1} onwards")
-            if chief:
-                mlflow.set_tag("resumed_from_epoch", str(resume_epoch + 1))
-        callbacks = [
-            # Restores model, optimizer and epoch after a killed run. It comes before the loggers, so an
-            # epoch that MLflow shows as done is always an epoch a rerun resumes after.
-            keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir)),
-            keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=params.histogram_freq, profile_batch=0),
-            *([tracking.mlflow_epoch_callback()] if chief else []),
-            keras.callbacks.ModelCheckpoint(str(checkpoint_dir / "best.weights.h5"), save_best_only=True, save_weights_only=True,
-                                            monitor="val_loss" if has_val else "loss"),
-        ]
-        history = fit_model(model, train_data, val_data, params, callbacks)
+        backup_root, checkpoint_root = CACHE_ROOT / "train-backup" / key, CACHE_ROOT / "train-checkpoints" / key
+        histories = []
+        for phase in phases:
+            # Each phase has its own backup: a run killed in the fine-tune redoes the (deterministic)
+            # head phase, then the fine-tune's backup restores its weights, optimizer and epoch.
+            backup_dir = backup_root if len(phases) == 1 else backup_root / phase.name
+            resume_epoch = verify_backup(backup_dir)
+            if resume_epoch is not None:
+                print(f"resuming from the backup in {backup_dir}: epoch {resume_epoch + 1} onwards")
+                if chief:
+                    mlflow.set_tag("resumed_from_epoch", str(resume_epoch + 1))
+            with strategy.scope():
+                if phase.name != "train":
+                    applications.freeze_backbone(model.get_layer(params.model), phase.trainable_top_layers)
+                compile_model(model, params, steps_per_epoch, plan.jit_compile, phase)
+            callbacks = [
+                # Restores model, optimizer and epoch after a killed run. It comes before the loggers, so an
+                # epoch that MLflow shows as done is always an epoch a rerun resumes after.
+                keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir)),
+                keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=params.histogram_freq, profile_batch=0),
+                *([tracking.mlflow_epoch_callback()] if chief else []),
+                keras.callbacks.ModelCheckpoint(str(checkpoint_root / phase.name / "best.weights.h5"), save_best_only=True,
+                                                save_weights_only=True, monitor="val_loss" if has_val else "loss"),
+            ]
+            print(f"phase {phase.name}: epochs {phase.initial_epoch + 1}-{phase.end_epoch}")
+            histories.append(fit_model(model, train_data, val_data, params, callbacks, phase))
         if plan.precision_policy != "float32":
             model = float32_copy(model, preprocessor, params, classifier_input, num_classes)
         if not chief:
@@ -255,11 +327,10 @@ def main() -> None:
             shutil.rmtree(worker_dir, ignore_errors=True)
             print(f"worker {strategy.cluster_resolver.task_type}:{strategy.cluster_resolver.task_id} done; the chief writes {OUTPUT_DIR}")
             return
-        for finished in (backup_dir, checkpoint_dir):  # a later run with the same config starts fresh
+        for finished in (backup_root, checkpoint_root):  # a later run with the same config starts fresh
             shutil.rmtree(finished, ignore_errors=True)
 
-        frame = pd.DataFrame(history.history)
-        frame.insert(0, "epoch", np.asarray(history.epoch) + 1)  # a resumed run starts past epoch 1
+        frame = pd.concat([history_frame(history, phase.name) for history, phase in zip(histories, phases)], ignore_index=True)
         with atomic_directory(OUTPUT_DIR) as staging:
             model.save(staging / "model.keras")
             write_json(staging / "model.json", {"model": params.model, "class_names": manifest["class_names"], "image_shape": manifest["image_shape"],
@@ -268,7 +339,7 @@ def main() -> None:
             tracking.write_run_reference(staging / "run.json", run, experiment_name)
         Path("plots").mkdir(exist_ok=True)
         frame.to_csv("plots/history.csv", index=False)
-        final = {key: float(value) for key, value in frame.iloc[-1].items() if key != "epoch"}
+        final = {key: float(value) for key, value in frame.iloc[-1].items() if key not in ("epoch", "phase")}
         write_json("metrics/train.json", {**final, "epochs_run": int(len(frame)), "run_id": run.info.run_id})
         mlflow.log_artifact(str(OUTPUT_DIR / "history.csv"))
         mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard")

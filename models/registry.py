@@ -23,6 +23,12 @@ def get_builder(name: str) -> Callable:
     return BUILDERS[name]
 
 
+def takes_raw_pixels(name: str) -> bool:
+    """True for a model that brings its own input preprocessing (a pretrained backbone): the
+    dataset's normalization statistics are not applied before it."""
+    return getattr(get_builder(name), "takes_raw_pixels", False)
+
+
 def names() -> list[str]:
     _import_all()
     return sorted(BUILDERS)
@@ -30,4 +36,4 @@ def names() -> list[str]:
 
 def _import_all() -> None:
     # Importing each architecture module runs its @register decorator.
-    from models import lenet5, mlp, resnet18, vgg13  # noqa: F401
+    from models import applications, lenet5, mlp, resnet18, vgg13  # noqa: F401

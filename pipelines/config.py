@@ -67,6 +67,7 @@ class IngestParams:
     # (at most Pillow's own hard limit, 2 x Image.MAX_IMAGE_PIXELS).
     max_image_pixels: int = Field(25_000_000, ge=1, le=178_956_970)
     samples_per_class: int = Field(8, ge=1, le=32)  # columns of reports/ingest/samples.png
+    resize: bool = False  # true: images of another size are centre-cropped and resized to the expected size
     expectations: ExpectationParams = ExpectationParams()
 
     @pydantic.model_validator(mode="after")
@@ -93,6 +94,17 @@ class AugmentationParams:
     contrast: float = Field(0.0, ge=0, lt=1)
     crop_padding: int = Field(0, ge=0)  # pixels of zero padding before a random crop back to size
     erasing: float = Field(0.0, ge=0, le=1)  # probability of erasing a random rectangle
+
+
+@dataclass(frozen=True, config=STRICT)
+class BackboneParams:
+    """Keras Applications backbones only (models/applications.py); ignored by the other models."""
+
+    weights: str = "imagenet"  # imagenet (the Keras cache, never downloaded) | none | path to a .h5 weights file
+    head_epochs: int = Field(3, ge=0)  # phase 1: the new head trains on the frozen backbone
+    fine_tune_layers: int = Field(20, ge=0)  # phase 2: the top N backbone layers train too (batch norm stays frozen)
+    fine_tune_learning_rate: float = Field(1e-5, gt=0)  # phase 2's rate
+    min_image_size: int = Field(32, ge=32)  # smaller images are resized up to this inside the model
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -124,6 +136,7 @@ class TrainParams:
     jit_compile: Literal["auto", "on", "off"] = "auto"
     distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
     steps_per_execution: int = Field(1, ge=1)
+    backbone: BackboneParams = BackboneParams()
 
     @pydantic.field_validator("model")
     @classmethod
@@ -132,6 +145,15 @@ class TrainParams:
 
         registry.get_builder(name)  # raises ValueError listing the known names
         return name
+
+    @pydantic.model_validator(mode="after")
+    def _backbone_schedule_fits(self):
+        from models import applications
+
+        if applications.is_backbone(self.model) and self.backbone.weights != "none" and self.backbone.head_epochs > self.epochs:
+            raise ValueError(f"backbone.head_epochs ({self.backbone.head_epochs}) is above epochs ({self.epochs}): "
+                             "epochs counts both phases")
+        return self
 
 
 @dataclass(frozen=True, config=STRICT)

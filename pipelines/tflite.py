@@ -96,6 +96,19 @@ class TFLiteClassifier:
         return np.concatenate(outputs) if outputs else np.zeros((0, self.output["shape"][-1]), np.float32)
 
 
+def run_problem(model: bytes, images: np.ndarray) -> str | None:
+    """None if the model loads and classifies `images`; otherwise what went wrong, in one line.
+
+    XNNPACK refuses some graphs only when it prepares them (a partially quantization-aware
+    EfficientNet, for one), which a successful conversion does not reveal.
+    """
+    try:
+        TFLiteClassifier(model).predict(images)
+    except (InvalidModelError, RuntimeError, ValueError) as error:
+        return str(error).splitlines()[0][-300:]
+    return None
+
+
 def time_calls(call, runs: int, warmup: int = 20) -> np.ndarray:
     """Milliseconds per call, after `warmup` untimed calls (allocation, caches, delegate set-up)."""
     for _ in range(warmup):

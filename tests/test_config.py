@@ -23,7 +23,7 @@ def test_repository_params_file_is_valid():
         ({"train": {"epochs": -1}}, "train.epochs", "greater than or equal to 1"),
         ({"export": {"prune_target_sparsity": 1.0}}, "export.prune_target_sparsity", "less than 1"),
         ({"train": {"optimizer": "adagrad"}}, "train.optimizer", "'adam', 'adamw', 'sgd' or 'rmsprop'"),
-        ({"train": {"model": "alexnet"}}, "train.model", "known models: lenet5, mlp, resnet18, vgg13"),
+        ({"train": {"model": "alexnet"}}, "train.model", "known models: efficientnet_b0, lenet5, mlp, mobilenet_v2, resnet18, resnet50, vgg13"),
         ({"ingest": {"expectations": {"channels": 2}}}, "ingest.expectations.channels", "1 or 3"),
     ],
 )

@@ -20,7 +20,7 @@ def test_every_registered_model_builds_and_trains_a_step(name, input_shape):
 
 
 def test_unknown_model_lists_known_names():
-    with pytest.raises(ValueError, match="unknown model 'alexnet'; known models: lenet5, mlp, resnet18, vgg13"):
+    with pytest.raises(ValueError, match="unknown model 'alexnet'; known models: efficientnet_b0, lenet5, mlp, mobilenet_v2, resnet18, resnet50, vgg13"):
         registry.get_builder("alexnet")
 
 

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_textbook_workloads_are_all_there():
     names = presets.preset_names()
-    for expected in ["mnist_5k-lenet5", "mnist-mlp", "fashion_mnist-lenet5", "fashion_mnist-vgg13", "cifar10-vgg13", "cifar10-resnet18"]:
+    for expected in ["mnist_5k-lenet5", "mnist-mlp", "fashion_mnist-lenet5", "fashion_mnist-vgg13", "cifar10-vgg13", "cifar10-resnet18",
+                     "folder-mobilenet_v2"]:
         assert expected in names
 
 
@@ -60,18 +61,21 @@ def test_every_preset_trains_a_step_with_its_model_optimizer_and_augmentation(na
 
     from components.preprocess import build_preprocessor
     from components.train import build_classifier, build_training_model, compile_model, fit_model
+    from models import registry
     from pipelines.input_pipeline import build_augmenter
 
     with (ROOT / "params.yaml").open() as stream:
         params = parse_params(presets.merge(yaml.safe_load(stream), presets.load_preset(name)))
-    train_params = dataclasses.replace(params.train, epochs=1)
+    # No ImageNet weights offline: a pretrained-backbone preset trains a step from scratch here.
+    train_params = dataclasses.replace(params.train, epochs=1, backbone=dataclasses.replace(params.train.backbone, weights="none"))
     shape = (params.preprocess.image_height, params.preprocess.image_width, params.ingest.expectations.channels)
     images = np.random.default_rng(0).integers(0, 256, size=(16, *shape)).astype(np.float32)
     augmenter = build_augmenter(train_params.augmentation, train_params.seed)
     data = tf.data.Dataset.from_tensor_slices((images, np.arange(16) % 10)).batch(8)
     if augmenter is not None:
         data = data.map(lambda x, y: (augmenter(x, training=True), y))
-    preprocessor = build_preprocessor(list(shape), shape[0], shape[1], [127.0] * shape[2], [5000.0] * shape[2])
+    preprocessor = build_preprocessor(list(shape), shape[0], shape[1], [127.0] * shape[2], [5000.0] * shape[2],
+                                      normalize=not registry.takes_raw_pixels(train_params.model))
     model = build_training_model(preprocessor, build_classifier(train_params, shape, 10))
     compile_model(model, train_params, steps_per_epoch=2, jit_compile=False)
     history = fit_model(model, data, None, train_params, callbacks=[])
