@@ -4,6 +4,7 @@ Shared by the export stage (which measures every variant the same way) and the p
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -105,7 +106,8 @@ def run_problem(model: bytes, images: np.ndarray) -> str | None:
     try:
         TFLiteClassifier(model).predict(images)
     except (InvalidModelError, RuntimeError, ValueError) as error:
-        return str(error).splitlines()[0][-300:]
+        message = re.sub(r"(failed to create XNNPACK runtime)+", r"\1: ", str(error).splitlines()[0])  # repeated once per attempt
+        return message[-300:]
     return None
 
 
