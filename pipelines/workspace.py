@@ -1,6 +1,7 @@
 """Fresh copies of this repository (tracked files only, a new git repo), for end-to-end tests and benchmarks."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -45,3 +46,31 @@ def set_params(repo: Path, overrides: dict) -> None:
 
     path = repo / "params.yaml"
     path.write_text(yaml.safe_dump(merge(yaml.safe_load(path.read_text()), overrides), sort_keys=False))
+
+
+def copy_reproduced(source: Path, destination: Path) -> Path:
+    """Copies a reproduced copy (git repo, outputs, DVC cache, MLflow store, TensorBoard logs) to `destination`.
+
+    The local MLflow store records absolute paths (each experiment's artifact location, each run's and
+    model's artifact URI, the MLmodel files): they are moved to the copy's, so that the copy reads and
+    writes only its own mlruns/, as if `dvc repro` had run there. DVC's files hold relative paths only.
+    """
+    import sqlite3
+
+    source, destination = Path(source).resolve(), Path(destination).resolve()
+    shutil.copytree(source, destination, symlinks=True, dirs_exist_ok=True)
+    old, new = f"{source}/", f"{destination}/"
+    store = destination / "mlruns"
+    database = store / "mlflow.db"
+    if database.is_file():
+        with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+            tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                for column in [row[1] for row in connection.execute(f'PRAGMA table_info("{table}")')]:
+                    connection.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                                       f'WHERE typeof("{column}") = \'text\' AND instr("{column}", ?) > 0', (old, new, old))
+    for mlmodel in store.rglob("MLmodel") if store.is_dir() else []:
+        text = mlmodel.read_text()
+        if old in text:
+            mlmodel.write_text(text.replace(old, new))
+    return destination

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny prepared dataset on disk and an MLflow store inside the test's tmp dir."""
+"""Shared fixtures: a tiny prepared dataset on disk, an MLflow store inside the test's tmp dir, and one
+reproduced copy of the repository that end-to-end tests copy instead of running their own `dvc repro`."""
 from __future__ import annotations
 
 import json
@@ -107,3 +108,38 @@ def mlflow_store(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(uri)
     yield uri
     mlflow.set_tracking_uri(None)
+
+
+# The whole pipeline in about 90 s on 2 cores. What the tests that copy it rely on:
+# - train: 2 epochs (test_pipeline_e2e counts one MLflow metric point per epoch); histogram_freq 1
+#   (test_experiments checks weight histograms in every run's TensorBoard logs, the baseline's too);
+# - export: the int8 and pruning paths; every variant is covered by tests/test_export.py.
+REPRODUCED_PARAMS = {
+    "train": {"epochs": 2, "early_stopping_patience": 2, "histogram_freq": 1},
+    "evaluate": {"min_accuracy": 0.5},
+    "export": {"variants": ["float32", "int8", "pruned_int8"], "prune_epochs": 1, "representative_samples": 50, "latency_runs": 20},
+}
+
+
+@pytest.fixture(scope="session")
+def reproduced_repo(tmp_path_factory) -> Path:
+    """A fresh clone-like copy (tracked files only, a new git repo), the default data materialized, then
+    `dvc repro` with REPRODUCED_PARAMS: made once for the session. Never change it: take a copy with
+    `reproduced_copy` (or pipelines.workspace.copy_reproduced)."""
+    from pipelines.workspace import copy_repository, run, set_params
+
+    repo = copy_repository(tmp_path_factory.mktemp("reproduced"), materialize=False)
+    committed_data_dvc = (repo / "data.dvc").read_text()
+    run([sys.executable, "-m", "pipelines.materialize"], repo)
+    assert (repo / "data.dvc").read_text() == committed_data_dvc, "materializing changed the committed data.dvc hash"
+    set_params(repo, REPRODUCED_PARAMS)
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    return repo
+
+
+@pytest.fixture
+def reproduced_copy(reproduced_repo, tmp_path) -> Path:
+    """This test's own copy of reproduced_repo (outputs, DVC cache, MLflow store and logs), at tmp_path/repo."""
+    from pipelines.workspace import copy_reproduced
+
+    return copy_reproduced(reproduced_repo, tmp_path / "repo")

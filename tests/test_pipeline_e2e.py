@@ -12,29 +12,18 @@ import numpy as np
 import pytest
 import yaml
 
-from pipelines.workspace import copy_repository, run, set_params
+from pipelines.workspace import copy_reproduced, run, set_params
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
-SMALL = {
-    "train": {"epochs": 2, "early_stopping_patience": 2},
-    "evaluate": {"min_accuracy": 0.5},
-    # Every variant is covered by tests/test_export.py; here the int8 and pruning paths suffice.
-    "export": {"variants": ["float32", "int8", "pruned_int8"], "prune_epochs": 1, "representative_samples": 50, "latency_runs": 20},
-}
-
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A fresh clone-like copy: the tracked files only, a new git repo, the default data materialized."""
-    repo = copy_repository(tmp_path_factory.mktemp("repo"), materialize=False)
-    committed_data_dvc = (repo / "data.dvc").read_text()
-    run([sys.executable, "-m", "pipelines.materialize"], repo)
-    assert (repo / "data.dvc").read_text() == committed_data_dvc, "materializing changed the committed data.dvc hash"
-    set_params(repo, SMALL)
-    run([sys.executable, "-m", "dvc", "repro"], repo)
-    return repo
+def repo(reproduced_repo, tmp_path_factory) -> Path:
+    """This module's copy of the session's reproduced repository (tests/conftest.py: a fresh clone-like copy,
+    the committed data.dvc hash checked after materializing, `dvc repro` with REPRODUCED_PARAMS); the tests
+    below change it (bad params, a failing stage, forced reruns), so it is not shared with other modules."""
+    return copy_reproduced(reproduced_repo, tmp_path_factory.mktemp("repo"))
 
 
 def test_repro_runs_every_stage_and_writes_the_promised_outputs(repo):

@@ -17,14 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.workspace import copy_repository, run, set_params
+from pipelines.workspace import copy_reproduced, run, set_params
 from tests.conftest import free_port, make_images, stop_process_group, write_prepared
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A whole `dvc repro` in about a minute: two epochs, one fine-tune epoch, two export variants.
+# Against the MLflow server, on a copy of the session's reproduced repository (tests/conftest.py): its data
+# and preprocessing are up to date (ingest and preprocess do not track), and this train section differs
+# from REPRODUCED_PARAMS (no weight histograms), so `dvc repro` trains, evaluates and exports again:
+# two epochs, two export variants, an int8 gate that always passes.
 SMALL = {
-    "train": {"epochs": 2, "early_stopping_patience": 2},
+    "train": {"epochs": 2, "early_stopping_patience": 2, "histogram_freq": 0},
     "evaluate": {"min_accuracy": 0.5},
     "export": {"variants": ["float32", "int8"], "prune_epochs": 1, "qat_epochs": 1,
                "representative_samples": 50, "latency_runs": 10, "max_int8_accuracy_drop": 1.0, "max_int8_class_drop": 1.0},
@@ -38,10 +41,8 @@ def dvc(repo: Path, *arguments: str, env: dict | None = None) -> subprocess.Comp
 # --- Data: a DVC remote ----------------------------------------------------------------------------
 
 @pytest.mark.e2e
-def test_dvc_remote_push_then_pull_in_a_fresh_clone_has_nothing_to_reproduce(tmp_path):
-    origin = copy_repository(tmp_path / "origin")
-    set_params(origin, SMALL)
-    dvc(origin, "repro")
+def test_dvc_remote_push_then_pull_in_a_fresh_clone_has_nothing_to_reproduce(reproduced_repo, tmp_path):
+    origin = copy_reproduced(reproduced_repo, tmp_path / "origin")  # after `dvc repro` (tests/conftest.py)
     # The README's command, with a local directory where a team would write s3://bucket/path.
     dvc(origin, "remote", "add", "-d", "storage", str(tmp_path / "remote"))
     run(["git", "add", "-A"], origin)
@@ -128,13 +129,15 @@ def mlflow_server(postgres_url, tmp_path_factory):
 
 
 @pytest.mark.e2e
-def test_pipeline_logs_runs_registry_and_aliases_to_an_mlflow_server_on_postgres(mlflow_server, tmp_path):
+def test_pipeline_logs_runs_registry_and_aliases_to_an_mlflow_server_on_postgres(mlflow_server, reproduced_repo, tmp_path):
     import mlflow
     from mlflow import MlflowClient
 
-    repo = copy_repository(tmp_path / "repo")
+    repo = copy_reproduced(reproduced_repo, tmp_path / "repo")
+    shutil.rmtree(repo / "mlruns")  # the local store of the shared reproduction: this run must not create one
     set_params(repo, SMALL)
-    dvc(repo, "repro", env={"MLFLOW_TRACKING_URI": mlflow_server})
+    repro = dvc(repo, "repro", env={"MLFLOW_TRACKING_URI": mlflow_server})
+    assert all(f"Running stage '{stage}'" in repro.stdout for stage in ("train", "evaluate", "export")), repro.stdout[-3000:]
     assert not (repo / "mlruns/mlflow.db").exists(), "the pipeline wrote to the local store, not the server"
 
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
