@@ -253,7 +253,7 @@ def test_folder_mobilenet_v2_preset_runs_end_to_end_with_weights_none(tmp_path):
         "preprocess": {"image_height": 32, "image_width": 32},
         "train": {"epochs": 2, "batch_size": 16, "log_augmented_images": 0, "backbone": {"weights": "none"}},
         "evaluate": {"min_accuracy": 0.0},
-        "export": {"variants": ["float32", "int8"], "representative_samples": 16, "latency_runs": 20, "throughput_batch_size": 8,
+        "export": {"variants": ["int8"], "representative_samples": 16, "latency_runs": 20, "throughput_batch_size": 8,
                    "max_int8_accuracy_drop": 1.0, "max_int8_class_drop": 1.0},
     })
     write_shapes_folder(tmp_path / "photos")
@@ -265,7 +265,7 @@ def test_folder_mobilenet_v2_preset_runs_end_to_end_with_weights_none(tmp_path):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["train"]["model"] == "mobilenet_v2" and params["data"]["source"] == "folder"
     export = json.loads((repo / "metrics/export.json").read_text())
-    assert export["promoted"] and {"tflite_float32", "tflite_int8"} <= set(export)
+    assert export["promoted"] and "tflite_int8" in export
     interpreter = tflite.TFLiteClassifier(repo / "artifacts/export/model_int8.tflite")
     assert interpreter.image_shape == (32, 32, 3)
     version_dir = next((repo / "artifacts/export/saved_model/tfpipe_classifier").iterdir())
@@ -273,13 +273,33 @@ def test_folder_mobilenet_v2_preset_runs_end_to_end_with_weights_none(tmp_path):
     output = serving(images=tf.zeros((2, 32, 32, 3), tf.uint8))
     assert output["probabilities"].shape == (2, 3) and set(output["class_names"].numpy()) <= {b"circle", b"square", b"triangle"}
 
-    # Pretrained weights (a file saved here, as ImageNet's would be): the train stage runs the two phases.
+
+def test_the_train_stage_runs_head_then_fine_tune_with_a_weights_file(prepared_dir, tmp_path, monkeypatch, mlflow_store):
+    """Pretrained weights (a file saved here, as ImageNet's would be): train.main() runs and records both phases."""
+    import json
+
+    import mlflow
+
+    from components import preprocess, train
+
     save_backbone_weights("mobilenet_v2", tmp_path / "backbone.h5")
-    workspace.set_params(repo, {"train": {"backbone": {"weights": str(tmp_path / "backbone.h5"), "head_epochs": 1, "fine_tune_layers": 10}}})
-    workspace.run([sys.executable, "-m", "dvc", "repro", "train"], repo)
-    history = (repo / "plots/history.csv").read_text().splitlines()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(
+        "preprocess:\n  image_height: 12\n  image_width: 12\n"
+        "train:\n  model: mobilenet_v2\n  epochs: 2\n  batch_size: 16\n  deterministic: false\n  log_augmented_images: 0\n"
+        f"  backbone:\n    weights: {tmp_path / 'backbone.h5'}\n    head_epochs: 1\n    fine_tune_layers: 10\n")
+    preprocess.main()
+    train.main()
+
+    history = (tmp_path / "plots/history.csv").read_text().splitlines()
     assert [line.split(",")[:2] for line in history[1:]] == [["1", "head"], ["2", "fine_tune"]]
-    assert not list((repo / ".cache/train-backup").rglob("*.index")), "both phases' backups are removed after success"
+    run = mlflow.get_run(json.loads((tmp_path / "artifacts/train/run.json").read_text())["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["train.phases"] == ("head: epochs 1-1, lr 0.001, backbone frozen; "
+                                             "fine_tune: epochs 2-2, lr 1e-05, top 10 backbone layers (batch norm frozen)")
+    assert not list((tmp_path / ".cache/train-backup").rglob("*.index")), "both phases' backups are removed after success"
+    model = keras.models.load_model(tmp_path / "artifacts/train/model.keras")
+    assert model.get_layer("preprocessing").get_layer("raw_pixels") is not None, "no dataset normalization before a backbone"
 
 
 def test_a_left_out_gate_variant_fails_the_gate_and_the_report_says_why():

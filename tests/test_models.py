@@ -3,11 +3,13 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from models import registry
+from models import applications, registry
 
 
-@pytest.mark.parametrize("name", registry.names())
-@pytest.mark.parametrize("input_shape", [(28, 28, 1), (32, 32, 3)])
+# The pretrained backbones once each here; tests/test_applications.py builds them at three shapes,
+# trains, prunes and quantizes them.
+@pytest.mark.parametrize("name, input_shape", [(name, shape) for name in registry.names() for shape in [(28, 28, 1), (32, 32, 3)]
+                                               if shape == (32, 32, 3) or not applications.is_backbone(name)])
 def test_every_registered_model_builds_and_trains_a_step(name, input_shape):
     model = registry.get_builder(name)(input_shape=input_shape, num_classes=10, dropout_rate=0.1, weight_decay=1e-4)
     assert model.output_shape == (None, 10)
