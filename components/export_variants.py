@@ -8,7 +8,6 @@ around the fine-tuned classifier, so every variant takes raw pixels like the tra
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import tensorflow as tf
@@ -152,18 +151,10 @@ def quantize_apply_skipping(classifier: keras.Model, scheme) -> tuple[keras.Mode
     layers, post-training, from the representative images: the fallback for what tfmot cannot train.
     """
     skipped = layers_without_quantize_config(classifier, scheme)
-    for _ in range(len(classifier.layers)):
-        names = {entry.split(" (")[0] for entry in skipped}
-        annotated = keras.models.clone_model(  # the clone function returns the layers themselves: weights are shared
-            classifier, clone_function=lambda layer: layer if layer.name in names else tfmot.quantization.keras.quantize_annotate_layer(layer))
-        try:
-            return tfmot.quantization.keras.quantize_apply(annotated, scheme), skipped
-        except RuntimeError as error:  # a layer the registry claims but no transform can place, e.g. a lone BatchNormalization
-            match = re.search(r"Layer (\S+):<class '[\w.]*\.(\w+)'> is not supported", str(error))
-            if match is None or match.group(1) in names:
-                raise
-            skipped.append(f"{match.group(1)} ({match.group(2)})")
-    raise RuntimeError(f"{classifier.name}: quantize_apply kept failing")
+    names = {entry.split(" (")[0] for entry in skipped}
+    annotated = keras.models.clone_model(  # the clone function returns the layers themselves: weights are shared
+        classifier, clone_function=lambda layer: layer if layer.name in names else tfmot.quantization.keras.quantize_annotate_layer(layer))
+    return tfmot.quantization.keras.quantize_apply(annotated, scheme), skipped
 
 
 def quantization_aware_classifier(model, images, labels, classifier_name, *, preserve_sparsity: bool,

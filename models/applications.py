@@ -201,11 +201,14 @@ def freeze_backbone(classifier: keras.Model, trainable_top_layers: int | None) -
     BatchNormalization runs in inference mode, so its ImageNet statistics are kept.
     """
     layers = backbone_layers(classifier)
-    top = layers if trainable_top_layers is None else layers[len(layers) - trainable_top_layers:] if trainable_top_layers else []
-    trainable = {id(layer) for layer in top if trainable_top_layers is None or not isinstance(layer, keras.layers.BatchNormalization)}
+    if trainable_top_layers is None:
+        for layer in layers:
+            layer.trainable = True
+        return len(layers)
+    top = layers[len(layers) - trainable_top_layers:] if trainable_top_layers else []
     for layer in layers:
-        layer.trainable = id(layer) in trainable
-    return len(trainable)
+        layer.trainable = layer in top and not isinstance(layer, keras.layers.BatchNormalization)
+    return sum(layer.trainable for layer in layers)
 
 
 def _register(name: str) -> None:

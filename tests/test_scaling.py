@@ -195,17 +195,22 @@ def start_workers(directory: Path, env: dict, count: int) -> list[subprocess.Pop
 
 
 @pytest.mark.e2e
-def test_two_workers_train_like_one_and_only_the_chief_writes_and_tracks(toy_workspace):
-    import mlflow
-
-    directory, env = toy_workspace
-    workers = start_workers(directory, env, 2)
+def run_workers(directory: Path, env: dict, count: int):
+    """Starts `count` workers and waits for all of them; returns the processes and their outputs."""
+    workers = start_workers(directory, env, count)
     try:
-        outputs = [worker.communicate(timeout=240)[0] for worker in workers]
+        return workers, [worker.communicate(timeout=240)[0] for worker in workers]
     finally:
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()
+
+
+def test_two_workers_train_like_one_and_only_the_chief_writes_and_tracks(toy_workspace):
+    import mlflow
+
+    directory, env = toy_workspace
+    workers, outputs = run_workers(directory, env, 2)
     assert [worker.returncode for worker in workers] == [0, 0], "\n".join(
         f"worker {index} exited {worker.returncode}:\n{output[-2500:]}" for index, (worker, output) in enumerate(zip(workers, outputs)))
     multi = json.loads((directory / "metrics/train.json").read_text())
@@ -255,13 +260,7 @@ def test_a_killed_worker_is_restarted_and_the_cluster_resumes_from_the_last_epoc
                 worker.wait()
     assert list((tmp_path / ".cache/train-backup").rglob("chief/checkpoint")), "no backup to resume from"
 
-    restarted = start_workers(tmp_path, env, 2)  # what a cluster manager does: the same command on every host
-    try:
-        outputs = [worker.communicate(timeout=240)[0] for worker in restarted]
-    finally:
-        for worker in restarted:
-            if worker.poll() is None:
-                worker.kill()
+    restarted, outputs = run_workers(tmp_path, env, 2)  # what a cluster manager does: the same command on every host
     assert [worker.returncode for worker in restarted] == [0, 0], "\n".join(output[-2500:] for output in outputs)
     metrics = json.loads((tmp_path / "metrics/train.json").read_text())
     resumed_from = int(mlflow.get_run(metrics["run_id"]).data.tags["resumed_from_epoch"])
