@@ -30,7 +30,8 @@ def main() -> None:
                                                     batch_norm=params.batch_norm)
     inputs = keras.Input(images.shape[1:])
     model = keras.Model(inputs, keras.layers.Softmax()(classifier(normalize(inputs))))
-    model.compile(optimizer=keras.optimizers.Adam(params.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(params.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=params.steps_per_execution)
     model.fit(images, labels, validation_data=(val_images, val_labels), epochs=params.epochs, batch_size=params.batch_size, verbose=2)
 
 

@@ -267,7 +267,7 @@ def main() -> None:
         mlflow.set_tags({"blessed": str(gate["blessed"]).lower(), "gate.reasons": "\n".join(gate["reasons"])[:5000],
                          "gate.champion_version": str(champion["version"]) if champion else "none"})
         mlflow.log_artifacts(str(OUTPUT_DIR), artifact_path="evaluate")
-        log_dir = tracking.tensorboard_dir(reference["run_id"]) / "evaluate"
+        log_dir = tracking.tensorboard_dir(reference["tensorboard"]) / "evaluate"
         write_tensorboard_summaries(log_dir, (OUTPUT_DIR / "confusion_matrix.png").read_bytes(), metrics)
         mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard/evaluate")
         mlflow.log_artifact("metrics/evaluate.json", artifact_path="evaluate")

@@ -305,7 +305,7 @@ def main() -> None:
     staging.chmod(0o755)  # mkdtemp makes it owner-only; a model server often runs as another user
     try:
         with tracking.stage_run(run_reference["experiment_name"], run_id=run_reference["run_id"]) as run:
-            log_dir = tracking.tensorboard_dir(run.info.run_id) / "pruning"
+            log_dir = tracking.tensorboard_dir(run_reference["tensorboard"]) / "pruning"
             converted, notes = build_tflite_variants(model, description["model"], train_images, train_labels, params, log_dir)
             for variant, content in converted.items():
                 (staging / tflite_file(variant)).write_bytes(content)

@@ -14,7 +14,6 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import tensorflow as tf
@@ -270,25 +269,27 @@ def main() -> None:
     if not chief:  # under .cache/ (ignored by git and DVC), so a killed worker leaves nothing in /tmp
         CACHE_ROOT.mkdir(exist_ok=True)
     worker_dir = None if chief else Path(tempfile.mkdtemp(prefix="train-worker-", dir=CACHE_ROOT))
-    tracked = tracking.stage_run(experiment_name, run_name=f"{params.model}-{all_params.data.source}", system_metrics=True) if chief else contextlib.nullcontext()
+    run_name = f"{params.model}-{all_params.data.source}"
+    tracked = tracking.background_stage_run(experiment_name, run_name=run_name, system_metrics=True) if chief else contextlib.nullcontext()
     with tracked as run:
         if chief:
-            mlflow.log_params(tracking.flatten("", json.loads(json.dumps(asdict(all_params)))))
-            mlflow.set_tags({**tracking.git_tags(), **tracking.dvc_lock_tags(("ingest", "preprocess")),
-                             "tensorflow.version": tf.__version__, "device": plan.device,
-                             "precision": plan.precision_policy, "jit_compile": str(plan.jit_compile).lower(),
-                             "strategy": f"{plan.strategy_name} ({strategy.num_replicas_in_sync} replicas)",
-                             "host.python": platform.python_version(), "stage": "train"})
-            if Path("reports/ingest").is_dir():
-                mlflow.log_artifacts("reports/ingest", artifact_path="ingest")  # data docs, statistics, pictures
-            if Path("metrics/ingest.json").is_file():
-                mlflow.log_artifact("metrics/ingest.json", artifact_path="ingest")
-            tracking.log_dataset(PREPARED_DIR / "examples.csv", name=all_params.data.source)
-            log_dir = tracking.tensorboard_dir(run.info.run_id)
+            # Queued on the run's own thread, which works while the model trains (tracking.BackgroundRun).
+            tensorboard = tracking.tensorboard_name(run_name)
+            log_dir = tracking.tensorboard_dir(tensorboard)
+            run.mlflow("log_params", tracking.flatten("", json.loads(json.dumps(asdict(all_params)))))
+            tags = {"tensorflow.version": tf.__version__, "device": plan.device, "precision": plan.precision_policy,
+                    "jit_compile": str(plan.jit_compile).lower(), "strategy": f"{plan.strategy_name} ({strategy.num_replicas_in_sync} replicas)",
+                    "host.python": platform.python_version(), "stage": "train", "tensorboard.dir": str(tracking.TENSORBOARD_DIR / tensorboard)}
             if len(phases) > 1 or phases[0].name != "train":
-                mlflow.set_tag("train.phases", describe_phases(phases))
-            tracking.log_hparams(log_dir, tracking.flatten("", {"data": {"source": all_params.data.source}, "train": asdict(params)}, as_text=False),
-                                 trial_id=run.info.run_id)
+                tags["train.phases"] = describe_phases(phases)
+            run.submit(tracking.set_lineage_tags, ("ingest", "preprocess"), tags)
+            if Path("reports/ingest").is_dir():
+                run.mlflow("log_artifacts", "reports/ingest", artifact_path="ingest")  # data docs, statistics, pictures
+            if Path("metrics/ingest.json").is_file():
+                run.mlflow("log_artifact", "metrics/ingest.json", artifact_path="ingest")
+            run.submit(tracking.log_dataset, PREPARED_DIR / "examples.csv", name=all_params.data.source)
+            run.submit(tracking.log_hparams, log_dir, tracking.flatten("", {"data": {"source": all_params.data.source}, "train": asdict(params)}, as_text=False),
+                       trial_id=tensorboard)
         else:
             log_dir = worker_dir / "tensorboard"
         if params.log_augmented_images and chief:
@@ -304,7 +305,7 @@ def main() -> None:
             if resume_epoch is not None:
                 print(f"resuming from the backup in {backup_dir}: epoch {resume_epoch + 1} onwards")
                 if chief:
-                    mlflow.set_tag("resumed_from_epoch", str(resume_epoch + 1))
+                    run.mlflow("set_tag", "resumed_from_epoch", str(resume_epoch + 1))
             with strategy.scope():
                 if phase.name != "train":
                     applications.freeze_backbone(model.get_layer(params.model), phase.trainable_top_layers)
@@ -314,8 +315,8 @@ def main() -> None:
                 # epoch that MLflow shows as done is always an epoch a rerun resumes after.
                 keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir)),
                 keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=params.histogram_freq, profile_batch=0),
-                *([tracking.mlflow_epoch_callback()] if chief else []),
-                keras.callbacks.ModelCheckpoint(str(checkpoint_root / phase.name / "best.weights.h5"), save_best_only=True,
+                *([tracking.mlflow_epoch_callback(run)] if chief else []),
+                keras.callbacks.ModelCheckpoint(str(checkpoint_root / phase.name / "best.h5"), save_best_only=True,
                                                 save_weights_only=True, monitor="val_loss" if has_val else "loss"),
             ]
             print(f"phase {phase.name}: epochs {phase.initial_epoch + 1}-{phase.end_epoch}")
@@ -336,13 +337,13 @@ def main() -> None:
             write_json(staging / "model.json", {"model": params.model, "class_names": manifest["class_names"], "image_shape": manifest["image_shape"],
                                                 "model_sha256": file_sha256(staging / "model.keras")})
             frame.to_csv(staging / "history.csv", index=False)
-            tracking.write_run_reference(staging / "run.json", run, experiment_name)
+            tracking.write_run_reference(staging / "run.json", run, experiment_name, tensorboard)
         Path("plots").mkdir(exist_ok=True)
         frame.to_csv("plots/history.csv", index=False)
         final = {key: float(value) for key, value in frame.iloc[-1].items() if key not in ("epoch", "phase")}
         write_json("metrics/train.json", {**final, "epochs_run": int(len(frame)), "run_id": run.info.run_id})
-        mlflow.log_artifact(str(OUTPUT_DIR / "history.csv"))
-        mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard")
+        run.mlflow("log_artifact", str(OUTPUT_DIR / "history.csv"))
+        run.mlflow("log_artifacts", str(log_dir), artifact_path="tensorboard")
     print(f"{OUTPUT_DIR}: {params.model} trained for {len(frame)} epochs on {plan.device}; MLflow run {run.info.run_id}")
 
 

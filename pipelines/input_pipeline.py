@@ -77,9 +77,12 @@ def build_augmenter(params: AugmentationParams, seed: int) -> keras.Sequential |
 
 def build_input_pipeline(dataset: tf.data.Dataset, batch_size: int, training: bool, shuffle_buffer: int = 1,
                          seed: int = 0, augmenter: keras.Model | None = None, cache: str = "memory") -> tf.data.Dataset:
-    """Cache decoded images, shuffle (train only), batch, cast to float32 pixels, augment (train only), prefetch.
+    """Cache decoded images, shuffle (train only), batch, augment (train only), prefetch.
 
-    `cache` is "memory", "none", or a file path prefix (for splits larger than memory).
+    `cache` is "memory", "none", or a file path prefix (for splits larger than memory). Batches keep
+    the stored uint8 pixels unless they are augmented (float32, 0..255): the model's float32 input
+    casts them inside the training step. A cast here would be one more map per batch (~10% of a
+    LeNet-5 epoch on 2 cores, benchmarks/RESULTS.md) and 4x the bytes sent to an accelerator.
     """
     if cache == "memory":
         dataset = dataset.cache()
@@ -88,7 +91,7 @@ def build_input_pipeline(dataset: tf.data.Dataset, batch_size: int, training: bo
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
-    dataset = dataset.map(lambda images, labels: (tf.cast(images, tf.float32), labels), num_parallel_calls=tf.data.AUTOTUNE)
     if training and augmenter is not None:
-        dataset = dataset.map(lambda images, labels: (augmenter(images, training=True), labels), num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(lambda images, labels: (augmenter(tf.cast(images, tf.float32), training=True), labels),
+                              num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)

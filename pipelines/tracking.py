@@ -3,19 +3,24 @@
 Logging is explicit, not autolog: mlflow.tensorflow.autolog targets Keras 3 and would log a second
 copy of the model from every fit() (the pruning fine-tune included); we log params once from
 params.yaml, per-epoch metrics from a callback, and models only from the export stage.
+
+MLflow is imported where it is used, not here: the train stage imports it on a background thread
+(BackgroundRun), so its import and store set-up (~2.5 s of Python) overlap training.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import mlflow
 
 def project_root(cwd: Path | None = None) -> Path:
     """The repository the stage belongs to, also when DVC runs it in a temporary experiment copy.
@@ -42,6 +47,8 @@ def tracking_uri() -> str:
 
 def configure(experiment_name: str) -> str:
     """Points MLflow at the store and makes sure the experiment exists; returns its id."""
+    import mlflow
+
     local_store = not os.environ.get("MLFLOW_TRACKING_URI")  # read first: set_tracking_uri sets the variable
     (project_root() / MLRUNS_DIR).mkdir(exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri())
@@ -74,6 +81,8 @@ def _process_alive(pid: int) -> bool:
 
 def mark_stale_runs(experiment_id: str) -> list[str]:
     """Marks KILLED the runs left RUNNING by a process of this host that no longer exists (SIGKILL, OOM)."""
+    import mlflow
+
     client = mlflow.MlflowClient()
     stale = []
     for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
@@ -85,6 +94,37 @@ def mark_stale_runs(experiment_id: str) -> list[str]:
     return stale
 
 
+def _start_run(experiment_name: str, run_id: str | None, run_name: str | None, system_metrics: bool | None):
+    import mlflow
+
+    experiment_id = configure(experiment_name)
+    for stale_id in mark_stale_runs(experiment_id):
+        print(f"MLflow run {stale_id} was left RUNNING by a killed process; marked KILLED")
+    if system_metrics and "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL" not in os.environ:
+        mlflow.set_system_metrics_sampling_interval(3)
+    run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id, run_name=run_name,
+                           log_system_metrics=system_metrics)
+    mlflow.set_tags({"tfpipe.pid": str(os.getpid()), "tfpipe.host": socket.gethostname()})
+    return run
+
+
+def _end_status(error: BaseException | None) -> str:
+    if error is None:
+        return "FINISHED"
+    return "KILLED" if isinstance(error, Terminated) else "FAILED"
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm) if in_main_thread else None
+    try:
+        yield
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
 @contextlib.contextmanager
 def stage_run(experiment_name: str, run_id: str | None = None, run_name: str | None = None, system_metrics: bool | None = None):
     """Starts (train) or resumes (evaluate, export) the model's run, and always ends it.
@@ -94,29 +134,97 @@ def stage_run(experiment_name: str, run_id: str | None = None, run_name: str | N
     system_metrics=True samples CPU, memory, disk and network (psutil; GPUs with pynvml) every 3 s
     (MLflow's 10 s default misses a short run; MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides).
     """
-    experiment_id = configure(experiment_name)
-    for stale_id in mark_stale_runs(experiment_id):
-        print(f"MLflow run {stale_id} was left RUNNING by a killed process; marked KILLED")
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm) if in_main_thread else None
-    if system_metrics and "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL" not in os.environ:
-        mlflow.set_system_metrics_sampling_interval(3)
-    try:
-        run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id, run_name=run_name,
-                               log_system_metrics=system_metrics)
-        mlflow.set_tags({"tfpipe.pid": str(os.getpid()), "tfpipe.host": socket.gethostname()})
+    import mlflow
+
+    with _sigterm_raises():
+        run = _start_run(experiment_name, run_id, run_name, system_metrics)
         try:
             yield run
-        except Terminated:
-            mlflow.end_run(status="KILLED")
-            raise
-        except BaseException:
-            mlflow.end_run(status="FAILED")
+        except BaseException as error:
+            mlflow.end_run(status=_end_status(error))
             raise
         mlflow.end_run(status="FINISHED")
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+
+
+class BackgroundRun:
+    """An MLflow run that one background thread starts and writes, in the order the calls are queued.
+
+    The train stage's tracking (importing MLflow, opening the store, params, tags, the dataset,
+    per-epoch metrics) would otherwise all come before or between training steps; here it overlaps
+    them. MLflow's active run belongs to a thread, so every call runs on the same worker. The first
+    failure stops the queue and is raised in the stage at the next `raise_if_failed()` (each epoch
+    end) or at the end, so a broken store still fails the stage.
+    """
+
+    def __init__(self, experiment_name: str, run_name: str | None = None, system_metrics: bool | None = None):
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")
+        self._error: BaseException | None = None
+        self._started = self.submit(_start_run, experiment_name, None, run_name, system_metrics)
+
+    def submit(self, function, *args, **kwargs) -> Future:
+        """Queues function(*args, **kwargs); skipped once an earlier call has failed."""
+        def call():
+            if self._error is not None:
+                return None
+            try:
+                return function(*args, **kwargs)
+            except BaseException as error:
+                self._error = error
+                raise
+
+        return self._executor.submit(call)
+
+    def mlflow(self, name: str, *args, **kwargs) -> Future:
+        """Queues mlflow.<name>(*args, **kwargs) on the run, e.g. run.mlflow("log_params", {...})."""
+        def call():
+            import mlflow
+
+            return getattr(mlflow, name)(*args, **kwargs)
+
+        return self.submit(call)
+
+    def raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"MLflow tracking failed ({tracking_uri()}): {self._error}") from self._error
+
+    @property
+    def info(self):
+        """The run's RunInfo (run_id, experiment_id); waits until the run has started, raises if it could not."""
+        if self._started.exception() is not None:
+            self.raise_if_failed()
+        return self._started.result().info
+
+    def finish(self, error: BaseException | None) -> None:
+        """Waits for every queued call, then ends the run FINISHED, FAILED or KILLED (error: what the stage raised)."""
+        def end():
+            try:
+                import mlflow
+
+                if mlflow.active_run() is not None:  # this thread's run, also when a call after the start failed
+                    mlflow.end_run(status=_end_status(error or self._error))
+            except Exception:
+                if error is None and self._error is None:
+                    raise  # otherwise the error that stopped the stage or the queue is the one to report
+
+        try:
+            self._executor.submit(end).result()  # not self.submit: it must run after a failure too
+        finally:
+            self._executor.shutdown(wait=True)
+        if error is None:
+            self.raise_if_failed()
+
+
+@contextlib.contextmanager
+def background_stage_run(experiment_name: str, run_name: str | None = None, system_metrics: bool | None = None):
+    """stage_run for the train stage: the same run ending, with MLflow's work on a BackgroundRun."""
+    with _sigterm_raises():
+        run = BackgroundRun(experiment_name, run_name, system_metrics)
+        try:
+            yield run
+        except BaseException as error:
+            run.finish(error)
+            raise
+        run.finish(None)
 
 
 def git_tags() -> dict[str, str]:
@@ -151,10 +259,18 @@ def dvc_lock_tags(stages=("ingest", "preprocess"), lock_file: Path = Path("dvc.l
             for stage in stages for out in locked.get(stage, {}).get("outs", [])}
 
 
+def set_lineage_tags(upstream_stages: tuple[str, ...], tags: dict[str, str]) -> None:
+    """Tags the active run with git_tags(), dvc_lock_tags(upstream_stages) and `tags`."""
+    import mlflow
+
+    mlflow.set_tags({**git_tags(), **dvc_lock_tags(upstream_stages), **tags})
+
+
 def log_dataset(examples_csv: Path, name: str, context: str = "training") -> None:
     """The per-example table ingest wrote (file, label, split, sha256...) as the run's mlflow.data input."""
     import warnings
 
+    import mlflow
     import pandas as pd
 
     with warnings.catch_warnings():  # MLflow registers two local-file sources and warns that it picked one
@@ -185,15 +301,22 @@ def log_hparams(log_dir: Path, hparams: dict, trial_id: str) -> None:
         hp.hparams(hparams, trial_id=trial_id)
 
 
-def tensorboard_dir(run_id: str) -> Path:
+def tensorboard_name(run_name: str) -> str:
+    """'20261123-004512-lenet5-mnist_5k-3fa9c1': the train run's TensorBoard directory, named before the
+    MLflow run id exists (the run starts in the background); the run's `tensorboard.dir` tag links the two."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{run_name.replace('/', '-')}-{secrets.token_hex(3)}"
+
+
+def tensorboard_dir(name: str) -> Path:
     """One TensorBoard directory per run, kept across runs so `make tensorboard` compares them."""
-    return project_root() / TENSORBOARD_DIR / run_id
+    return project_root() / TENSORBOARD_DIR / name
 
 
-def write_run_reference(path: Path, run, experiment_name: str) -> None:
+def write_run_reference(path: Path, run, experiment_name: str, tensorboard: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as stream:
-        json.dump({"run_id": run.info.run_id, "experiment_id": run.info.experiment_id, "experiment_name": experiment_name}, stream, indent=2)
+        json.dump({"run_id": run.info.run_id, "experiment_id": run.info.experiment_id, "experiment_name": experiment_name,
+                   "tensorboard": tensorboard}, stream, indent=2)
 
 
 def read_run_reference(path: Path) -> dict:
@@ -203,14 +326,16 @@ def read_run_reference(path: Path) -> dict:
         return json.load(stream)
 
 
-def mlflow_epoch_callback():
-    """A Keras callback that logs every epoch's metrics (loss, accuracy, val_*, lr) to the active run."""
+def mlflow_epoch_callback(run: BackgroundRun):
+    """A Keras callback that queues every epoch's metrics (loss, accuracy, val_*, lr) on the run, and
+    stops training with the error if tracking has failed."""
     import tf_keras as keras
 
     class MlflowEpochLogger(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
+            run.raise_if_failed()
             metrics = {key: float(value) for key, value in (logs or {}).items() if value is not None}
             if metrics:
-                mlflow.log_metrics(metrics, step=epoch)
+                run.mlflow("log_metrics", metrics, step=epoch)
 
     return MlflowEpochLogger()

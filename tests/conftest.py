@@ -143,3 +143,11 @@ def reproduced_copy(reproduced_repo, tmp_path) -> Path:
     from pipelines.workspace import copy_reproduced
 
     return copy_reproduced(reproduced_repo, tmp_path / "repo")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs two workers), the tests that copy reproduced_repo share one
+    worker, so the session's `dvc repro` runs once, not once per worker (`--dist loadgroup`)."""
+    for item in items:
+        if "reproduced_repo" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("reproduced_repo"))

@@ -140,7 +140,7 @@ def stage_candidate(root: Path, model: keras.Model) -> str:
     model.save(root / "artifacts/train/model.keras")
     write_json(root / "artifacts/train/model.json", {"model": "tiny", "model_sha256": file_sha256(root / "artifacts/train/model.keras")})
     with tracking.stage_run(EXPERIMENT, run_name="train") as run:
-        tracking.write_run_reference(root / "artifacts/train/run.json", run, EXPERIMENT)
+        tracking.write_run_reference(root / "artifacts/train/run.json", run, EXPERIMENT, tensorboard="train")
     return run.info.run_id
 
 

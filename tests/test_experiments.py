@@ -116,7 +116,7 @@ def test_each_experiment_is_its_own_mlflow_run_and_dvc_exp_show_agrees(reproduce
     # The queued experiment ran in .dvc/tmp/exps/; its run, artifacts and TensorBoard logs are in the repository's.
     assert not list((repo / ".dvc/tmp").rglob("mlflow.db"))
     for run_id in run_ids:
-        log_dir = repo / "logs/tensorboard" / run_id
+        log_dir = repo / client.get_run(run_id).data.tags["tensorboard.dir"]
         tags = _summary_tags(log_dir)
         assert "_hparams_/session_start_info" in tags[log_dir]
         assert "confusion_matrix" in tags[log_dir / "evaluate"] and "test_accuracy" in tags[log_dir / "evaluate"]

@@ -102,7 +102,7 @@ def write_workspace(root: Path, *, blessed: bool) -> str:
     (train_dir / "model.json").write_text(json.dumps({"model": "lenet5", "class_names": CLASS_NAMES, "image_shape": list(IMAGE_SHAPE),
                                                       "model_sha256": file_sha256(train_dir / "model.keras")}))
     with tracking.stage_run(EXPERIMENT, run_name="train") as run:
-        tracking.write_run_reference(train_dir / "run.json", run, EXPERIMENT)
+        tracking.write_run_reference(train_dir / "run.json", run, EXPERIMENT, tensorboard="train")
     evaluate_dir = root / "artifacts/evaluate"
     evaluate_dir.mkdir(parents=True)
     (evaluate_dir / "blessing.json").write_text(json.dumps({"blessed": blessed, "reasons": [], "accuracy": 0.9}))

@@ -55,7 +55,8 @@ def test_the_run_is_in_mlflow_with_per_epoch_metrics_and_tensorboard_logs(repo):
     history = mlflow.MlflowClient().get_metric_history(reference["run_id"], "accuracy")
     assert len(history) == 2
     assert "test_accuracy" in run_info.data.metrics
-    assert list((repo / "logs/tensorboard" / reference["run_id"]).rglob("events.out.tfevents.*"))
+    assert run_info.data.tags["tensorboard.dir"] == f"logs/tensorboard/{reference['tensorboard']}"
+    assert list((repo / "logs/tensorboard" / reference["tensorboard"]).rglob("events.out.tfevents.*"))
 
 
 def test_savedmodel_classifies_uint8_images_and_int8_tflite_has_int8_io(repo):

@@ -84,3 +84,63 @@ def test_two_processes_log_1000_metrics_each_without_database_locked(mlflow_stor
     for stdout, _ in outputs:
         history = mlflow.MlflowClient().get_metric_history(stdout.strip().splitlines()[-1], "value")
         assert len(history) == 1000
+
+
+def test_a_background_run_writes_in_order_on_its_own_thread_and_ends_finished(mlflow_store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with tracking.background_stage_run("unit", run_name="background") as run:
+        for step in range(5):
+            run.mlflow("log_metric", "value", float(step), step=step)
+        run.mlflow("set_tag", "stage", "train")
+        assert mlflow.active_run() is None  # the run is the worker thread's, not this one's
+    finished = mlflow.get_run(run.info.run_id)
+    assert finished.info.status == "FINISHED" and finished.info.run_name == "background"
+    assert finished.data.tags["stage"] == "train"
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "value")
+    assert [(point.step, point.value) for point in history] == [(step, float(step)) for step in range(5)]
+
+
+def test_a_failed_background_call_fails_the_stage_and_the_run(mlflow_store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RuntimeError, match="MLflow tracking failed .*No such file.*missing.txt"):
+        with tracking.background_stage_run("unit") as run:
+            run.mlflow("log_artifact", str(tmp_path / "missing.txt")).exception()
+            run.mlflow("set_tag", "after", "failure")  # skipped: the queue stops at the first failure
+            run.raise_if_failed()  # what the epoch callback does: training stops at the next epoch end
+    failed = mlflow.get_run(run.info.run_id)
+    assert failed.info.status == "FAILED" and "after" not in failed.data.tags
+
+
+def test_an_error_in_the_stage_ends_the_background_run_failed(mlflow_store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ZeroDivisionError):
+        with tracking.background_stage_run("unit") as run:
+            1 / 0
+    assert _status(run.info.run_id) == "FAILED"
+
+
+def test_a_store_that_cannot_be_opened_fails_the_stage(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "not-a-directory").write_text("")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/not-a-directory/mlflow.db")
+    with pytest.raises(RuntimeError, match="MLflow tracking failed"):
+        with tracking.background_stage_run("unit"):
+            pass
+
+
+BACKGROUND_CHILD = """
+import time
+from pipelines import tracking
+with tracking.background_stage_run("unit") as run:
+    print(run.info.run_id, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_sigterm_ends_a_background_run_killed(mlflow_store, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_store}
+    child = subprocess.Popen([sys.executable, "-c", BACKGROUND_CHILD], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+    run_id = child.stdout.readline().strip()
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=60) == 128 + signal.SIGTERM
+    assert _status(run_id) == "KILLED"

@@ -15,15 +15,17 @@ from pipelines.input_pipeline import build_augmenter, build_input_pipeline
 TINY = "train:\n  model: mlp\n  epochs: 2\n  batch_size: 16\n  augmentation:\n    rotation: 0.05\n"
 
 
-def test_input_pipeline_batches_float_pixels_and_augments_only_train(prepared_dir):
+def test_input_pipeline_batches_stored_pixels_and_augments_only_train(prepared_dir):
     augmenter = build_augmenter(AugmentationParams(translation=0.2), seed=1)
     split = records.read_split(prepared_dir, "train")
     augmented = build_input_pipeline(split, 8, training=True, shuffle_buffer=100, seed=1, augmenter=augmenter)
     plain = build_input_pipeline(split, 8, training=False, augmenter=augmenter)
     images, labels = next(iter(plain))
-    assert images.dtype == tf.float32 and images.shape == (8, 12, 12, 1) and labels.dtype == tf.int32
-    raw = np.stack([image for image, _ in split.take(8).as_numpy_iterator()]).astype(np.float32)
+    assert images.dtype == tf.uint8 and images.shape == (8, 12, 12, 1) and labels.dtype == tf.int32
+    raw = np.stack([image for image, _ in split.take(8).as_numpy_iterator()])
     np.testing.assert_array_equal(images.numpy(), raw)  # eval data is never augmented
+    augmented_images, _ = next(iter(augmented))
+    assert augmented_images.dtype == tf.float32 and float(tf.reduce_max(augmented_images)) > 1.0  # pixels stay 0..255
     assert sum(int(batch[0].shape[0]) for batch in augmented) == 72
 
 
@@ -90,7 +92,7 @@ def test_main_trains_and_records_the_run(prepared_dir, tmp_path, monkeypatch, ml
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_accuracy")
     assert [point.step for point in history] == [0, 1]
     assert "git.commit" in run.data.tags
-    assert list((tmp_path / "logs/tensorboard" / run.info.run_id / "train").glob("events.out.tfevents.*"))
+    assert list((tmp_path / run.data.tags["tensorboard.dir"] / "train").glob("events.out.tfevents.*"))
     model = keras.models.load_model(tmp_path / "artifacts/train/model.keras")
     assert model.output_shape == (None, 3)
     assert json.loads((tmp_path / "metrics/train.json").read_text())["epochs_run"] == 2
