@@ -27,15 +27,15 @@ data: install
 repro: data
 	$(BIN)/dvc repro
 
-# Two pytest-xdist workers; the tests that share one reproduced copy of the repo run on one of them
-# (tests/conftest.py). PYTEST_WORKERS=0 runs everything in this process.
+# Two pytest-xdist workers (they share one reproduced copy of the repo: tests/conftest.py).
+# PYTEST_WORKERS=0 runs everything in this process.
 PYTEST_WORKERS ?= 2
 test: data
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 
 # Everything but the end-to-end tests (which run dvc repro in a temporary copy of the repo).
 test-fast: data
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not e2e"
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not e2e"
 
 # The UIs listen on 127.0.0.1 only (ssh -L 5000:127.0.0.1:5000 to reach them from elsewhere).
 # `make ui` reads the local store whatever MLFLOW_TRACKING_URI says (a team's server has its own UI);

@@ -124,16 +124,32 @@ REPRODUCED_PARAMS = {
 @pytest.fixture(scope="session")
 def reproduced_repo(tmp_path_factory) -> Path:
     """A fresh clone-like copy (tracked files only, a new git repo), the default data materialized, then
-    `dvc repro` with REPRODUCED_PARAMS: made once for the session. Never change it: take a copy with
-    `reproduced_copy` (or pipelines.workspace.copy_reproduced)."""
+    `dvc repro` with REPRODUCED_PARAMS: made once for the whole test run. Never change it: take a copy
+    with `reproduced_copy` (or pipelines.workspace.copy_reproduced).
+
+    Under pytest-xdist (`make test` runs two workers) the workers share one: the first to get here
+    builds it under a file lock in their common temporary directory, the others wait and reuse it.
+    """
+    import os
+    import tempfile
+
+    from filelock import FileLock
+
     from pipelines.workspace import copy_repository, run, set_params
 
-    repo = copy_repository(tmp_path_factory.mktemp("reproduced"), materialize=False)
-    committed_data_dvc = (repo / "data.dvc").read_text()
-    run([sys.executable, "-m", "pipelines.materialize"], repo)
-    assert (repo / "data.dvc").read_text() == committed_data_dvc, "materializing changed the committed data.dvc hash"
-    set_params(repo, REPRODUCED_PARAMS)
-    run([sys.executable, "-m", "dvc", "repro"], repo)
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    done = shared / "reproduced_repo.path"
+    with FileLock(str(shared / "reproduced_repo.lock")):
+        if done.is_file():
+            return Path(done.read_text())
+        repo = copy_repository(Path(tempfile.mkdtemp(prefix="reproduced-", dir=shared)), materialize=False)
+        committed_data_dvc = (repo / "data.dvc").read_text()
+        run([sys.executable, "-m", "pipelines.materialize"], repo)
+        assert (repo / "data.dvc").read_text() == committed_data_dvc, "materializing changed the committed data.dvc hash"
+        set_params(repo, REPRODUCED_PARAMS)
+        run([sys.executable, "-m", "dvc", "repro"], repo)
+        done.write_text(str(repo))  # only after success: a failed build is retried, not reused
     return repo
 
 
@@ -144,10 +160,3 @@ def reproduced_copy(reproduced_repo, tmp_path) -> Path:
 
     return copy_reproduced(reproduced_repo, tmp_path / "repo")
 
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs two workers), the tests that copy reproduced_repo share one
-    worker, so the session's `dvc repro` runs once, not once per worker (`--dist loadgroup`)."""
-    for item in items:
-        if "reproduced_repo" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("reproduced_repo"))
