@@ -53,7 +53,7 @@ ui: install
 tensorboard: install
 	$(BIN)/tensorboard --host 127.0.0.1 --port $(TENSORBOARD_PORT) --logdir $(abspath logs/tensorboard)
 
-# Prints every figure we promise (a table) and writes benchmarks/results.json; ~10 minutes on 2 cores.
+# Prints every figure we promise (a table) and writes benchmarks/results.json; ~15 minutes on 2 cores.
 bench: install
 	$(BIN)/python benchmarks/run.py
 
