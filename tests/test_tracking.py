@@ -31,15 +31,15 @@ def test_finished_and_failed(mlflow_store, tmp_path, monkeypatch):
 CHILD = """
 import sys, time, mlflow
 from pipelines import tracking
-with tracking.stage_run("unit") as run:
+with getattr(tracking, sys.argv[1])("unit") as run:  # stage_run or background_stage_run
     print(run.info.run_id, flush=True)
     time.sleep(60)
 """
 
 
-def _start_child(tmp_path, mlflow_store):
+def _start_child(tmp_path, mlflow_store, run_context: str = "stage_run"):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_store}
-    child = subprocess.Popen([sys.executable, "-c", CHILD], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", CHILD, run_context], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
     return child, child.stdout.readline().strip()
 
 
@@ -128,19 +128,8 @@ def test_a_store_that_cannot_be_opened_fails_the_stage(tmp_path, monkeypatch):
             pass
 
 
-BACKGROUND_CHILD = """
-import time
-from pipelines import tracking
-with tracking.background_stage_run("unit") as run:
-    print(run.info.run_id, flush=True)
-    time.sleep(60)
-"""
-
-
 def test_sigterm_ends_a_background_run_killed(mlflow_store, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_store}
-    child = subprocess.Popen([sys.executable, "-c", BACKGROUND_CHILD], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
-    run_id = child.stdout.readline().strip()
+    child, run_id = _start_child(tmp_path, mlflow_store, "background_stage_run")
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=60) == 128 + signal.SIGTERM
     assert _status(run_id) == "KILLED"
