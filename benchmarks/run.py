@@ -100,8 +100,9 @@ def measure(repeats: int) -> list[dict]:
             row(figure, goal, value, "", check(value))
 
         # Train stage vs a bare Keras script: fixed epochs (no early stop) and no augmentation in both.
-        set_params(repo, {"train": {"epochs": 8, "early_stopping_patience": 100, "log_augmented_images": 0,
-                                    "augmentation": {"rotation": 0.0, "zoom": 0.0, "translation": 0.0}}})
+        set_params(repo, {"train": {"epochs": 8, "early_stopping_patience": 100,
+                                    "augmentation": {"rotation": 0.0, "zoom": 0.0, "translation": 0.0}},
+                          "tracking": {"log_augmented_images": 0}})
         stage, bare = [], []
         for _ in range(repeats):
             stage.append(timed([PYTHON, "-m", "components.train"], repo))

@@ -1,8 +1,10 @@
-"""Evaluate stage: reads artifacts/train, the test split and the registry's champion; writes metrics, plots and the gate decision.
+"""Evaluate stage: reads artifacts/train, the train and test splits and the registry's champion; writes metrics, plots and the gate decision.
 
 Writes metrics/evaluate.json (DVC metrics), plots/confusion.csv (DVC confusion plot) and
 artifacts/evaluate/ (blessing.json, which export reads, and three PNGs: confusion matrix, most
-confident mistakes, reliability diagram); logs all of it into the model's MLflow run.
+confident mistakes, reliability diagram); logs all of it into the model's MLflow run. The gate
+compares the model with the registry's champion of the same dataset and with a classical
+baseline (components/baseline.py) fit on the same train split.
 """
 from __future__ import annotations
 
@@ -21,9 +23,10 @@ import tensorflow as tf
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from components.baseline import fit_and_score
 from pipelines import records, tracking
-from pipelines.config import EvaluateParams, load_params
-from pipelines.outputs import atomic_directory, load_trained_model, write_json
+from pipelines.config import EvaluateParams, load_params, registered_model_name
+from pipelines.outputs import atomic_directory, load_trained_model, write_csv, write_json
 
 PREPARED_DIR = Path("data/prepared")
 TRAIN_DIR = Path("artifacts/train")
@@ -86,59 +89,88 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, nu
     return float(np.sum(counts[filled] * np.abs(accuracy[filled] - mean_confidence[filled])) / counts.sum())
 
 
+class RegistryError(RuntimeError):
+    """The registry could not be read, or its champion could not be loaded or compared: the gate fails closed."""
+
+
 def find_champion(model_name: str):
-    """The registry's champion ModelVersion, or (None, why there is none): a missing registry is not an error."""
+    """The registry's champion ModelVersion, or None when there is none yet (no such registered model, or no
+    alias); raises RegistryError when the registry cannot be read: "could not check" is not "no champion"."""
     try:
-        return mlflow.MlflowClient().get_model_version_by_alias(model_name, CHAMPION_ALIAS), ""
+        return mlflow.MlflowClient().get_model_version_by_alias(model_name, CHAMPION_ALIAS)
     except MlflowException as error:
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None, f"no champion: registered model {model_name!r} has no {CHAMPION_ALIAS!r} version yet ({error.message})"
+            return None
         reason = error.message
     except Exception as error:  # noqa: BLE001  (an unreachable server raises requests' or the store's own errors)
         reason = f"{type(error).__name__}: {error}"
-    return None, f"no champion: the model registry at {mlflow.get_tracking_uri()} could not be read ({reason[:300]})"
+    raise RegistryError(f"the model registry at {mlflow.get_tracking_uri()} could not be read ({reason[:300]})")
 
 
-def predict_with_champion(model_uri: str, images: np.ndarray, class_names: list[str]):
-    """The champion's probabilities on the candidate's test images, or (None, why they are not comparable)."""
+def predict_with_champion(model_uri: str, images: np.ndarray, class_names: list[str]) -> np.ndarray:
+    """The champion's probabilities on the candidate's test images; raises RegistryError when it cannot be loaded,
+    or when it takes other images or predicts other classes (a champion is never replaced by another dataset's model)."""
     try:
         with tempfile.TemporaryDirectory() as directory:
             serving = mlflow.tensorflow.load_model(model_uri, dst_path=directory).signatures["serving_default"]
-    except Exception as error:  # noqa: BLE001  (any failure to load means: not comparable, and say why)
-        return None, f"could not be loaded ({type(error).__name__}: {str(error)[:300]})"
+    except Exception as error:  # noqa: BLE001  (any failure to load means: could not check, and say why)
+        raise RegistryError(f"could not be loaded ({type(error).__name__}: {str(error)[:300]})") from None
     input_shape = tuple(serving.structured_input_signature[1]["images"].shape[1:])
     if input_shape != images.shape[1:]:
-        return None, f"takes images of shape {input_shape}, the test split has {images.shape[1:]}: a different dataset"
+        raise RegistryError(f"takes images of shape {input_shape}, the candidate {images.shape[1:]}: another dataset's model")
     outputs = [serving(images=tf.constant(images[start:start + 256])) for start in range(0, len(images), 256)]
     probabilities = np.concatenate([output["probabilities"].numpy() for output in outputs])
     # The SavedModel keeps its class names only inside the graph: check those of the classes it predicts.
     named = {int(i): name.decode() for output in outputs for i, name in zip(output["class_ids"].numpy(), output["class_names"].numpy())}
     if probabilities.shape[1] != len(class_names) or any(class_names[i] != name for i, name in named.items()):
-        return None, f"has classes {[named.get(i, '?') for i in range(probabilities.shape[1])]}, the candidate {class_names}: a different dataset"
-    return probabilities, ""
+        raise RegistryError(f"has classes {[named.get(i, '?') for i in range(probabilities.shape[1])]}, the candidate "
+                            f"{class_names}: another dataset's model")
+    return probabilities
 
 
-def evaluate_champion(model_name: str, images: np.ndarray, labels: np.ndarray, class_names: list[str], top_k: int):
-    """(registry entry or None, metrics on the candidate's test split or None, why there are none)."""
-    version, why = find_champion(model_name)
+def evaluate_champion(model_name: str, images: np.ndarray, labels: np.ndarray, class_names: list[str], top_k: int) -> dict:
+    """What the gate compares against: {"version": {"version", "run_id"} or None, "metrics": the champion's metrics
+    on the candidate's test split or None, "skip": why there is nothing to compare (no champion yet: the
+    thresholds decide), "error": why the comparison could not be made (the gate fails closed)}."""
+    check = {"version": None, "metrics": None, "skip": "", "error": ""}
+    try:
+        version = find_champion(model_name)
+    except RegistryError as error:
+        return {**check, "error": str(error)}
     if version is None:
-        return None, None, why
-    entry = {"version": int(version.version), "run_id": version.run_id}
-    probabilities, problem = predict_with_champion(f"models:/{model_name}/{version.version}", images, class_names)
-    if probabilities is None:
-        return entry, None, f"champion v{version.version} {problem}"
-    return entry, compute_metrics(probabilities, labels, class_names, top_k), ""
+        return {**check, "skip": f"no champion: registered model {model_name!r} has no {CHAMPION_ALIAS!r} version yet"}
+    check["version"] = {"version": int(version.version), "run_id": version.run_id}
+    try:
+        probabilities = predict_with_champion(f"models:/{model_name}/{version.version}", images, class_names)
+    except RegistryError as error:
+        return {**check, "error": f"champion v{version.version} of {model_name!r} {error}; a champion is only replaced by a "
+                                  "model it can be compared with (another dataset needs its own data.name or export.model_name)"}
+    return {**check, "metrics": compute_metrics(probabilities, labels, class_names, top_k)}
 
 
 def decide_blessing(candidate: dict, params: EvaluateParams, champion: dict | None = None, *,
-                    champion_label: str = "the champion", no_champion_reason: str = "no champion") -> dict:
-    """The promotion gate. `candidate` and `champion` are compute_metrics() results on the same test
-    split; with no champion the thresholds alone decide. Every check is a reason, passed or not."""
+                    champion_label: str = "the champion", no_champion_reason: str = "no champion",
+                    champion_error: str = "", baseline: dict | None = None) -> dict:
+    """The promotion gate. `candidate` and `champion` are compute_metrics() results on the same test split.
+
+    No champion yet: the thresholds decide. A champion that could not be checked (`champion_error`:
+    an unreadable registry, a champion that cannot be loaded or serves another dataset) is a FAIL:
+    the gate fails closed. `baseline` (baseline.fit_and_score on the same splits) must be beaten by
+    evaluate.min_margin_over_baseline. Every check is a reason, passed or not.
+    """
     accuracy = candidate["accuracy"]
     passed = accuracy >= params.min_accuracy
     reasons = [f"{'PASS' if passed else 'FAIL'}: test accuracy {accuracy:.4f} is {'at or above' if passed else 'below'} evaluate.min_accuracy {params.min_accuracy}"]
+    if baseline is not None:
+        margin = accuracy - baseline["accuracy"]
+        beaten = margin >= params.min_margin_over_baseline - 1e-9
+        reasons.append(f"{'PASS' if beaten else 'FAIL'}: test accuracy {accuracy:.4f} vs the classical baseline's {baseline['accuracy']:.4f} "
+                       f"({baseline['model']}, same splits): margin {margin:+.4f} is {'at or above' if beaten else 'below'} "
+                       f"evaluate.min_margin_over_baseline {params.min_margin_over_baseline}")
     comparison = None
-    if champion is None:
+    if champion_error:
+        reasons.append(f"FAIL: could not check against the champion: {champion_error}")
+    elif champion is None:
         reasons.append(f"SKIP: accuracy regression and per-class recall drop checks: {no_champion_reason}; the thresholds alone decide")
     else:
         drops = {name: champion["per_class"][name]["recall"] - item["recall"] for name, item in candidate["per_class"].items()}
@@ -216,7 +248,8 @@ def plot_reliability_diagram(probabilities: np.ndarray, labels: np.ndarray, num_
 
 
 def write_tensorboard_summaries(log_dir: Path, confusion_png: bytes, metrics: dict) -> None:
-    """The confusion matrix (Images tab) and the test metrics, which the HParams dashboard shows beside each run's params."""
+    """The confusion matrix (Images tab) and the test metrics (with the baseline's accuracy), which the HParams
+    dashboard shows beside each run's params."""
     with tf.summary.create_file_writer(str(log_dir)).as_default():
         tf.summary.image("confusion_matrix", tf.image.decode_png(confusion_png, channels=4)[tf.newaxis], step=0)
         for key, value in metrics.items():
@@ -226,24 +259,33 @@ def write_tensorboard_summaries(log_dir: Path, confusion_png: bytes, metrics: di
 
 def main() -> None:
     all_params = load_params()
-    params, model_name = all_params.evaluate, all_params.export.model_name
+    params, model_name = all_params.evaluate, registered_model_name(all_params)
     model = load_trained_model(TRAIN_DIR)
     class_names = records.read_manifest(PREPARED_DIR)["class_names"]
     images, labels, files = load_test_split(PREPARED_DIR)
     probabilities = model.predict(images.astype(np.float32), batch_size=256, verbose=0)
     metrics = compute_metrics(probabilities, labels, class_names, params.top_k)
     predictions = probabilities.argmax(axis=1)
+    train_images, train_labels = records.load_split_arrays(PREPARED_DIR, "train")
+    baseline = fit_and_score(train_images, train_labels, images, labels)
+    # Outputs stay deterministic (DVC reruns nothing after a forced rerun): the time goes to MLflow only.
+    baseline_summary = {key: value for key, value in baseline.items() if key not in ("predictions", "seconds")}
+    print(f"classical baseline: {baseline['model']}, test accuracy {baseline['accuracy']:.4f} "
+          f"({baseline['train_examples']} train images, {baseline['features']} features, {baseline['seconds']} s)")
     reference = tracking.read_run_reference(TRAIN_DIR / "run.json")
 
     with tracking.stage_run(reference["experiment_name"], run_id=reference["run_id"]):
-        champion, champion_metrics, why = evaluate_champion(model_name, images, labels, class_names, params.top_k)
+        check = evaluate_champion(model_name, images, labels, class_names, params.top_k)
+        champion = check["version"]
         label = f"champion v{champion['version']}" if champion else ""
-        gate = decide_blessing(metrics, params, champion_metrics, champion_label=label, no_champion_reason=why)
+        gate = decide_blessing(metrics, params, check["metrics"], champion_label=label, no_champion_reason=check["skip"],
+                               champion_error=check["error"], baseline=baseline)
         if champion is not None:
-            champion.update(comparable=champion_metrics is not None, same_run=champion["run_id"] == reference["run_id"], **(gate["comparison"] or {}))
-            if champion_metrics is not None:
-                champion["per_class_recall"] = per_class_recall(champion_metrics)
-        blessing = {"blessed": gate["blessed"], "reasons": gate["reasons"], "champion": champion,
+            champion.update(comparable=check["metrics"] is not None, same_run=champion["run_id"] == reference["run_id"], **(gate["comparison"] or {}))
+            if check["metrics"] is not None:
+                champion["per_class_recall"] = per_class_recall(check["metrics"])
+        blessing = {"blessed": gate["blessed"], "reasons": gate["reasons"], "registered_model": model_name, "champion": champion,
+                    "champion_error": check["error"] or None, "baseline": baseline_summary,
                     "candidate": {"run_id": reference["run_id"], "accuracy": metrics["accuracy"], "per_class_recall": per_class_recall(metrics)}}
         figures = {
             "confusion_matrix.png": plot_confusion_matrix(confusion_matrix(labels, predictions, labels=np.arange(len(class_names))), class_names),
@@ -255,20 +297,23 @@ def main() -> None:
             for file_name, figure in figures.items():
                 figure.savefig(staging / file_name, dpi=120)
                 plt.close(figure)
-        Path("plots").mkdir(exist_ok=True)
-        pd.DataFrame({"actual": [class_names[i] for i in labels], "predicted": [class_names[i] for i in predictions]}).to_csv(
-            "plots/confusion.csv", index=False
-        )
+        write_csv("plots/confusion.csv", pd.DataFrame({"actual": [class_names[i] for i in labels], "predicted": [class_names[i] for i in predictions]}))
         compared = {key: value for key, value in (champion or {}).items() if key in ("version", "accuracy", "accuracy_change", "max_class_recall_drop")}
-        write_json("metrics/evaluate.json", {**metrics, "blessed": gate["blessed"], "run_id": reference["run_id"], **({"champion": compared} if compared else {})})
+        write_json("metrics/evaluate.json", {**metrics, "blessed": gate["blessed"], "run_id": reference["run_id"],
+                                             "baseline_accuracy": baseline["accuracy"], "margin_over_baseline": metrics["accuracy"] - baseline["accuracy"],
+                                             **({"champion": compared} if compared else {})})
         mlflow.log_metrics({f"test_{key}": value for key, value in metrics.items() if isinstance(value, float)})
         mlflow.log_metrics({f"test_recall_{name}": item["recall"] for name, item in metrics["per_class"].items()})
+        mlflow.log_metrics({"baseline_accuracy": baseline["accuracy"], "margin_over_baseline": metrics["accuracy"] - baseline["accuracy"],
+                            "baseline_seconds": baseline["seconds"]})
         mlflow.log_metrics({f"champion_{key}": value for key, value in compared.items() if key != "version"})  # version: a tag
         mlflow.set_tags({"blessed": str(gate["blessed"]).lower(), "gate.reasons": "\n".join(gate["reasons"])[:5000],
-                         "gate.champion_version": str(champion["version"]) if champion else "none"})
+                         "gate.champion_version": str(champion["version"]) if champion else "none", "gate.registered_model": model_name,
+                         "baseline.model": baseline["model"]})
         mlflow.log_artifacts(str(OUTPUT_DIR), artifact_path="evaluate")
         log_dir = tracking.tensorboard_dir(reference["tensorboard"]) / "evaluate"
-        write_tensorboard_summaries(log_dir, (OUTPUT_DIR / "confusion_matrix.png").read_bytes(), metrics)
+        write_tensorboard_summaries(log_dir, (OUTPUT_DIR / "confusion_matrix.png").read_bytes(),
+                                    {**metrics, "baseline_accuracy": baseline["accuracy"]})
         mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard/evaluate")
         mlflow.log_artifact("metrics/evaluate.json", artifact_path="evaluate")
     verdict = "BLESSED" if gate["blessed"] else "NOT blessed"

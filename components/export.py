@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -22,13 +20,14 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 import tf_keras as keras
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 
 from components import export_variants as variants_lib
 from pipelines import records, tflite, tracking
-from pipelines.config import ExportParams, load_params
-from pipelines.outputs import load_trained_model, write_json
+from pipelines.config import ExportParams, load_params, registered_model_name
+from pipelines.outputs import atomic_directory, load_trained_model, write_json
 
 PREPARED_DIR = Path("data/prepared")
 TRAIN_DIR = Path("artifacts/train")
@@ -207,8 +206,8 @@ def plot_variants(metrics: dict[str, dict]) -> plt.Figure:
     return figure
 
 
-def format_report(metrics: dict[str, dict], *, model_name: str, version: int, blessed: bool, gate: dict, num_threads: int,
-                  notes: dict[str, str] | None = None) -> str:
+def format_report(metrics: dict[str, dict], *, model_name: str, version: int, promoted: bool, why_not: list[str], gate: dict,
+                  num_threads: int, notes: dict[str, str] | None = None, baseline: dict | None = None) -> str:
     table = pd.DataFrame.from_dict(metrics, orient="index").rename_axis("variant")
     table["latency_p50_us"] = table.pop("latency_p50_ms") * 1000
     table["latency_p99_us"] = table.pop("latency_p99_ms") * 1000
@@ -216,17 +215,14 @@ def format_report(metrics: dict[str, dict], *, model_name: str, version: int, bl
     for column in ("size_bytes", "gzip_bytes", "throughput_images_per_s"):  # integers, not 591595.0000
         table[column] = table[column].map(lambda value: "" if pd.isna(value) else f"{value:,.0f}")
     table = table.astype(object)
-    promoted = blessed and gate["passed"]
-    if promoted:
-        status = f"promoted to `{CHAMPION_ALIAS}`"
-    else:
-        why = [] if blessed else ["evaluate did not bless the model"]
-        why += [] if gate["passed"] else gate["reasons"]
-        status = f"**not** `{CHAMPION_ALIAS}`: " + "; ".join(why)
+    status = f"promoted to `{CHAMPION_ALIAS}`" if promoted else f"**not** `{CHAMPION_ALIAS}`: " + "; ".join(why_not)
+    compared = (f"Classical baseline ({baseline['model']}, same train and test splits): test accuracy {baseline['accuracy']:.4f}; "
+                f"the float model: {metrics[REFERENCE]['accuracy']:.4f}.\n\n") if baseline else ""
     return (
         f"# Export report: {model_name} version {version}\n\n"
         f"Registered in MLflow as `models:/{model_name}/{version}` (SavedModel `saved_model/{model_name}/{version}/`), {status}.\n\n"
         f"int8 gate ({gate['variant']}): {'passed' if gate['passed'] else 'failed'} — {'; '.join(gate['reasons'])}.\n\n"
+        f"{compared}"
         "Accuracy is on the whole test split through the interpreter; drop, worst per-class recall drop and "
         f"agreement compare with the float Keras model ({REFERENCE}); sparsity is the share of zero conv/dense "
         f"weights stored in the file. Every TFLite variant runs in ai_edge_litert with num_threads={num_threads} "
@@ -251,8 +247,8 @@ def serving_signature(image_shape, num_classes: int) -> ModelSignature:
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def register_serving_model(module: ServingModule, *, model_name: str, example_images, num_classes: int, promote: bool, tags: dict) -> int:
-    """Logs the serving module into the active run, registers it, and aliases it champion if promoted."""
+def register_serving_model(module: ServingModule, *, model_name: str, example_images, num_classes: int, tags: dict) -> int:
+    """Logs the serving module into the active run and registers it (tags, no alias); returns the version."""
     info = mlflow.tensorflow.log_model(
         module,
         name="serving_model",
@@ -269,87 +265,141 @@ def register_serving_model(module: ServingModule, *, model_name: str, example_im
     client = mlflow.MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(model_name, str(version), key, value)
-    if promote:
-        client.set_registered_model_alias(model_name, CHAMPION_ALIAS, str(version))
     return version
 
 
-def replace_directory(staging: Path, target: Path) -> None:
-    """Moves `staging` to `target`, so readers see the old or the new export, never half of one."""
-    if not target.exists():
-        staging.rename(target)
-        return
-    trash = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
-    target.rename(trash / target.name)
-    staging.rename(target)
-    shutil.rmtree(trash)
+class ExportCheckFailed(RuntimeError):
+    """A written artifact does not read back as what was exported: nothing is promoted."""
 
 
-def main() -> None:
-    params = load_params().export
-    keras.utils.set_random_seed(params.seed)
-    with (TRAIN_DIR / "model.json").open() as stream:
-        description = json.load(stream)
+def check_serving_parity(saved_model_dir: Path, model: keras.Model, images: np.ndarray, tolerance: float = 1e-4) -> float:
+    """Loads the SavedModel from disk and checks that serving_default (uint8 in) gives the trained model's
+    probabilities on `images`; returns the largest difference, raises ExportCheckFailed beyond `tolerance`."""
+    serving = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+    served = np.concatenate([serving(images=tf.constant(images[start:start + 256]))["probabilities"].numpy()
+                             for start in range(0, len(images), 256)])
+    expected = model.predict(images.astype(np.float32), batch_size=256, verbose=0)
+    difference = float(np.max(np.abs(served - expected))) if len(images) else 0.0
+    if difference > tolerance:
+        raise ExportCheckFailed(f"{saved_model_dir}: serving_default differs from the trained model by {difference:.2e} "
+                                f"(tolerance {tolerance}) on the test split")
+    return difference
+
+
+def check_written_files(directory: Path, expected: dict[str, bytes]) -> None:
+    """Every file reads back byte for byte, and every .tflite loads in the interpreter."""
+    for name, content in expected.items():
+        path = directory / name
+        if not path.is_file() or path.read_bytes() != content:
+            raise ExportCheckFailed(f"{path}: does not read back as written")
+        if name.endswith(".tflite"):
+            tflite.load_interpreter(path)
+
+
+def current_champion_version(model_name: str) -> int | None:
+    """The version the champion alias points to now, None without one (a registry that cannot be read raises)."""
+    try:
+        return int(mlflow.MlflowClient().get_model_version_by_alias(model_name, CHAMPION_ALIAS).version)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def promotion_decision(blessing: dict, gate: dict, model_name: str) -> tuple[bool, list[str]]:
+    """Champion only if evaluate blessed the model, the int8 gate passed, and the champion evaluate compared
+    against is still the champion (another pipeline may have promoted since): the reasons say why not."""
+    reasons = [] if blessing["blessed"] else ["evaluate did not bless the model"]
+    reasons += [] if gate["passed"] else gate["reasons"]
+    compared = (blessing.get("champion") or {}).get("version")
+    if not reasons:
+        now = current_champion_version(model_name)
+        if now != compared:
+            reasons.append(f"the champion of {model_name!r} changed since evaluate compared against "
+                           f"{'v' + str(compared) if compared else 'no champion'} (now v{now}): run `dvc repro --force evaluate`")
+    return not reasons, reasons
+
+
+def read_blessing(run_id: str) -> dict:
+    """evaluate's decision, which must be about this trained model (the train run's id)."""
     if not BLESSING_FILE.is_file():
         raise FileNotFoundError(f"{BLESSING_FILE}: not found; run the evaluate stage first (dvc repro evaluate)")
     with BLESSING_FILE.open() as stream:
-        blessed = bool(json.load(stream)["blessed"])
+        blessing = json.load(stream)
+    evaluated = (blessing.get("candidate") or {}).get("run_id")
+    if evaluated != run_id:
+        raise ValueError(f"{BLESSING_FILE}: evaluates run {evaluated}, but artifacts/train is run {run_id}: run `dvc repro evaluate`")
+    return blessing
+
+
+def main() -> None:
+    all_params = load_params()
+    params, model_name = all_params.export, registered_model_name(all_params)
+    keras.utils.set_random_seed(params.seed)
+    with (TRAIN_DIR / "model.json").open() as stream:
+        description = json.load(stream)
     run_reference = tracking.read_run_reference(TRAIN_DIR / "run.json")
+    blessing = read_blessing(run_reference["run_id"])
+    blessed = bool(blessing["blessed"])
     model = load_trained_model(TRAIN_DIR)
     class_names = description["class_names"]
     train_images, train_labels = records.load_split_arrays(PREPARED_DIR, "train")
     test_images, test_labels = records.load_split_arrays(PREPARED_DIR, "test")
 
-    EXPORT_DIR.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{EXPORT_DIR.name}-", dir=EXPORT_DIR.parent))
-    staging.chmod(0o755)  # mkdtemp makes it owner-only; a model server often runs as another user
-    try:
-        with tracking.stage_run(run_reference["experiment_name"], run_id=run_reference["run_id"]) as run:
-            log_dir = tracking.tensorboard_dir(run_reference["tensorboard"]) / "pruning"
-            converted, notes = build_tflite_variants(model, description["model"], train_images, train_labels, params, log_dir)
-            for variant, content in converted.items():
-                (staging / tflite_file(variant)).write_bytes(content)
-            (staging / tflite.LABELS_FILE).write_text("".join(f"{name}\n" for name in class_names))
-            metrics = measure_variants(
-                model, (TRAIN_DIR / "model.keras").stat().st_size, converted, test_images, test_labels,
-                num_threads=params.num_threads, latency_runs=params.latency_runs, batch_size=params.throughput_batch_size,
-            )
-            gate = decide_int8_gate(metrics, params)
-            promoted = blessed and gate["passed"]
+    # Everything is written and read back in a staging directory first; the model is registered only
+    # then, and the champion alias moves last, so a failure at any step leaves the previous champion.
+    with tracking.stage_run(run_reference["experiment_name"], run_id=run_reference["run_id"]), atomic_directory(EXPORT_DIR) as staging:
+        log_dir = tracking.tensorboard_dir(run_reference["tensorboard"]) / "pruning"
+        converted, notes = build_tflite_variants(model, description["model"], train_images, train_labels, params, log_dir)
+        files = {tflite_file(variant): content for variant, content in converted.items()}
+        files[tflite.LABELS_FILE] = "".join(f"{name}\n" for name in class_names).encode()
+        for name, content in files.items():
+            (staging / name).write_bytes(content)
+        metrics = measure_variants(
+            model, (TRAIN_DIR / "model.keras").stat().st_size, converted, test_images, test_labels,
+            num_threads=params.num_threads, latency_runs=params.latency_runs, batch_size=params.throughput_batch_size,
+        )
+        gate = decide_int8_gate(metrics, params)
 
-            module = ServingModule(model, class_names)
-            version = register_serving_model(
-                module, model_name=params.model_name, example_images=test_images[:2], num_classes=len(class_names),
-                promote=promoted, tags={"blessed": str(blessed).lower(), "int8_gate": "passed" if gate["passed"] else "failed",
-                                        "int8_gate.reasons": "; ".join(gate["reasons"])},
-            )
-            # TF Serving layout: <name>/<version>/ with the version the registry just gave.
-            serving_dir = staging / "saved_model" / params.model_name / str(version)
-            tf.saved_model.save(module, str(serving_dir), signatures={"serving_default": module.serve})
-            (staging / "report.md").write_text(format_report(
-                metrics, model_name=params.model_name, version=version, blessed=blessed, gate=gate, num_threads=params.num_threads,
-                notes=notes))
-            figure = plot_variants(metrics)
-            figure.savefig(staging / "variants.png", dpi=120)
-            plt.close(figure)
+        module = ServingModule(model, class_names)
+        pending = staging / "saved_model" / model_name / "pending"
+        tf.saved_model.save(module, str(pending), signatures={"serving_default": module.serve})
+        parity = check_serving_parity(pending, model, test_images)
+        check_written_files(staging, files)
+        promoted, why_not = promotion_decision(blessing, gate, model_name)
 
-            for file_name in ["report.md", "variants.png", tflite.LABELS_FILE, *map(tflite_file, converted)]:
-                mlflow.log_artifact(str(staging / file_name), artifact_path="export")
-            if log_dir.is_dir():
-                mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard/pruning")
-            mlflow.log_metrics({f"export.{name}.{key}": value for name, row in metrics.items()
-                                for key, value in row.items() if value is not None})
-            mlflow.set_tags({f"export.{variant}.note": note[:5000] for variant, note in notes.items()})
-            mlflow.set_tags({"export.version": str(version), "export.promoted": str(promoted).lower(),
-                             "export.int8_gate": "; ".join(gate["reasons"])})
+        version = register_serving_model(
+            module, model_name=model_name, example_images=test_images[:2], num_classes=len(class_names),
+            tags={"blessed": str(blessed).lower(), "int8_gate": "passed" if gate["passed"] else "failed",
+                  "int8_gate.reasons": "; ".join(gate["reasons"])},
+        )
+        # TF Serving layout: <name>/<version>/ with the version the registry just gave.
+        pending.rename(pending.with_name(str(version)))
+        report = format_report(metrics, model_name=model_name, version=version, promoted=promoted, why_not=why_not, gate=gate,
+                               num_threads=params.num_threads, notes=notes, baseline=blessing.get("baseline"))
+        (staging / "report.md").write_text(report)
+        figure = plot_variants(metrics)
+        figure.savefig(staging / "variants.png", dpi=120)
+        plt.close(figure)
 
-        write_json(METRICS_FILE, {**metrics, "version": version, "blessed": blessed, "promoted": promoted,
-                                  "variant_notes": notes,
+        for file_name in ["report.md", "variants.png", *files]:
+            mlflow.log_artifact(str(staging / file_name), artifact_path="export")
+        if log_dir.is_dir():
+            mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard/pruning")
+        mlflow.log_metrics({f"export.{name}.{key}": value for name, row in metrics.items()
+                            for key, value in row.items() if value is not None})
+        mlflow.log_metric("export.serving_parity_max_difference", parity)
+        mlflow.set_tags({f"export.{variant}.note": note[:5000] for variant, note in notes.items()})
+        mlflow.set_tags({"export.version": str(version), "export.promoted": str(promoted).lower(),
+                         "export.int8_gate": "; ".join(gate["reasons"]), "export.not_promoted_because": "; ".join(why_not)[:5000]})
+        write_json(METRICS_FILE, {**metrics, "version": version, "registered_model": model_name, "blessed": blessed, "promoted": promoted,
+                                  "not_promoted_because": why_not, "variant_notes": notes, "serving_parity_max_difference": parity,
                                   "int8_gate": {"passed": gate["passed"], "variant": gate["variant"], "reasons": gate["reasons"]}})
-        replace_directory(staging, EXPORT_DIR)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    print(f"{EXPORT_DIR}: {params.model_name} version {version}, {'champion' if promoted else 'not champion'}; {'; '.join(gate['reasons'])}")
+    check_written_files(EXPORT_DIR, files)  # the export in place, read back
+    if promoted:  # the last step: only a complete, checked export becomes the champion
+        mlflow.MlflowClient().set_registered_model_alias(model_name, CHAMPION_ALIAS, str(version))
+    print(f"{EXPORT_DIR}: {model_name} version {version}, {'champion' if promoted else 'not champion: ' + '; '.join(why_not)}; "
+          f"{'; '.join(gate['reasons'])}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import shutil
 import sys
 import time
 import warnings
@@ -33,7 +32,7 @@ from PIL import Image, ImageOps
 from components import ingest_report, ingest_validation
 from components.ingest_layout import LayoutError, RawLayout, read_layout
 from pipelines.config import ExpectationParams, Params, load_params
-from pipelines.outputs import atomic_directory, write_json
+from pipelines.outputs import atomic_directory, write_csv, write_json
 
 PREPARED_DIR = Path("data/prepared")
 REPORTS_DIR = Path("reports/ingest")
@@ -209,36 +208,37 @@ def ingest(params: Params) -> dict:
     given = None if layout.kind != "split_folders" else np.array([example.split for example in layout.examples])
     splits = assign_splits(labels, val_fraction=params.ingest.val_fraction,
                            test_fraction=params.ingest.test_fraction, seed=params.ingest.seed, given=given)
-    REPORTS_DIR.mkdir(parents=True, exist_ok=True)
-    with atomic_directory(PREPARED_DIR) as staging:  # the next stage sees all of it or nothing
+    # Both outputs appear whole or not at all. The reports (Data Docs, pictures, statistics) are complete
+    # for a failed validation too, and that is when the user needs them; the prepared data is not.
+    with atomic_directory(PREPARED_DIR) as staging, atomic_directory(REPORTS_DIR, replace_on=(IngestError,)) as reports:
         start = time.perf_counter()
         rows, moments, samples = stream_examples(layout, splits, staging, params)
         seconds = time.perf_counter() - start
         print(f"ingest: read {len(rows):,} files in {seconds:.1f} s ({len(rows) / max(seconds, 1e-9):,.0f} images/s)")
         tables = ingest_validation.build_tables(rows, layout.class_names, expectations.near_duplicate_max_distance)
         statistics = ingest_report.build_statistics(tables["examples"], layout.class_names, moments)
-        ingest_report.write_class_distribution(REPORTS_DIR / "class_distribution.png", statistics, layout.class_names)
-        ingest_report.write_sample_grid(REPORTS_DIR / "samples.png", samples, layout.class_names)
+        ingest_report.write_class_distribution(reports / "class_distribution.png", statistics, layout.class_names)
+        ingest_report.write_sample_grid(reports / "samples.png", samples, layout.class_names)
         suites = ingest_validation.build_suites(expectations, len(layout.class_names), list(tables["examples"].columns),
                               has_val=bool((splits == "val").any()))
-        results = ingest_validation.run_validation(tables, suites, docs_dir=REPORTS_DIR / "data_docs")
+        results = ingest_validation.run_validation(tables, suites, docs_dir=reports / "data_docs")
         outcomes = [item.success for result in results.values() for item in result.results]
         validation = {"evaluated": len(outcomes), "passed": sum(outcomes)}
-        write_json(REPORTS_DIR / "validation.json", {"success": all(outcomes), **validation,
-                                                     "tables": {k: v.describe_dict() for k, v in results.items()}})
+        write_json(reports / "validation.json", {"success": all(outcomes), **validation,
+                                                 "tables": {k: v.describe_dict() for k, v in results.items()}})
         target_mode = "L" if expectations.channels == 1 else "RGB"
         modes = tables["examples"].get("source_mode")
         if modes is not None:  # every stated conversion, counted: nothing changes silently
             statistics["source_modes"] = {str(mode): int(count) for mode, count in modes.dropna().value_counts().sort_index().items()}
             statistics["converted_images"] = int((modes.dropna() != target_mode).sum())
-        write_json(REPORTS_DIR / "statistics.json", statistics)
+        write_json(reports / "statistics.json", statistics)
         if not all(outcomes):
             raise IngestError(f"{len(outcomes) - sum(outcomes)} of {len(outcomes)} expectations failed "
                               f"(see {REPORTS_DIR / 'data_docs/index.html'}):\n" + "\n".join(ingest_validation.describe_failures(results, tables)))
         manifest = build_manifest(tables, layout.class_names, expectations, params.ingest.num_shards,
                                   source=params.data.source, layout=layout.kind)
         write_json(staging / MANIFEST, manifest)
-        tables["examples"].to_csv(staging / manifest["examples_file"], index=False)
+        write_csv(staging / manifest["examples_file"], tables["examples"])
     metrics = {"num_examples": manifest["num_examples"], "num_classes": len(layout.class_names),
                "layout": layout.kind, "hidden_files_skipped": layout.hidden_files,
                "splits": {split: manifest["splits"][split]["count"] for split in SPLITS},
@@ -249,9 +249,6 @@ def ingest(params: Params) -> dict:
 
 def main() -> None:
     params = load_params()
-    for stale in (PREPARED_DIR, REPORTS_DIR):  # a failed run must not leave a previous run's output
-        shutil.rmtree(stale, ignore_errors=True)
-    METRICS_FILE.unlink(missing_ok=True)
     try:
         metrics = ingest(params)
     except IngestError as error:

@@ -169,6 +169,9 @@ def read_layout(raw_dir: Path) -> RawLayout:
         kind, examples, hidden = "split_folders", [], 0
         if "test" not in {folder.name for folder in folders}:
             raise LayoutError(f"{raw_dir}: given splits need both train/ and test/ (val/ is optional)")
+        if linked := [folder for folder in folders if folder.is_symlink()]:
+            raise LayoutError("; ".join(f"{folder}: a symlinked split folder ({os.readlink(folder)}); not followed" for folder in linked)
+                              + ": copy the images in with `python -m pipelines.materialize --source folder --from <folder>`")
         for split_dir in folders:
             if stray := [str(p) for p in split_dir.iterdir() if not p.name.startswith(".") and not p.is_dir()]:
                 raise LayoutError(f"{split_dir}: expected only <class> folders, found files: {', '.join(stray[:5])}")

@@ -91,6 +91,8 @@ def build_suites(expectations: ExpectationParams, num_classes: int, columns: lis
                                               "of an image in another split: a likely leak between splits."))
     classes = [
         x.ExpectTableRowCountToBeBetween(min_value=2, notes="A classifier needs at least two classes."),
+        *([x.ExpectTableRowCountToEqual(value=e.num_classes, notes="expectations.num_classes: a class folder added or gone.")]
+          if e.num_classes is not None else []),
         x.ExpectColumnValuesToBeBetween(column="count", min_value=e.min_per_class),
         x.ExpectColumnValuesToBeBetween(column="share", min_value=e.min_class_share, max_value=e.max_class_share),
         x.ExpectColumnValuesToBeBetween(column="train", min_value=1),

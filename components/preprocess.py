@@ -17,7 +17,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from pipelines import records
-from pipelines.config import load_params
+from pipelines.config import PARAMS_FILE, Params, ParamsError, load_params, resolve_image_size
 from pipelines.outputs import atomic_directory, write_json
 
 PREPARED_DIR = Path("data/prepared")
@@ -68,20 +68,34 @@ def load_preprocessor(statistics_file: Path = STATISTICS_FILE, normalize: bool =
     return build_preprocessor(statistics["input_shape"], height, width, statistics["mean"], statistics["variance"], normalize)
 
 
+def model_input_size(params: Params, data_height: int, data_width: int) -> tuple[int, int]:
+    """preprocess.image_height/width, with `auto` resolved for the data and train.model (models/registry.py)."""
+    from models import registry
+
+    try:
+        minimum = registry.min_input_size(params.train.model)
+    except ValueError as error:
+        raise ParamsError(f"{PARAMS_FILE}: train.model: {error}") from None
+    return resolve_image_size(params.preprocess, data_height, data_width, minimum)
+
+
 def main() -> None:
-    params = load_params().preprocess
+    params = load_params()
     manifest = records.read_manifest(PREPARED_DIR)
+    height, width = model_input_size(params, *manifest["image_shape"][:2])
     images, _ = records.load_split_arrays(PREPARED_DIR, "train")
-    statistics = compute_statistics(images, params.image_height, params.image_width)
-    preprocessor = build_preprocessor(
-        manifest["image_shape"], params.image_height, params.image_width, statistics["mean"], statistics["variance"]
-    )
+    statistics = compute_statistics(images, height, width)
+    preprocessor = build_preprocessor(manifest["image_shape"], height, width, statistics["mean"], statistics["variance"])
     with atomic_directory(OUTPUT_DIR) as staging:
         write_json(
             staging / "statistics.json",
-            {**statistics, "input_shape": manifest["image_shape"], "output_shape": list(preprocessor.output_shape[1:])},
+            {**statistics, "input_shape": manifest["image_shape"], "output_shape": list(preprocessor.output_shape[1:]),
+             "image_size": {"height": height, "width": width, "requested": [params.preprocess.image_height, params.preprocess.image_width],
+                            "model": params.train.model}},
         )
-    print(f"{OUTPUT_DIR}: mean {np.round(statistics['mean'], 3).tolist()}, std {np.round(np.sqrt(statistics['variance']), 3).tolist()}")
+    print(f"{OUTPUT_DIR}: {manifest['image_shape'][0]}x{manifest['image_shape'][1]} images -> {height}x{width} for {params.train.model} "
+          f"(preprocess.image_height/width: {params.preprocess.image_height}/{params.preprocess.image_width}); "
+          f"mean {np.round(statistics['mean'], 3).tolist()}, std {np.round(np.sqrt(statistics['variance']), 3).tolist()}")
 
 
 if __name__ == "__main__":

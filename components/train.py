@@ -6,7 +6,7 @@ classifier from the models/ registry, and a float32 softmax: export wraps it for
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import io
 import json
 import platform
 import shutil
@@ -21,23 +21,19 @@ import tf_keras as keras
 
 from components.preprocess import load_preprocessor
 from models import applications, registry
-from pipelines import hardware, records, tracking
-from pipelines.config import Params, TrainParams, load_params
+from pipelines import hardware, lineage, records, tracking
+from pipelines.config import PARAMS_FILE, Params, ParamsError, TrainParams, dataset_name, load_params, resolve_train_schedule
 from pipelines.input_pipeline import build_augmenter, build_input_pipeline
-from pipelines.outputs import atomic_directory, file_sha256, write_json
+from pipelines.outputs import atomic_directory, file_sha256, write_bytes, write_csv, write_json
 
 PREPARED_DIR = Path("data/prepared")
+PREPROCESS_DIR = Path("artifacts/preprocess")
 OUTPUT_DIR = Path("artifacts/train")
 CACHE_ROOT = Path(".cache")
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite: a failure, never a model."""
-
-
-def experiment_name_for(source: str) -> str:
-    """One MLflow experiment per dataset ('tfds:cifar10' -> 'tfds-cifar10')."""
-    return source.replace(":", "-").replace("/", "-")
 
 
 def build_training_model(preprocessor: keras.Model, classifier: keras.Model) -> keras.Model:
@@ -74,6 +70,18 @@ class Phase:
     learning_rate: float
     warmup_epochs: int
     trainable_top_layers: int | None  # backbone layers that train; None: every layer (and any model without a backbone)
+
+
+def check_model_params(params: TrainParams) -> None:
+    """The params that need the model registry (checked here, not in pipelines/config.py, so that
+    the other stages do not import model code): a known model, a backbone schedule that fits."""
+    try:
+        registry.get_builder(params.model)
+    except ValueError as error:
+        raise ParamsError(f"{PARAMS_FILE}: train.model: {error}") from None
+    if applications.is_backbone(params.model) and params.backbone.weights != "none" and params.backbone.head_epochs > params.epochs:
+        raise ParamsError(f"{PARAMS_FILE}: train.backbone.head_epochs ({params.backbone.head_epochs}) is above train.epochs "
+                          f"({params.epochs}): epochs counts both phases")
 
 
 def plan_phases(params: TrainParams) -> list[Phase]:
@@ -138,27 +146,86 @@ def compile_model(model, params: TrainParams, steps_per_epoch: int, jit_compile:
                   jit_compile=jit_compile, steps_per_execution=params.steps_per_execution)
 
 
-def fit_model(model, train_data, val_data, params: TrainParams, callbacks, phase: Phase | None = None) -> keras.callbacks.History:
-    """Fits a compiled model; raises TrainingDiverged if the loss became NaN (Keras itself exits quietly)."""
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping whose state (best value, epochs waited, best weights) survives a killed run.
+
+    BackupAndRestore restores the model, the optimizer and the epoch, not the callbacks: a resumed
+    run's EarlyStopping would forget the epochs before the kill and could restore a worse epoch's
+    weights at the end. This one saves its state into the run's backup directory after every epoch
+    and reads it back when it belongs to the epoch the backup resumes after. Only the chief writes;
+    every worker of a multi-worker run reads the chief's, as they do with BackupAndRestore.
+    """
+
+    def __init__(self, state_dir: Path, resume_epoch: int | None, write: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.state_dir, self.resume_epoch, self.write = Path(state_dir), resume_epoch, write
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        state_file = self.state_dir / "state.json"
+        if self.resume_epoch is None or not state_file.is_file():
+            return
+        state = json.loads(state_file.read_text())
+        if state["epoch"] != self.resume_epoch - 1:  # killed between the two saves: keep the backup, restart the patience
+            print(f"early stopping: its saved state is of epoch {state['epoch'] + 1}, the backup of epoch {self.resume_epoch}; "
+                  "it counts its patience from the resumed epoch")
+            return
+        self.wait, self.best, self.best_epoch = state["wait"], state["best"], state["best_epoch"]
+        if self.restore_best_weights and (self.state_dir / "best_weights.npz").is_file():
+            with np.load(self.state_dir / "best_weights.npz") as saved:
+                self.best_weights = [saved[f"arr_{index}"] for index in range(len(saved.files))]
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if not self.write:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.restore_best_weights and self.best_weights is not None and self.best_epoch == epoch:
+            buffer = io.BytesIO()
+            np.savez(buffer, *self.best_weights)
+            write_bytes(self.state_dir / "best_weights.npz", buffer.getvalue())
+        write_json(self.state_dir / "state.json", {"epoch": epoch, "wait": self.wait, "best": float(self.best), "best_epoch": self.best_epoch})
+
+
+def fit_model(model, train_data, val_data, params: TrainParams, callbacks, phase: Phase | None = None,
+              steps_per_epoch: int | None = None, early_stopping: keras.callbacks.EarlyStopping | None = None) -> keras.callbacks.History:
+    """Fits a compiled model; raises TrainingDiverged if the loss became NaN (Keras itself exits quietly).
+
+    With steps_per_epoch, train_data holds every remaining epoch one after the other (each shuffled
+    with its own seed: build_input_pipeline's `epochs`), so a resumed run sees the same batches.
+    """
     phase = phase or plan_phases(params)[0]
-    monitor = "val_loss" if val_data is not None else "loss"
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=params.early_stopping_patience, restore_best_weights=True),
         *callbacks,
+        early_stopping or keras.callbacks.EarlyStopping(**early_stopping_options(params, val_data is not None)),
     ]
     history = model.fit(train_data, validation_data=val_data, initial_epoch=phase.initial_epoch, epochs=phase.end_epoch,
-                        callbacks=callbacks, verbose=2)
+                        steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=2)
     losses = np.asarray(history.history.get("loss", []), dtype=np.float64)
     if len(losses) == 0 or not np.all(np.isfinite(losses)):
         raise TrainingDiverged(f"training diverged: loss per epoch {losses.tolist()}; lower train.learning_rate or check the input data")
     return history
 
 
-def run_key(params: Params) -> str:
-    """Keys the backup and checkpoint directories, so a changed config never resumes a stale run."""
-    relevant = {"train": asdict(params.train), "preprocess": asdict(params.preprocess), "data": asdict(params.data)}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+def early_stopping_options(params: TrainParams, has_val: bool) -> dict:
+    if params.epochs == "auto":
+        raise ValueError("train.epochs is 'auto': resolve the schedule first (config.resolve_train_schedule)")
+    patience = resolve_train_schedule(params, train_count=1).early_stopping_patience  # "auto" follows the epochs
+    return {"monitor": "val_loss" if has_val else "loss", "patience": patience, "restore_best_weights": True}
+
+
+def run_key(params: Params, prepared_dir: Path = PREPARED_DIR, preprocess_dir: Path = PREPROCESS_DIR) -> str:
+    """Keys the backup, checkpoint and tf.data cache files on what the stage reads, so a change never resumes stale state.
+
+    That is the content of its inputs (the prepared shards and the preprocessing statistics, as
+    DVC's hashes would see them), every param the stage reads (data.source and train; tracking
+    is logging only), and the source of every project module the stage imports.
+    """
+    return lineage.content_key(
+        data={"source": params.data.source, "name": params.data.name}, train=asdict(params.train),
+        inputs={str(prepared_dir): lineage.tree_digest(prepared_dir), str(preprocess_dir): lineage.tree_digest(preprocess_dir)},
+        code=lineage.code_digest("components.train"))
 
 
 def describe_phases(phases: list[Phase]) -> str:
@@ -185,7 +252,8 @@ class CorruptedBackup(RuntimeError):
 
 def verify_backup(backup_dir: Path) -> int | None:
     """The epoch a killed run would resume from, or None without a backup; raises CorruptedBackup."""
-    files = [path for path in backup_dir.rglob("*") if path.is_file()] if backup_dir.exists() else []
+    checkpoints = backup_dir / "chief"  # BackupAndRestore's own files (early_stopping/ beside it is ResumableEarlyStopping's)
+    files = [path for path in checkpoints.rglob("*") if path.is_file()] if checkpoints.exists() else []
     if not files:
         return None
     hint = f"delete {backup_dir} to start training from the first epoch"
@@ -228,73 +296,114 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker" and resolver.task_id == 0)
 
 
+def cache_location(cache: str, key: str, worker: str = "") -> str:
+    """train.cache as tf.data takes it: a file prefix gets the run key (and worker) appended, so a cache
+    file written from other data or params is never read; a killed run's partial cache files are removed."""
+    if cache in ("memory", "none"):
+        return cache
+    prefix = Path(f"{cache}-{key}{worker}")
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    if not Path(f"{prefix}.index").is_file():  # TF refuses to write over a killed run's lockfile
+        for partial in prefix.parent.glob(f"{prefix.name}*"):
+            print(f"removing a partial tf.data cache file of a killed run: {partial}")
+            partial.unlink()
+    return str(prefix)
+
+
+def distribute_options(plan: hardware.HardwarePlan) -> tf.data.Options | None:
+    """Multi-worker: each worker reads every shard and keeps its share of the batches (the default FILE
+    sharding fails when a split has fewer shards than there are workers)."""
+    if plan.strategy_name != "multi_worker":
+        return None
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
+
+
+def start_tracking(run: tracking.BackgroundRun, all_params: Params, params: TrainParams, plan, strategy, phases: list[Phase],
+                   run_name: str) -> tuple[str, Path]:
+    """Queues the run's params, lineage tags, ingest reports, dataset and HParams (params: train's, "auto" resolved);
+    returns the TensorBoard name and directory."""
+    tensorboard = tracking.tensorboard_name(run_name)
+    log_dir = tracking.tensorboard_dir(tensorboard)
+    run.mlflow("log_params", tracking.flatten("", json.loads(json.dumps(asdict(all_params)))))
+    tags = {"tensorflow.version": tf.__version__, "device": plan.device, "precision": plan.precision_policy,
+            "jit_compile": str(plan.jit_compile).lower(), "strategy": f"{plan.strategy_name} ({strategy.num_replicas_in_sync} replicas)",
+            "host.python": platform.python_version(), "stage": "train", "tensorboard.dir": str(tracking.TENSORBOARD_DIR / tensorboard)}
+    if len(phases) > 1 or phases[0].name != "train":
+        tags["train.phases"] = describe_phases(phases)
+    run.submit(tracking.set_lineage_tags, ("ingest", "preprocess"), tags)
+    if Path("reports/ingest").is_dir():
+        run.mlflow("log_artifacts", "reports/ingest", artifact_path="ingest")  # data docs, statistics, pictures
+    if Path("metrics/ingest.json").is_file():
+        run.mlflow("log_artifact", "metrics/ingest.json", artifact_path="ingest")
+    run.submit(tracking.log_dataset, PREPARED_DIR / "examples.csv", name=dataset_name(all_params))
+    run.submit(tracking.log_hparams, log_dir, tracking.flatten("", {"data": {"source": all_params.data.source}, "train": asdict(params)}, as_text=False),
+               trial_id=tensorboard)
+    return tensorboard, log_dir
+
+
 def main() -> None:
     all_params = load_params()
-    params = all_params.train
+    manifest = records.read_manifest(PREPARED_DIR)
+    params = resolve_train_schedule(all_params.train, manifest["splits"]["train"]["count"])  # the "auto" settings
+    check_model_params(params)
     phases = plan_phases(params)
     keras.utils.set_random_seed(params.seed)
     if params.deterministic:
         tf.config.experimental.enable_op_determinism()
     plan = hardware.plan_hardware(params.mixed_precision, params.jit_compile, params.distribute)
     strategy = hardware.build_strategy(plan)
+    chief = is_chief(strategy)
+    key = run_key(all_params)
 
-    manifest = records.read_manifest(PREPARED_DIR)
     num_classes = len(manifest["class_names"])
     has_val = manifest["splits"].get("val", {}).get("count", 0) > 0
     # Batch size is global: a strategy with N replicas gives each batch_size / N examples.
     augmenter = build_augmenter(params.augmentation, params.seed)
-    train_data = build_input_pipeline(records.read_split(PREPARED_DIR, "train"), params.batch_size, True, params.shuffle_buffer,
-                                      params.seed, augmenter, params.cache)
+    resolver = strategy.cluster_resolver
+    cache = cache_location(params.cache, key, "" if chief else f"-{resolver.task_type}{resolver.task_id}")
+    options = distribute_options(plan)
+
+    def train_data(epochs: range) -> tf.data.Dataset:
+        dataset = build_input_pipeline(records.read_split(PREPARED_DIR, "train"), params.batch_size, True, params.shuffle_buffer,
+                                       params.seed, augmenter, cache, epochs=epochs)
+        return dataset if options is None else dataset.with_options(options)
+
     val_data = build_input_pipeline(records.read_split(PREPARED_DIR, "val"), params.batch_size, False) if has_val else None
+    if val_data is not None and options is not None:
+        val_data = val_data.with_options(options)
     steps_per_epoch = -(-manifest["splits"]["train"]["count"] // params.batch_size)
-    if plan.strategy_name == "multi_worker":
-        # Each worker reads every shard and keeps its share of the batches: the default FILE sharding
-        # fails when a split has fewer shards than there are workers.
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        train_data, val_data = train_data.with_options(options), val_data.with_options(options) if val_data is not None else None
 
     with strategy.scope():
         # A pretrained backbone brings the input preprocessing its weights were trained with.
-        preprocessor = load_preprocessor(normalize=not registry.takes_raw_pixels(params.model))
+        preprocessor = load_preprocessor(PREPROCESS_DIR / "statistics.json", normalize=not registry.takes_raw_pixels(params.model))
         hardware.apply_precision(plan)
         classifier_input = preprocessor.output_shape[1:]
         model = build_training_model(preprocessor, build_classifier(params, classifier_input, num_classes))
 
-    experiment_name = experiment_name_for(all_params.data.source)
+    experiment_name = dataset_name(all_params)  # one MLflow experiment per dataset
     # Multi-worker: every worker runs the same fit() and the same saves (their collective ops must match),
     # but only the chief tracks in MLflow and writes outputs; the others save into a temporary directory
     # of their own, Keras' multi-worker rule (BackupAndRestore, ModelCheckpoint and TensorBoard do the same).
-    chief = is_chief(strategy)
     if not chief:  # under .cache/ (ignored by git and DVC), so a killed worker leaves nothing in /tmp
         CACHE_ROOT.mkdir(exist_ok=True)
     worker_dir = None if chief else Path(tempfile.mkdtemp(prefix="train-worker-", dir=CACHE_ROOT))
-    run_name = f"{params.model}-{all_params.data.source}"
+    run_name = f"{params.model}-{experiment_name}"
     tracked = tracking.background_stage_run(experiment_name, run_name=run_name, system_metrics=True) if chief else contextlib.nullcontext()
+    resolved = {"resolved.train.batch_size": params.batch_size, "resolved.train.epochs": params.epochs,
+                "resolved.train.early_stopping_patience": params.early_stopping_patience,
+                "resolved.preprocess.image_height": classifier_input[0], "resolved.preprocess.image_width": classifier_input[1]}
+    print("resolved: " + ", ".join(f"{key.removeprefix('resolved.')} {value}" for key, value in resolved.items()))
     with tracked as run:
         if chief:
             # Queued on the run's own thread, which works while the model trains (tracking.BackgroundRun).
-            tensorboard = tracking.tensorboard_name(run_name)
-            log_dir = tracking.tensorboard_dir(tensorboard)
-            run.mlflow("log_params", tracking.flatten("", json.loads(json.dumps(asdict(all_params)))))
-            tags = {"tensorflow.version": tf.__version__, "device": plan.device, "precision": plan.precision_policy,
-                    "jit_compile": str(plan.jit_compile).lower(), "strategy": f"{plan.strategy_name} ({strategy.num_replicas_in_sync} replicas)",
-                    "host.python": platform.python_version(), "stage": "train", "tensorboard.dir": str(tracking.TENSORBOARD_DIR / tensorboard)}
-            if len(phases) > 1 or phases[0].name != "train":
-                tags["train.phases"] = describe_phases(phases)
-            run.submit(tracking.set_lineage_tags, ("ingest", "preprocess"), tags)
-            if Path("reports/ingest").is_dir():
-                run.mlflow("log_artifacts", "reports/ingest", artifact_path="ingest")  # data docs, statistics, pictures
-            if Path("metrics/ingest.json").is_file():
-                run.mlflow("log_artifact", "metrics/ingest.json", artifact_path="ingest")
-            run.submit(tracking.log_dataset, PREPARED_DIR / "examples.csv", name=all_params.data.source)
-            run.submit(tracking.log_hparams, log_dir, tracking.flatten("", {"data": {"source": all_params.data.source}, "train": asdict(params)}, as_text=False),
-                       trial_id=tensorboard)
+            tensorboard, log_dir = start_tracking(run, all_params, params, plan, strategy, phases, run_name)
+            run.mlflow("log_params", resolved)
+            if all_params.tracking.log_augmented_images:
+                log_augmented_batch(train_data(range(1)), log_dir, all_params.tracking.log_augmented_images)
         else:
             log_dir = worker_dir / "tensorboard"
-        if params.log_augmented_images and chief:
-            log_augmented_batch(train_data, log_dir, params.log_augmented_images)
-        key = run_key(all_params)
         backup_root, checkpoint_root = CACHE_ROOT / "train-backup" / key, CACHE_ROOT / "train-checkpoints" / key
         histories = []
         for phase in phases:
@@ -302,7 +411,9 @@ def main() -> None:
             # head phase, then the fine-tune's backup restores its weights, optimizer and epoch.
             backup_dir = backup_root if len(phases) == 1 else backup_root / phase.name
             resume_epoch = verify_backup(backup_dir)
+            first_epoch = phase.initial_epoch
             if resume_epoch is not None:
+                first_epoch = max(first_epoch, resume_epoch)
                 print(f"resuming from the backup in {backup_dir}: epoch {resume_epoch + 1} onwards")
                 if chief:
                     run.mlflow("set_tag", "resumed_from_epoch", str(resume_epoch + 1))
@@ -314,19 +425,22 @@ def main() -> None:
                 # Restores model, optimizer and epoch after a killed run. It comes before the loggers, so an
                 # epoch that MLflow shows as done is always an epoch a rerun resumes after.
                 keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir)),
-                keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=params.histogram_freq, profile_batch=0),
+                keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=all_params.tracking.histogram_freq, profile_batch=0),
                 *([tracking.mlflow_epoch_callback(run)] if chief else []),
                 keras.callbacks.ModelCheckpoint(str(checkpoint_root / phase.name / "best.h5"), save_best_only=True,
                                                 save_weights_only=True, monitor="val_loss" if has_val else "loss"),
             ]
+            early_stopping = ResumableEarlyStopping(backup_dir / "early_stopping", resume_epoch, write=chief,
+                                                    **early_stopping_options(params, has_val))
             print(f"phase {phase.name}: epochs {phase.initial_epoch + 1}-{phase.end_epoch}")
-            histories.append(fit_model(model, train_data, val_data, params, callbacks, phase))
+            epochs = range(first_epoch, max(first_epoch + 1, phase.end_epoch))
+            histories.append(fit_model(model, train_data(epochs), val_data, params, callbacks, phase, steps_per_epoch, early_stopping))
         if plan.precision_policy != "float32":
             model = float32_copy(model, preprocessor, params, classifier_input, num_classes)
         if not chief:
             model.save(worker_dir / "model.keras")  # the chief's save reads the same variables collectively
             shutil.rmtree(worker_dir, ignore_errors=True)
-            print(f"worker {strategy.cluster_resolver.task_type}:{strategy.cluster_resolver.task_id} done; the chief writes {OUTPUT_DIR}")
+            print(f"worker {resolver.task_type}:{resolver.task_id} done; the chief writes {OUTPUT_DIR}")
             return
         for finished in (backup_root, checkpoint_root):  # a later run with the same config starts fresh
             shutil.rmtree(finished, ignore_errors=True)
@@ -335,12 +449,11 @@ def main() -> None:
         with atomic_directory(OUTPUT_DIR) as staging:
             model.save(staging / "model.keras")
             write_json(staging / "model.json", {"model": params.model, "class_names": manifest["class_names"], "image_shape": manifest["image_shape"],
-                                                "model_sha256": file_sha256(staging / "model.keras")})
-            frame.to_csv(staging / "history.csv", index=False)
+                                                "model_sha256": file_sha256(staging / "model.keras"), "run_key": key})
+            write_csv(staging / "history.csv", frame)
             tracking.write_run_reference(staging / "run.json", run, experiment_name, tensorboard)
-        Path("plots").mkdir(exist_ok=True)
-        frame.to_csv("plots/history.csv", index=False)
-        final = {key: float(value) for key, value in frame.iloc[-1].items() if key not in ("epoch", "phase")}
+        write_csv("plots/history.csv", frame)
+        final = {name: float(value) for name, value in frame.iloc[-1].items() if name not in ("epoch", "phase")}
         write_json("metrics/train.json", {**final, "epochs_run": int(len(frame)), "run_id": run.info.run_id})
         run.mlflow("log_artifact", str(OUTPUT_DIR / "history.csv"))
         run.mlflow("log_artifacts", str(log_dir), artifact_path="tensorboard")

@@ -217,7 +217,7 @@ def _register(name: str) -> None:
 
     build.__name__ = f"build_{name}"
     build.takes_raw_pixels = True  # the backbone's own preprocessing replaces the dataset normalization
-    register(name)(build)
+    register(name, min_input_size=MIN_IMAGE_SIZE)(build)
 
 
 for _name in BACKBONES:

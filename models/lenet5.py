@@ -6,7 +6,7 @@ import tf_keras as keras
 from models.registry import register
 
 
-@register("lenet5")
+@register("lenet5", min_input_size=28)  # designed for 28-32 px digits
 def build_lenet5(input_shape, num_classes, dropout_rate=0.0, weight_decay=0.0, batch_norm=False):
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
     inputs = keras.Input(shape=input_shape, name="features")

@@ -20,7 +20,7 @@ def _basic_block(x, filters, stride, regularizer):
     return keras.layers.ReLU()(keras.layers.Add()([y, shortcut]))
 
 
-@register("resnet18")
+@register("resnet18", min_input_size=32)  # CIFAR stem
 def build_resnet18(input_shape, num_classes, dropout_rate=0.0, weight_decay=0.0, batch_norm=True, width=1.0):
     del batch_norm  # ResNet always uses batch norm; accepted for a uniform builder signature.
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None

@@ -8,7 +8,7 @@ from models.registry import register
 BLOCK_FILTERS = (64, 128, 256, 512, 512)
 
 
-@register("vgg13")
+@register("vgg13", min_input_size=32)  # CIFAR-style: five 2x2 poolings
 def build_vgg13(input_shape, num_classes, dropout_rate=0.0, weight_decay=0.0, batch_norm=True, width=1.0):
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
     inputs = keras.Input(shape=input_shape, name="features")

@@ -1,8 +1,10 @@
 """Reads params.yaml into frozen, validated dataclasses; an unknown or mistyped key is an error."""
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import pydantic
 import yaml
@@ -11,8 +13,13 @@ from pydantic.dataclasses import dataclass
 
 PARAMS_FILE = Path("params.yaml")
 
-# extra="forbid" turns a typo such as `learning_rat` into an error instead of a silent default.
+# extra="forbid" turns a typo such as `learning_rat` into an error instead of a silent default;
+# parse_params validates in strict mode, so "0.5" is not a number and "yes" not a boolean.
 STRICT = ConfigDict(extra="forbid")
+Positive = Annotated[int, Field(ge=1)]
+Auto = Literal["auto"]  # resolved from the data when the stage runs; the resolved value is logged to MLflow
+# Keys that moved to another section: the error says where they went.
+MOVED_KEYS = {"train.log_augmented_images": "tracking.log_augmented_images", "train.histogram_freq": "tracking.histogram_freq"}
 
 
 class ParamsError(ValueError):
@@ -21,8 +28,11 @@ class ParamsError(ValueError):
 
 @dataclass(frozen=True, config=STRICT)
 class DataParams:
-    source: str = "mnist_5k"  # mnist_5k | tfds:<name> | folder (pipelines/sources.py)
+    source: str = "mnist_5k"  # mnist_5k | tfds:<name> | folder (pipelines/materialize.py)
     raw_dir: str = "data/raw"
+    # The dataset's name: its MLflow experiment and, unless export.model_name is set, its registered
+    # model (<name>-classifier). null: derived from source ("tfds:cifar10" -> "tfds-cifar10").
+    name: str | None = None
 
     @pydantic.field_validator("source")
     @classmethod
@@ -30,6 +40,13 @@ class DataParams:
         if source in ("mnist_5k", "folder") or (source.startswith("tfds:") and len(source) > len("tfds:")):
             return source
         raise ValueError("expected mnist_5k, folder or tfds:<name> (e.g. tfds:fashion_mnist)")
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _usable_name(cls, name: str | None) -> str | None:
+        if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
+            raise ValueError("expected letters, digits, '_', '.' or '-' (it names an MLflow experiment and a registered model)")
+        return name
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -39,6 +56,7 @@ class ExpectationParams:
     channels: Literal[1, 3] = 1
     pixel_min: int = Field(0, ge=0, le=255)
     pixel_max: int = Field(255, ge=0, le=255)
+    num_classes: int | None = Field(None, ge=2)  # null: any number (at least 2); a class that disappears fails when set
     min_per_class: int = Field(10, ge=1)
     min_class_share: float = Field(0.0, ge=0, le=1)
     max_class_share: float = Field(0.5, gt=0, le=1)
@@ -79,8 +97,11 @@ class IngestParams:
 
 @dataclass(frozen=True, config=STRICT)
 class PreprocessParams:
-    image_height: int = Field(28, gt=0)
-    image_width: int = Field(28, gt=0)
+    """The model's input size. auto: the data's size, scaled up (aspect kept) to the smallest side the model was
+    designed for (models/registry.py: lenet5 28, vgg13 and resnet18 32, the backbones 32, mlp any)."""
+
+    image_height: Positive | Auto = "auto"
+    image_width: Positive | Auto = "auto"
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -92,7 +113,7 @@ class AugmentationParams:
     zoom: float = Field(0.0, ge=0, lt=1)
     translation: float = Field(0.0, ge=0, lt=1)  # fraction of height/width
     contrast: float = Field(0.0, ge=0, lt=1)
-    crop_padding: int = Field(0, ge=0)  # pixels of zero padding before a random crop back to size
+    crop_padding: float = Field(0.0, ge=0, le=0.5)  # fraction of height/width padded on each side before a random crop back to size
     erasing: float = Field(0.0, ge=0, le=1)  # probability of erasing a random rectangle
 
 
@@ -110,8 +131,8 @@ class BackboneParams:
 @dataclass(frozen=True, config=STRICT)
 class TrainParams:
     model: str = "lenet5"
-    epochs: int = Field(15, ge=1)
-    batch_size: int = Field(64, ge=1)
+    epochs: Positive | Auto = "auto"  # auto: resolve_train_schedule (about 2,500 optimizer steps, 20..300 epochs)
+    batch_size: Positive | Auto = "auto"  # auto: the power of two nearest sqrt(train images), 16..128
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     learning_rate: float = Field(1e-3, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd and rmsprop
@@ -124,11 +145,9 @@ class TrainParams:
     weight_decay: float = Field(0.0, ge=0)  # L2 on conv/dense kernels
     batch_norm: bool = False
     augmentation: AugmentationParams = AugmentationParams()
-    early_stopping_patience: int = Field(4, ge=1)
+    early_stopping_patience: Positive | Auto = "auto"  # auto: 15% of the epochs, at least 6
     shuffle_buffer: int = Field(5000, ge=1)
     cache: str = "memory"  # memory | none | a file path prefix for splits larger than memory
-    log_augmented_images: int = Field(8, ge=0)  # an augmented batch shown in TensorBoard; 0 disables
-    histogram_freq: int = Field(0, ge=0)  # weight histograms in TensorBoard every N epochs; 0 disables
     seed: int = 42
     deterministic: bool = True
     # Hardware: "auto" picks mixed precision and XLA on a capable GPU, float32 and no XLA on CPU.
@@ -138,22 +157,13 @@ class TrainParams:
     steps_per_execution: int = Field(1, ge=1)
     backbone: BackboneParams = BackboneParams()
 
-    @pydantic.field_validator("model")
-    @classmethod
-    def _known_model(cls, name: str) -> str:
-        from models import registry  # imported lazily: it pulls in TensorFlow
 
-        registry.get_builder(name)  # raises ValueError listing the known names
-        return name
+@dataclass(frozen=True, config=STRICT)
+class TrackingParams:
+    """Logging only: train reads it, but no stage lists it in dvc.yaml, so changing it retrains nothing."""
 
-    @pydantic.model_validator(mode="after")
-    def _backbone_schedule_fits(self):
-        from models import applications
-
-        if applications.is_backbone(self.model) and self.backbone.weights != "none" and self.backbone.head_epochs > self.epochs:
-            raise ValueError(f"backbone.head_epochs ({self.backbone.head_epochs}) is above epochs ({self.epochs}): "
-                             "epochs counts both phases")
-        return self
+    log_augmented_images: int = Field(8, ge=0)  # an augmented batch shown in TensorBoard; 0 disables
+    histogram_freq: int = Field(0, ge=0)  # weight histograms in TensorBoard every N epochs; 0 disables
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -164,6 +174,8 @@ class EvaluateParams:
     min_accuracy: float = Field(0.97, ge=0, le=1)
     max_accuracy_regression: float = Field(0.01, ge=0, le=1)  # vs the champion's test accuracy
     max_class_recall_drop: float = Field(0.1, ge=0, le=1)  # vs the champion's recall of each class
+    # test accuracy - the classical baseline's (components/baseline.py, same splits) must be at least this
+    min_margin_over_baseline: float = Field(0.0, ge=-1, le=1)
 
 
 ExportVariant = Literal["float32", "float16", "dynamic_range", "int8", "pruned_int8", "qat_int8", "pqat_int8"]
@@ -173,7 +185,7 @@ ExportVariant = Literal["float32", "float16", "dynamic_range", "int8", "pruned_i
 class ExportParams:
     """The exported variants, their fine-tunes, how they are measured, and the int8 promotion gate."""
 
-    model_name: str = "tfpipe_classifier"
+    model_name: str | None = None  # the registered model; null: <data name>-classifier, one per dataset
     variants: tuple[ExportVariant, ...] = ("float32", "float16", "dynamic_range", "int8", "pruned_int8", "qat_int8", "pqat_int8")
     representative_samples: int = Field(200, ge=1)  # train images that calibrate full-integer quantization
     seed: int = 42
@@ -208,27 +220,71 @@ class Params:
     ingest: IngestParams = IngestParams()
     preprocess: PreprocessParams = PreprocessParams()
     train: TrainParams = TrainParams()
+    tracking: TrackingParams = TrackingParams()
     evaluate: EvaluateParams = EvaluateParams()
     export: ExportParams = ExportParams()
 
 
+def dataset_name(params: Params) -> str:
+    """data.name, else derived from data.source: the MLflow experiment ("tfds:cifar10" -> "tfds-cifar10")."""
+    return params.data.name or params.data.source.replace(":", "-").replace("/", "-")
+
+
+def registered_model_name(params: Params) -> str:
+    """export.model_name, else one registered model per dataset: "<dataset name>-classifier"."""
+    return params.export.model_name or f"{dataset_name(params)}-classifier"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where `1e-5` is a string; YAML 1.2 (and DVC, which uses ruamel) reads a number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
+               r"|\.(?:inf|Inf|INF)|[-+]\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def yaml_load(text: str):
+    """A YAML document as plain data, numbers read as YAML 1.2 reads them (`1e-5` is a float)."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def _describe(error: pydantic.ValidationError, path: Path) -> str:
-    lines = [f"{path}: {error.error_count()} invalid parameter(s)"]
+    lines, seen = [f"{path}: {{count}} invalid parameter(s)"], {}
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"])
+        # A union (an integer or "auto") reports one error per branch, tagged "constrained-int", "literal['auto']": one line a key.
+        key = ".".join(str(part) for part in item["loc"] if not re.search(r"[-\[]", str(part)))
         if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-            lines.append(f"  {key}: unknown key (check the spelling; see the schema in pipelines/config.py)")
+            moved = f"; it moved to {MOVED_KEYS[key]}" if key in MOVED_KEYS else ""
+            seen[key] = f"  {key}: unknown key (check the spelling; see the schema in pipelines/config.py){moved}"
+        elif key in seen:
+            seen[key] = seen[key].replace(" (got ", f", or {item['msg'][0].lower()}{item['msg'][1:]} (got ", 1)
         else:
-            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
-    return "\n".join(lines)
+            value = item.get("input")
+            seen[key] = f"  {key}: {item['msg']} (got {value!r}, {_yaml_type(value)})"
+    lines += seen.values()
+    return "\n".join(lines).replace("{count}", str(len(seen)), 1)
+
+
+def _yaml_type(value) -> str:
+    """How YAML read a value, for error messages: '0.5' in quotes is a string, not a number."""
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string (quoted or not a number)",
+             list: "a list", dict: "a mapping", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def parse_params(raw: dict, path: Path = PARAMS_FILE) -> Params:
-    """Validates a params mapping; raises ParamsError naming every bad key."""
+    """Validates a params mapping strictly (no "0.5" -> 0.5, "yes" -> True, true -> 1); raises ParamsError naming every bad key."""
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     try:
-        return pydantic.TypeAdapter(Params).validate_python(raw)
+        document = json.dumps(raw)  # JSON's strict mode: a list is a valid tuple, an integer a valid float, nothing else converts
+    except (TypeError, ValueError) as error:
+        raise ParamsError(f"{path}: a value YAML read as neither text, number, boolean, list nor mapping ({error}); quote it") from None
+    try:
+        return pydantic.TypeAdapter(Params).validate_json(document, strict=True)
     except pydantic.ValidationError as error:
         raise ParamsError(_describe(error, path)) from None
 
@@ -239,8 +295,100 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
     if not path.is_file():
         raise ParamsError(f"{path}: file not found (run from the repository root)")
     try:
-        with path.open() as stream:
-            raw = yaml.safe_load(stream) or {}
+        raw = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
     return parse_params(raw, path)
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """Nested dict merge: overrides win, sections not mentioned stay as they are."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = merge(base.get(key, {}), value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+def update_params_file(overrides: dict, path: Path | str = PARAMS_FILE, comments: dict[str, str] | None = None,
+                       validate: bool = True) -> str:
+    """Merges `overrides` into params.yaml keeping its comments and layout (ruamel.yaml round trip); returns a unified diff.
+
+    The merged params are validated first (unless validate=False): a change that would not load is
+    refused and nothing is written. `comments` sets end-of-line comments by dotted key ("ingest.expectations": "# ...").
+    """
+    import difflib
+    import io
+
+    from ruamel.yaml import YAML
+
+    from pipelines.outputs import write_text
+
+    path = Path(path)
+    before = path.read_text() if path.is_file() else ""
+    if validate:
+        parse_params(merge(yaml_load(before) or {}, overrides), path)
+    round_trip = YAML()
+    round_trip.width = 4096  # never re-wrap a long line or flow list
+    round_trip.representer.add_representer(type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null"))
+    document = round_trip.load(before) if before.strip() else {}
+
+    def update(node, values):
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(node.get(key), dict):
+                update(node[key], value)
+            else:
+                node[key] = value
+
+    update(document, overrides)
+    for dotted, comment in (comments or {}).items():
+        *parents, key = dotted.split(".")
+        node = document
+        for parent in parents:
+            node = node[parent]
+        existing = node.ca.items.get(key, [None, None, None, None])[2]
+        node.yaml_add_eol_comment(comment if comment.startswith("#") else f"# {comment}", key,
+                                  column=existing.column if existing is not None else None)
+    buffer = io.StringIO()
+    round_trip.dump(document, buffer)
+    after = buffer.getvalue()
+    if after != before:
+        write_text(path, after)
+    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True), str(path), str(path)))
+
+
+# "auto" settings: dataset-aware defaults that suit 200 images as well as 60,000. mnist_5k's 4,000
+# train images resolve to batch 64, 40 epochs, patience 6 (chosen on its validation split, benchmarks/RESULTS.md).
+TARGET_STEPS = 2500  # optimizer steps an auto schedule aims at
+EPOCH_RANGE = (20, 300)
+BATCH_RANGE = (16, 128)
+
+
+def resolve_train_schedule(params: TrainParams, train_count: int) -> TrainParams:
+    """TrainParams with batch_size, epochs and early_stopping_patience resolved for a train split of train_count images."""
+    import dataclasses
+    import math
+
+    batch_size = params.batch_size
+    if batch_size == "auto":
+        batch_size = int(min(max(2 ** round(math.log2(math.sqrt(max(1, train_count)))), BATCH_RANGE[0]), BATCH_RANGE[1]))
+    epochs = params.epochs
+    if epochs == "auto":
+        steps_per_epoch = max(1, math.ceil(train_count / batch_size))
+        epochs = int(min(max(round(TARGET_STEPS / steps_per_epoch), EPOCH_RANGE[0]), EPOCH_RANGE[1]))
+    patience = params.early_stopping_patience
+    if patience == "auto":
+        patience = max(6, round(0.15 * epochs))
+    return dataclasses.replace(params, batch_size=batch_size, epochs=epochs, early_stopping_patience=patience)
+
+
+def resolve_image_size(params: PreprocessParams, data_height: int, data_width: int, model_min_size: int) -> tuple[int, int]:
+    """preprocess.image_height/width: an auto side is the data's, scaled up (both sides alike) until the
+    shorter side reaches model_min_size; a number is taken as it is."""
+    shorter = max(1, min(data_height, data_width))
+
+    def scaled(side: int) -> int:  # integer arithmetic: 25 x 28/25 is exactly 28
+        return side if shorter >= model_min_size else -(-side * model_min_size // shorter)
+
+    height = scaled(data_height) if params.image_height == "auto" else params.image_height
+    width = scaled(data_width) if params.image_width == "auto" else params.image_width
+    return int(height), int(width)

@@ -1,6 +1,8 @@
 """tf.data input pipelines and augmentation for training; reads TFRecord splits via pipelines.records."""
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 import tf_keras as keras
 
@@ -37,18 +39,20 @@ class RandomErasing(keras.layers.Layer):
 
 
 class RandomCropWithPadding(keras.layers.Layer):
-    """Pads `padding` pixels on every side, then crops each image back to its size at a random offset."""
+    """Pads `fraction` of the height (width) on the top and bottom (left and right), then crops each image back
+    to its size at a random offset: 0.125 is CIFAR's classic 4 pixels at 32x32, and the same shift at any size."""
 
-    def __init__(self, padding: int, seed: int | None = None, **kwargs):
+    def __init__(self, fraction: float, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.padding = padding
+        self.fraction = fraction
         self.generator = tf.random.Generator.from_seed(seed) if seed is not None else tf.random.Generator.from_non_deterministic_state()
 
     def call(self, images, training=None):
         if not training:
             return images
         size = tf.shape(images)[1:]
-        padded = tf.pad(images, [[0, 0], [self.padding, self.padding], [self.padding, self.padding], [0, 0]])
+        pad = tf.cast(tf.round(self.fraction * tf.cast(size[:2], tf.float32)), tf.int32)
+        padded = tf.pad(images, [[0, 0], [pad[0], pad[0]], [pad[1], pad[1]], [0, 0]])
         seeds = self.generator.uniform_full_int([tf.shape(images)[0], 2], dtype=tf.int32)
         # keras.layers.RandomCrop uses one offset for the whole batch; this crops each image on its own.
         return tf.map_fn(lambda args: tf.image.stateless_random_crop(args[0], size, seed=args[1]), (padded, seeds),
@@ -75,22 +79,40 @@ def build_augmenter(params: AugmentationParams, seed: int) -> keras.Sequential |
     return keras.Sequential(layers, name="augmentation") if layers else None
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffle seed of one epoch: a function of the epoch, not of how many epochs this process has run."""
+    return seed * 1_000_003 + epoch
+
+
 def build_input_pipeline(dataset: tf.data.Dataset, batch_size: int, training: bool, shuffle_buffer: int = 1,
-                         seed: int = 0, augmenter: keras.Model | None = None, cache: str = "memory") -> tf.data.Dataset:
+                         seed: int = 0, augmenter: keras.Model | None = None, cache: str = "memory",
+                         epochs: range | None = None) -> tf.data.Dataset:
     """Cache decoded images, shuffle (train only), batch, augment (train only), prefetch.
 
-    `cache` is "memory", "none", or a file path prefix (for splits larger than memory). Batches keep
-    the stored uint8 pixels unless they are augmented (float32, 0..255): the model's float32 input
-    casts them inside the training step. A cast here would be one more map per batch (~10% of a
-    LeNet-5 epoch on 2 cores, benchmarks/RESULTS.md) and 4x the bytes sent to an accelerator.
+    `cache` is "memory", "none", or a file path prefix (for splits larger than memory). With
+    `epochs` (training), the result holds those epochs one after the other, each a full pass
+    shuffled with its own seed (epoch_seed), and fit() needs steps_per_epoch: a run resumed at
+    epoch k sees the batches an uninterrupted run sees at epoch k. (`reshuffle_each_iteration`
+    would derive each order from how many passes this process made, so a resumed run would repeat
+    the first epoch's order.) Batches keep the stored uint8 pixels unless they are augmented
+    (float32, 0..255): the model's float32 input casts them inside the training step. A cast here
+    would be one more map per batch (~10% of a LeNet-5 epoch on 2 cores, benchmarks/RESULTS.md)
+    and 4x the bytes sent to an accelerator.
     """
     if cache == "memory":
         dataset = dataset.cache()
     elif cache != "none":
         dataset = dataset.cache(cache)
-    if training:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
+    if training and epochs is not None:
+        passes = [dataset.shuffle(shuffle_buffer, seed=epoch_seed(seed, epoch), reshuffle_each_iteration=False).batch(batch_size)
+                  for epoch in epochs]
+        if not passes:
+            raise ValueError(f"no epochs to train in {epochs}")
+        dataset = functools.reduce(tf.data.Dataset.concatenate, passes)
+    else:
+        if training:
+            dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size)
     if training and augmenter is not None:
         # Two maps, not one: with the cast inside the augmentation map, training waited on input
         # for ~1/3 of an epoch instead of ~0.1 (benchmarks/run.py's input-bound share, 2 runs each).

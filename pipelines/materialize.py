@@ -13,18 +13,30 @@ Sources (the same names as params.yaml's data.source):
 
 Files already identical are left alone and files not in the source are removed, so data/raw holds
 exactly the dataset; then `dvc commit -f data.dvc` records it (commit data.dvc to share it).
+Only files this command wrote (recorded in .cache/materialize/, content unchanged) or that `dvc
+checkout` can restore (their content is in the DVC cache under data.dvc) are ever replaced or
+removed. Anything else in data/raw, such as a folder of your own images, stops the command before
+it writes anything, with a list of the files and the command that tracks them instead.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
+import json
+import os
+import re
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image
+
+from components.ingest_layout import list_files
+from pipelines.outputs import TEMPORARY_MARK, write_bytes, write_json
 
 DATA_DVC = Path("data.dvc")
 TFDS_DATA_DIR = Path("data/tfds")  # tfds downloads and prepares here (git-ignored, not tracked by DVC)
@@ -42,6 +54,22 @@ def load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.uint8), labels.astype(np.int64)
 
 
+class LazyContents(Mapping):
+    """{relative path: bytes} read from the source files only when asked (check_no_foreign_files compares a few)."""
+
+    def __init__(self, files: dict[str, Path]):
+        self.files = files
+
+    def __getitem__(self, relative: str) -> bytes:
+        return self.files[relative].read_bytes()
+
+    def __iter__(self):
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
 def encode_png(image: np.ndarray) -> bytes:
     """PNG bytes with fixed settings and no metadata, identical for identical pixels."""
     buffer = io.BytesIO()
@@ -49,34 +77,126 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_files(files: Iterable[tuple[str, bytes]], raw_dir: Path) -> tuple[int, int]:
+RECORD_DIR = Path(".cache/materialize")  # per raw folder, the files this command wrote: {relative path: sha256}
+LISTED_FILES = 10  # files named in the error that stops a command before it overwrites or removes them
+
+
+class ForeignFilesError(ValueError):
+    """data/raw holds files this command did not write and DVC cannot restore: nothing was changed."""
+
+
+def _sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def record_path(raw_dir: Path) -> Path:
+    return RECORD_DIR / f"{raw_dir.as_posix().strip('/').replace('/', '_') or 'root'}.json"
+
+
+def read_record(raw_dir: Path) -> dict[str, str]:
+    path = record_path(raw_dir)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def dvc_restorable(raw_dir: Path, data_dvc: Path = DATA_DVC) -> dict[str, str]:
+    """{relative path: md5} of the files `dvc checkout` can restore into raw_dir (data.dvc's listing in the cache)."""
+    if not data_dvc.is_file():
+        return {}
+    outs = (yaml.safe_load(data_dvc.read_text()) or {}).get("outs") or [{}]
+    digest = str(outs[0].get("md5", ""))
+    if Path(outs[0].get("path", "")) != raw_dir or not digest.endswith(".dir"):
+        return {}
+    listing = Path(".dvc/cache/files/md5") / digest[:2] / digest[2:]
+    if not listing.is_file():
+        return {}
+    return {entry["relpath"]: entry["md5"] for entry in json.loads(listing.read_text())}
+
+
+def existing_files(raw_dir: Path) -> list[Path]:
+    """Every file and symlink below raw_dir (symlinked folders are not followed)."""
+    found = []
+    for current, directories, names in os.walk(raw_dir):
+        found += [Path(current) / name for name in names]
+        found += [Path(current) / name for name in directories if (Path(current) / name).is_symlink()]
+    return sorted(found)
+
+
+def replaceable(path: Path, relative: str, record: dict[str, str], restorable: dict[str, str]) -> bool:
+    """A file this command may overwrite or remove: it wrote it (unchanged since), or DVC can restore it."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    if relative not in record and relative not in restorable:
+        return False
+    content = path.read_bytes()
+    return record.get(relative) == _sha256(content) or restorable.get(relative) == hashlib.md5(content).hexdigest()
+
+
+def check_no_foreign_files(raw_dir: Path, expected: dict[str, bytes] | None, source: str) -> None:
+    """Raises ForeignFilesError, before anything is written, if raw_dir holds a file the command would
+    overwrite or remove that it did not write and DVC cannot restore. `expected` is the dataset's files
+    when known upfront (a file already identical is kept); None (tfds) treats every such file as in the way."""
+    if not raw_dir.is_dir():
+        return
+    record, restorable = read_record(raw_dir), dvc_restorable(raw_dir)
+    foreign = []
+    for path in existing_files(raw_dir):
+        relative = path.relative_to(raw_dir).as_posix()
+        if TEMPORARY_MARK in path.name and path.name.startswith("."):
+            path.unlink()  # a killed run's temporary file (write_bytes): ours
+            continue
+        if expected is not None and relative in expected and path.is_file() and not path.is_symlink() \
+                and path.read_bytes() == expected[relative]:
+            continue
+        if not replaceable(path, relative, record, restorable):
+            foreign.append(relative)
+    if foreign:
+        listed = "\n".join(f"  {raw_dir / name}" for name in foreign[:LISTED_FILES])
+        more = f"\n  ... and {len(foreign) - LISTED_FILES} more" if len(foreign) > LISTED_FILES else ""
+        raise ForeignFilesError(
+            f"{raw_dir} holds {len(foreign)} file(s) that materializing {source} would overwrite or remove, which this command "
+            f"did not write and DVC cannot restore:\n{listed}{more}\nNothing was changed. To use the files in {raw_dir} as the "
+            f"dataset: `python -m pipelines.materialize --source folder` (and set data.source: folder in params.yaml); "
+            f"to materialize {source}, move them out of {raw_dir} first.")
+
+
+def write_files(files: Iterable[tuple[str, bytes]], raw_dir: Path, expected: dict[str, bytes] | None = None,
+                source: str = "the dataset") -> tuple[int, int]:
     """Writes (relative path, content) pairs below raw_dir, streaming; returns (files, written).
 
-    Files already identical are left alone; files in raw_dir that are not part of the dataset are
-    removed afterwards, so the folder holds exactly the dataset and its DVC hash is reproducible.
+    Files already identical are left alone; files of an earlier dataset that are not part of this one
+    are removed afterwards, so the folder holds exactly the dataset and its DVC hash is reproducible.
+    Every file it would overwrite or remove is checked first (check_no_foreign_files).
     """
-    expected, written = set(), 0
-    for relative, content in files:
-        path = raw_dir / relative
-        expected.add(path)
-        if path.is_file() and not path.is_symlink() and path.read_bytes() == content:
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
-        path.write_bytes(content)
-        written += 1
-    for path in sorted(raw_dir.rglob("*"), reverse=True):
-        if (path.is_file() or path.is_symlink()) and path not in expected:
-            path.unlink()
-        elif path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
-    return len(expected), written
+    check_no_foreign_files(raw_dir, expected, source)
+    record = read_record(raw_dir)
+    written_paths: dict[str, str] = {}
+    written = 0
+    try:
+        for relative, content in files:
+            path = raw_dir / relative
+            written_paths[relative] = _sha256(content)
+            if path.is_file() and not path.is_symlink() and path.read_bytes() == content:
+                continue
+            if path.is_symlink():
+                path.unlink()
+            write_bytes(path, content)
+            written += 1
+    finally:  # a killed or failed run still knows which files it wrote
+        write_json(record_path(raw_dir), {**record, **written_paths})
+    for path in reversed(existing_files(raw_dir)):
+        if path.relative_to(raw_dir).as_posix() not in written_paths:
+            path.unlink()  # checked above: a file of an earlier materialized dataset
+    for directory in sorted((item for item in raw_dir.rglob("*") if item.is_dir() and not item.is_symlink()), reverse=True):
+        if not any(directory.iterdir()):
+            directory.rmdir()
+    write_json(record_path(raw_dir), written_paths)
+    return len(written_paths), written
 
 
-def write_image_folder(images: np.ndarray, labels: np.ndarray, class_names: list[str], raw_dir: Path) -> int:
+def write_image_folder(images: np.ndarray, labels: np.ndarray, class_names: list[str], raw_dir: Path, source: str = "the dataset") -> int:
     """Writes <raw_dir>/<class>/<index>.png (the mnist_5k layout); returns the number of files written."""
-    return write_files(((f"{class_names[int(label)]}/{index:05d}.png", encode_png(image))
-                        for index, (image, label) in enumerate(zip(images, labels))), raw_dir)[1]
+    files = {f"{class_names[int(label)]}/{index:05d}.png": encode_png(image) for index, (image, label) in enumerate(zip(images, labels))}
+    return write_files(files.items(), raw_dir, expected=files, source=source)[1]
 
 
 def folder_name(class_name: str) -> str:
@@ -105,29 +225,34 @@ def iter_tfds(name: str, data_dir: Path) -> Iterator[tuple[str, bytes]]:
             yield f"{TFDS_SPLITS[split]}/{class_names[int(label)]}/{index:06d}.png", encode_png(pixels)
 
 
-def iter_folder(source: Path) -> Iterator[tuple[str, bytes]]:
-    """Every non-hidden file below source (symlinks followed), by its relative path."""
+def folder_files(source: Path) -> dict[str, Path]:
+    """{relative path: file} for every non-hidden file below source. A symlink to a file inside source is
+    followed; one leading outside it, or to a folder, is an error naming it (nothing is copied)."""
     if not source.is_dir():
         raise ValueError(f"{source}: folder not found")
-    for path in sorted(source.rglob("*")):
-        relative = path.relative_to(source)
-        if path.is_file() and not any(part.startswith(".") for part in relative.parts):
-            yield relative.as_posix(), path.read_bytes()
+    files, problems, _ = list_files(source, source)
+    problems.update({path: f"a symlink to a folder ({os.readlink(path)}); not followed" for path in files if path.is_dir()})
+    if problems:
+        listed = "; ".join(f"{path}: {why}" for path, why in sorted(problems.items())[:LISTED_FILES])
+        raise ValueError(f"--from {source}: {len(problems)} symlink(s) that would be copied from outside the folder: {listed}. "
+                         "Copy the files themselves into the folder, or point --from at their real location")
+    return {path.relative_to(source).as_posix(): path for path in files}
 
 
-def describe_folder(raw_dir: Path, source: str) -> str:
-    """What to set in params.yaml for this data: the source and the first image's size and channels."""
-    first = next((path for path in sorted(raw_dir.rglob("*")) if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".gif")), None)
-    if first is None:
-        return f"{raw_dir}: no images found"
-    try:
-        with Image.open(first) as image:
-            width, height, channels = image.width, image.height, 1 if image.mode in ("1", "L", "LA", "P") else 3
-    except OSError as error:  # only advice: ingest reports unreadable files properly
-        return f"{first}: cannot read it to suggest params ({error})"
-    return (f"set in params.yaml: data.source: {source}; ingest.expectations: image_height: {height}, "
-            f"image_width: {width}, channels: {channels} (taken from {first}); check min_per_class, the class "
-            f"shares and image_mean_min/max for this dataset; preprocess: image_height/image_width.")
+def dataset_name_for(source: str, from_dir: Path | None) -> str | None:
+    """data.name for a source: a copied folder is named after it ("~/My Flowers" -> "My_Flowers"); others derive theirs."""
+    if source != "folder" or from_dir is None:
+        return None
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", from_dir.resolve().name).strip("_.-")[:100]
+    return name or None
+
+
+def record_source(params_file: Path, source: str, name: str | None, keep_name: bool) -> str:
+    """Sets data.source (and data.name) in params.yaml, keeping its comments; returns the diff."""
+    from pipelines.config import update_params_file
+
+    data = {"source": source, **({} if keep_name else {"name": name})}
+    return update_params_file({"data": data}, params_file)
 
 
 def _dvc(*args: str) -> None:
@@ -154,28 +279,31 @@ def materialize(source: str, raw_dir: Path, from_dir: Path | None = None) -> tup
     """Writes the source into raw_dir; returns (files, written)."""
     if source == "mnist_5k":
         images, labels = load_mnist_5k()
-        return len(images), write_image_folder(images, labels, [str(digit) for digit in range(10)], raw_dir)
+        return len(images), write_image_folder(images, labels, [str(digit) for digit in range(10)], raw_dir, source)
     if source.startswith("tfds:"):
-        return write_files(iter_tfds(source.removeprefix("tfds:"), TFDS_DATA_DIR), raw_dir)
+        return write_files(iter_tfds(source.removeprefix("tfds:"), TFDS_DATA_DIR), raw_dir, source=source)
     if source == "folder":
         if from_dir is None:  # the user's images are already in raw_dir: only track them
             return sum(1 for path in raw_dir.rglob("*") if path.is_file()), 0
         if from_dir.resolve() == raw_dir.resolve():
             raise ValueError(f"--from {from_dir} is the raw folder itself")
-        return write_files(iter_folder(from_dir), raw_dir)
+        files = folder_files(from_dir)
+        if any(path.resolve().is_relative_to(raw_dir.resolve()) for path in files.values()):
+            raise ValueError(f"--from {from_dir}: holds files inside {raw_dir}; copy from a folder outside it")
+        # Contents are compared lazily: an identical file already in raw_dir is kept, never read twice into memory.
+        return write_files(((name, path.read_bytes()) for name, path in files.items()), raw_dir,
+                           expected=LazyContents(files), source=f"--from {from_dir}")
     raise ValueError(f"unknown source {source!r}: expected mnist_5k, tfds:<name> or folder")
 
 
 def read_source(params_file: Path) -> str:
-    """params.yaml's data.source (validated; not the other sections, whose checks import TensorFlow)."""
-    import yaml
-
-    from pipelines.config import DataParams
+    """params.yaml's data.source (validated on its own: a bad key elsewhere is the stages' business)."""
+    from pipelines.config import DataParams, yaml_load
 
     if not params_file.is_file():
         return "mnist_5k"
     with params_file.open() as stream:
-        return DataParams(**((yaml.safe_load(stream) or {}).get("data") or {})).source
+        return DataParams(**((yaml_load(stream.read()) or {}).get("data") or {})).source
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -186,6 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--raw-dir", default="data/raw", type=Path)
     parser.add_argument("--no-dvc", action="store_true", help="write the images only; leave data.dvc alone")
     args = parser.parse_args(argv)
+    explicit = args.source is not None
     if args.source is None:
         args.source = read_source(Path("params.yaml"))
     if args.from_dir is not None and args.source != "folder":
@@ -193,14 +322,19 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         files, written = materialize(args.source, args.raw_dir, args.from_dir)
-    except ValueError as error:
+    except ValueError as error:  # ForeignFilesError included: nothing was written
         raise SystemExit(f"materialize failed: {error}") from None
     print(f"{args.raw_dir}: {files} files from {args.source} ({written} written)")
-    if args.source != "mnist_5k":
-        print(describe_folder(args.raw_dir, args.source))
     if not args.no_dvc:
         # Only the embedded default has a known hash; any other source is expected to change data.dvc.
         track_with_dvc(args.raw_dir, expect_unchanged=args.source == "mnist_5k")
+    params_file = Path("params.yaml")
+    if explicit and params_file.is_file():  # params.yaml follows the data it now has
+        diff = record_source(params_file, args.source, dataset_name_for(args.source, args.from_dir),
+                             keep_name=args.source == "folder" and args.from_dir is None)
+        print(diff or f"{params_file}: data.source is already {args.source}")
+    if args.source != "mnist_5k":
+        print("next: `python -m pipelines.schema` proposes ingest.expectations for these images (review the diff), then `dvc repro`")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
-"""Writes stage outputs so that a failed stage never leaves a half-written output behind."""
+"""Writes stage outputs whole or not at all: unique temporary names, renamed into place.
+
+A reader (the next stage, DVC, a model server) sees the previous output or the new one, never a
+half-written file or a moment with no directory; a failed stage leaves the previous output as it was.
+"""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import os
@@ -9,32 +14,88 @@ import shutil
 import tempfile
 from pathlib import Path
 
+TEMPORARY_MARK = ".tmp-"  # staging names are .<name>.tmp-<random> (git-ignored)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swaps two existing paths in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    if ctypes.get_errno() in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the filesystem cannot exchange
+        return False
+    raise OSError(ctypes.get_errno(), f"cannot exchange {first} and {second}: {os.strerror(ctypes.get_errno())}")
+
+
+def replace_directory(staging: Path, target: Path) -> None:
+    """Puts the complete directory `staging` at `target`; the previous `target` is deleted afterwards.
+
+    Where the kernel can exchange two paths atomically, `target` always names a whole directory;
+    elsewhere the previous directory is first renamed aside, so the gap is two renames long.
+    """
+    staging, target = Path(staging), Path(target)
+    if not target.exists() and not target.is_symlink():
+        os.replace(staging, target)
+        return
+    if _exchange(staging, target):
+        shutil.rmtree(staging)  # now holds the previous output
+        return
+    trash = Path(tempfile.mkdtemp(prefix=f".{target.name}{TEMPORARY_MARK}old-", dir=target.parent))
+    os.replace(target, trash / target.name)
+    os.replace(staging, target)
+    shutil.rmtree(trash)
+
 
 @contextlib.contextmanager
-def atomic_directory(path: Path | str):
-    """Yields a temporary sibling directory that replaces `path` only if the block succeeds."""
+def atomic_directory(path: Path | str, replace_on: tuple[type[BaseException], ...] = ()):
+    """Yields a temporary sibling directory that replaces `path` only if the block succeeds (or raises
+    one of `replace_on`: a report that is complete also when it reports a failure)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}{TEMPORARY_MARK}", dir=path.parent))
+    staging.chmod(0o755)  # mkdtemp makes it owner-only; a model server often runs as another user
     try:
         yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+    except replace_on:
+        replace_directory(staging, path)
         raise
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(staging, path)
+    else:
+        replace_directory(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_bytes(path: Path | str, content: bytes) -> None:
+    """Writes a file under a unique temporary name, then renames it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, staging = tempfile.mkstemp(prefix=f".{path.name}{TEMPORARY_MARK}", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(content)
+        os.chmod(staging, 0o644)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path | str, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path | str, data) -> None:
-    """Writes JSON via a temporary file and a rename, so readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp")
-    with staging.open("w") as stream:
-        json.dump(data, stream, indent=2, sort_keys=True, default=str)
-        stream.write("\n")
-    os.replace(staging, path)
+    """JSON (sorted keys, indented) written atomically: readers never see a partial file."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_csv(path: Path | str, frame) -> None:
+    """A pandas DataFrame as CSV (no index), written atomically."""
+    write_text(path, frame.to_csv(index=False))
 
 
 def file_sha256(path: Path | str) -> str:

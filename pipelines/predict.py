@@ -1,8 +1,8 @@
 """Classifies image files with an exported model and prints the top-k class names and probabilities.
 
-    python -m pipelines.predict --model artifacts/export/saved_model/tfpipe_classifier/3 digit.png
+    python -m pipelines.predict --model artifacts/export/saved_model/mnist_5k-classifier/3 digit.png
     python -m pipelines.predict --model artifacts/export/model_int8.tflite --top-k 3 *.png
-    python -m pipelines.predict --model models:/tfpipe_classifier@champion --invert auto photo.jpg
+    python -m pipelines.predict --model models:/mnist_5k-classifier@champion --invert auto photo.jpg
 
 Reads SavedModel directories, .tflite files (class names from labels.txt beside them) and MLflow
 model URIs, nothing else: a .h5, .keras or pickle file can run arbitrary code when loaded. Each
@@ -75,6 +75,7 @@ def download_mlflow_model(uri: str) -> Path:
 
     mlflow.set_tracking_uri(tracking.tracking_uri())
     try:
+        tracking.mark_stale_runs()  # wherever the project opens the store
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except Exception as error:  # noqa: BLE001  (MlflowException, or a store error: the message says which)
         raise ModelLoadError(f"{uri}: cannot download the model from {tracking.tracking_uri()}: {error}") from None

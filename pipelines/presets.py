@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.config import PARAMS_FILE, parse_params
+from pipelines.config import PARAMS_FILE, update_params_file, yaml_load
 
 PRESETS_DIR = Path(__file__).with_name("presets")
 
@@ -24,15 +24,7 @@ def load_preset(name: str) -> dict:
     if not path.is_file():
         raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}")
     with path.open() as stream:
-        return yaml.safe_load(stream) or {}
-
-
-def merge(base: dict, overrides: dict) -> dict:
-    """Nested dict merge: overrides win, sections not mentioned stay as they are."""
-    merged = dict(base)
-    for key, value in overrides.items():
-        merged[key] = merge(base.get(key, {}), value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return merged
+        return yaml_load(stream.read()) or {}
 
 
 def set_arguments(overrides: dict, prefix: str = "") -> list[str]:
@@ -47,29 +39,9 @@ def set_arguments(overrides: dict, prefix: str = "") -> list[str]:
     return arguments
 
 
-def apply_preset(name: str, params_file: Path = PARAMS_FILE) -> None:
-    """Merges the preset into params_file, validated first, keeping the file's comments."""
-    from ruamel.yaml import YAML  # round-trip YAML (a DVC dependency) keeps the comments
-
-    overrides = load_preset(name)
-    with params_file.open() as stream:
-        plain = yaml.safe_load(stream) or {}
-    parse_params(merge(plain, overrides), params_file)  # refuse a preset that would not validate
-
-    round_trip = YAML()
-    with params_file.open() as stream:
-        document = round_trip.load(stream)
-
-    def update(node, values):
-        for key, value in values.items():
-            if isinstance(value, dict) and key in node and isinstance(node[key], dict):
-                update(node[key], value)
-            else:
-                node[key] = value
-
-    update(document, overrides)
-    with params_file.open("w") as stream:
-        round_trip.dump(document, stream)
+def apply_preset(name: str, params_file: Path = PARAMS_FILE) -> str:
+    """Merges the preset into params_file, validated first, keeping the file's comments; returns the diff."""
+    return update_params_file(load_preset(name), params_file)
 
 
 def main(argv: list[str] | None = None) -> None:

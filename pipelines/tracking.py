@@ -45,12 +45,37 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / MLRUNS_DIR / 'mlflow.db'}"
 
 
+def create_sqlite_store(uri: str) -> None:
+    """Creates a new SQLite store whole: its tables are made under a temporary name, then linked into place.
+
+    MLflow builds a new database in many steps (~2 s of migrations); a stage killed meanwhile (the
+    train stage trains while its run starts in the background) would leave a store no later run can open.
+    """
+    import mlflow
+
+    if not uri.startswith("sqlite:///"):
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    if database.exists():
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    staging = database.with_name(f".{database.name}.tmp-{secrets.token_hex(4)}")
+    try:
+        mlflow.MlflowClient(tracking_uri=f"sqlite:///{staging}").search_experiments(max_results=1)  # runs the migrations
+        os.link(staging, database)  # fails if another process created it meanwhile: theirs is kept
+    except FileExistsError:
+        pass
+    finally:
+        staging.unlink(missing_ok=True)
+
+
 def configure(experiment_name: str) -> str:
     """Points MLflow at the store and makes sure the experiment exists; returns its id."""
     import mlflow
 
     local_store = not os.environ.get("MLFLOW_TRACKING_URI")  # read first: set_tracking_uri sets the variable
     (project_root() / MLRUNS_DIR).mkdir(exist_ok=True)
+    create_sqlite_store(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
     experiment = mlflow.get_experiment_by_name(experiment_name)
     if experiment is not None:
@@ -69,28 +94,56 @@ def _raise_on_sigterm(signum, frame):
     raise Terminated(128 + signum)
 
 
-def _process_alive(pid: int) -> bool:
+def process_start_time(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch), None if there is no such process."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        return psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return None
+    except psutil.Error:  # AccessDenied and the like: it exists, but we cannot tell when it started
+        return -1.0
+
+
+def process_tags() -> dict[str, str]:
+    """What identifies the process that owns a run, even after its PID is reused: host, PID and start time."""
+    return {"tfpipe.host": socket.gethostname(), "tfpipe.pid": str(os.getpid()),
+            "tfpipe.process_start": f"{process_start_time(os.getpid()):.2f}"}
+
+
+def owner_is_gone(tags: dict[str, str]) -> bool:
+    """True when the run's process (same host) no longer exists, or its PID now belongs to a process that started later."""
+    pid, host, started = tags.get("tfpipe.pid"), tags.get("tfpipe.host"), tags.get("tfpipe.process_start")
+    if host != socket.gethostname() or not pid or not pid.isdigit():
+        return False  # another host's run: only that host can tell
+    actual = process_start_time(int(pid))
+    if actual is None:
         return True
-    return True
+    if actual < 0 or started is None:
+        return False  # alive, and either not comparable or recorded before start times were
+    return abs(actual - float(started)) > 1.0  # the PID was reused by a newer process
 
 
-def mark_stale_runs(experiment_id: str) -> list[str]:
-    """Marks KILLED the runs left RUNNING by a process of this host that no longer exists (SIGKILL, OOM)."""
+def mark_stale_runs(experiment_ids: list[str] | None = None) -> list[str]:
+    """Marks KILLED the runs left RUNNING by a process of this host that is gone (SIGKILL, OOM, a reboot).
+
+    Every experiment is searched unless experiment_ids is given. Called wherever the project opens
+    the store: each stage's run, `make ui`, `python -m pipelines.tracking mark-stale`.
+    """
     import mlflow
 
     client = mlflow.MlflowClient()
+    if experiment_ids is None:
+        experiment_ids = [experiment.experiment_id for experiment in client.search_experiments()]
     stale = []
-    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
-        pid, host = run.data.tags.get("tfpipe.pid"), run.data.tags.get("tfpipe.host")
-        if host == socket.gethostname() and pid and pid.isdigit() and not _process_alive(int(pid)):
-            client.set_tag(run.info.run_id, "tfpipe.stale", f"process {pid} died without ending the run; marked KILLED by process {os.getpid()}")
-            client.set_terminated(run.info.run_id, status="KILLED")
-            stale.append(run.info.run_id)
+    for start in range(0, len(experiment_ids), 100):  # MLflow searches at most 100 experiments at a time
+        for run in client.search_runs(experiment_ids[start:start + 100], filter_string="attributes.status = 'RUNNING'", max_results=50000):
+            if owner_is_gone(run.data.tags):
+                client.set_tag(run.info.run_id, "tfpipe.stale", f"process {run.data.tags['tfpipe.pid']} died without ending the run; "
+                                                                f"marked KILLED by process {os.getpid()}")
+                client.set_terminated(run.info.run_id, status="KILLED")
+                stale.append(run.info.run_id)
     return stale
 
 
@@ -98,13 +151,13 @@ def _start_run(experiment_name: str, run_id: str | None, run_name: str | None, s
     import mlflow
 
     experiment_id = configure(experiment_name)
-    for stale_id in mark_stale_runs(experiment_id):
+    for stale_id in mark_stale_runs():
         print(f"MLflow run {stale_id} was left RUNNING by a killed process; marked KILLED")
     if system_metrics and "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL" not in os.environ:
         mlflow.set_system_metrics_sampling_interval(3)
     run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id, run_name=run_name,
                            log_system_metrics=system_metrics)
-    mlflow.set_tags({"tfpipe.pid": str(os.getpid()), "tfpipe.host": socket.gethostname()})
+    mlflow.set_tags(process_tags())
     return run
 
 
@@ -339,3 +392,26 @@ def mlflow_epoch_callback(run: BackgroundRun):
                 run.mlflow("log_metrics", metrics, step=epoch)
 
     return MlflowEpochLogger()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m pipelines.tracking mark-stale [--store DIR]`: what `make ui` runs before serving the store."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="MLflow store maintenance")
+    commands = parser.add_subparsers(dest="command", required=True)
+    mark = commands.add_parser("mark-stale", help="mark KILLED the runs whose process on this host is gone")
+    mark.add_argument("--store", type=Path, help="a local store directory (default: MLFLOW_TRACKING_URI, else <repo>/mlruns)")
+    args = parser.parse_args(argv)
+    import mlflow
+
+    uri = f"sqlite:///{args.store.resolve() / 'mlflow.db'}" if args.store is not None else tracking_uri()
+    create_sqlite_store(uri)
+    mlflow.set_tracking_uri(uri)
+    stale = mark_stale_runs()
+    print(f"{mlflow.get_tracking_uri()}: {len(stale)} run(s) left RUNNING by a killed process marked KILLED"
+          + (f": {', '.join(stale)}" if stale else ""))
+
+
+if __name__ == "__main__":
+    main()

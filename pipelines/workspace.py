@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,11 +40,11 @@ def copy_repository(destination: Path, materialize: bool = True) -> Path:
 
 
 def set_params(repo: Path, overrides: dict) -> None:
-    """Merges {section: {key: value}} into the copy's params.yaml (nested sections merge too)."""
-    from pipelines.presets import merge
+    """Merges {section: {key: value}} into the copy's params.yaml (nested sections merge too), keeping its comments.
+    Not validated: tests also write params the pipeline must refuse."""
+    from pipelines.config import update_params_file
 
-    path = repo / "params.yaml"
-    path.write_text(yaml.safe_dump(merge(yaml.safe_load(path.read_text()), overrides), sort_keys=False))
+    update_params_file(overrides, repo / "params.yaml", validate=False)
 
 
 def copy_reproduced(source: Path, destination: Path) -> Path:

@@ -23,8 +23,15 @@ def test_repository_params_file_is_valid():
         ({"train": {"epochs": -1}}, "train.epochs", "greater than or equal to 1"),
         ({"export": {"prune_target_sparsity": 1.0}}, "export.prune_target_sparsity", "less than 1"),
         ({"train": {"optimizer": "adagrad"}}, "train.optimizer", "'adam', 'adamw', 'sgd' or 'rmsprop'"),
-        ({"train": {"model": "alexnet"}}, "train.model", "known models: efficientnet_b0, lenet5, mlp, mobilenet_v2, resnet18, resnet50, vgg13"),
         ({"ingest": {"expectations": {"channels": 2}}}, "ingest.expectations.channels", "1 or 3"),
+        # Strict types: YAML's quoted "0.5" is a string, "yes" is not a boolean, true is not an integer.
+        ({"evaluate": {"min_accuracy": "0.5"}}, "evaluate.min_accuracy", "valid number (got '0.5', a string"),
+        ({"ingest": {"resize": "yes"}}, "ingest.resize", "valid boolean (got 'yes', a string"),
+        ({"evaluate": {"top_k": True}}, "evaluate.top_k", "valid integer (got True, a boolean)"),
+        ({"train": {"epochs": 3.0}}, "train.epochs", "valid integer, or input should be 'auto' (got 3.0, a number)"),
+        ({"export": {"variants": "int8"}}, "export.variants", "valid"),
+        ({"train": {"histogram_freq": 1}}, "train.histogram_freq", "it moved to tracking.histogram_freq"),
+        ({"data": {"name": "my data/set"}}, "data.name", "letters, digits"),
     ],
 )
 def test_bad_params_name_the_key_and_what_was_expected(raw, key, hint):
@@ -34,6 +41,31 @@ def test_bad_params_name_the_key_and_what_was_expected(raw, key, hint):
     assert message.startswith("params.yaml:")
     assert key in message
     assert hint in message
+
+
+def test_integers_are_numbers_and_lists_are_tuples():
+    params = parse_params({"evaluate": {"min_accuracy": 1}, "export": {"variants": ["float32", "int8"]}})
+    assert params.evaluate.min_accuracy == 1.0 and params.export.variants == ("float32", "int8")
+
+
+def test_an_unknown_model_is_refused_by_the_train_stage_naming_the_key_and_the_known_models():
+    from components.train import check_model_params
+
+    with pytest.raises(ParamsError, match="params.yaml: train.model: unknown model 'alexnet'; known models: efficientnet_b0, lenet5, mlp, "
+                                          "mobilenet_v2, resnet18, resnet50, vgg13"):
+        check_model_params(parse_params({"train": {"model": "alexnet"}}).train)
+    with pytest.raises(ParamsError, match="train.backbone.head_epochs \\(3\\) is above train.epochs \\(2\\)"):
+        check_model_params(parse_params({"train": {"model": "mobilenet_v2", "epochs": 2}}).train)
+
+
+def test_the_registered_model_follows_the_dataset_unless_named():
+    from pipelines.config import dataset_name, registered_model_name
+
+    assert registered_model_name(parse_params({})) == "mnist_5k-classifier"
+    assert registered_model_name(parse_params({"data": {"source": "tfds:cifar10"}})) == "tfds-cifar10-classifier"
+    assert registered_model_name(parse_params({"data": {"source": "folder", "name": "flowers"}})) == "flowers-classifier"
+    assert dataset_name(parse_params({"data": {"source": "folder", "name": "flowers"}})) == "flowers"
+    assert registered_model_name(parse_params({"export": {"model_name": "shop_classifier"}})) == "shop_classifier"
 
 
 def test_params_are_frozen():

@@ -94,6 +94,41 @@ def test_gate_without_a_champion_decides_by_the_thresholds_alone_and_says_why():
     assert weak["reasons"][0] == "FAIL: test accuracy 0.5000 is below evaluate.min_accuracy 0.9"
 
 
+def test_gate_fails_closed_when_the_champion_could_not_be_checked():
+    error = "the model registry at http://127.0.0.1:9 could not be read (ConnectionError: refused)"
+    gate = evaluate.decide_blessing(metrics_with_recalls(a=1.0, b=1.0, c=1.0), GATE, None, champion_error=error)
+    assert gate["blessed"] is False
+    assert gate["reasons"][1] == f"FAIL: could not check against the champion: {error}"
+
+
+def test_gate_refuses_a_network_that_does_not_beat_the_classical_baseline():
+    baseline = {"model": "SVC(kernel='rbf') on downscaled pixels", "accuracy": 0.95}
+    weak = evaluate.decide_blessing(metrics_with_recalls(a=0.93, b=0.93, c=0.93), GATE, None, baseline=baseline)
+    assert weak["blessed"] is False
+    assert weak["reasons"][1] == ("FAIL: test accuracy 0.9300 vs the classical baseline's 0.9500 (SVC(kernel='rbf') on downscaled pixels, "
+                                  "same splits): margin -0.0200 is below evaluate.min_margin_over_baseline 0.0")
+    tie = evaluate.decide_blessing(metrics_with_recalls(a=0.95, b=0.95, c=0.95), GATE, None, baseline=baseline)
+    assert tie["blessed"] is True and tie["reasons"][1].startswith("PASS")
+    demanding = EvaluateParams(min_accuracy=0.9, min_margin_over_baseline=0.01)
+    assert evaluate.decide_blessing(metrics_with_recalls(a=0.955, b=0.955, c=0.955), demanding, None, baseline=baseline)["blessed"] is False
+
+
+def test_the_baseline_is_an_svm_on_downscaled_pixels_fit_on_train_and_scored_on_test():
+    from components import baseline
+
+    images, labels = make_images(num_classes=3, per_class=40, shape=(12, 12, 1))
+    order = np.random.default_rng(0).permutation(len(labels))
+    train, test = order[:90], order[90:]
+    result = baseline.fit_and_score(images[train], labels[train], images[test], labels[test])
+    assert result["accuracy"] == 1.0 and result["train_examples"] == 90 and result["features"] == 144
+    assert result["predictions"].shape == (30,)
+    large = np.zeros((2, 64, 64, 3), np.uint8)
+    assert baseline.downscale(large).shape == (2, 18 * 18 * 3)  # at most 1024 features, aspect kept
+    many = np.repeat([0, 1], [9000, 1000])
+    chosen = baseline.sample_per_class(many, 5000, seed=0)
+    assert len(chosen) == 5000 and np.bincount(many[chosen]).tolist() == [4500, 500]
+
+
 def test_gate_params_reject_out_of_range_tolerances():
     with pytest.raises(ValueError, match="max_accuracy_regression"):
         EvaluateParams(max_accuracy_regression=-0.1)
@@ -184,10 +219,13 @@ def workspace(tmp_path_factory):
 def test_first_model_is_blessed_by_the_thresholds_alone_with_its_report(workspace):
     blessing = json.loads(workspace["good"]["artifacts/evaluate/blessing.json"])
     assert blessing["blessed"] is True and blessing["champion"] is None
-    assert blessing["reasons"][1].startswith(f"SKIP: accuracy regression and per-class recall drop checks: no champion: registered model '{MODEL_NAME}'")
-    assert "champion" not in json.loads(workspace["good"]["metrics/evaluate.json"])
+    assert blessing["reasons"][2].startswith(f"SKIP: accuracy regression and per-class recall drop checks: no champion: registered model '{MODEL_NAME}'")
+    assert blessing["baseline"]["accuracy"] == 1.0 and blessing["reasons"][1].startswith("PASS: test accuracy 1.0000 vs the classical baseline's 1.0000")
+    metrics = json.loads(workspace["good"]["metrics/evaluate.json"])
+    assert "champion" not in metrics and metrics["baseline_accuracy"] == 1.0 and metrics["margin_over_baseline"] == 0.0
     run = mlflow.MlflowClient(tracking_uri=workspace["uri"]).get_run(workspace["good_run"])
     assert run.data.tags["blessed"] == "true" and "SKIP" in run.data.tags["gate.reasons"]
+    assert run.data.metrics["baseline_accuracy"] == 1.0
 
 
 def test_worse_model_is_refused_against_the_champion_but_still_gets_its_report(workspace):
@@ -219,36 +257,54 @@ def registry(workspace):
     mlflow.set_tracking_uri(previous)
 
 
-def test_champion_predicts_like_the_model_it_serves_and_other_datasets_are_not_comparable(registry):
+def test_champion_predicts_like_the_model_it_serves_and_other_datasets_are_refused(registry):
     uri, images = f"models:/{MODEL_NAME}/1", registry["images"][:8]
-    probabilities, why = evaluate.predict_with_champion(uri, images, CLASS_NAMES)
+    probabilities = evaluate.predict_with_champion(uri, images, CLASS_NAMES)
     np.testing.assert_allclose(probabilities, registry["good_model"].predict(images.astype(np.float32), verbose=0), atol=1e-5)
-    assert why == ""
-    assert "a different dataset" in evaluate.predict_with_champion(uri, images, ["x", "y", "z"])[1]
-    assert "shape (12, 12, 1), the test split has (6, 6, 1)" in evaluate.predict_with_champion(uri, images[:, :6, :6], CLASS_NAMES)[1]
+    with pytest.raises(evaluate.RegistryError, match="has classes .* the candidate \\['x', 'y', 'z'\\]: another dataset's model"):
+        evaluate.predict_with_champion(uri, images, ["x", "y", "z"])
+    with pytest.raises(evaluate.RegistryError, match="shape \\(12, 12, 1\\), the candidate \\(6, 6, 1\\): another dataset's model"):
+        evaluate.predict_with_champion(uri, images[:, :6, :6], CLASS_NAMES)
+    # Another dataset registered under this name: not comparable, so the gate fails closed and says why.
+    check = evaluate.evaluate_champion(MODEL_NAME, images, np.zeros(8, np.int64), ["x", "y", "z"], top_k=1)
+    assert check["version"]["version"] == 1 and check["metrics"] is None
+    assert "another dataset's model" in check["error"] and "data.name or export.model_name" in check["error"]
 
 
 def test_a_missing_model_or_alias_means_no_champion(registry):
-    version, why = evaluate.find_champion(MODEL_NAME)
-    assert version is not None and int(version.version) == 1 and why == ""
-    version, why = evaluate.find_champion("never_registered")
-    assert version is None and why.startswith("no champion: registered model 'never_registered' has no 'champion' version yet")
+    version = evaluate.find_champion(MODEL_NAME)
+    assert version is not None and int(version.version) == 1
+    assert evaluate.find_champion("never_registered") is None
+    check = evaluate.evaluate_champion("never_registered", registry["images"][:2], np.zeros(2, np.int64), CLASS_NAMES, top_k=1)
+    assert check["error"] == "" and check["skip"] == "no champion: registered model 'never_registered' has no 'champion' version yet"
     mlflow.MlflowClient().delete_registered_model_alias(MODEL_NAME, evaluate.CHAMPION_ALIAS)
     try:
-        version, why = evaluate.find_champion(MODEL_NAME)
-        assert version is None and f"'{MODEL_NAME}' has no 'champion' version yet" in why
+        assert evaluate.find_champion(MODEL_NAME) is None
     finally:
         mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, evaluate.CHAMPION_ALIAS, "1")
 
 
-def test_an_unreachable_registry_means_no_champion_with_the_reason(monkeypatch):
+def test_a_champion_that_cannot_be_loaded_fails_the_gate_closed(registry, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError("saved_model.pb: No such file or directory")
+
+    monkeypatch.setattr(mlflow.tensorflow, "load_model", broken)
+    check = evaluate.evaluate_champion(MODEL_NAME, registry["images"][:2], np.zeros(2, np.int64), CLASS_NAMES, top_k=1)
+    assert check["version"]["version"] == 1 and check["metrics"] is None
+    assert check["error"].startswith(f"champion v1 of '{MODEL_NAME}' could not be loaded (OSError: saved_model.pb")
+
+
+def test_an_unreachable_registry_fails_the_gate_closed_with_the_reason(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri("http://127.0.0.1:9")  # the discard port: nothing listens
     try:
-        version, why = evaluate.find_champion(MODEL_NAME)
+        with pytest.raises(evaluate.RegistryError, match="the model registry at http://127.0.0.1:9 could not be read"):
+            evaluate.find_champion(MODEL_NAME)
+        check = evaluate.evaluate_champion(MODEL_NAME, np.zeros((1, 12, 12, 1), np.uint8), np.zeros(1, np.int64), CLASS_NAMES, top_k=1)
     finally:
         mlflow.set_tracking_uri(previous)
-    assert version is None
-    assert why.startswith("no champion: the model registry at http://127.0.0.1:9 could not be read")
+    assert check["version"] is None and check["error"].startswith("the model registry at http://127.0.0.1:9 could not be read")
+    gate = evaluate.decide_blessing(metrics_with_recalls(a=1.0, b=1.0, c=1.0), GATE, None, champion_error=check["error"])
+    assert gate["blessed"] is False and any(reason.startswith("FAIL: could not check against the champion") for reason in gate["reasons"])

@@ -67,17 +67,18 @@ def test_flatten_keeps_types_for_the_hparams_dashboard():
         "train.epochs": 3, "train.nesterov": False, "train.clipnorm": "null", "train.augmentation.flip": "none", "variants": '["a"]'}
 
 
-@pytest.mark.e2e
-def test_each_experiment_is_its_own_mlflow_run_and_dvc_exp_show_agrees(reproduced_copy):
-    """On a copy of the session's reproduced repository (tests/conftest.py: `dvc repro` of the whole
-    pipeline, 2 epochs, weight histograms on); each experiment reruns train, evaluate and export."""
-    import mlflow
+@pytest.fixture(scope="module")
+def experiments(reproduced_repo, tmp_path_factory):
+    """A copy of the session's reproduced repository (tests/conftest.py: `dvc repro` of the whole pipeline,
+    2 epochs, weight histograms on), committed as the baseline, then a queued experiment (learning rate x2)
+    and a workspace one (mlp), which each rerun train, evaluate and export. The workspace keeps the mlp's outputs."""
     import yaml
 
-    repo = reproduced_copy
-    commit = ["git", "-c", "user.email=t@localhost", "-c", "user.name=t", "commit", "-qm", "baseline"]
+    from pipelines.workspace import copy_reproduced
+
+    repo = copy_reproduced(reproduced_repo, tmp_path_factory.mktemp("experiments") / "repo")
     run(["git", "add", "-A"], repo)
-    run(commit, repo)  # the baseline a user commits after `make repro`; experiments are compared against it
+    run(COMMIT + ["baseline"], repo)  # the baseline a user commits after `make repro`; experiments are compared against it
     base_rate = yaml.safe_load((repo / "params.yaml").read_text())["train"]["learning_rate"]
     try:
         # Queued first: a queued experiment takes the workspace as it is when queued, and the next one changes it.
@@ -94,7 +95,17 @@ def test_each_experiment_is_its_own_mlflow_run_and_dvc_exp_show_agrees(reproduce
         shown = _experiments(json.loads(_dvc(repo, "exp", "show", "--json").stdout))
     finally:
         _stop_queue_workers(repo)
+    return {"repo": repo, "shown": shown, "base_rate": base_rate}
 
+
+COMMIT = ["git", "-c", "user.email=t@localhost", "-c", "user.name=t", "commit", "-qm"]
+
+
+@pytest.mark.e2e
+def test_each_experiment_is_its_own_mlflow_run_and_dvc_exp_show_agrees(experiments):
+    import mlflow
+
+    repo, shown, base_rate = experiments["repo"], experiments["shown"], experiments["base_rate"]
     # The baseline (the commit), the workspace experiment and the queued one: three runs.
     by_params = {(item["params"]["model"], item["params"]["learning_rate"]): item for item in shown.values()}
     assert set(by_params) == {("lenet5", base_rate), ("mlp", base_rate), ("lenet5", base_rate * 2)}, shown.keys()
@@ -136,3 +147,29 @@ def _summary_tags(log_dir: Path) -> dict[Path, set[str]]:
         for event in tf.compat.v1.train.summary_iterator(str(events)):
             tags.setdefault(events.parent, set()).update(value.tag for value in event.summary.value)
     return tags
+
+
+@pytest.mark.e2e
+def test_metrics_and_plots_diff_compare_two_commits_of_the_pipelines_own_outputs(experiments, tmp_path):
+    """The mlp experiment's outputs (in the workspace) committed on top of the lenet5 baseline."""
+    repo = experiments["repo"]
+    run(["git", "add", "-A"], repo)
+    run(COMMIT + ["mlp"], repo)
+    diff = json.loads(_dvc(repo, "metrics", "diff", "HEAD~1", "HEAD", "--json", "--all").stdout)
+    evaluate = diff["metrics/evaluate.json"]
+    committed = {revision: json.loads(run(["git", "show", f"{revision}:metrics/evaluate.json"], repo).stdout) for revision in ("HEAD~1", "HEAD")}
+    assert evaluate["accuracy"]["old"] == committed["HEAD~1"]["accuracy"] and evaluate["accuracy"]["new"] == committed["HEAD"]["accuracy"]
+    assert evaluate["baseline_accuracy"]["old"] == evaluate["baseline_accuracy"]["new"]  # same splits, same baseline
+    assert "val_accuracy" in diff["metrics/train.json"] and "tflite_int8.accuracy" in diff["metrics/export.json"]
+
+    rendered = json.loads(_dvc(repo, "plots", "diff", "HEAD~1", "HEAD", "--json", "--split").stdout)
+    assert not rendered.get("errors"), rendered.get("errors")
+    expected = {"Training curves (accuracy)", "Training curves (loss)", "Confusion matrix (test split)",
+                "artifacts/evaluate/confident_mistakes.png", "artifacts/evaluate/reliability_diagram.png", "artifacts/export/variants.png"}
+    assert expected <= set(rendered["data"])
+    for name in expected:
+        revisions = {revision for item in rendered["data"][name] for revision in item["revisions"]}
+        assert revisions == {"HEAD~1", "HEAD"}, (name, revisions)
+    _dvc(repo, "plots", "diff", "HEAD~1", "HEAD", "-o", str(tmp_path / "html"))
+    page = (tmp_path / "html/index.html").read_text()
+    assert "Confusion matrix (test split)" in page and "reliability_diagram.png" in page

@@ -105,8 +105,16 @@ def write_workspace(root: Path, *, blessed: bool) -> str:
         tracking.write_run_reference(train_dir / "run.json", run, EXPERIMENT, tensorboard="train")
     evaluate_dir = root / "artifacts/evaluate"
     evaluate_dir.mkdir(parents=True)
-    (evaluate_dir / "blessing.json").write_text(json.dumps({"blessed": blessed, "reasons": [], "accuracy": 0.9}))
+    write_blessing(root, blessed=blessed, run_id=run.info.run_id)
     return run.info.run_id
+
+
+def write_blessing(root: Path, *, blessed: bool, run_id: str, champion_version: int | None = None) -> None:
+    """evaluate's decision about the run, as the evaluate stage writes it."""
+    (root / "artifacts/evaluate/blessing.json").write_text(json.dumps({
+        "blessed": blessed, "reasons": [], "candidate": {"run_id": run_id, "accuracy": 0.9},
+        "champion": {"version": champion_version} if champion_version else None,
+        "baseline": {"model": "SVC(kernel='rbf') on downscaled pixels", "accuracy": 0.8}}))
 
 
 def run_export(root: Path, *, blessed: bool, params_yaml: str = PARAMS_YAML) -> dict:
@@ -183,7 +191,9 @@ def test_metrics_and_report_list_every_variant(blessed_export):
     report = (root / "artifacts/export/report.md").read_text()
     assert all(variant in report for variant in VARIANTS) and "int8 gate (int8): passed" in report
     assert (root / "artifacts/export/variants.png").stat().st_size > 10_000
-    assert not list((root / "artifacts").glob(".export-*")), "the staging directory was left behind"
+    assert "Classical baseline (SVC(kernel='rbf') on downscaled pixels, same train and test splits): test accuracy 0.8000" in report
+    assert metrics["serving_parity_max_difference"] <= 1e-4 and metrics["registered_model"] == "test_classifier"
+    assert not list((root / "artifacts").glob(".export.tmp-*")), "the staging directory was left behind"
 
 
 def test_pruned_models_reach_the_target_sparsity(blessed_export):
@@ -227,7 +237,7 @@ def test_a_failed_int8_gate_keeps_a_blessed_model_from_champion_and_says_why():
     assert export.decide_int8_gate({"tflite_int8": {"accuracy_drop": 1 / 500, "max_class_drop": 0.04}}, params)["passed"]
     report = export.format_report({"tflite_int8": {"accuracy": 0.9, "latency_p50_ms": 0.1, "latency_p99_ms": 0.2, "invoke_p50_ms": 0.1,
                                                    "size_bytes": 10, "gzip_bytes": 5, "throughput_images_per_s": 1.0}},
-                                   model_name="m", version=3, blessed=True, gate=gate, num_threads=1)
+                                   model_name="m", version=3, promoted=False, why_not=gate["reasons"], gate=gate, num_threads=1)
     assert "**not** `champion`" in report and "max_int8_class_drop" in report and "version 3" in report
 
 
@@ -268,6 +278,64 @@ def test_a_failed_export_leaves_the_previous_export_untouched(unblessed_export, 
         export.main()
     assert sorted(path.relative_to(root) for path in (root / "artifacts/export").rglob("*")) == before
     assert [path.name for path in (root / "artifacts").iterdir() if path.name.startswith(".")] == []
+
+
+QUICK_PARAMS = PARAMS_YAML.replace("[float32, float16, dynamic_range, int8, pruned_int8, qat_int8, pqat_int8]", "[float32, int8]")
+
+
+def _export_state(root: Path) -> dict:
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    return {"champion": int(client.get_model_version_by_alias("test_classifier", export.CHAMPION_ALIAS).version),
+            "files": {path.relative_to(root): path.read_bytes() for folder in ("artifacts/export", "metrics")
+                      for path in (root / folder).rglob("*") if path.is_file()}}
+
+
+def test_promotion_is_the_last_step_so_a_failure_after_registration_keeps_the_champion(tmp_path, monkeypatch):
+    root = run_export(tmp_path, blessed=True, params_yaml=QUICK_PARAMS)["root"]  # version 1, the champion
+    before = _export_state(root)
+    assert before["champion"] == 1
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    write_blessing(root, blessed=True, run_id=json.loads((root / "artifacts/train/run.json").read_text())["run_id"], champion_version=1)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("writing the report failed")
+
+    monkeypatch.setattr(export, "format_report", crash)  # runs after the new version is registered
+    with pytest.raises(RuntimeError, match="writing the report failed"):
+        export.main()
+    assert _export_state(root) == before  # champion v1, the previous export and metrics untouched
+    versions = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}").search_model_versions("name='test_classifier'")
+    assert sorted(int(version.version) for version in versions) == [1, 2]  # registered, never promoted
+    monkeypatch.undo()
+
+    # The champion changed after evaluate compared against it (v1): export registers but does not promote.
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    MlflowClient().set_registered_model_alias("test_classifier", export.CHAMPION_ALIAS, "2")
+    export.main()
+    metrics = json.loads((root / "metrics/export.json").read_text())
+    assert metrics["version"] == 3 and metrics["promoted"] is False
+    assert "the champion of 'test_classifier' changed since evaluate compared against v1 (now v2)" in metrics["not_promoted_because"][0]
+    assert _export_state(root)["champion"] == 2
+
+
+def test_a_blessing_of_another_training_run_is_refused(unblessed_export, monkeypatch):
+    root = unblessed_export["root"]
+    monkeypatch.chdir(root)
+    write_blessing(root, blessed=True, run_id="0123456789abcdef")
+    with pytest.raises(ValueError, match="evaluates run 0123456789abcdef, but artifacts/train is run"):
+        export.main()
+
+
+def test_serving_parity_catches_a_saved_model_that_serves_another_model(tmp_path):
+    images, labels = make_images(10, seed=3)
+    model, other = build_trained_model(images, labels), build_trained_model(images[::-1].copy(), labels)
+    module = export.ServingModule(model, CLASS_NAMES)
+    tf.saved_model.save(module, str(tmp_path / "served"), signatures={"serving_default": module.serve})
+    assert export.check_serving_parity(tmp_path / "served", model, images) <= 1e-4
+    with pytest.raises(export.ExportCheckFailed, match="serving_default differs from the trained model"):
+        export.check_serving_parity(tmp_path / "served", other, images)
 
 
 def test_a_model_changed_after_training_is_refused(tmp_path):

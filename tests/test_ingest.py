@@ -128,8 +128,10 @@ def test_a_run_in_another_process_writes_byte_identical_output(project):
     assert [name for name in first if first[name] != second[name]] == []
 
 
-def test_unreadable_files_fail_naming_each_with_its_reason_and_leave_no_output(project, capsys):
-    ingest.main()  # a previous good run must not survive a failed one
+def test_unreadable_files_fail_naming_each_with_its_reason_and_keep_the_previous_output(project, capsys):
+    ingest.main()  # a failed run leaves the previous complete output as it was; its reports show the failure
+    previous = {path.relative_to(project): path.read_bytes() for folder in ("data/prepared", "metrics") for path in (project / folder).rglob("*")
+                if path.is_file()}
     good = (project / "data/raw/dog/00.png").read_bytes()
     (project / "data/raw/dog/truncated.png").write_bytes(good[: len(good) // 2])
     (project / "data/raw/emu/empty.png").write_bytes(b"")
@@ -146,9 +148,10 @@ def test_unreadable_files_fail_naming_each_with_its_reason_and_leave_no_output(p
                          ("emu/notes.txt", "not a PNG/JPEG/BMP/GIF image"), ("cat/huge.png", "decompression-bomb"),
                          ("cat/link.png", "symlink leading outside")):
         assert any(name in line and reason in line for line in error.splitlines()), (name, reason)
-    assert not (project / "data/prepared").exists()
-    assert not list((project / "data").glob(".prepared.tmp-*"))
-    assert not (project / "metrics/ingest.json").exists()
+    assert {path.relative_to(project): path.read_bytes() for folder in ("data/prepared", "metrics") for path in (project / folder).rglob("*")
+            if path.is_file()} == previous
+    assert not list((project / "data").glob(".prepared.tmp-*")) and not list((project / "reports").glob(".ingest.tmp-*"))
+    assert json.loads((project / "reports/ingest/validation.json").read_text())["success"] is False
     assert (project / "reports/ingest/data_docs/index.html").is_file()
     assert (project / "reports/ingest/samples.png").is_file()
 
@@ -162,7 +165,7 @@ def test_wrong_image_size_fails_the_suite_but_writes_data_docs(project, capsys):
 
     assert "expect_column_values_to_be_between(height)" in error and "cat/03.png" in error
     assert "(width)" not in error
-    assert not (project / "data/prepared").exists()
+    assert records.read_manifest(project / "data/prepared")["num_examples"] == len(CLASS_NAMES) * NUM_PER_CLASS  # the previous run's
     assert (project / "reports/ingest/data_docs/index.html").is_file()
     assert json.loads((project / "reports/ingest/validation.json").read_text())["success"] is False
 

@@ -94,3 +94,15 @@ def test_integer_labels_out_of_range_are_rejected_naming_the_file(tmp_path):
     (tmp_path / "labels.txt").write_text("a.png 0\nb.png 1\nc.png 3\n")
     with pytest.raises(LayoutError, match=r"no example of class id\(s\) \[2\]"):
         read_layout(tmp_path)
+
+
+def test_a_symlinked_split_folder_is_an_error_naming_it(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "cat").mkdir(parents=True)
+    (elsewhere / "cat/1.png").write_bytes(b"x")
+    raw = tmp_path / "raw"
+    (raw / "test/cat").mkdir(parents=True)
+    (raw / "test/cat/2.png").write_bytes(b"y")
+    (raw / "train").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(LayoutError, match="train: a symlinked split folder .*not followed"):
+        read_layout(raw)

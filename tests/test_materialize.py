@@ -1,7 +1,10 @@
 """The embedded default dataset is written byte-for-byte the same, once."""
 import hashlib
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 from PIL import Image
 
 from pipelines import materialize
@@ -22,16 +25,83 @@ def test_png_encoding_is_deterministic_and_lossless(tmp_path):
     assert np.array_equal(np.asarray(Image.open(path)), image)
 
 
-def test_folder_is_idempotent_and_exact(tmp_path):
+def test_folder_is_idempotent_and_exact(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     images = np.random.default_rng(1).integers(0, 256, size=(6, 4, 4)).astype(np.uint8)
     labels = np.array([0, 1, 0, 1, 0, 1])
     raw = tmp_path / "raw"
     assert materialize.write_image_folder(images, labels, ["zero", "one"], raw) == 6
     digest = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in raw.rglob("*.png")}
-    (raw / "one" / "stray.png").write_bytes(b"not part of the dataset")
-    (raw / "zero" / "00000.png").write_bytes(b"damaged")
-    assert materialize.write_image_folder(images, labels, ["zero", "one"], raw) == 1
+    assert materialize.write_image_folder(images, labels, ["zero", "one"], raw) == 0
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in raw.rglob("*.png")} == digest
+    # A smaller dataset replaces the files this command wrote and removes the ones it no longer has.
+    assert materialize.write_image_folder(images[:2], labels[:2], ["zero", "one"], raw) == 0
+    assert sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*.png")) == ["one/00001.png", "zero/00000.png"]
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_files_it_did_not_write_stop_it_before_anything_changes(tmp_path, monkeypatch, capsys):
+    """`make repro` with the default source over a folder of the user's own photos: nothing is deleted."""
+    monkeypatch.chdir(tmp_path)
+    images = np.random.default_rng(1).integers(0, 256, size=(4, 4, 4)).astype(np.uint8)
+    raw = tmp_path / "data/raw"
+    materialize.write_image_folder(images, np.array([0, 1, 0, 1]), ["zero", "one"], raw)
+    (raw / "my_photos").mkdir()
+    (raw / "my_photos/holiday.jpg").write_bytes(b"the user's photo")
+    (raw / "one/00001.png").write_bytes(b"edited by hand")  # a file it wrote, changed since: the user's now
+    before = _tree(raw)
+
+    with pytest.raises(materialize.ForeignFilesError) as error:
+        materialize.write_image_folder(images[:2], np.array([0, 1]), ["zero", "one"], raw, source="mnist_5k")
+    message = str(error.value)
+    assert "holds 2 file(s)" in message and "my_photos/holiday.jpg" in message and "one/00001.png" in message
+    assert "Nothing was changed" in message and "--source folder" in message
+    assert _tree(raw) == before
+
+    with pytest.raises(SystemExit) as exited:  # the command line says the same and exits non-zero
+        materialize.main(["--raw-dir", str(raw), "--no-dvc"])
+    assert "my_photos/holiday.jpg" in str(exited.value) and "--source folder" in str(exited.value)
+    assert _tree(raw) == before
+
+
+def test_files_dvc_can_restore_may_be_replaced(tmp_path, monkeypatch):
+    """data/raw checked out by DVC (a clone + `dvc pull`), with no record of this command: another source may replace it."""
+    import subprocess
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "--quiet"], check=True)
+    raw = Path("data/raw")
+    (raw / "cat").mkdir(parents=True)
+    (raw / "cat/1.png").write_bytes(b"tracked by dvc")
+    Path("data.dvc").write_text("outs:\n- path: data/raw\n")
+    subprocess.run([sys.executable, "-m", "dvc", "commit", "--quiet", "--force", "data.dvc"], check=True)
+    images = np.random.default_rng(1).integers(0, 256, size=(2, 4, 4)).astype(np.uint8)
+    materialize.write_image_folder(images, np.array([0, 1]), ["zero", "one"], raw)
+    assert sorted(_tree(raw)) == ["one/00001.png", "zero/00000.png"]
+
+
+def test_from_refuses_symlinks_leading_out_of_the_folder_and_copies_ones_inside(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source, secret = tmp_path / "mine", tmp_path / "secret.txt"
+    (source / "cat").mkdir(parents=True)
+    (source / "cat/a.png").write_bytes(b"a")
+    (source / "cat/b.png").symlink_to(source / "cat/a.png")  # inside the folder: copied as a file
+    secret.write_bytes(b"private")
+    (source / "cat/c.png").symlink_to(secret)
+    (source / "dog").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(ValueError, match="2 symlink\\(s\\) that would be copied from outside the folder") as error:
+        materialize.materialize("folder", tmp_path / "raw", source)
+    assert "cat/c.png" in str(error.value) and "dog" in str(error.value)
+    assert not (tmp_path / "raw").exists()
+    (source / "cat/c.png").unlink()
+    (source / "dog").unlink()
+    materialize.materialize("folder", tmp_path / "raw", source)
+    assert _tree(tmp_path / "raw") == {"cat/a.png": b"a", "cat/b.png": b"a"}
+    assert not any(path.is_symlink() for path in (tmp_path / "raw").rglob("*"))
 
 
 def test_tfds_dataset_is_written_in_split_folders_with_its_class_order(tmp_path, monkeypatch):
@@ -70,13 +140,16 @@ def test_a_users_folder_is_copied_exactly_and_tracked_by_dvc(tmp_path, monkeypat
     for name in ("train/cat/a b.png", "test/dog/é.jpg", "train/cat/.DS_Store"):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_bytes(name.encode())
+    previous = tmp_path / "previous"
+    (previous / "old").mkdir(parents=True)
+    (previous / "old/stray.png").write_bytes(b"from the previous dataset")
     project = tmp_path / "project"
-    (project / "data/raw/old").mkdir(parents=True)
-    (project / "data/raw/old/stray.png").write_bytes(b"from the previous dataset")
+    project.mkdir()
     monkeypatch.chdir(project)
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "--quiet"], check=True)
+    materialize.main(["--source", "folder", "--from", str(previous)])
 
-    materialize.main(["--source", "folder", "--from", str(source)])
+    materialize.main(["--source", "folder", "--from", str(source)])  # replaces the previous dataset it wrote
 
     raw = project / "data/raw"
     assert sorted(path.relative_to(raw).as_posix() for path in raw.rglob("*") if path.is_file()) == [

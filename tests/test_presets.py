@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from pipelines import presets
-from pipelines.config import load_params, parse_params
+from pipelines.config import load_params, merge, parse_params, resolve_image_size, resolve_train_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,8 +22,11 @@ def test_the_textbook_workloads_are_all_there():
 def test_every_preset_validates_against_the_schema(name):
     with (ROOT / "params.yaml").open() as stream:
         base = yaml.safe_load(stream)
-    params = parse_params(presets.merge(base, presets.load_preset(name)))
+    params = parse_params(merge(base, presets.load_preset(name)))
     assert params.train.model in name
+    from components.train import check_model_params
+
+    check_model_params(params.train)  # a known model, a schedule that fits
 
 
 def test_apply_merges_and_keeps_comments(tmp_path):
@@ -31,7 +34,7 @@ def test_apply_merges_and_keeps_comments(tmp_path):
     shutil.copy(ROOT / "params.yaml", target)
     presets.apply_preset("cifar10-resnet18", target)
     params = load_params(target)
-    assert params.train.model == "resnet18" and params.train.augmentation.crop_padding == 4
+    assert params.train.model == "resnet18" and params.train.augmentation.crop_padding == 0.125
     assert params.ingest.expectations.channels == 3
     assert params.evaluate == load_params(ROOT / "params.yaml").evaluate  # untouched sections stay
     assert "# One section per stage" in target.read_text()
@@ -65,10 +68,13 @@ def test_every_preset_trains_a_step_with_its_model_optimizer_and_augmentation(na
     from pipelines.input_pipeline import build_augmenter
 
     with (ROOT / "params.yaml").open() as stream:
-        params = parse_params(presets.merge(yaml.safe_load(stream), presets.load_preset(name)))
+        params = parse_params(merge(yaml.safe_load(stream), presets.load_preset(name)))
     # No ImageNet weights offline: a pretrained-backbone preset trains a step from scratch here.
-    train_params = dataclasses.replace(params.train, epochs=1, backbone=dataclasses.replace(params.train.backbone, weights="none"))
-    shape = (params.preprocess.image_height, params.preprocess.image_width, params.ingest.expectations.channels)
+    train_params = dataclasses.replace(resolve_train_schedule(params.train, 16), epochs=1,
+                                       backbone=dataclasses.replace(params.train.backbone, weights="none"))
+    expected = params.ingest.expectations
+    shape = (*resolve_image_size(params.preprocess, expected.image_height, expected.image_width, registry.min_input_size(train_params.model)),
+             expected.channels)
     images = np.random.default_rng(0).integers(0, 256, size=(16, *shape)).astype(np.float32)
     augmenter = build_augmenter(train_params.augmentation, train_params.seed)
     data = tf.data.Dataset.from_tensor_slices((images, np.arange(16) % 10)).batch(8)

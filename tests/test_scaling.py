@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Against the MLflow server, on a copy of the session's reproduced repository (tests/conftest.py): its data
 # and preprocessing are up to date (ingest and preprocess do not track), and this train section differs
-# from REPRODUCED_PARAMS (no weight histograms), so `dvc repro` trains, evaluates and exports again:
+# from REPRODUCED_PARAMS (another seed), so `dvc repro` trains, evaluates and exports again:
 # two epochs, two export variants, an int8 gate that always passes.
 SMALL = {
-    "train": {"epochs": 2, "early_stopping_patience": 2, "histogram_freq": 0},
-    "evaluate": {"min_accuracy": 0.5},
+    "train": {"epochs": 2, "early_stopping_patience": 2, "seed": 7}, "tracking": {"histogram_freq": 0},
+    "evaluate": {"min_accuracy": 0.5, "min_margin_over_baseline": -1.0},
     "export": {"variants": ["float32", "int8"], "prune_epochs": 1, "qat_epochs": 1,
                "representative_samples": 50, "latency_runs": 10, "max_int8_accuracy_drop": 1.0, "max_int8_class_drop": 1.0},
 }
@@ -147,10 +147,10 @@ def test_pipeline_logs_runs_registry_and_aliases_to_an_mlflow_server_on_postgres
     assert len(client.get_metric_history(reference["run_id"], "val_accuracy")) == 2  # one per epoch
     assert run_info.data.metrics["test_accuracy"] > 0.5
     export = json.loads((repo / "metrics/export.json").read_text())
-    version = client.get_model_version("tfpipe_classifier", str(export["version"]))
+    version = client.get_model_version("mnist_5k-classifier", str(export["version"]))
     assert version.run_id == reference["run_id"]
     assert export["promoted"], export["int8_gate"]  # blessed and the int8 gate passed: champion
-    assert client.get_model_version_by_alias("tfpipe_classifier", "champion").version == version.version
+    assert client.get_model_version_by_alias("mnist_5k-classifier", "champion").version == version.version
     # Artifacts go through the server (mlflow-artifacts:/), into its --artifacts-destination.
     downloaded = Path(mlflow.artifacts.download_artifacts(run_id=reference["run_id"], artifact_path="history.csv",
                                                           dst_path=str(tmp_path / "download"), tracking_uri=mlflow_server))
@@ -169,8 +169,9 @@ train:
   batch_size: 16
   learning_rate: 0.005
   batch_norm: true
-  histogram_freq: 1
   distribute: {distribute}
+tracking:
+  histogram_freq: 1
 """
 # Two workers see each batch split in two, in another order: close to one worker, not bit-identical.
 ACCURACY_TOLERANCE = 0.1
@@ -235,8 +236,7 @@ def test_a_killed_worker_is_restarted_and_the_cluster_resumes_from_the_last_epoc
     epochs = 4
     images, labels = make_images(num_classes=3, per_class=150)
     write_prepared(tmp_path / "data/prepared", images, labels, ["a", "b", "c"])
-    (tmp_path / "params.yaml").write_text(TOY_PARAMS.format(distribute="multi_worker").replace("epochs: 2", f"epochs: {epochs}")
-                                          + "  early_stopping_patience: 100\n")
+    (tmp_path / "params.yaml").write_text(TOY_PARAMS.format(distribute="multi_worker").replace("epochs: 2", f"epochs: {epochs}\n  early_stopping_patience: 100"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_store}
     subprocess.run([sys.executable, "-m", "components.preprocess"], cwd=tmp_path, env=env, check=True, capture_output=True)
 

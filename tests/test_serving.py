@@ -51,8 +51,9 @@ def champion(tmp_path_factory):
         with mlflow.start_run():
             version = export.register_serving_model(
                 export.ServingModule(build_band_model(), CLASS_NAMES), model_name=MODEL_NAME,
-                example_images=band_images()[:1], num_classes=3, promote=True, tags={"blessed": "true"},
+                example_images=band_images()[:1], num_classes=3, tags={"blessed": "true"},
             )
+        mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, export.CHAMPION_ALIAS, str(version))
     assert version == 1
     return {"root": root, "uri": uri}
 

@@ -133,3 +133,38 @@ def test_sigterm_ends_a_background_run_killed(mlflow_store, tmp_path):
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=60) == 128 + signal.SIGTERM
     assert _status(run_id) == "KILLED"
+
+
+def _left_running(experiment: str, **tags) -> str:
+    """A run left RUNNING with the given owner tags, as a SIGKILLed stage leaves it."""
+    client = mlflow.MlflowClient()
+    experiment_id = tracking.configure(experiment)
+    run = client.create_run(experiment_id, tags=tags)
+    return run.info.run_id
+
+
+def test_stale_runs_of_every_experiment_are_marked_and_a_reused_pid_does_not_hide_one(mlflow_store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    me = tracking.process_tags()
+    reused = _left_running("other-dataset", **{**me, "tfpipe.process_start": f"{float(me['tfpipe.process_start']) - 3600:.2f}"})
+    alive = _left_running("other-dataset", **me)  # this very process: still running
+    elsewhere = _left_running("other-dataset", **{**me, "tfpipe.host": "another-host"})  # only that host can tell
+    with tracking.stage_run("unit"):  # a stage of another experiment opens the store
+        pass
+    assert _status(reused) == "KILLED" and "died without ending the run" in mlflow.get_run(reused).data.tags["tfpipe.stale"]
+    assert _status(alive) == "RUNNING" and _status(elsewhere) == "RUNNING"
+
+
+def test_mark_stale_command_is_what_make_ui_runs_first(tmp_path):
+    """kill -9 during `dvc repro -f --no-run-cache train`, then `dvc repro` restores outputs from the run cache and
+    runs no stage: the next thing that opens the store, `make ui` included, marks the killed run."""
+    child, run_id = _start_child(tmp_path, f"sqlite:///{tmp_path / 'mlruns/mlflow.db'}")
+    child.kill()
+    child.wait(timeout=30)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run([sys.executable, "-m", "pipelines.tracking", "mark-stale", "--store", str(tmp_path / "mlruns")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert f"1 run(s) left RUNNING by a killed process marked KILLED: {run_id}" in result.stdout
+    assert mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns/mlflow.db'}").get_run(run_id).info.status == "KILLED"
+    assert "pipelines.tracking mark-stale --store" in (ROOT / "Makefile").read_text().split("\nui:")[1].split("\n\n")[0]

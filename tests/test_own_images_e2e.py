@@ -1,0 +1,68 @@
+"""A user's own images, end to end: materialize a folder, infer the expectations, `dvc repro`; nothing hand-edited
+about the data, and the MNIST champion of the same store untouched."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.workspace import run, set_params
+
+pytestmark = pytest.mark.e2e
+
+
+def write_shapes(folder: Path, per_class: int = 40, size: int = 12, seed: int = 0) -> None:
+    """Three classes of 12x12 grayscale images, not digits: a horizontal bar, a vertical bar, a square."""
+    rng = np.random.default_rng(seed)
+    for name in ("horizontal", "vertical", "square"):
+        (folder / name).mkdir(parents=True)
+        for number in range(per_class):
+            pixels = rng.integers(0, 70, (size, size)) + rng.integers(0, 50)
+            offset = rng.integers(1, size - 5)
+            if name == "horizontal":
+                pixels[offset:offset + 2, 1:-1] = 230
+            elif name == "vertical":
+                pixels[1:-1, offset:offset + 2] = 230
+            else:
+                pixels[offset:offset + 4, offset:offset + 4] = 230
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / name / f"{number:03d}.png")
+
+
+def test_a_folder_of_new_images_passes_first_time_and_registers_under_its_own_name(reproduced_copy, tmp_path):
+    import mlflow
+
+    repo = reproduced_copy
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns/mlflow.db'}")
+    mnist_champion = client.get_model_version_by_alias("mnist_5k-classifier", "champion")
+
+    write_shapes(tmp_path / "shapes")
+    run([sys.executable, "-m", "pipelines.materialize", "--source", "folder", "--from", str(tmp_path / "shapes")], repo)
+    inferred = run([sys.executable, "-m", "pipelines.schema"], repo).stdout
+    assert "120 images (class_folders), 3 classes" in inferred and "+    image_height: 12" in inferred
+    set_params(repo, {"train": {"epochs": 15}})  # the test's time budget, not the data: auto would pick 250 epochs here
+    repro = run([sys.executable, "-m", "dvc", "repro"], repo)
+    assert "ingest failed" not in repro.stdout + repro.stderr
+
+    statistics = json.loads((repo / "artifacts/preprocess/statistics.json").read_text())
+    assert statistics["input_shape"] == [12, 12, 1] and statistics["output_shape"] == [28, 28, 1]  # lenet5's designed size
+    evaluated = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert 0 <= evaluated["baseline_accuracy"] <= 1 and evaluated["margin_over_baseline"] == pytest.approx(
+        evaluated["accuracy"] - evaluated["baseline_accuracy"])
+    blessing = json.loads((repo / "artifacts/evaluate/blessing.json").read_text())
+    assert blessing["registered_model"] == "shapes-classifier" and blessing["champion"] is None
+    assert any("classical baseline" in reason for reason in blessing["reasons"])
+    exported = json.loads((repo / "metrics/export.json").read_text())
+    assert exported["registered_model"] == "shapes-classifier" and exported["version"] == 1
+    assert (repo / "artifacts/export/saved_model/shapes-classifier/1/saved_model.pb").is_file()
+    assert "Classical baseline" in (repo / "artifacts/export/report.md").read_text()
+
+    run_id = json.loads((repo / "artifacts/train/run.json").read_text())["run_id"]
+    training = client.get_run(run_id)
+    assert client.get_experiment(training.info.experiment_id).name == "shapes"
+    assert training.data.params["resolved.preprocess.image_height"] == "28" and "baseline_accuracy" in training.data.metrics
+    after = client.get_model_version_by_alias("mnist_5k-classifier", "champion")
+    assert (after.version, after.run_id) == (mnist_champion.version, mnist_champion.run_id)
