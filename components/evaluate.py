@@ -26,7 +26,8 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from components.baseline import fit_and_score
 from pipelines import records, tracking
 from pipelines.config import EvaluateParams, load_params, registered_model_name
-from pipelines.outputs import atomic_directory, load_trained_model, write_csv, write_json
+from models.loading import load_trained_model
+from pipelines.outputs import atomic_directory, write_csv, write_json
 
 PREPARED_DIR = Path("data/prepared")
 TRAIN_DIR = Path("artifacts/train")

@@ -27,7 +27,8 @@ from mlflow.types.schema import Schema, TensorSpec
 from components import export_variants as variants_lib
 from pipelines import records, tflite, tracking
 from pipelines.config import ExportParams, load_params, registered_model_name
-from pipelines.outputs import atomic_directory, load_trained_model, write_json
+from models.loading import load_trained_model
+from pipelines.outputs import atomic_directory, write_json
 
 PREPARED_DIR = Path("data/prepared")
 TRAIN_DIR = Path("artifacts/train")

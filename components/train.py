@@ -400,8 +400,6 @@ def main() -> None:
             # Queued on the run's own thread, which works while the model trains (tracking.BackgroundRun).
             tensorboard, log_dir = start_tracking(run, all_params, params, plan, strategy, phases, run_name)
             run.mlflow("log_params", resolved)
-            if all_params.tracking.log_augmented_images:
-                log_augmented_batch(train_data(range(1)), log_dir, all_params.tracking.log_augmented_images)
         else:
             log_dir = worker_dir / "tensorboard"
         backup_root, checkpoint_root = CACHE_ROOT / "train-backup" / key, CACHE_ROOT / "train-checkpoints" / key
@@ -444,6 +442,12 @@ def main() -> None:
             return
         for finished in (backup_root, checkpoint_root):  # a later run with the same config starts fresh
             shutil.rmtree(finished, ignore_errors=True)
+        if all_params.tracking.log_augmented_images:
+            # After training, with an augmenter of its own (same settings and seed): logging
+            # settings cannot change what the model was trained on (tracking is logging only).
+            first = build_input_pipeline(records.read_split(PREPARED_DIR, "train"), params.batch_size, True, params.shuffle_buffer,
+                                         params.seed, build_augmenter(params.augmentation, params.seed), "none", epochs=range(1))
+            log_augmented_batch(first, log_dir, all_params.tracking.log_augmented_images)
 
         frame = pd.concat([history_frame(history, phase.name) for history, phase in zip(histories, phases)], ignore_index=True)
         with atomic_directory(OUTPUT_DIR) as staging:

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import hashlib
+
 import numpy as np
 import tf_keras as keras
-from tf_keras.src.applications import efficientnet, mobilenet_v2, resnet
-from tf_keras.src.utils import data_utils
 
 from models.registry import register
 
@@ -45,21 +45,31 @@ class Backbone:
     preprocessing: str  # "tf" ([-1, 1]), "caffe" (BGR minus mean), "none" (inside the backbone)
     weights_url: str  # the directory Keras downloads the no-top ImageNet weights from
     weights_file: Callable[[int], str]  # file name for a given input size
-    file_hash: str | None  # what Keras checks a downloaded file against; None: it checks nothing
+    file_hash: str | None  # the md5 Keras checks a downloaded file against; None: it checks nothing
 
 
+# Where Keras downloads the no-top ImageNet weights, and the md5 it checks them against: copied from
+# tf_keras 2.21's applications modules (public constants there are not part of its API).
 BACKBONES = {
     "mobilenet_v2": Backbone(
-        keras.applications.MobileNetV2, "tf", mobilenet_v2.BASE_WEIGHT_PATH,
+        keras.applications.MobileNetV2, "tf", "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/",
         lambda size: f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size if size in MOBILENET_V2_SIZES else 224}_no_top.h5",
         None),
     "resnet50": Backbone(
-        keras.applications.ResNet50, "caffe", resnet.BASE_WEIGHTS_PATH,
-        lambda size: "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", resnet.WEIGHTS_HASHES["resnet50"][1]),
+        keras.applications.ResNet50, "caffe", "https://storage.googleapis.com/tensorflow/keras-applications/resnet/",
+        lambda size: "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "4d473c1dd8becc155b73f8504c6f6626"),
     "efficientnet_b0": Backbone(
-        keras.applications.EfficientNetB0, "none", efficientnet.BASE_WEIGHTS_PATH,
-        lambda size: "efficientnetb0_notop.h5", efficientnet.WEIGHTS_HASHES["b0"][1]),
+        keras.applications.EfficientNetB0, "none", "https://storage.googleapis.com/keras-applications/",
+        lambda size: "efficientnetb0_notop.h5", "50bc09e76180e00e4465e1a485ddc09d"),
 }
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class WeightsNotFound(FileNotFoundError):
@@ -94,7 +104,7 @@ def resolve_weights(name: str, weights: str, image_size: int) -> Path | None:
             f"(nothing is downloaded at run time). On a machine with a network, download {backbone.weights_url}{file_name} "
             f"and copy it to {path} (or to $KERAS_HOME/models/), or set train.backbone.weights to the file's path, "
             "or to none to train from scratch")
-    if backbone.file_hash and not data_utils.validate_file(str(path), backbone.file_hash):
+    if backbone.file_hash and file_md5(path) != backbone.file_hash:
         raise WeightsNotFound(f"train.backbone.weights: {path} does not match the hash Keras publishes for it "
                               f"({backbone.file_hash}); it is truncated or a different file: download it again")
     return path

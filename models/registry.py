@@ -43,4 +43,4 @@ def names() -> list[str]:
 
 def _import_all() -> None:
     # Importing each architecture module runs its @register decorator.
-    from models import applications, lenet5, mlp, resnet18, vgg13  # noqa: F401
+    from models import applications, lenet5, lenet5_s2d, mlp, resnet18, vgg13  # noqa: F401

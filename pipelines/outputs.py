@@ -104,22 +104,3 @@ def file_sha256(path: Path | str) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def load_trained_model(train_dir: Path | str):
-    """The trained Keras model (for inference), after checking it is the file the train stage wrote.
-
-    train records the model's sha256 in model.json (inside artifacts/train, whose hash dvc.lock
-    records); a model.keras replaced or edited by hand no longer matches and is refused.
-    """
-    import tf_keras as keras
-
-    train_dir = Path(train_dir)
-    with (train_dir / "model.json").open() as stream:
-        expected = json.load(stream).get("model_sha256")
-    actual = file_sha256(train_dir / "model.keras")
-    if expected != actual:
-        raise ValueError(f"{train_dir / 'model.keras'}: sha256 {actual[:16]}… does not match {str(expected)[:16]}… recorded by "
-                         f"the train stage in {train_dir / 'model.json'}: the model was changed after training; run `dvc repro train`")
-    # safe_mode (the default) refuses Lambda layers and other arbitrary code in the archive.
-    return keras.models.load_model(train_dir / "model.keras", compile=False, safe_mode=True)

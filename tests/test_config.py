@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_repository_params_file_is_valid():
     params = load_params(ROOT / "params.yaml")
-    assert params.train.model == "lenet5"
+    assert params.train.model == "lenet5_s2d"
     assert params.ingest.expectations.image_height == 28
 
 
@@ -51,8 +51,8 @@ def test_integers_are_numbers_and_lists_are_tuples():
 def test_an_unknown_model_is_refused_by_the_train_stage_naming_the_key_and_the_known_models():
     from components.train import check_model_params
 
-    with pytest.raises(ParamsError, match="params.yaml: train.model: unknown model 'alexnet'; known models: efficientnet_b0, lenet5, mlp, "
-                                          "mobilenet_v2, resnet18, resnet50, vgg13"):
+    with pytest.raises(ParamsError, match="params.yaml: train.model: unknown model 'alexnet'; known models: efficientnet_b0, lenet5, lenet5_s2d, "
+                                          "mlp, mobilenet_v2, resnet18, resnet50, vgg13"):
         check_model_params(parse_params({"train": {"model": "alexnet"}}).train)
     with pytest.raises(ParamsError, match="train.backbone.head_epochs \\(3\\) is above train.epochs \\(2\\)"):
         check_model_params(parse_params({"train": {"model": "mobilenet_v2", "epochs": 2}}).train)

@@ -340,7 +340,7 @@ def test_serving_parity_catches_a_saved_model_that_serves_another_model(tmp_path
 
 def test_a_model_changed_after_training_is_refused(tmp_path):
     """Artifact integrity: evaluate and export load only the model.keras that train recorded."""
-    from pipelines.outputs import load_trained_model
+    from models.loading import load_trained_model
 
     train_dir = tmp_path / "artifacts/train"
     train_dir.mkdir(parents=True)

@@ -84,7 +84,7 @@ def test_the_served_model_gives_the_training_pipelines_output_on_the_test_split(
 
     from pipelines import records
     from pipelines.input_pipeline import build_input_pipeline
-    from pipelines.outputs import load_trained_model
+    from models.loading import load_trained_model
 
     model = load_trained_model(repo / "artifacts/train")
     batches = build_input_pipeline(records.read_split(repo / "data/prepared", "test"), batch_size=64, training=False)

@@ -1,0 +1,36 @@
+"""LeNet-5 with a space-to-depth stem: the same dense head on 16x fewer pixels with 16x more channels.
+
+Why: on CPUs with AMX (Intel Sapphire/Emerald/Granite Rapids) XNNPACK runs every int8 convolution on a
+kernel whose cost is per 16 output pixels per kernel tap whatever the channel count up to 64, so LeNet-5's
+first convolution (one input channel, 5x5 on 28x28) is 7x slower in int8 than in float32 and the int8
+model 3x slower than the float one. SpaceToDepth(4) turns 28x28x1 into 7x7x16, so both convolutions
+(3x3, 16->32->16 channels) work on 49 pixels: the int8 model is about 0.5x the float32 one there, and as
+accurate as LeNet-5 on mnist_5k (benchmarks/RESULTS.md, "int8 on an AMX CPU").
+"""
+from __future__ import annotations
+
+import tf_keras as keras
+
+from models.loading import SpaceToDepth
+from models.registry import register
+
+BLOCK = 4  # 28x28x1 -> 7x7x16
+
+
+@register("lenet5_s2d", min_input_size=28)  # designed, like LeNet-5, for 28-32 px
+def build_lenet5_s2d(input_shape, num_classes, dropout_rate=0.0, weight_decay=0.0, batch_norm=False, stem_filters=32):
+    regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
+    inputs = keras.Input(shape=input_shape, name="features")
+    x = SpaceToDepth(BLOCK, name="space_to_depth")(inputs)
+    for filters in (stem_filters, 16):  # 7x7x16 -> 7x7x32 -> 7x7x16: LeNet-5's 784 features before the dense layers
+        x = keras.layers.Conv2D(filters, 3, padding="same", kernel_regularizer=regularizer, use_bias=not batch_norm)(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.ReLU()(x)
+    x = keras.layers.Flatten()(x)
+    for units in (120, 84):
+        x = keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer)(x)
+        if dropout_rate:
+            x = keras.layers.Dropout(dropout_rate)(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name="lenet5_s2d")
