@@ -5,12 +5,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+GPU_STAMP := $(VENV)/.installed-gpu
 # dvc runs each stage's `python -m components.X` through the shell: it must find the venv's python.
 export PATH := $(abspath $(BIN)):$(PATH)
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install data repro test test-fast ui tensorboard lock bench bench-gpu clean-outputs
+.PHONY: install install-gpu data repro test test-fast ui tensorboard lock bench bench-gpu clean-outputs
 
 install: $(STAMP)
 
@@ -18,6 +19,15 @@ $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
+
+# On a Linux x86_64 machine with an NVIDIA GPU (and its driver): the same .venv plus TensorFlow's CUDA
+# libraries (tensorflow[and-cuda]'s nvidia-* wheels, several GB); every other package keeps its requirements.txt pin.
+# Without them TensorFlow sees no GPU and trains on the CPU. Then `make repro` or `dvc repro` trains on the GPU.
+install-gpu: $(GPU_STAMP)
+
+$(GPU_STAMP): requirements-gpu.txt $(STAMP)
+	$(BIN)/python -m pip install --quiet -r requirements-gpu.txt
+	touch $(GPU_STAMP)
 
 # Writes data/raw from params.yaml's data.source (default: the embedded mnist_5k, whose committed
 # data.dvc hash must not move) and fills the DVC cache; other sources: python -m pipelines.materialize --help.
@@ -59,13 +69,16 @@ tensorboard: install
 bench: install
 	$(BIN)/python benchmarks/run.py
 
-# On a GPU machine: ResNet18 images/s in float32, mixed precision and mixed precision + XLA.
-bench-gpu: install
+# On a GPU machine: ResNet18 images/s in float32, mixed precision and mixed precision + XLA (fails if TensorFlow sees no GPU).
+bench-gpu: install-gpu
 	$(BIN)/python benchmarks/gpu_throughput.py --json benchmarks/gpu_results.json
 
-# Regenerates requirements.txt from pyproject.toml (needs uv: pip install uv).
+# Regenerates requirements.txt from pyproject.toml (needs uv: pip install uv), then requirements-gpu.txt: the same
+# pins (-c requirements.txt) plus the gpu extra's CUDA wheels, which exist for Linux only.
 lock:
 	uv pip compile pyproject.toml --extra dev --python-version 3.11 -c lock-constraints.txt -o requirements.txt
+	uv pip compile pyproject.toml --extra dev --extra gpu --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		-c lock-constraints.txt -c requirements.txt -o requirements-gpu.txt
 
 clean-outputs:
 	rm -rf data/prepared artifacts metrics plots reports

@@ -1,9 +1,10 @@
 """GPU training throughput of ResNet18 on 32x32x3 images: float32 vs mixed precision vs mixed + XLA.
 
 Prints images/s for each mode on synthetic data and on real shipped data (mnist_5k digits resized to
-32x32x3), with the device name and the share of the GPU's peak arithmetic rate reached. Runs on a
-CPU too (slowly, for checking the script); figures worth recording come from a GPU machine:
-    python benchmarks/gpu_throughput.py --json benchmarks/gpu_results.json
+32x32x3), with the device name and the share of the GPU's peak arithmetic rate reached. Without a GPU
+it stops with an error, so that CPU figures are never taken for GPU ones; --allow-cpu runs it on
+a CPU anyway, slowly, for checking the script. Figures worth recording come from a GPU machine:
+    make install-gpu && python benchmarks/gpu_throughput.py --json benchmarks/gpu_results.json
 """
 from __future__ import annotations
 
@@ -69,14 +70,27 @@ def measure(mode: str, images: np.ndarray, labels: np.ndarray, batch_size: int, 
     return statistics.median(rates), training_flops_per_image(classifier)
 
 
+def no_gpu_message() -> str:
+    """Why there is no GPU is rarely the hardware: TensorFlow's pip wheel finds CUDA only in the nvidia-* wheels."""
+    return (f"TensorFlow sees no GPU. TensorFlow {tf.__version__} (built with CUDA: {tf.test.is_built_with_cuda()}); "
+            f"tf.config.list_physical_devices() returned {tf.config.list_physical_devices()}.\n"
+            "Install TensorFlow's CUDA libraries, the nvidia-* wheels of tensorflow[and-cuda] pinned in requirements-gpu.txt: "
+            "`make install-gpu` (or `pip install -r requirements-gpu.txt`), and check that `nvidia-smi` lists the GPU "
+            "and that CUDA_VISIBLE_DEVICES does not hide it.\n"
+            "To run this benchmark on the CPU anyway (to check the script; its figures mean nothing), pass --allow-cpu.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--allow-cpu", action="store_true", help="run without a GPU (slowly, to check the script)")
     args = parser.parse_args()
     gpus = tf.config.list_physical_devices("GPU")
+    if not gpus and not args.allow_cpu:
+        sys.exit(no_gpu_message())
     device = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "CPU (no GPU found)"
     peak = next((value for key, value in PEAK_TFLOPS.items() if key in device), None)
     synthetic = (np.random.default_rng(0).uniform(0, 255, (4096, 32, 32, 3)).astype(np.float32), np.random.default_rng(1).integers(0, 10, 4096))

@@ -381,6 +381,7 @@ def main() -> None:
         hardware.apply_precision(plan)
         classifier_input = preprocessor.output_shape[1:]
         model = build_training_model(preprocessor, build_classifier(params, classifier_input, num_classes))
+    plan = hardware.settle_jit_compile(plan, model, params.jit_compile, params.deterministic)
 
     experiment_name = dataset_name(all_params)  # one MLflow experiment per dataset
     # Multi-worker: every worker runs the same fit() and the same saves (their collective ops must match),

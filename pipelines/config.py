@@ -236,9 +236,14 @@ def registered_model_name(params: Params) -> str:
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML reads YAML 1.1, where `1e-5` is a string; YAML 1.2 (and DVC, which uses ruamel) reads a number."""
+    """PyYAML reads YAML 1.1, where `1e-5` is a string and `on`, `off`, `yes`, `no` are booleans; YAML 1.2
+    (and DVC and update_params_file, which use ruamel) reads a number and four strings: `jit_compile: on`."""
 
 
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
@@ -247,7 +252,7 @@ _Loader.add_implicit_resolver(
 
 
 def yaml_load(text: str):
-    """A YAML document as plain data, numbers read as YAML 1.2 reads them (`1e-5` is a float)."""
+    """A YAML document as plain data, numbers and booleans read as YAML 1.2 reads them (`1e-5` is a float, `on` a string)."""
     return yaml.load(text, Loader=_Loader)
 
 

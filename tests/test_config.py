@@ -84,3 +84,18 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("- a\n- b\n")
     with pytest.raises(ParamsError, match="mapping"):
         load_params(bad)
+
+
+def test_on_and_off_are_the_values_the_schema_names_as_dvc_reads_them(tmp_path):
+    """PyYAML alone reads YAML 1.1, where an unquoted `on` is True: `jit_compile: on` was refused as a boolean."""
+    from pipelines.config import update_params_file
+
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  jit_compile: on\n  mixed_precision: off\n  deterministic: false\n  learning_rate: 1e-3\n")
+    train = load_params(path).train
+    assert (train.jit_compile, train.mixed_precision, train.deterministic, train.learning_rate) == ("on", "off", False, 0.001)
+    update_params_file({"train": {"jit_compile": "off"}}, path)  # ruamel (YAML 1.2) writes the string unquoted
+    assert "jit_compile: off" in path.read_text() and load_params(path).train.jit_compile == "off"
+    path.write_text("train:\n  deterministic: yes\n")  # a string in YAML 1.2, as DVC reads it: not a boolean
+    with pytest.raises(ParamsError, match="train.deterministic: Input should be a valid boolean \\(got 'yes', a string"):
+        load_params(path)
