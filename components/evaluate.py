@@ -308,6 +308,10 @@ def main() -> None:
         mlflow.log_metrics({"baseline_accuracy": baseline["accuracy"], "margin_over_baseline": metrics["accuracy"] - baseline["accuracy"],
                             "baseline_seconds": baseline["seconds"]})
         mlflow.log_metrics({f"champion_{key}": value for key, value in compared.items() if key != "version"})  # version: a tag
+        training = mlflow.get_run(reference["run_id"]).data.tags.get("tfpipe.training", "")
+        headline = (f"test accuracy {metrics['accuracy']:.4f} (classical baseline {baseline['accuracy']:.4f}), "
+                    f"{'blessed' if gate['blessed'] else 'not blessed'}")
+        mlflow.set_tags({"mlflow.note.content": f"{headline}; {training}" if training else headline})  # the run's description
         mlflow.set_tags({"blessed": str(gate["blessed"]).lower(), "gate.reasons": "\n".join(gate["reasons"])[:5000],
                          "gate.champion_version": str(champion["version"]) if champion else "none", "gate.registered_model": model_name,
                          "baseline.model": baseline["model"]})

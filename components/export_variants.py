@@ -140,21 +140,64 @@ def layers_without_quantize_config(classifier: keras.Model, scheme) -> list[str]
     """Layers the scheme has no QAT config for, as 'name (Class)'. Batch norm is not one of them:
     a transform folds it into the conv before it. (EfficientNet: Rescaling, Normalization, Multiply.)"""
     registry = scheme.get_quantize_registry()
+
+    def supported(layer) -> bool:
+        # The prune-preserving registry says it supports layers it then has no config for (a weightless
+        # custom layer such as SpaceToDepth): asking for the config is the test that holds for every scheme.
+        if not registry.supports(layer):
+            return False
+        try:
+            registry.get_quantize_config(layer)
+        except ValueError:
+            return False
+        return True
+
     return [f"{layer.name} ({type(layer).__name__})" for layer in classifier.layers
-            if not isinstance(layer, (keras.layers.InputLayer, keras.layers.BatchNormalization)) and not registry.supports(layer)]
+            if not isinstance(layer, (keras.layers.InputLayer, keras.layers.BatchNormalization)) and not supported(layer)]
+
+
+class FloatQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+    """Quantizes nothing: the layer stays float in the fine-tune (the converter quantizes it post-training)."""
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        return {}
 
 
 def quantize_apply_skipping(classifier: keras.Model, scheme) -> tuple[keras.Model, list[str]]:
     """quantize_apply on every layer the scheme supports; the rest stay float during the fine-tune.
 
-    Returns the QAT model and the layers left float. The int8 converter still quantizes those
-    layers, post-training, from the representative images: the fallback for what tfmot cannot train.
+    Returns the QAT model and the layers left float. Those are annotated with FloatQuantizeConfig
+    rather than left alone: the prune-preserving scheme would otherwise ask its registry for a config it
+    does not have (a layer feeding quantized ones). The int8 converter still quantizes them,
+    post-training, from the representative images: the fallback for what tfmot cannot train.
     """
     skipped = layers_without_quantize_config(classifier, scheme)
     names = {entry.split(" (")[0] for entry in skipped}
-    annotated = keras.models.clone_model(  # the clone function returns the layers themselves: weights are shared
-        classifier, clone_function=lambda layer: layer if layer.name in names else tfmot.quantization.keras.quantize_annotate_layer(layer))
-    return tfmot.quantization.keras.quantize_apply(annotated, scheme), skipped
+    annotate = tfmot.quantization.keras.quantize_annotate_layer
+
+    def clone(layer):  # returns the layers themselves, annotated: weights are shared
+        if isinstance(layer, keras.layers.InputLayer):
+            return layer
+        return annotate(layer, quantize_config=FloatQuantizeConfig()) if layer.name in names else annotate(layer)
+
+    annotated = keras.models.clone_model(classifier, clone_function=clone)
+    with tfmot.quantization.keras.quantize_scope({"FloatQuantizeConfig": FloatQuantizeConfig}):
+        return tfmot.quantization.keras.quantize_apply(annotated, scheme), skipped
 
 
 def quantization_aware_classifier(model, images, labels, classifier_name, *, preserve_sparsity: bool,

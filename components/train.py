@@ -321,12 +321,12 @@ def distribute_options(plan: hardware.HardwarePlan) -> tf.data.Options | None:
 
 
 def start_tracking(run: tracking.BackgroundRun, all_params: Params, params: TrainParams, plan, strategy, phases: list[Phase],
-                   run_name: str) -> tuple[str, Path]:
+                   label: str) -> tuple[str, Path]:
     """Queues the run's params, lineage tags, ingest reports, dataset and HParams (params: train's, "auto" resolved);
     returns the TensorBoard name and directory."""
-    tensorboard = tracking.tensorboard_name(run_name)
+    tensorboard = tracking.tensorboard_name(label)
     log_dir = tracking.tensorboard_dir(tensorboard)
-    run.mlflow("log_params", tracking.flatten("", json.loads(json.dumps(asdict(all_params)))))
+    run.log_params(tracking.flatten("", json.loads(json.dumps(asdict(all_params)))))
     tags = {"tensorflow.version": tf.__version__, "device": plan.device, "precision": plan.precision_policy,
             "jit_compile": str(plan.jit_compile).lower(), "strategy": f"{plan.strategy_name} ({strategy.num_replicas_in_sync} replicas)",
             "host.python": platform.python_version(), "stage": "train", "tensorboard.dir": str(tracking.TENSORBOARD_DIR / tensorboard)}
@@ -334,9 +334,9 @@ def start_tracking(run: tracking.BackgroundRun, all_params: Params, params: Trai
         tags["train.phases"] = describe_phases(phases)
     run.submit(tracking.set_lineage_tags, ("ingest", "preprocess"), tags)
     if Path("reports/ingest").is_dir():
-        run.mlflow("log_artifacts", "reports/ingest", artifact_path="ingest")  # data docs, statistics, pictures
+        run.submit(lambda: run.client.log_artifacts(run.run_id, "reports/ingest", artifact_path="ingest"))  # data docs, pictures
     if Path("metrics/ingest.json").is_file():
-        run.mlflow("log_artifact", "metrics/ingest.json", artifact_path="ingest")
+        run.submit(lambda: run.client.log_artifact(run.run_id, "metrics/ingest.json", artifact_path="ingest"))
     run.submit(tracking.log_dataset, PREPARED_DIR / "examples.csv", name=dataset_name(all_params))
     run.submit(tracking.log_hparams, log_dir, tracking.flatten("", {"data": {"source": all_params.data.source}, "train": asdict(params)}, as_text=False),
                trial_id=tensorboard)
@@ -390,7 +390,8 @@ def main() -> None:
     if not chief:  # under .cache/ (ignored by git and DVC), so a killed worker leaves nothing in /tmp
         CACHE_ROOT.mkdir(exist_ok=True)
     worker_dir = None if chief else Path(tempfile.mkdtemp(prefix="train-worker-", dir=CACHE_ROOT))
-    run_name = f"{params.model}-{experiment_name}"
+    flat_params = json.loads(json.dumps(asdict(all_params)))
+    run_name = tracking.run_name(params.model, flat_params) if chief else ""
     tracked = tracking.background_stage_run(experiment_name, run_name=run_name, system_metrics=True) if chief else contextlib.nullcontext()
     resolved = {"resolved.train.batch_size": params.batch_size, "resolved.train.epochs": params.epochs,
                 "resolved.train.early_stopping_patience": params.early_stopping_patience,
@@ -399,8 +400,12 @@ def main() -> None:
     with tracked as run:
         if chief:
             # Queued on the run's own thread, which works while the model trains (tracking.BackgroundRun).
-            tensorboard, log_dir = start_tracking(run, all_params, params, plan, strategy, phases, run_name)
-            run.mlflow("log_params", resolved)
+            tensorboard, log_dir = start_tracking(run, all_params, params, plan, strategy, phases, f"{params.model}-{experiment_name}")
+            changed = tracking.changed_params(flat_params)
+            training = f"{params.model} on {experiment_name}, " + (f"params changed from the commit: {', '.join(changed)}" if changed
+                                                                  else "params as committed")
+            run.set_tags({"tfpipe.training": training, "mlflow.note.content": training})  # evaluate adds the result
+            run.log_params(resolved)
         else:
             log_dir = worker_dir / "tensorboard"
         backup_root, checkpoint_root = CACHE_ROOT / "train-backup" / key, CACHE_ROOT / "train-checkpoints" / key
@@ -415,7 +420,7 @@ def main() -> None:
                 first_epoch = max(first_epoch, resume_epoch)
                 print(f"resuming from the backup in {backup_dir}: epoch {resume_epoch + 1} onwards")
                 if chief:
-                    run.mlflow("set_tag", "resumed_from_epoch", str(resume_epoch + 1))
+                    run.set_tags({"resumed_from_epoch": resume_epoch + 1})
             with strategy.scope():
                 if phase.name != "train":
                     applications.freeze_backbone(model.get_layer(params.model), phase.trainable_top_layers)
@@ -460,8 +465,8 @@ def main() -> None:
         write_csv("plots/history.csv", frame)
         final = {name: float(value) for name, value in frame.iloc[-1].items() if name not in ("epoch", "phase")}
         write_json("metrics/train.json", {**final, "epochs_run": int(len(frame)), "run_id": run.info.run_id})
-        run.mlflow("log_artifact", str(OUTPUT_DIR / "history.csv"))
-        run.mlflow("log_artifacts", str(log_dir), artifact_path="tensorboard")
+        run.submit(lambda: run.client.log_artifact(run.run_id, str(OUTPUT_DIR / "history.csv")))
+        run.submit(lambda: run.client.log_artifacts(run.run_id, str(log_dir), artifact_path="tensorboard"))
     print(f"{OUTPUT_DIR}: {params.model} trained for {len(frame)} epochs on {plan.device}; MLflow run {run.info.run_id}")
 
 

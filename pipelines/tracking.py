@@ -4,12 +4,13 @@ Logging is explicit, not autolog: mlflow.tensorflow.autolog targets Keras 3 and 
 copy of the model from every fit() (the pruning fine-tune included); we log params once from
 params.yaml, per-epoch metrics from a callback, and models only from the export stage.
 
-MLflow is imported where it is used, not here: the train stage imports it on a background thread
-(BackgroundRun), so its import and store set-up (~2.5 s of Python) overlap training.
+MLflow is imported where it is used, not here: importing this module stays cheap. The train stage
+opens the store and makes every call on a background thread (BackgroundRun), overlapping training.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -210,6 +211,15 @@ class BackgroundRun:
     """
 
     def __init__(self, experiment_name: str, run_name: str | None = None, system_metrics: bool | None = None):
+        # Imported here, on the stage's thread, not on the worker: protobuf's descriptor pool is not safe for two
+        # threads importing generated modules at once (MLflow's on the worker, TensorBoard's as training starts
+        # here), which failed a run with "Couldn't build proto file into descriptor pool". ~1 s; the store's
+        # opening and every call still overlap training.
+        import mlflow  # noqa: F401
+        import mlflow.data  # noqa: F401
+        import mlflow.entities  # noqa: F401
+        from tensorboard.plugins.hparams import api  # noqa: F401
+
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")
         self._error: BaseException | None = None
         self._started = self.submit(_start_run, experiment_name, None, run_name, system_metrics)
@@ -227,14 +237,39 @@ class BackgroundRun:
 
         return self._executor.submit(call)
 
-    def mlflow(self, name: str, *args, **kwargs) -> Future:
-        """Queues mlflow.<name>(*args, **kwargs) on the run, e.g. run.mlflow("log_params", {...})."""
-        def call():
-            import mlflow
+    @property
+    def client(self):
+        """An MlflowClient for the run's store: use it in queued calls, e.g.
+        run.submit(lambda: run.client.log_artifact(run.run_id, "history.csv"))."""
+        import mlflow
 
-            return getattr(mlflow, name)(*args, **kwargs)
+        if getattr(self, "_client", None) is None:
+            self._client = mlflow.MlflowClient()
+        return self._client
 
-        return self.submit(call)
+    @property
+    def run_id(self) -> str:
+        return self.info.run_id
+
+    def log_params(self, params: dict) -> Future:
+        """Queues MlflowClient.log_batch of params (values as text, as MLflow stores them)."""
+        from mlflow.entities import Param
+
+        return self.submit(lambda: self.client.log_batch(self.run_id, params=[Param(key, str(value)) for key, value in params.items()]))
+
+    def set_tags(self, tags: dict) -> Future:
+        from mlflow.entities import RunTag
+
+        return self.submit(lambda: self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()]))
+
+    def log_metrics(self, metrics: dict, step: int) -> Future:
+        def log():
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.run_id, metrics=[Metric(key, value, now, step) for key, value in metrics.items()])
+
+        return self.submit(log)
 
     def raise_if_failed(self) -> None:
         if self._error is not None:
@@ -310,6 +345,42 @@ def dvc_lock_tags(stages=("ingest", "preprocess"), lock_file: Path = Path("dvc.l
         locked = (yaml.safe_load(stream) or {}).get("stages", {})
     return {f"dvc.lock.{stage}.{out['path']}": str(out.get("md5", "unknown"))
             for stage in stages for out in locked.get(stage, {}).get("outs", [])}
+
+
+def changed_params(params: dict, committed: str = "HEAD:params.yaml") -> list[str]:
+    """The flattened params that differ from params.yaml as committed, ["train.learning_rate=0.004"]; [] when
+    nothing differs or there is no commit to compare with."""
+    try:
+        text = subprocess.run(["git", "show", committed], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    from pipelines.config import ParamsError, parse_params, yaml_load
+
+    try:
+        before = flatten("", json.loads(json.dumps(_asdict(parse_params(yaml_load(text) or {})), default=str)))
+    except (ParamsError, ValueError):
+        return []
+    now = flatten("", params)
+    return [f"{key}={value}" for key, value in now.items() if before.get(key) != value]
+
+
+def _asdict(params) -> dict:
+    from dataclasses import asdict
+
+    return asdict(params)
+
+
+def run_name(model: str, params: dict) -> str:
+    """What tells this run apart in the MLflow UI: the DVC experiment's name when `dvc exp run` runs it, else the
+    params that differ from the committed params.yaml, else the model and a short hash of the params."""
+    if os.environ.get("DVC_EXP_NAME"):
+        return os.environ["DVC_EXP_NAME"]
+    changed = changed_params(params)
+    if changed:
+        name = ", ".join(changed)
+        return name if len(name) <= 80 else f"{name[:77]}..."
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:7]
+    return f"{model}-{digest}"
 
 
 def set_lineage_tags(upstream_stages: tuple[str, ...], tags: dict[str, str]) -> None:
@@ -389,7 +460,7 @@ def mlflow_epoch_callback(run: BackgroundRun):
             run.raise_if_failed()
             metrics = {key: float(value) for key, value in (logs or {}).items() if value is not None}
             if metrics:
-                run.mlflow("log_metrics", metrics, step=epoch)
+                run.log_metrics(metrics, step=epoch)
 
     return MlflowEpochLogger()
 

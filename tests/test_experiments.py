@@ -112,6 +112,12 @@ def test_each_experiment_is_its_own_mlflow_run_and_dvc_exp_show_agrees(experimen
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns/mlflow.db'}")
     run_ids = {item["metrics"]["run_id"] for item in by_params.values()}
     assert len(run_ids) == 3
+    # Runs are named by what tells them apart: each experiment's run by its DVC experiment name.
+    for name, item in shown.items():
+        mlflow_run = client.get_run(item["metrics"]["run_id"])
+        if name != "workspace" and len(name) < 40:  # an experiment (the baseline commit shows as its revision)
+            assert mlflow_run.info.run_name == name, (name, mlflow_run.info.run_name)
+        assert mlflow_run.data.tags["mlflow.note.content"].startswith("test accuracy ")
     for (model, learning_rate), item in by_params.items():
         mlflow_run = client.get_run(item["metrics"]["run_id"])
         assert mlflow_run.info.status == "FINISHED"

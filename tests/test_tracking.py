@@ -1,4 +1,5 @@
 """Run status in every ending (finished, failed, SIGTERM, SIGKILL) and concurrent writers on SQLite."""
+import json
 import os
 import signal
 import subprocess
@@ -90,8 +91,8 @@ def test_a_background_run_writes_in_order_on_its_own_thread_and_ends_finished(ml
     monkeypatch.chdir(tmp_path)
     with tracking.background_stage_run("unit", run_name="background") as run:
         for step in range(5):
-            run.mlflow("log_metric", "value", float(step), step=step)
-        run.mlflow("set_tag", "stage", "train")
+            run.log_metrics({"value": float(step)}, step=step)
+        run.set_tags({"stage": "train"})
         assert mlflow.active_run() is None  # the run is the worker thread's, not this one's
     finished = mlflow.get_run(run.info.run_id)
     assert finished.info.status == "FINISHED" and finished.info.run_name == "background"
@@ -104,8 +105,8 @@ def test_a_failed_background_call_fails_the_stage_and_the_run(mlflow_store, tmp_
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RuntimeError, match="MLflow tracking failed .*No such file.*missing.txt"):
         with tracking.background_stage_run("unit") as run:
-            run.mlflow("log_artifact", str(tmp_path / "missing.txt")).exception()
-            run.mlflow("set_tag", "after", "failure")  # skipped: the queue stops at the first failure
+            run.submit(lambda: run.client.log_artifact(run.run_id, str(tmp_path / "missing.txt"))).exception()
+            run.set_tags({"after": "failure"})  # skipped: the queue stops at the first failure
             run.raise_if_failed()  # what the epoch callback does: training stops at the next epoch end
     failed = mlflow.get_run(run.info.run_id)
     assert failed.info.status == "FAILED" and "after" not in failed.data.tags
@@ -168,3 +169,25 @@ def test_mark_stale_command_is_what_make_ui_runs_first(tmp_path):
     assert f"1 run(s) left RUNNING by a killed process marked KILLED: {run_id}" in result.stdout
     assert mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns/mlflow.db'}").get_run(run_id).info.status == "KILLED"
     assert "pipelines.tracking mark-stale --store" in (ROOT / "Makefile").read_text().split("\nui:")[1].split("\n\n")[0]
+
+
+def test_runs_are_named_by_what_differs(tmp_path, monkeypatch):
+    import subprocess
+
+    import yaml
+
+    from pipelines.config import parse_params
+
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(["git", "init", "-q"], check=True)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"learning_rate": 0.002}}))
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "params.yaml"], check=True)
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "params"], check=True)
+    from dataclasses import asdict
+
+    same = json.loads(json.dumps(asdict(parse_params({"train": {"learning_rate": 0.002}}))))
+    changed = json.loads(json.dumps(asdict(parse_params({"train": {"learning_rate": 0.004}}))))
+    assert tracking.run_name("lenet5_s2d", same).startswith("lenet5_s2d-")
+    assert tracking.run_name("lenet5_s2d", changed) == "train.learning_rate=0.004"
+    monkeypatch.setenv("DVC_EXP_NAME", "gaunt-kern")
+    assert tracking.run_name("lenet5_s2d", changed) == "gaunt-kern"
