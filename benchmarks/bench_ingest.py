@@ -4,7 +4,7 @@
     .venv/bin/python -m benchmarks.bench_ingest --images 10000 --skip-mnist
 
 Each workload runs `python -m components.ingest` in a fresh project folder (its own params.yaml,
-data.raw_dir pointing at the images) as a child process, so the figures include TensorFlow and
+its data/raw a symlink to the images) as a child process, so the figures include TensorFlow and
 Great Expectations start-up and the peak RSS is the child's alone. The generated folder is kept in
 .cache/bench_ingest (git-ignored) and reused.
 """
@@ -53,8 +53,10 @@ def run_ingest(raw_dir: Path, count: int, num_classes: int, mean_range: tuple[fl
     project = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
         params = yaml.safe_load((ROOT / "params.yaml").read_text())
-        params["data"] = {"source": "folder", "raw_dir": str(raw_dir.resolve())}
-        params["ingest"]["expectations"].update({"min_per_class": 1, "min_class_share": 0.0, "max_class_share": 1.0,
+        params["data"] = {"source": "folder"}
+        (project / "data").mkdir()
+        (project / "data/raw").symlink_to(raw_dir.resolve(), target_is_directory=True)
+        params["ingest"]["expectations"].update({"num_classes": num_classes, "min_per_class": 1, "min_class_share": 0.0, "max_class_share": 1.0,
                                                  "image_mean_min": mean_range[0], "image_mean_max": mean_range[1]})
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         environment = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}

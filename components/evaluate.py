@@ -24,14 +24,11 @@ from mlflow.exceptions import MlflowException
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from components.baseline import fit_and_score
-from pipelines import records, tracking
+from pipelines import paths, records, tracking
 from pipelines.config import EvaluateParams, load_params, registered_model_name
 from models.loading import load_trained_model
 from pipelines.outputs import atomic_directory, write_csv, write_json
 
-PREPARED_DIR = Path("data/prepared")
-TRAIN_DIR = Path("artifacts/train")
-OUTPUT_DIR = Path("artifacts/evaluate")
 CHAMPION_ALIAS = "champion"  # the alias export sets; not imported from export, which pulls in tfmot and TFLite
 CALIBRATION_BINS = 15
 MISTAKES_SHOWN = 16
@@ -261,19 +258,19 @@ def write_tensorboard_summaries(log_dir: Path, confusion_png: bytes, metrics: di
 def main() -> None:
     all_params = load_params()
     params, model_name = all_params.evaluate, registered_model_name(all_params)
-    model = load_trained_model(TRAIN_DIR)
-    class_names = records.read_manifest(PREPARED_DIR)["class_names"]
-    images, labels, files = load_test_split(PREPARED_DIR)
+    model = load_trained_model(paths.TRAIN)
+    class_names = records.read_manifest(paths.PREPARED)["class_names"]
+    images, labels, files = load_test_split(paths.PREPARED)
     probabilities = model.predict(images.astype(np.float32), batch_size=256, verbose=0)
     metrics = compute_metrics(probabilities, labels, class_names, params.top_k)
     predictions = probabilities.argmax(axis=1)
-    train_images, train_labels = records.load_split_arrays(PREPARED_DIR, "train")
+    train_images, train_labels = records.load_split_arrays(paths.PREPARED, "train")
     baseline = fit_and_score(train_images, train_labels, images, labels)
     # Outputs stay deterministic (DVC reruns nothing after a forced rerun): the time goes to MLflow only.
     baseline_summary = {key: value for key, value in baseline.items() if key not in ("predictions", "seconds")}
     print(f"classical baseline: {baseline['model']}, test accuracy {baseline['accuracy']:.4f} "
           f"({baseline['train_examples']} train images, {baseline['features']} features, {baseline['seconds']} s)")
-    reference = tracking.read_run_reference(TRAIN_DIR / "run.json")
+    reference = tracking.read_run_reference(paths.TRAIN / "run.json")
 
     with tracking.stage_run(reference["experiment_name"], run_id=reference["run_id"]):
         check = evaluate_champion(model_name, images, labels, class_names, params.top_k)
@@ -293,14 +290,14 @@ def main() -> None:
             "confident_mistakes.png": plot_confident_mistakes(images, labels, probabilities, class_names, files),
             "reliability_diagram.png": plot_reliability_diagram(probabilities, labels),
         }
-        with atomic_directory(OUTPUT_DIR) as staging:
+        with atomic_directory(paths.EVALUATE) as staging:
             write_json(staging / "blessing.json", blessing)
             for file_name, figure in figures.items():
                 figure.savefig(staging / file_name, dpi=120)
                 plt.close(figure)
-        write_csv("plots/confusion.csv", pd.DataFrame({"actual": [class_names[i] for i in labels], "predicted": [class_names[i] for i in predictions]}))
+        write_csv(paths.CONFUSION_PLOT, pd.DataFrame({"actual": [class_names[i] for i in labels], "predicted": [class_names[i] for i in predictions]}))
         compared = {key: value for key, value in (champion or {}).items() if key in ("version", "accuracy", "accuracy_change", "max_class_recall_drop")}
-        write_json("metrics/evaluate.json", {**metrics, "blessed": gate["blessed"], "run_id": reference["run_id"],
+        write_json(paths.EVALUATE_METRICS, {**metrics, "blessed": gate["blessed"], "run_id": reference["run_id"],
                                              "baseline_accuracy": baseline["accuracy"], "margin_over_baseline": metrics["accuracy"] - baseline["accuracy"],
                                              **({"champion": compared} if compared else {})})
         mlflow.log_metrics({f"test_{key}": value for key, value in metrics.items() if isinstance(value, float)})
@@ -315,12 +312,12 @@ def main() -> None:
         mlflow.set_tags({"blessed": str(gate["blessed"]).lower(), "gate.reasons": "\n".join(gate["reasons"])[:5000],
                          "gate.champion_version": str(champion["version"]) if champion else "none", "gate.registered_model": model_name,
                          "baseline.model": baseline["model"]})
-        mlflow.log_artifacts(str(OUTPUT_DIR), artifact_path="evaluate")
+        mlflow.log_artifacts(str(paths.EVALUATE), artifact_path="evaluate")
         log_dir = tracking.tensorboard_dir(reference["tensorboard"]) / "evaluate"
-        write_tensorboard_summaries(log_dir, (OUTPUT_DIR / "confusion_matrix.png").read_bytes(),
+        write_tensorboard_summaries(log_dir, (paths.EVALUATE / "confusion_matrix.png").read_bytes(),
                                     {**metrics, "baseline_accuracy": baseline["accuracy"]})
         mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard/evaluate")
-        mlflow.log_artifact("metrics/evaluate.json", artifact_path="evaluate")
+        mlflow.log_artifact(str(paths.EVALUATE_METRICS), artifact_path="evaluate")
     verdict = "BLESSED" if gate["blessed"] else "NOT blessed"
     print(f"test accuracy {metrics['accuracy']:.4f} on {metrics['num_examples']} images: {verdict}\n  " + "\n  ".join(gate["reasons"]))
 

@@ -31,12 +31,10 @@ from PIL import Image, ImageOps
 
 from components import ingest_report, ingest_validation
 from components.ingest_layout import LayoutError, RawLayout, read_layout
+from pipelines import paths
 from pipelines.config import ExpectationParams, Params, load_params
 from pipelines.outputs import atomic_directory, write_csv, write_json
 
-PREPARED_DIR = Path("data/prepared")
-REPORTS_DIR = Path("reports/ingest")
-METRICS_FILE = Path("metrics/ingest.json")
 SPLITS = ("train", "val", "test")  # pipelines.records.SPLITS, without importing TensorFlow
 FORMATS = ("PNG", "JPEG", "BMP", "GIF")
 GRAYSCALE_MODES = ("1", "L", "LA", "La")
@@ -198,7 +196,7 @@ def ingest(params: Params) -> dict:
     """The whole stage; returns the metrics, raises IngestError on bad data (after writing the reports)."""
     from pipelines.records import MANIFEST
 
-    raw_dir, expectations = Path(params.data.raw_dir), params.ingest.expectations
+    raw_dir, expectations = paths.RAW, params.ingest.expectations
     try:
         layout = read_layout(raw_dir)
     except LayoutError as error:
@@ -210,7 +208,7 @@ def ingest(params: Params) -> dict:
                            test_fraction=params.ingest.test_fraction, seed=params.ingest.seed, given=given)
     # Both outputs appear whole or not at all. The reports (Data Docs, pictures, statistics) are complete
     # for a failed validation too, and that is when the user needs them; the prepared data is not.
-    with atomic_directory(PREPARED_DIR) as staging, atomic_directory(REPORTS_DIR, replace_on=(IngestError,)) as reports:
+    with atomic_directory(paths.PREPARED) as staging, atomic_directory(paths.INGEST_REPORTS, replace_on=(IngestError,)) as reports:
         start = time.perf_counter()
         rows, moments, samples = stream_examples(layout, splits, staging, params)
         seconds = time.perf_counter() - start
@@ -234,7 +232,7 @@ def ingest(params: Params) -> dict:
         write_json(reports / "statistics.json", statistics)
         if not all(outcomes):
             raise IngestError(f"{len(outcomes) - sum(outcomes)} of {len(outcomes)} expectations failed "
-                              f"(see {REPORTS_DIR / 'data_docs/index.html'}):\n" + "\n".join(ingest_validation.describe_failures(results, tables)))
+                              f"(see {paths.INGEST_REPORTS / 'data_docs/index.html'}):\n" + "\n".join(ingest_validation.describe_failures(results, tables)))
         manifest = build_manifest(tables, layout.class_names, expectations, params.ingest.num_shards,
                                   source=params.data.source, layout=layout.kind)
         write_json(staging / MANIFEST, manifest)
@@ -243,7 +241,7 @@ def ingest(params: Params) -> dict:
                "layout": layout.kind, "hidden_files_skipped": layout.hidden_files,
                "splits": {split: manifest["splits"][split]["count"] for split in SPLITS},
                "validation": validation, **statistics}
-    write_json(METRICS_FILE, metrics)
+    write_json(paths.INGEST_METRICS, metrics)
     return metrics
 
 
@@ -254,8 +252,8 @@ def main() -> None:
     except IngestError as error:
         print(f"ingest failed: {error}", file=sys.stderr)
         raise SystemExit(1) from None
-    print(f"ingest: {metrics['num_examples']} examples {metrics['splits']} -> {PREPARED_DIR}, "
-          f"data docs: {REPORTS_DIR / 'data_docs/index.html'}")
+    print(f"ingest: {metrics['num_examples']} examples {metrics['splits']} -> {paths.PREPARED}, "
+          f"data docs: {paths.INGEST_REPORTS / 'data_docs/index.html'}")
 
 
 if __name__ == "__main__":

@@ -16,13 +16,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from pipelines import records
+from pipelines import paths, records
 from pipelines.config import PARAMS_FILE, Params, ParamsError, load_params, resolve_image_size
 from pipelines.outputs import atomic_directory, write_json
 
-PREPARED_DIR = Path("data/prepared")
-OUTPUT_DIR = Path("artifacts/preprocess")
-STATISTICS_FILE = OUTPUT_DIR / "statistics.json"
+STATISTICS_FILE = paths.PREPROCESS / "statistics.json"
 
 
 def compute_statistics(images: np.ndarray, image_height: int, image_width: int) -> dict:
@@ -81,19 +79,19 @@ def model_input_size(params: Params, data_height: int, data_width: int) -> tuple
 
 def main() -> None:
     params = load_params()
-    manifest = records.read_manifest(PREPARED_DIR)
+    manifest = records.read_manifest(paths.PREPARED)
     height, width = model_input_size(params, *manifest["image_shape"][:2])
-    images, _ = records.load_split_arrays(PREPARED_DIR, "train")
+    images, _ = records.load_split_arrays(paths.PREPARED, "train")
     statistics = compute_statistics(images, height, width)
     preprocessor = build_preprocessor(manifest["image_shape"], height, width, statistics["mean"], statistics["variance"])
-    with atomic_directory(OUTPUT_DIR) as staging:
+    with atomic_directory(paths.PREPROCESS) as staging:
         write_json(
             staging / "statistics.json",
             {**statistics, "input_shape": manifest["image_shape"], "output_shape": list(preprocessor.output_shape[1:]),
              "image_size": {"height": height, "width": width, "requested": [params.preprocess.image_height, params.preprocess.image_width],
                             "model": params.train.model}},
         )
-    print(f"{OUTPUT_DIR}: {manifest['image_shape'][0]}x{manifest['image_shape'][1]} images -> {height}x{width} for {params.train.model} "
+    print(f"{paths.PREPROCESS}: {manifest['image_shape'][0]}x{manifest['image_shape'][1]} images -> {height}x{width} for {params.train.model} "
           f"(preprocess.image_height/width: {params.preprocess.image_height}/{params.preprocess.image_width}); "
           f"mean {np.round(statistics['mean'], 3).tolist()}, std {np.round(np.sqrt(statistics['variance']), 3).tolist()}")
 

@@ -19,7 +19,8 @@ STRICT = ConfigDict(extra="forbid")
 Positive = Annotated[int, Field(ge=1)]
 Auto = Literal["auto"]  # resolved from the data when the stage runs; the resolved value is logged to MLflow
 # Keys that moved to another section: the error says where they went.
-MOVED_KEYS = {"train.log_augmented_images": "tracking.log_augmented_images", "train.histogram_freq": "tracking.histogram_freq"}
+MOVED_KEYS = {"train.log_augmented_images": "tracking.log_augmented_images", "train.histogram_freq": "tracking.histogram_freq",
+              "data.raw_dir": "dvc.yaml's vars (paths.raw): the raw folder is a DVC dependency, not a param"}
 
 
 class ParamsError(ValueError):
@@ -29,7 +30,6 @@ class ParamsError(ValueError):
 @dataclass(frozen=True, config=STRICT)
 class DataParams:
     source: str = "mnist_5k"  # mnist_5k | tfds:<name> | folder (pipelines/materialize.py)
-    raw_dir: str = "data/raw"
     # The dataset's name: its MLflow experiment and, unless export.model_name is set, its registered
     # model (<name>-classifier). null: derived from source ("tfds:cifar10" -> "tfds-cifar10").
     name: str | None = None

@@ -36,10 +36,10 @@ import yaml
 from PIL import Image
 
 from components.ingest_layout import list_files
+from pipelines import paths
 from pipelines.outputs import TEMPORARY_MARK, write_bytes, write_json
 
 DATA_DVC = Path("data.dvc")
-TFDS_DATA_DIR = Path("data/tfds")  # tfds downloads and prepares here (git-ignored, not tracked by DVC)
 TFDS_SPLITS = {"train": "train", "validation": "val", "test": "test"}  # tfds split -> data/raw folder
 
 
@@ -77,7 +77,7 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-RECORD_DIR = Path(".cache/materialize")  # per raw folder, the files this command wrote: {relative path: sha256}
+RECORD_DIR = paths.CACHE / "materialize"  # per raw folder, the files this command wrote: {relative path: sha256}
 LISTED_FILES = 10  # files named in the error that stops a command before it overwrites or removes them
 
 
@@ -281,7 +281,7 @@ def materialize(source: str, raw_dir: Path, from_dir: Path | None = None) -> tup
         images, labels = load_mnist_5k()
         return len(images), write_image_folder(images, labels, [str(digit) for digit in range(10)], raw_dir, source)
     if source.startswith("tfds:"):
-        return write_files(iter_tfds(source.removeprefix("tfds:"), TFDS_DATA_DIR), raw_dir, source=source)
+        return write_files(iter_tfds(source.removeprefix("tfds:"), paths.TFDS_DATA), raw_dir, source=source)
     if source == "folder":
         if from_dir is None:  # the user's images are already in raw_dir: only track them
             return sum(1 for path in raw_dir.rglob("*") if path.is_file()), 0
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source", default=None,
                         help="mnist_5k | tfds:<name> | folder (default: params.yaml's data.source)")
     parser.add_argument("--from", dest="from_dir", type=Path, help="with --source folder: the folder to copy in")
-    parser.add_argument("--raw-dir", default="data/raw", type=Path)
+    parser.add_argument("--raw-dir", default=paths.RAW, type=Path)
     parser.add_argument("--no-dvc", action="store_true", help="write the images only; leave data.dvc alone")
     args = parser.parse_args(argv)
     explicit = args.source is not None

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines import paths
 from pipelines.config import PARAMS_FILE, ParamsError, load_params, update_params_file
 
 NEAR_DUPLICATE_DISTANCE = 8  # the default distance (bits of 256) below which two images are near duplicates
@@ -214,13 +215,13 @@ def describe(profile: DataProfile) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=PARAMS_FILE)
-    parser.add_argument("--raw-dir", type=Path, help="default: params.yaml's data.raw_dir")
+    parser.add_argument("--raw-dir", type=Path, default=paths.RAW, help=f"default: {paths.RAW}")
     parser.add_argument("--force", action="store_true", help="replace expectations edited by hand since the last inference")
     parser.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params)
-        raw_dir = args.raw_dir or Path(params.data.raw_dir)
+        raw_dir = args.raw_dir
         profile = profile_images(raw_dir, params.ingest.max_image_pixels)
         print(describe(profile))
         proposal, notes = propose(profile)

@@ -22,6 +22,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from pipelines import paths
+
 
 def project_root(cwd: Path | None = None) -> Path:
     """The repository the stage belongs to, also when DVC runs it in a temporary experiment copy.
@@ -37,13 +39,11 @@ def project_root(cwd: Path | None = None) -> Path:
     return cwd
 
 
-MLRUNS_DIR = Path("mlruns")
-TENSORBOARD_DIR = Path("logs/tensorboard")
 
 
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI if set (a team's server), else the SQLite store under <repo>/mlruns/."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / MLRUNS_DIR / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / paths.MLRUNS / 'mlflow.db'}"
 
 
 def create_sqlite_store(uri: str) -> None:
@@ -75,7 +75,7 @@ def configure(experiment_name: str) -> str:
     import mlflow
 
     local_store = not os.environ.get("MLFLOW_TRACKING_URI")  # read first: set_tracking_uri sets the variable
-    (project_root() / MLRUNS_DIR).mkdir(exist_ok=True)
+    (project_root() / paths.MLRUNS).mkdir(exist_ok=True)
     create_sqlite_store(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
     experiment = mlflow.get_experiment_by_name(experiment_name)
@@ -83,7 +83,7 @@ def configure(experiment_name: str) -> str:
         return experiment.experiment_id
     # Local store: artifacts under <repo>/mlruns/artifacts/, whatever the working directory (MLflow's
     # default, ./mlruns/<id>, would land in a temporary experiment copy). A server decides for itself.
-    location = (project_root() / MLRUNS_DIR / "artifacts" / experiment_name).as_uri() if local_store else None
+    location = (project_root() / paths.MLRUNS / "artifacts" / experiment_name).as_uri() if local_store else None
     return mlflow.create_experiment(experiment_name, artifact_location=location)
 
 
@@ -433,7 +433,7 @@ def tensorboard_name(run_name: str) -> str:
 
 def tensorboard_dir(name: str) -> Path:
     """One TensorBoard directory per run, kept across runs so `make tensorboard` compares them."""
-    return project_root() / TENSORBOARD_DIR / name
+    return project_root() / paths.TENSORBOARD / name
 
 
 def write_run_reference(path: Path, run, experiment_name: str, tensorboard: str) -> None:

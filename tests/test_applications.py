@@ -10,7 +10,8 @@ import tf_keras as keras
 
 from components import export_variants
 from components.preprocess import build_preprocessor
-from components.train import build_classifier, build_training_model, compile_model, fit_model, plan_phases
+from components.train import build_classifier, build_training_model, compile_model, fit_model
+from components.train_schedule import plan_phases
 from models import applications, registry
 from pipelines import tflite
 from pipelines.config import BackboneParams, TrainParams

@@ -15,7 +15,7 @@ import tf_keras as keras
 from components import export_variants, train
 from pipelines import hardware, records
 from pipelines.config import ParamsError
-from pipelines.outputs import load_trained_model
+from models.loading import load_trained_model
 from pipelines.tflite import TFLiteClassifier
 
 ROOT = Path(__file__).resolve().parents[1]

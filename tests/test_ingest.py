@@ -23,7 +23,6 @@ SIZE = 8
 PARAMS_YAML = f"""
 data:
   source: folder
-  raw_dir: data/raw
 ingest:
   seed: 0
   val_fraction: 0.2

@@ -167,7 +167,7 @@ def test_corrupted_backup_fails_loudly_instead_of_restarting(workspace):
     directory, env = workspace
     os.chdir(directory)
     try:
-        backup = train.CACHE_ROOT / "train-backup" / train.run_key(load_params())
+        backup = train.paths.CACHE / "train-backup" / train.run_key(load_params())
     finally:
         os.chdir(ROOT)
     chief = directory / backup / "chief"

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from components import train
+from components import train, train_schedule
 from pipelines import records
 from pipelines.config import AugmentationParams, TrainParams
 from pipelines.input_pipeline import build_augmenter, build_input_pipeline
@@ -73,7 +73,7 @@ def test_nan_loss_fails_the_stage_instead_of_returning_a_model():
 
 
 def test_cosine_schedule_with_warmup_peaks_at_the_learning_rate():
-    schedule = train.build_learning_rate(TrainParams(learning_rate=0.01, lr_schedule="cosine", warmup_epochs=1, epochs=4), steps_per_epoch=10)
+    schedule = train_schedule.build_learning_rate(TrainParams(learning_rate=0.01, lr_schedule="cosine", warmup_epochs=1, epochs=4), steps_per_epoch=10)
     assert float(schedule(0)) == pytest.approx(0.001)
     assert float(schedule(10)) == pytest.approx(0.01)
     assert float(schedule(40)) < 0.001

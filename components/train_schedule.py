@@ -1,0 +1,110 @@
+"""The train stage's schedule: phases (a pretrained backbone's head, then its fine-tune), learning rate, optimizer, loss.
+
+Pure functions of TrainParams; components/train.py compiles and fits with them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tensorflow as tf
+import tf_keras as keras
+
+from models import applications, registry
+from pipelines.config import PARAMS_FILE, ParamsError, TrainParams
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A fit() over epochs [initial_epoch, end_epoch) at its own rate, with some backbone layers frozen."""
+
+    name: str
+    initial_epoch: int
+    end_epoch: int
+    learning_rate: float
+    warmup_epochs: int
+    trainable_top_layers: int | None  # backbone layers that train; None: every layer (and any model without a backbone)
+
+
+def check_model_params(params: TrainParams) -> None:
+    """The params that need the model registry (checked here, not in pipelines/config.py, so that
+    the other stages do not import model code): a known model, a backbone schedule that fits."""
+    try:
+        registry.get_builder(params.model)
+    except ValueError as error:
+        raise ParamsError(f"{PARAMS_FILE}: train.model: {error}") from None
+    if applications.is_backbone(params.model) and params.backbone.weights != "none" and params.backbone.head_epochs > params.epochs:
+        raise ParamsError(f"{PARAMS_FILE}: train.backbone.head_epochs ({params.backbone.head_epochs}) is above train.epochs "
+                          f"({params.epochs}): epochs counts both phases")
+
+
+def plan_phases(params: TrainParams) -> list[Phase]:
+    """One phase; for a pretrained backbone, the head on the frozen backbone, then a fine-tune of its top layers.
+
+    A backbone with weights: none trains every layer from the first epoch: freezing random weights
+    would teach the head nothing.
+    """
+    if not applications.is_backbone(params.model) or params.backbone.weights == "none":
+        return [Phase("train", 0, params.epochs, params.learning_rate, params.warmup_epochs, None)]
+    head, phases = params.backbone.head_epochs, []
+    if head:
+        phases.append(Phase("head", 0, head, params.learning_rate, params.warmup_epochs, 0))
+    if params.epochs > head:
+        phases.append(Phase("fine_tune", head, params.epochs, params.backbone.fine_tune_learning_rate, 0, params.backbone.fine_tune_layers))
+    return phases
+
+
+def build_learning_rate(params: TrainParams, steps_per_epoch: int, phase: Phase | None = None):
+    """A constant rate, or a cosine/exponential decay over the run (or phase) with an optional linear warmup."""
+    phase = phase or plan_phases(params)[0]
+    learning_rate = phase.learning_rate
+    total_steps = max(1, (phase.end_epoch - phase.initial_epoch) * steps_per_epoch)
+    warmup_steps = phase.warmup_epochs * steps_per_epoch
+    if params.lr_schedule == "cosine":
+        # CosineDecay ramps from initial_learning_rate up to warmup_target during warmup_steps.
+        start = learning_rate / 10 if warmup_steps else learning_rate
+        return keras.optimizers.schedules.CosineDecay(start, max(1, total_steps - warmup_steps), alpha=0.01,
+                                                       warmup_target=learning_rate if warmup_steps else None, warmup_steps=warmup_steps)
+    if params.lr_schedule == "exponential":
+        return keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps=steps_per_epoch, decay_rate=0.9)
+    return learning_rate
+
+
+def build_optimizer(params: TrainParams, steps_per_epoch: int = 1, phase: Phase | None = None) -> keras.optimizers.Optimizer:
+    rate = build_learning_rate(params, steps_per_epoch, phase)
+    options = {"learning_rate": rate, "clipnorm": params.clipnorm}
+    if params.optimizer == "sgd":
+        return keras.optimizers.SGD(momentum=params.momentum, nesterov=params.nesterov, **options)
+    if params.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(momentum=params.momentum, **options)
+    if params.optimizer == "adamw":
+        return keras.optimizers.AdamW(weight_decay=params.weight_decay or 1e-4, **options)
+    return keras.optimizers.Adam(**options)
+
+
+def build_loss(label_smoothing: float):
+    """Sparse labels everywhere; Keras 2's sparse loss has no label smoothing, so one-hot it inside."""
+    if not label_smoothing:
+        return keras.losses.SparseCategoricalCrossentropy()
+
+    def smoothed_crossentropy(labels, probabilities):
+        one_hot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), tf.shape(probabilities)[-1])
+        return keras.losses.categorical_crossentropy(one_hot, probabilities, label_smoothing=label_smoothing)
+
+    return smoothed_crossentropy
+
+
+def compile_model(model, params: TrainParams, steps_per_epoch: int, jit_compile: bool, phase: Phase | None = None) -> None:
+    model.compile(optimizer=build_optimizer(params, steps_per_epoch, phase), loss=build_loss(params.label_smoothing),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                  jit_compile=jit_compile, steps_per_execution=params.steps_per_execution)
+
+
+def describe_phases(phases: list[Phase]) -> str:
+    """'head: epochs 1-3, lr 0.002, backbone frozen; fine_tune: epochs 4-10, lr 1e-05, top 20 backbone layers'"""
+    def layers(phase: Phase) -> str:
+        if phase.trainable_top_layers is None:
+            return "every layer"
+        return "backbone frozen" if phase.trainable_top_layers == 0 else f"top {phase.trainable_top_layers} backbone layers (batch norm frozen)"
+
+    return "; ".join(f"{phase.name}: epochs {phase.initial_epoch + 1}-{phase.end_epoch}, lr {phase.learning_rate:g}, {layers(phase)}"
+                     for phase in phases)
