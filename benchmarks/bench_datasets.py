@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipelines.workspace import copy_repository, run  # noqa: E402
+from tests.workspace import copy_repository, run  # noqa: E402
 
 PYTHON = sys.executable
 

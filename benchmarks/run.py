@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipelines.workspace import ROOT, copy_repository, run, set_params  # noqa: E402
+from tests.workspace import ROOT, copy_repository, run, set_params  # noqa: E402
 
 PYTHON = sys.executable
 

@@ -1,4 +1,9 @@
-"""Wiring for tfpipe: params schema, tracking set-up, TFRecord format, data materialization."""
+"""The shared code the stages in components/ are built on, and the command-line tools a user runs around them.
+
+Shared code: params (config), paths, the TFRecord format (records), tf.data (input_pipeline), hardware,
+tracking, content keys (lineage), atomic outputs (outputs), the TFLite runtime (tflite).
+Command-line tools (`python -m pipelines` lists them): materialize, schema, presets, predict, tracking.
+"""
 import os
 
 # tensorflow-model-optimization cannot prune or quantize Keras 3 models, so every entry point

@@ -126,7 +126,7 @@ REPRODUCED_PARAMS = {
 def reproduced_repo(tmp_path_factory) -> Path:
     """A fresh clone-like copy (tracked files only, a new git repo), the default data materialized, then
     `dvc repro` with REPRODUCED_PARAMS: made once for the whole test run. Never change it: take a copy
-    with `reproduced_copy` (or pipelines.workspace.copy_reproduced).
+    with `reproduced_copy` (or tests.workspace.copy_reproduced).
 
     Under pytest-xdist (`make test` runs two workers) the workers share one: the first to get here
     builds it under a file lock in their common temporary directory, the others wait and reuse it.
@@ -136,7 +136,7 @@ def reproduced_repo(tmp_path_factory) -> Path:
 
     from filelock import FileLock
 
-    from pipelines.workspace import copy_repository, run, set_params
+    from tests.workspace import copy_repository, run, set_params
 
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
@@ -157,7 +157,7 @@ def reproduced_repo(tmp_path_factory) -> Path:
 @pytest.fixture
 def reproduced_copy(reproduced_repo, tmp_path) -> Path:
     """This test's own copy of reproduced_repo (outputs, DVC cache, MLflow store and logs), at tmp_path/repo."""
-    from pipelines.workspace import copy_reproduced
+    from tests.workspace import copy_reproduced
 
     return copy_reproduced(reproduced_repo, tmp_path / "repo")
 

@@ -248,7 +248,8 @@ def test_folder_mobilenet_v2_preset_runs_end_to_end_with_weights_none(tmp_path):
 
     import yaml
 
-    from pipelines import presets, workspace
+    from pipelines import presets
+    from tests import workspace
 
     repo = workspace.copy_repository(tmp_path / "repo", materialize=False)
     presets.apply_preset("folder-mobilenet_v2", repo / "params.yaml")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import tracking
-from pipelines.workspace import run
+from tests.workspace import run
 
 
 # Each experiment also trains one epoch and exports two variants (the baseline: two epochs, three
@@ -74,7 +74,7 @@ def experiments(reproduced_repo, tmp_path_factory):
     and a workspace one (mlp), which each rerun train, evaluate and export. The workspace keeps the mlp's outputs."""
     import yaml
 
-    from pipelines.workspace import copy_reproduced
+    from tests.workspace import copy_reproduced
 
     repo = copy_reproduced(reproduced_repo, tmp_path_factory.mktemp("experiments") / "repo")
     run(["git", "add", "-A"], repo)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.workspace import run, set_params
+from tests.workspace import run, set_params
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipelines.workspace import copy_reproduced, run, set_params
+from tests.workspace import copy_reproduced, run, set_params
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e

@@ -86,3 +86,17 @@ def test_every_preset_trains_a_step_with_its_model_optimizer_and_augmentation(na
     compile_model(model, train_params, steps_per_epoch=2, jit_compile=False)
     history = fit_model(model, data, None, train_params, callbacks=[])
     assert model.output_shape == (None, 10) and np.isfinite(history.history["loss"]).all()
+
+
+def test_python_m_pipelines_lists_the_tools_and_runs_one(capsys):
+    from pipelines.__main__ import TOOLS, main
+
+    with pytest.raises(SystemExit) as ran:
+        main(["presets", "list"])
+    assert ran.value.code == 0 and "mnist_5k-lenet5" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as listed:
+        main([])
+    printed = capsys.readouterr().out
+    assert listed.value.code == 0 and all(tool in printed for tool in TOOLS)
+    with pytest.raises(SystemExit, match="unknown tool 'train'"):
+        main(["train"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.workspace import copy_reproduced, run, set_params
+from tests.workspace import copy_reproduced, run, set_params
 from tests.conftest import free_port, make_images, stop_process_group, write_prepared
 
 ROOT = Path(__file__).resolve().parents[1]
