@@ -76,8 +76,8 @@ bench-gpu: install-gpu
 # Regenerates requirements.txt from pyproject.toml (needs uv: pip install uv), then requirements-gpu.txt: the same
 # pins (-c requirements.txt) plus the gpu extra's CUDA wheels, which exist for Linux only.
 lock:
-	uv pip compile pyproject.toml --extra dev --python-version 3.11 -c lock-constraints.txt -o requirements.txt
-	uv pip compile pyproject.toml --extra dev --extra gpu --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	uv pip compile pyproject.toml --extra dev --extra bench --python-version 3.11 -c lock-constraints.txt -o requirements.txt
+	uv pip compile pyproject.toml --extra dev --extra bench --extra gpu --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 		-c lock-constraints.txt -c requirements.txt -o requirements-gpu.txt
 
 clean-outputs:

@@ -16,14 +16,15 @@ import tf_keras as keras  # noqa: E402
 
 from models import registry  # noqa: E402
 from pipelines import records  # noqa: E402
-from pipelines.config import load_params  # noqa: E402
+from pipelines import paths  # noqa: E402
+from pipelines.config import load_params, resolve_train_schedule  # noqa: E402
 
 
 def main() -> None:
-    params = load_params().train
+    images, labels = records.load_split_arrays(paths.PREPARED, "train")
+    params = resolve_train_schedule(load_params().train, len(images))  # the same "auto" values as the stage
     keras.utils.set_random_seed(params.seed)
-    images, labels = records.load_split_arrays("data/prepared", "train")
-    val_images, val_labels = records.load_split_arrays("data/prepared", "val")
+    val_images, val_labels = records.load_split_arrays(paths.PREPARED, "val")
     images, val_images = images.astype(np.float32), val_images.astype(np.float32)
     normalize = keras.layers.Normalization(mean=float(images.mean()), variance=float(images.var()))
     classifier = registry.get_builder(params.model)(input_shape=images.shape[1:], num_classes=10, dropout_rate=params.dropout_rate,

@@ -43,9 +43,9 @@ import json, statistics, time, pipelines
 import tensorflow as tf, tf_keras as keras
 from components import train
 from pipelines import records
-from pipelines.config import load_params
+from pipelines.config import load_params, resolve_train_schedule
 from pipelines.input_pipeline import build_augmenter, build_input_pipeline
-params = load_params().train
+params = resolve_train_schedule(load_params().train, records.read_manifest("data/prepared")["splits"]["train"]["count"])
 split = records.read_split("data/prepared", "train")
 data = build_input_pipeline(split, params.batch_size, True, params.shuffle_buffer, params.seed, build_augmenter(params.augmentation, params.seed))
 in_memory = tf.data.Dataset.from_tensor_slices(tuple(tf.concat(t, 0) for t in zip(*list(data))))
