@@ -1,13 +1,13 @@
 """Reads data/prepared, artifacts/train and artifacts/evaluate; writes artifacts/export and metrics/export.json.
 
 artifacts/export holds the serving SavedModel in TF Serving layout (saved_model/<name>/<version>/),
-one model_<variant>.tflite per variant in params (components/export_variants.py makes them),
-labels.txt, report.md and variants.png. The version is the one the MLflow model registry gives the
-float model; it becomes `champion` only if evaluate blessed it AND the int8 gate passes.
+one model_<variant>.tflite per variant in params (components/export_variants.py makes them or takes
+them from .cache/export/, components/export_measure.py measures them), labels.txt, report.md and
+variants.png. The version is the one the MLflow model registry gives the float model; it becomes
+`champion` only if evaluate blessed it AND the int8 gate passes.
 """
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -25,7 +25,8 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 
 from components import export_variants as variants_lib
-from pipelines import records, tflite, tracking
+from components.export_measure import REFERENCE, SLOWER_MARGIN, measure_variants, slower_than_float32, time_interpreter_settings
+from pipelines import cpu, records, tflite, tracking
 from pipelines.config import ExportParams, load_params, registered_model_name
 from models.loading import load_trained_model
 from pipelines.outputs import atomic_directory, write_json
@@ -35,9 +36,8 @@ TRAIN_DIR = Path("artifacts/train")
 BLESSING_FILE = Path("artifacts/evaluate/blessing.json")
 EXPORT_DIR = Path("artifacts/export")
 METRICS_FILE = Path("metrics/export.json")
+VARIANT_CACHE_DIR = Path(".cache/export")  # converted variants keyed on their inputs (components/export_cache.py)
 CHAMPION_ALIAS = "champion"
-REFERENCE = "keras_float"  # the trained model itself: every variant is compared with it
-LATENCY_ROUNDS = 5  # variants are timed in interleaved rounds, so a noisy neighbour hits them all alike
 
 
 def tflite_file(variant: str) -> str:
@@ -50,125 +50,29 @@ class ServingModule(tf.Module):
 
     def __init__(self, model: keras.Model, class_names: list[str]):
         super().__init__(name="serving")
-        self.model = model
+        # The functions close over the Keras model instead of tracking it as an attribute: the SavedModel
+        # then holds these two functions and the model's variables, not a Keras SavedModel of every layer
+        # (which no reader here uses, and whose tracing of every layer made each save take ~1 s instead of ~0.2 s).
+        self.model_variables = list(model.variables)
         # A variable, not a constant, so the loaded SavedModel still has the names (predict lists top-k by name).
         self.class_names = tf.Variable(class_names, trainable=False, name="class_names")
         height, width, channels = model.input_shape[1:]
         spec = tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")
-        self.serve = tf.function(self._serve, input_signature=[spec])
+
+        def probabilities(images):
+            return model(tf.cast(images, tf.float32), training=False)
+
+        def serve(images):
+            scores = probabilities(images)
+            class_ids = tf.argmax(scores, axis=-1)
+            return {"probabilities": scores, "class_ids": class_ids, "class_names": tf.gather(self.class_names, class_ids)}
+
+        self.serve = tf.function(serve, input_signature=[spec])
         # An instance attribute named __call__ is what makes the *loaded* SavedModel callable, which
         # mlflow's pyfunc wrapper for tf.Module models (and so `mlflow models serve`) calls. That
         # wrapper converts a single tensor to numpy but passes a dict of tensors through, which the
         # REST server then cannot serialize: hence one tensor here.
-        self.__call__ = tf.function(self._probabilities, input_signature=[spec])
-
-    def _probabilities(self, images):
-        return self.model(tf.cast(images, tf.float32), training=False)
-
-    def _serve(self, images):
-        probabilities = self._probabilities(images)
-        class_ids = tf.argmax(probabilities, axis=-1)
-        return {"probabilities": probabilities, "class_ids": class_ids, "class_names": tf.gather(self.class_names, class_ids)}
-
-
-def build_tflite_variants(model, classifier_name, train_images, train_labels, params: ExportParams,
-                          log_dir) -> tuple[dict[str, bytes], dict[str, str]]:
-    """{variant: .tflite bytes} for every variant in params, in the order params lists them, and
-    {variant: note} for the QAT variants where tfmot could not train some layers (see
-    export_variants.quantize_apply_skipping); such a variant is left out if the interpreter cannot run it."""
-    representative = variants_lib.select_representative_images(train_images, params.representative_samples, params.seed)
-    fine_tune = {"epochs": params.qat_epochs, "learning_rate": params.qat_learning_rate, "seed": params.seed}
-    pruned = None
-    if {"pruned_int8", "pqat_int8"} & set(params.variants):
-        pruned = variants_lib.prune_classifier(
-            model, classifier_name, train_images, train_labels, target_sparsity=params.prune_target_sparsity,
-            epochs=params.prune_epochs, end_fraction=params.prune_end_fraction, learning_rate=params.prune_learning_rate,
-            min_weights=params.prune_min_weights, seed=params.seed, log_dir=log_dir,
-        )
-    converted, notes = {}, {}
-    for variant in params.variants:
-        if variant in variants_lib.FLOAT_VARIANTS or variant == "int8":
-            converted[variant] = variants_lib.convert_to_tflite(model, variant, representative)
-        elif variant == "pruned_int8":
-            converted[variant] = variants_lib.convert_to_tflite(pruned, "int8", representative)
-        else:  # qat_int8, pqat_int8
-            base = pruned if variant == "pqat_int8" else model
-            qat, float_layers = variants_lib.quantization_aware_classifier(
-                base, train_images, train_labels, classifier_name, preserve_sparsity=variant == "pqat_int8", **fine_tune)
-            content = variants_lib.convert_to_tflite(qat, "int8", representative)
-            if float_layers:
-                notes[variant] = (f"tfmot has no quantization-aware training for {len(float_layers)} layer(s): {', '.join(float_layers)}; "
-                                  "they stayed float in the fine-tune and the converter quantized them post-training")
-                problem = tflite.run_problem(content, representative[:1].astype(np.uint8))
-                if problem:
-                    notes[variant] += (f". The converted model does not run in ai_edge_litert ({problem}), so {variant} is not "
-                                       "exported; int8 (post-training) is this model's full-integer variant")
-                    print(f"{variant}: {notes[variant]}")
-                    continue
-            converted[variant] = content
-    return converted, notes
-
-
-def class_recalls(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    return np.array([np.mean(predictions[labels == k] == k) if np.any(labels == k) else np.nan for k in range(num_classes)])
-
-
-def measure_variants(model: keras.Model, model_size: int, converted: dict[str, bytes], images, labels, *,
-                     num_threads: int, latency_runs: int, batch_size: int) -> dict[str, dict]:
-    """One row per variant, every TFLite variant run by the same interpreter settings.
-
-    latency_*: one image per call including the input quantization and output dequantization a
-    user pays; invoke_*: the interpreter call alone; throughput: images/s in batches of batch_size.
-    accuracy_drop, max_class_drop and agreement compare with the float Keras model (REFERENCE).
-    """
-    if len(images) == 0:
-        raise ValueError("the test split is empty: there is nothing to measure the exported variants on")
-    num_classes = int(model.output_shape[-1])
-    keras_call = tf.function(lambda batch: model(batch, training=False))
-    runners = {REFERENCE: None, **{f"tflite_{v}": tflite.TFLiteClassifier(content, num_threads) for v, content in converted.items()}}
-    predictions = {REFERENCE: np.argmax(model.predict(images.astype(np.float32), batch_size=256, verbose=0), axis=-1)}
-    for name, runner in runners.items():
-        if runner is not None:
-            predictions[name] = np.argmax(runner.predict(images, batch_size=batch_size), axis=-1)
-
-    timed = {name: {"latency": [], "invoke": [], "batch": []} for name in runners}
-    single, batch = images[:1], images[:batch_size]
-    runs = max(1, latency_runs // LATENCY_ROUNDS)
-    for _ in range(LATENCY_ROUNDS):
-        for name, runner in runners.items():
-            # Default arguments bind this iteration's objects (time_calls calls the lambda at once anyway).
-            if runner is None:
-                one, many = tf.constant(single, tf.float32), tf.constant(batch, tf.float32)
-                timed[name]["latency"].extend(tflite.time_calls(lambda: keras_call(tf.constant(single, tf.float32)).numpy(), runs))
-                timed[name]["invoke"].extend(tflite.time_calls(lambda x=one: keras_call(x), runs))
-                timed[name]["batch"].extend(tflite.time_calls(lambda x=many: keras_call(x), max(3, runs // 10)))
-                continue
-            quantized_one, quantized_many = runner.quantize_input(single), runner.quantize_input(batch)
-            timed[name]["latency"].extend(tflite.time_calls(lambda r=runner: r.predict(single), runs))
-            timed[name]["invoke"].extend(tflite.time_calls(lambda r=runner, x=quantized_one: r.invoke(x), runs))
-            timed[name]["batch"].extend(tflite.time_calls(lambda r=runner, x=quantized_many: r.invoke(x), max(3, runs // 10)))
-
-    reference_correct = int(np.sum(predictions[REFERENCE] == labels))
-    reference_recalls = class_recalls(predictions[REFERENCE], labels, num_classes)
-    metrics = {}
-    for name in runners:
-        content = converted[name.removeprefix("tflite_")] if name != REFERENCE else None
-        correct = int(np.sum(predictions[name] == labels))
-        metrics[name] = {
-            "accuracy": correct / len(labels),
-            # from counts, so one image of 500 is exactly 0.002 and compares equal to a 0.002 threshold
-            "accuracy_drop": (reference_correct - correct) / len(labels),
-            "max_class_drop": float(np.nanmax(reference_recalls - class_recalls(predictions[name], labels, num_classes))),
-            "agreement": float(np.mean(predictions[name] == predictions[REFERENCE])),
-            "size_bytes": model_size if content is None else len(content),
-            "gzip_bytes": None if content is None else len(gzip.compress(content, compresslevel=9, mtime=0)),
-            "sparsity": variants_lib.keras_weight_sparsity(model) if content is None else tflite.weight_sparsity(content),
-            "latency_p50_ms": float(np.percentile(timed[name]["latency"], 50)),
-            "latency_p99_ms": float(np.percentile(timed[name]["latency"], 99)),
-            "invoke_p50_ms": float(np.percentile(timed[name]["invoke"], 50)),
-            "throughput_images_per_s": float(len(batch) / (np.median(timed[name]["batch"]) / 1000)),
-        }
-    return metrics
+        self.__call__ = tf.function(probabilities, input_signature=[spec])
 
 
 def decide_int8_gate(metrics: dict[str, dict], params: ExportParams) -> dict:
@@ -207,8 +111,47 @@ def plot_variants(metrics: dict[str, dict]) -> plt.Figure:
     return figure
 
 
+def describe_slower_variant(variant: str, facts: dict, num_threads: int) -> str:
+    """One sentence: how much slower than float32 the variant is, and the fastest interpreter setting found for it
+    (facts: one value of export_measure.slower_than_float32)."""
+    how = ", ".join(text for kind, text in (("invoke_p50", f"invoke p50 {facts['invoke_p50_ratio']:.2f}× float32's"),
+                                            ("throughput", f"throughput {facts['throughput_ratio']:.2f}× float32's"))
+                    if kind in facts["slower_in"])
+    text = f"**{variant} is slower than float32 on this machine**: {how} (default XNNPACK delegate, num_threads={num_threads})"
+    if "settings" not in facts:
+        return text + "; it was not timed with other interpreter settings."
+    figures, one, many = facts["settings"], facts["fastest_invoke_setting"], facts["fastest_throughput_setting"]
+    best_one, best_many = figures[one]["invoke_p50_ms"], figures[many]["throughput_images_per_s"]
+    if one == many:
+        fastest = f"`{one}` ({best_one * 1000:.1f} µs, {best_many:,.0f} images/s)"
+    else:
+        fastest = f"`{one}` for single images ({best_one * 1000:.1f} µs) and `{many}` for batches ({best_many:,.0f} images/s)"
+    float32_one, float32_many = facts["float32_fastest_invoke_p50_ms"], facts["float32_fastest_throughput_images_per_s"]
+    still = ", so it stays slower" if best_one > float32_one and best_many < float32_many else ""
+    return (f"{text}. Fastest setting found for it: {fastest}; float32 at its fastest: {float32_one * 1000:.1f} µs, "
+            f"{float32_many:,.0f} images/s{still}.")
+
+
+def settings_table(slower: dict[str, dict]) -> str:
+    """Markdown: invoke p50 and throughput of float32 and of each slower variant under every interpreter setting timed."""
+    rows = {}
+    for variant, facts in slower.items():
+        for setting, figures in facts.get("settings", {}).items():
+            rows.setdefault(("float32", setting), (figures["float32_invoke_p50_ms"], figures["float32_throughput_images_per_s"]))
+            rows[(variant, setting)] = (figures["invoke_p50_ms"], figures["throughput_images_per_s"])
+    if not rows:
+        return ""
+    ordered = sorted(rows.items(), key=lambda item: item[0][0] != "float32")  # float32 first, then the variants in order
+    table = pd.DataFrame([{"variant": variant, "interpreter setting": f"`{setting}`", "invoke_p50_us": f"{invoke * 1000:.1f}",
+                           "throughput_images_per_s": f"{throughput:,.0f}"} for (variant, setting), (invoke, throughput) in ordered])
+    return table.to_markdown(index=False, colalign=("left", "left", "right", "right"), disable_numparse=True) + "\n\n"
+
+
 def format_report(metrics: dict[str, dict], *, model_name: str, version: int, promoted: bool, why_not: list[str], gate: dict,
-                  num_threads: int, notes: dict[str, str] | None = None, baseline: dict | None = None) -> str:
+                  num_threads: int, notes: dict[str, str] | None = None, baseline: dict | None = None, cpu_description: dict | None = None,
+                  interpreter_settings: dict | None = None) -> str:
+    """The report; every quantized variant slower than float32 gets a paragraph (interpreter_settings: the figures of
+    export_measure.time_interpreter_settings)."""
     table = pd.DataFrame.from_dict(metrics, orient="index").rename_axis("variant")
     table["latency_p50_us"] = table.pop("latency_p50_ms") * 1000
     table["latency_p99_us"] = table.pop("latency_p99_ms") * 1000
@@ -219,15 +162,26 @@ def format_report(metrics: dict[str, dict], *, model_name: str, version: int, pr
     status = f"promoted to `{CHAMPION_ALIAS}`" if promoted else f"**not** `{CHAMPION_ALIAS}`: " + "; ".join(why_not)
     compared = (f"Classical baseline ({baseline['model']}, same train and test splits): test accuracy {baseline['accuracy']:.4f}; "
                 f"the float model: {metrics[REFERENCE]['accuracy']:.4f}.\n\n") if baseline else ""
+    slower = slower_than_float32(metrics, interpreter_settings)
+    speed = "".join(f"- {describe_slower_variant(variant, facts, num_threads)}\n" for variant, facts in slower.items())
+    if speed:
+        speed = (f"Quantized variants slower than float32 on this machine (invoke p50 more than {SLOWER_MARGIN:.0%} above float32's "
+                 f"or throughput more than {SLOWER_MARGIN:.0%} below, in the table below), each timed again with every "
+                 f"interpreter setting in interleaved rounds (OpResolverType `AUTO`: the default XNNPACK delegate; "
+                 f"`BUILTIN_WITHOUT_DEFAULT_DELEGATES`: TFLite's own kernels):\n\n{speed}\n{settings_table(slower)}")
+    if any(variant.endswith("int8") for variant in slower) and ((cpu_description or {}).get("flags") or {}).get("amx_int8"):
+        speed += ("This CPU has AMX-INT8: XNNPACK runs int8 convolutions on its AMX tile kernel, which is slow for convolutions "
+                  "with few channels (issue 18); on a CPU without AMX the same file can be faster than float32.\n\n")
+    machine = f" on the build machine's CPU: {cpu.format_cpu(cpu_description)}" if cpu_description else ""
     return (
         f"# Export report: {model_name} version {version}\n\n"
         f"Registered in MLflow as `models:/{model_name}/{version}` (SavedModel `saved_model/{model_name}/{version}/`), {status}.\n\n"
         f"int8 gate ({gate['variant']}): {'passed' if gate['passed'] else 'failed'} — {'; '.join(gate['reasons'])}.\n\n"
-        f"{compared}"
+        f"{compared}{speed}"
         "Accuracy is on the whole test split through the interpreter; drop, worst per-class recall drop and "
         f"agreement compare with the float Keras model ({REFERENCE}); sparsity is the share of zero conv/dense "
         f"weights stored in the file. Every TFLite variant runs in ai_edge_litert with num_threads={num_threads} "
-        "and its default XNNPACK delegate; latency is one image per call including (de)quantization, invoke "
+        f"and its default XNNPACK delegate{machine}; latency is one image per call including (de)quantization, invoke "
         "is the interpreter call alone, throughput is images/s in batches. The keras_float row runs in "
         "TensorFlow (size: model.keras).\n\n"
         f"{table.to_markdown(floatfmt='.4f')}\n\n"  # to_markdown needs tabulate, which dvc brings in
@@ -351,7 +305,8 @@ def main() -> None:
     # then, and the champion alias moves last, so a failure at any step leaves the previous champion.
     with tracking.stage_run(run_reference["experiment_name"], run_id=run_reference["run_id"]), atomic_directory(EXPORT_DIR) as staging:
         log_dir = tracking.tensorboard_dir(run_reference["tensorboard"]) / "pruning"
-        converted, notes = build_tflite_variants(model, description["model"], train_images, train_labels, params, log_dir)
+        converted, notes, reused = variants_lib.build_tflite_variants(
+            model, description["model"], train_images, train_labels, params, log_dir=log_dir, cache_dir=VARIANT_CACHE_DIR)
         files = {tflite_file(variant): content for variant, content in converted.items()}
         files[tflite.LABELS_FILE] = "".join(f"{name}\n" for name in class_names).encode()
         for name, content in files.items():
@@ -361,6 +316,12 @@ def main() -> None:
             num_threads=params.num_threads, latency_runs=params.latency_runs, batch_size=params.throughput_batch_size,
         )
         gate = decide_int8_gate(metrics, params)
+        # Only a quantized variant slower than float32 is timed again with each interpreter setting (~0.5 s a variant).
+        slower = slower_than_float32(metrics)
+        settings = time_interpreter_settings(
+            {variant: converted[variant] for variant in ("float32", *slower)}, test_images, num_threads=params.num_threads,
+            latency_runs=params.latency_runs, batch_size=params.throughput_batch_size) if slower else {}
+        slower, cpu_description = slower_than_float32(metrics, settings), cpu.describe_cpu()
 
         module = ServingModule(model, class_names)
         pending = staging / "saved_model" / model_name / "pending"
@@ -377,7 +338,8 @@ def main() -> None:
         # TF Serving layout: <name>/<version>/ with the version the registry just gave.
         pending.rename(pending.with_name(str(version)))
         report = format_report(metrics, model_name=model_name, version=version, promoted=promoted, why_not=why_not, gate=gate,
-                               num_threads=params.num_threads, notes=notes, baseline=blessing.get("baseline"))
+                               num_threads=params.num_threads, notes=notes, baseline=blessing.get("baseline"),
+                               cpu_description=cpu_description, interpreter_settings=settings)
         (staging / "report.md").write_text(report)
         figure = plot_variants(metrics)
         figure.savefig(staging / "variants.png", dpi=120)
@@ -387,20 +349,28 @@ def main() -> None:
             mlflow.log_artifact(str(staging / file_name), artifact_path="export")
         if log_dir.is_dir():
             mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard/pruning")
-        mlflow.log_metrics({f"export.{name}.{key}": value for name, row in metrics.items()
-                            for key, value in row.items() if value is not None})
-        mlflow.log_metric("export.serving_parity_max_difference", parity)
-        mlflow.set_tags({f"export.{variant}.note": note[:5000] for variant, note in notes.items()})
-        mlflow.set_tags({"export.version": str(version), "export.promoted": str(promoted).lower(),
-                         "export.int8_gate": "; ".join(gate["reasons"]), "export.not_promoted_because": "; ".join(why_not)[:5000]})
+        # One call for the metrics and one for the tags: each is a transaction of the (sqlite) tracking store.
+        mlflow.log_metrics({**{f"export.{name}.{key}": value for name, row in metrics.items() for key, value in row.items() if value is not None},
+                            "export.serving_parity_max_difference": parity})
+        mlflow.set_tags({
+            **{f"export.{variant}.note": note[:5000] for variant, note in notes.items()},
+            **{f"export.{variant}.slower_than_float32": describe_slower_variant(variant, facts, params.num_threads)[:5000]
+               for variant, facts in slower.items()},
+            "export.cpu": cpu.format_cpu(cpu_description)[:5000],
+            "export.cpu.flags": ",".join(flag for flag, present in cpu_description["flags"].items() if present),
+            "export.variants_from_cache": ",".join(reused),
+            "export.version": str(version), "export.promoted": str(promoted).lower(),
+            "export.int8_gate": "; ".join(gate["reasons"]), "export.not_promoted_because": "; ".join(why_not)[:5000]})
         write_json(METRICS_FILE, {**metrics, "version": version, "registered_model": model_name, "blessed": blessed, "promoted": promoted,
                                   "not_promoted_because": why_not, "variant_notes": notes, "serving_parity_max_difference": parity,
+                                  "cpu": cpu_description, "slower_than_float32": slower, "variants_from_cache": reused,
                                   "int8_gate": {"passed": gate["passed"], "variant": gate["variant"], "reasons": gate["reasons"]}})
     check_written_files(EXPORT_DIR, files)  # the export in place, read back
     if promoted:  # the last step: only a complete, checked export becomes the champion
         mlflow.MlflowClient().set_registered_model_alias(model_name, CHAMPION_ALIAS, str(version))
     print(f"{EXPORT_DIR}: {model_name} version {version}, {'champion' if promoted else 'not champion: ' + '; '.join(why_not)}; "
-          f"{'; '.join(gate['reasons'])}")
+          f"{'; '.join(gate['reasons'])}; variants from {VARIANT_CACHE_DIR}: {', '.join(reused) or 'none'}"
+          + "".join(f"; {variant} slower than float32" for variant in slower))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The export stage's model variants: TFLite conversions and the tfmot fine-tunes (pruning, QAT, PQAT).
+"""The export stage's model variants: TFLite conversions and the tfmot fine-tunes (pruning, QAT, PQAT), reused from
+.cache/export/ when nothing they depend on changed (components/export_cache.py).
 
 Every fine-tune works on the classifier only (the registry model inside the trained model):
 tfmot's quantize_model refuses a model nested in another, and the preprocessing model's
@@ -8,14 +9,20 @@ around the fine-tuned classifier, so every variant takes raw pixels like the tra
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_model_optimization as tfmot
 import tf_keras as keras
+
+from components import export_cache
+from components.export_cache import CachedVariant
+from pipelines import lineage, tflite
 
 FINE_TUNE_BATCH_SIZE = 64
 FLOAT_VARIANTS = ("float32", "float16", "dynamic_range")
+# tensorflow_model_optimization (~1 s to import) is imported by the fine-tunes only: a run whose variants all
+# come from the cache never loads it.
 
 
 def select_representative_images(images: np.ndarray, count: int, seed: int) -> np.ndarray:
@@ -85,6 +92,8 @@ def build_pruning_schedule(num_examples: int, *, batch_size: int, epochs: int, t
     steps cost. Masks are only updated at multiples of `frequency` (default 100, which a short
     fine-tune would never reach): end_step is the last multiple of frequency within the ramp.
     """
+    import tensorflow_model_optimization as tfmot
+
     total_steps = math.ceil(num_examples / batch_size) * epochs
     ramp_steps = max(1, int(total_steps * end_fraction))
     frequency = max(1, ramp_steps // 10)
@@ -118,6 +127,8 @@ def prune_classifier(model, classifier_name, images, labels, *, target_sparsity,
     kernels stay dense too (tfmot registers DepthwiseConv2D with no prunable weights), as do the
     fixed `input_*` preprocessing layers of a pretrained backbone.
     """
+    import tensorflow_model_optimization as tfmot
+
     schedule = build_pruning_schedule(len(images), batch_size=FINE_TUNE_BATCH_SIZE, epochs=epochs,
                                       target_sparsity=target_sparsity, end_fraction=end_fraction)
 
@@ -186,6 +197,8 @@ def quantize_apply_skipping(classifier: keras.Model, scheme) -> tuple[keras.Mode
     does not have (a layer feeding quantized ones). The int8 converter still quantizes them,
     post-training, from the representative images: the fallback for what tfmot cannot train.
     """
+    import tensorflow_model_optimization as tfmot
+
     skipped = layers_without_quantize_config(classifier, scheme)
     names = {entry.split(" (")[0] for entry in skipped}
     annotate = tfmot.quantization.keras.quantize_annotate_layer
@@ -207,6 +220,8 @@ def quantization_aware_classifier(model, images, labels, classifier_name, *, pre
 
     Returns the fine-tuned model and the layers that stayed float in it (see quantize_apply_skipping).
     """
+    import tensorflow_model_optimization as tfmot
+
     classifier = copy_classifier(model, classifier_name)
     scheme = (tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if preserve_sparsity
               else tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme())
@@ -227,3 +242,67 @@ def keras_weight_sparsity(model: keras.Model) -> float:
 
     weights = list(kernels(model))
     return sum(int(np.sum(w == 0)) for w in weights) / sum(w.size for w in weights)
+
+
+def build_tflite_variants(model, classifier_name, train_images, train_labels, params, *, log_dir: Path,
+                          cache_dir: Path) -> tuple[dict[str, bytes], dict[str, str], list[str]]:
+    """{variant: .tflite bytes} for every variant in params, in the order params lists them; {variant: note} for the
+    QAT variants where tfmot could not train some layers (see quantize_apply_skipping), such a variant being left out
+    if the interpreter cannot run it; and the variants reused from cache_dir instead of built.
+
+    The cache is keyed on the model's architecture and weights, the train arrays, the params and the code
+    (export_cache.variant_key). Each fine-tune is seeded on its own, so a variant is the same whether or
+    not the ones before it came from the cache.
+    """
+    representative = select_representative_images(train_images, params.representative_samples, params.seed)
+    key_parts = {"params": params, "model": export_cache.model_digest(model), "train_digest": export_cache.array_digest(train_images, train_labels),
+                 "code": lineage.code_digest("components.export_variants"), "libraries": export_cache.library_versions()}
+    fine_tune = {"epochs": params.qat_epochs, "learning_rate": params.qat_learning_rate, "seed": params.seed}
+    pruned = []  # the pruned model, built at most once, only if a variant that needs it is not in the cache
+
+    def pruned_model() -> keras.Model:
+        if not pruned:
+            keras.utils.set_random_seed(params.seed)
+            pruned.append(prune_classifier(
+                model, classifier_name, train_images, train_labels, target_sparsity=params.prune_target_sparsity,
+                epochs=params.prune_epochs, end_fraction=params.prune_end_fraction, learning_rate=params.prune_learning_rate,
+                min_weights=params.prune_min_weights, seed=params.seed, log_dir=log_dir))
+        return pruned[0]
+
+    def build(variant: str) -> CachedVariant:
+        if variant in FLOAT_VARIANTS or variant == "int8":
+            return CachedVariant(convert_to_tflite(model, variant, representative))
+        if variant == "pruned_int8":
+            return CachedVariant(convert_to_tflite(pruned_model(), "int8", representative))
+        base = pruned_model() if variant == "pqat_int8" else model  # qat_int8, pqat_int8
+        keras.utils.set_random_seed(params.seed)
+        qat, float_layers = quantization_aware_classifier(
+            base, train_images, train_labels, classifier_name, preserve_sparsity=variant == "pqat_int8", **fine_tune)
+        content = convert_to_tflite(qat, "int8", representative)
+        if not float_layers:
+            return CachedVariant(content)
+        note = (f"tfmot has no quantization-aware training for {len(float_layers)} layer(s): {', '.join(float_layers)}; "
+                "they stayed float in the fine-tune and the converter quantized them post-training")
+        problem = tflite.run_problem(content, representative[:1].astype(np.uint8))
+        if problem:
+            return CachedVariant(None, note + f". The converted model does not run in ai_edge_litert ({problem}), so {variant} is not "
+                                              "exported; int8 (post-training) is this model's full-integer variant")
+        return CachedVariant(content, note)
+
+    converted, notes, reused = {}, {}, []
+    for variant in params.variants:
+        entry_dir = cache_dir / export_cache.variant_key(variant, **key_parts)
+        entry = export_cache.read_entry(entry_dir)
+        if entry is None:
+            entry = build(variant)
+            export_cache.write_entry(entry_dir, entry, {"variant": variant, "model": key_parts["model"]})
+        else:
+            reused.append(variant)
+        if entry.note:
+            notes[variant] = entry.note
+        if entry.content is None:
+            print(f"{variant}: {entry.note}")
+        else:
+            converted[variant] = entry.content
+    export_cache.prune_entries(cache_dir)
+    return converted, notes, reused

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 LABELS_FILE = "labels.txt"  # written beside the .tflite files: one class name a line, in class-id order
 # TFLite ops whose input 1 is a weight tensor: the conv/dense kernels that sparsity is counted over.
@@ -20,18 +20,20 @@ class InvalidModelError(ValueError):
     """The file is not a TFLite model this code can run."""
 
 
-def load_interpreter(model: bytes | Path | str, num_threads: int = 1) -> Interpreter:
+def load_interpreter(model: bytes | Path | str, num_threads: int = 1, op_resolver_type: OpResolverType = OpResolverType.AUTO) -> Interpreter:
     """An allocated interpreter; a truncated or foreign file is an InvalidModelError, not a crash.
 
     The interpreter runs the FlatBuffers verifier on the buffer before using it (it raises
     ValueError "not a valid Flatbuffer buffer"), so a malformed file cannot abort the process.
+    op_resolver_type AUTO applies the default XNNPACK delegate; BUILTIN_WITHOUT_DEFAULT_DELEGATES runs
+    TFLite's own kernels (the export stage times both when a quantized variant is slower than float32).
     """
     content = Path(model).read_bytes() if isinstance(model, (str, Path)) else model
     where = f"{model}" if isinstance(model, (str, Path)) else "the model"
     if len(content) < 8 or content[4:8] != b"TFL3":  # the TFLite schema's file identifier
         raise InvalidModelError(f"{where}: not a TFLite model (no TFL3 file identifier)")
     try:
-        interpreter = Interpreter(model_content=content, num_threads=num_threads)
+        interpreter = Interpreter(model_content=content, num_threads=num_threads, experimental_op_resolver_type=op_resolver_type)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
         raise InvalidModelError(f"{where}: cannot be loaded as a TFLite model (truncated or corrupt?): {error}") from None
@@ -41,8 +43,8 @@ def load_interpreter(model: bytes | Path | str, num_threads: int = 1) -> Interpr
 class TFLiteClassifier:
     """uint8 images [N,H,W,C] -> float probabilities [N,K]; int8/uint8 models get (de)quantized I/O."""
 
-    def __init__(self, model: bytes | Path | str, num_threads: int = 1):
-        self.interpreter = load_interpreter(model, num_threads)
+    def __init__(self, model: bytes | Path | str, num_threads: int = 1, op_resolver_type: OpResolverType = OpResolverType.AUTO):
+        self.interpreter = load_interpreter(model, num_threads, op_resolver_type)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.image_shape = tuple(int(size) for size in self.input["shape"][1:])

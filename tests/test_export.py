@@ -13,7 +13,7 @@ import tf_keras as keras
 from ai_edge_litert.interpreter import Interpreter
 from mlflow import MlflowClient
 
-from components import export, export_variants
+from components import export, export_cache, export_measure, export_variants
 from models.lenet5 import build_lenet5
 from pipelines.outputs import file_sha256
 from pipelines import records, tflite, tracking
@@ -194,6 +194,13 @@ def test_metrics_and_report_list_every_variant(blessed_export):
     assert "Classical baseline (SVC(kernel='rbf') on downscaled pixels, same train and test splits): test accuracy 0.8000" in report
     assert metrics["serving_parity_max_difference"] <= 1e-4 and metrics["registered_model"] == "test_classifier"
     assert not list((root / "artifacts").glob(".export.tmp-*")), "the staging directory was left behind"
+    # The build machine's CPU is in both, and whichever quantized variant was slower than float32 is said so in the report.
+    assert metrics["cpu"]["model"] and set(metrics["cpu"]["flags"]) <= set(export.cpu.RELEVANT_FLAGS)
+    assert f"on the build machine's CPU: {metrics['cpu']['model']}" in report
+    assert metrics["variants_from_cache"] == []  # a fresh workspace: everything was built
+    for variant, facts in metrics["slower_than_float32"].items():
+        assert f"**{variant} is slower than float32 on this machine**" in report
+        assert set(facts["settings"]) == set(export_measure.SETTINGS) and facts["fastest_invoke_setting"] in export_measure.SETTINGS
 
 
 def test_pruned_models_reach_the_target_sparsity(blessed_export):
@@ -316,6 +323,7 @@ def test_promotion_is_the_last_step_so_a_failure_after_registration_keeps_the_ch
     export.main()
     metrics = json.loads((root / "metrics/export.json").read_text())
     assert metrics["version"] == 3 and metrics["promoted"] is False
+    assert metrics["variants_from_cache"] == ["float32", "int8"]  # the same model, data, params and code: nothing rebuilt
     assert "the champion of 'test_classifier' changed since evaluate compared against v1 (now v2)" in metrics["not_promoted_because"][0]
     assert _export_state(root)["champion"] == 2
 
@@ -352,3 +360,94 @@ def test_a_model_changed_after_training_is_refused(tmp_path):
     model.save(train_dir / "model.keras")  # edited by hand after the train stage
     with pytest.raises(ValueError, match="the model was changed after training"):
         load_trained_model(train_dir)
+
+
+def fabricated_row(invoke_us: float, images_per_s: float) -> dict:
+    return {"accuracy": 0.9, "accuracy_drop": 0.0, "max_class_drop": 0.0, "agreement": 1.0, "size_bytes": 10, "gzip_bytes": 5,
+            "sparsity": 0.0, "latency_p50_ms": invoke_us / 900, "latency_p99_ms": invoke_us / 500, "invoke_p50_ms": invoke_us / 1000,
+            "throughput_images_per_s": images_per_s}
+
+
+def test_the_report_says_which_quantized_variant_is_slower_than_float32_and_its_fastest_setting():
+    metrics = {"keras_float": fabricated_row(900, 1000), "tflite_float32": fabricated_row(33, 30000),
+               "tflite_float16": fabricated_row(34, 29000),  # within the 5 % noise margin: not slower
+               "tflite_dynamic_range": fabricated_row(30, 33000), "tflite_int8": fabricated_row(104, 10000)}
+    settings = {"float32": {"AUTO": {"invoke_p50_ms": 0.033, "throughput_images_per_s": 30000},
+                            "BUILTIN_WITHOUT_DEFAULT_DELEGATES": {"invoke_p50_ms": 0.188, "throughput_images_per_s": 5000}},
+                "int8": {"AUTO": {"invoke_p50_ms": 0.104, "throughput_images_per_s": 10000},
+                         "BUILTIN_WITHOUT_DEFAULT_DELEGATES": {"invoke_p50_ms": 0.141, "throughput_images_per_s": 12000}}}
+    slower = export_measure.slower_than_float32(metrics, settings)
+    assert list(slower) == ["int8"] and slower["int8"]["slower_in"] == ["invoke_p50", "throughput"]
+    assert slower["int8"]["fastest_invoke_setting"] == "AUTO"
+    assert slower["int8"]["fastest_throughput_setting"] == "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
+    gate = {"variant": "int8", "passed": True, "reasons": ["ok"]}
+    amx = {"model": "Intel(R) Xeon(R) Processor", "vendor": "GenuineIntel", "family": "6", "model_number": "207", "logical_cpus": 2,
+           "flags": {"avx512_vnni": True, "amx_int8": True}}
+    report = export.format_report(metrics, model_name="m", version=1, promoted=True, why_not=[], gate=gate, num_threads=1,
+                                  cpu_description=amx, interpreter_settings=settings)
+    assert ("**int8 is slower than float32 on this machine**: invoke p50 3.15× float32's, throughput 0.33× float32's "
+            "(default XNNPACK delegate, num_threads=1). Fastest setting found for it: `AUTO` for single images (104.0 µs) and "
+            "`BUILTIN_WITHOUT_DEFAULT_DELEGATES` for batches (12,000 images/s); float32 at its fastest: 33.0 µs, 30,000 images/s, "
+            "so it stays slower.") in report
+    assert "| int8      | `BUILTIN_WITHOUT_DEFAULT_DELEGATES` |           141.0 |                    12,000 |" in report
+    assert "float16 is slower" not in report and "dynamic_range is slower" not in report
+    assert "This CPU has AMX-INT8" in report and "Intel(R) Xeon(R) Processor (GenuineIntel family 6 model 207), 2 logical CPUs" in report
+
+    # Without the settings figures the sentence still says so; without AMX there is no AMX hint; nothing slower, no sentence.
+    plain = export.format_report(metrics, model_name="m", version=1, promoted=True, why_not=[], gate=gate, num_threads=1,
+                                 cpu_description={**amx, "flags": {"amx_int8": False}})
+    assert "**int8 is slower than float32 on this machine**" in plain and "not timed with other interpreter settings" in plain
+    assert "AMX-INT8" not in plain
+    metrics["tflite_int8"] = fabricated_row(20, 50000)
+    assert "slower than float32" not in export.format_report(metrics, model_name="m", version=1, promoted=True, why_not=[], gate=gate,
+                                                             num_threads=1)
+
+
+def test_variant_keys_follow_only_what_each_variant_reads():
+    parts = {"model": "a" * 64, "train_digest": "b" * 64, "code": "c" * 64, "libraries": {"tensorflow": "2.21.0"}}
+    params = ExportParams()
+    keys = {variant: export_cache.variant_key(variant, params=params, **parts) for variant in params.variants}
+    assert len(set(keys.values())) == len(keys)
+    measured = ExportParams(latency_runs=50, num_threads=2, max_int8_accuracy_drop=0.1, model_name="other")
+    assert all(export_cache.variant_key(v, params=measured, **parts) == key for v, key in keys.items()), "measurement params changed a key"
+    pruned = ExportParams(prune_epochs=9)
+    changed = {v for v, key in keys.items() if export_cache.variant_key(v, params=pruned, **parts) != key}
+    assert changed == {"pruned_int8", "pqat_int8"}
+    other_data = {v for v, key in keys.items() if export_cache.variant_key(v, params=params, **{**parts, "train_digest": "d"}) != key}
+    assert other_data == set(params.variants) - {"float32", "float16", "dynamic_range"}
+    assert all(export_cache.variant_key(v, params=params, **{**parts, "code": "e"}) != key for v, key in keys.items())
+    assert all(export_cache.variant_key(v, params=params, **{**parts, "model": "f"}) != key for v, key in keys.items())
+
+
+def test_cached_variants_are_reused_and_a_damaged_entry_is_rebuilt(tmp_path):
+    images, labels = make_images(10, seed=5)
+    model = build_trained_model(images, labels)
+    params = ExportParams(variants=("float32", "int8"), representative_samples=8)
+
+    def build(trained=model):
+        return export_variants.build_tflite_variants(trained, "lenet5", images, labels, params, log_dir=tmp_path / "logs",
+                                                     cache_dir=tmp_path / "cache")
+
+    first, _, reused = build()
+    assert reused == [] and len(list((tmp_path / "cache").iterdir())) == 2
+    # The same architecture and weights saved again (a `dvc repro -f`: the .keras file differs by its save date)
+    model.save(tmp_path / "again.keras")
+    again, _, reused = build(keras.models.load_model(tmp_path / "again.keras", compile=False))
+    assert reused == ["float32", "int8"] and again == first
+    entry = next(path for path in (tmp_path / "cache").iterdir() if json.loads((path / "entry.json").read_text())["variant"] == "int8")
+    (entry / "model.tflite").write_bytes(first["int8"][:100])  # truncated
+    rebuilt, _, reused = build()
+    assert reused == ["float32"] and rebuilt["int8"][4:8] == b"TFL3" and (entry / "model.tflite").read_bytes() == rebuilt["int8"]
+    export_cache.prune_entries(tmp_path / "cache", keep=1)
+    assert [path.name for path in (tmp_path / "cache").iterdir()] == [entry.name]  # the most recently used
+
+
+def test_the_model_digest_follows_the_weights_and_the_architecture():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
+    digest = export_cache.model_digest(model)
+    assert export_cache.model_digest(model) == digest
+    model.layers[0].set_weights([weight + 1 for weight in model.layers[0].get_weights()])
+    assert export_cache.model_digest(model) != digest
+    wider = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense", activation="relu")])
+    wider.set_weights(model.get_weights())
+    assert export_cache.model_digest(wider) != export_cache.model_digest(model)
