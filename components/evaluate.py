@@ -29,7 +29,6 @@ from pipelines.config import EvaluateParams, load_params, registered_model_name
 from models.loading import load_trained_model
 from pipelines.outputs import atomic_directory, write_csv, write_json
 
-CHAMPION_ALIAS = "champion"  # the alias export sets; not imported from export, which pulls in tfmot and TFLite
 CALIBRATION_BINS = 15
 MISTAKES_SHOWN = 16
 
@@ -95,7 +94,7 @@ def find_champion(model_name: str):
     """The registry's champion ModelVersion, or None when there is none yet (no such registered model, or no
     alias); raises RegistryError when the registry cannot be read: "could not check" is not "no champion"."""
     try:
-        return mlflow.MlflowClient().get_model_version_by_alias(model_name, CHAMPION_ALIAS)
+        return mlflow.MlflowClient().get_model_version_by_alias(model_name, tracking.CHAMPION_ALIAS)
     except MlflowException as error:
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
@@ -136,7 +135,7 @@ def evaluate_champion(model_name: str, images: np.ndarray, labels: np.ndarray, c
     except RegistryError as error:
         return {**check, "error": str(error)}
     if version is None:
-        return {**check, "skip": f"no champion: registered model {model_name!r} has no {CHAMPION_ALIAS!r} version yet"}
+        return {**check, "skip": f"no champion: registered model {model_name!r} has no {tracking.CHAMPION_ALIAS!r} version yet"}
     check["version"] = {"version": int(version.version), "run_id": version.run_id}
     try:
         probabilities = predict_with_champion(f"models:/{model_name}/{version.version}", images, class_names)

@@ -8,6 +8,7 @@ around the fine-tuned classifier, so every variant takes raw pixels like the tra
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -167,26 +168,32 @@ def layers_without_quantize_config(classifier: keras.Model, scheme) -> list[str]
             if not isinstance(layer, (keras.layers.InputLayer, keras.layers.BatchNormalization)) and not supported(layer)]
 
 
-class FloatQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
-    """Quantizes nothing: the layer stays float in the fine-tune (the converter quantizes it post-training)."""
+@functools.cache
+def float_quantize_config_class():
+    """A tfmot QuantizeConfig that quantizes nothing: the layer stays float in the fine-tune (the converter
+    quantizes it post-training). Built on first use, because tfmot is imported only when a fine-tune runs."""
+    import tensorflow_model_optimization as tfmot
 
-    def get_weights_and_quantizers(self, layer):
-        return []
+    class FloatQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+        def get_weights_and_quantizers(self, layer):
+            return []
 
-    def get_activations_and_quantizers(self, layer):
-        return []
+        def get_activations_and_quantizers(self, layer):
+            return []
 
-    def set_quantize_weights(self, layer, quantize_weights):
-        pass
+        def set_quantize_weights(self, layer, quantize_weights):
+            pass
 
-    def set_quantize_activations(self, layer, quantize_activations):
-        pass
+        def set_quantize_activations(self, layer, quantize_activations):
+            pass
 
-    def get_output_quantizers(self, layer):
-        return []
+        def get_output_quantizers(self, layer):
+            return []
 
-    def get_config(self):
-        return {}
+        def get_config(self):
+            return {}
+
+    return FloatQuantizeConfig
 
 
 def quantize_apply_skipping(classifier: keras.Model, scheme) -> tuple[keras.Model, list[str]]:
@@ -201,15 +208,15 @@ def quantize_apply_skipping(classifier: keras.Model, scheme) -> tuple[keras.Mode
 
     skipped = layers_without_quantize_config(classifier, scheme)
     names = {entry.split(" (")[0] for entry in skipped}
-    annotate = tfmot.quantization.keras.quantize_annotate_layer
+    annotate, float_config = tfmot.quantization.keras.quantize_annotate_layer, float_quantize_config_class()
 
     def clone(layer):  # returns the layers themselves, annotated: weights are shared
         if isinstance(layer, keras.layers.InputLayer):
             return layer
-        return annotate(layer, quantize_config=FloatQuantizeConfig()) if layer.name in names else annotate(layer)
+        return annotate(layer, quantize_config=float_config()) if layer.name in names else annotate(layer)
 
     annotated = keras.models.clone_model(classifier, clone_function=clone)
-    with tfmot.quantization.keras.quantize_scope({"FloatQuantizeConfig": FloatQuantizeConfig}):
+    with tfmot.quantization.keras.quantize_scope({"FloatQuantizeConfig": float_config}):
         return tfmot.quantization.keras.quantize_apply(annotated, scheme), skipped
 
 

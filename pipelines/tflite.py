@@ -125,25 +125,32 @@ def time_calls(call, runs: int, warmup: int = 20) -> np.ndarray:
     return timings
 
 
+STORED_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT8": np.int8, "UINT8": np.uint8, "INT32": np.int32}
+
+
 def weight_sparsity(model: bytes) -> float:
-    """Fraction of exactly-zero values in the weight tensors (input 1) of conv and dense ops.
+    """Fraction of exactly-zero values in the weight tensors (input 1) of conv and dense ops, read from the file.
 
     int8 weights are quantized symmetrically (zero point 0), float16 ones are stored as float16:
     a stored 0 is a pruned weight or one that rounded to zero, which is what gzip sees. Dynamic-range
     and float16 models keep their weights behind a DEQUANTIZE op, so the op's input is followed.
     """
-    interpreter = Interpreter(model_content=model)
-    interpreter.allocate_tensors()
-    ops = interpreter._get_ops_details()  # the public API has no op list; this is the Python wrapper's own
-    dequantized_from = {op["outputs"][0]: op["inputs"][0] for op in ops if op["op_name"] == "DEQUANTIZE"}
+    from tensorflow.lite.tools import flatbuffer_utils  # TensorFlow's public reader of the .tflite format
+
+    parsed = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
     zeros = total = 0
-    for op in ops:
-        if op["op_name"] in WEIGHT_OPS:
-            index = dequantized_from.get(op["inputs"][1], op["inputs"][1])
-            try:
-                weights = interpreter.get_tensor(index)
-            except ValueError:  # a computed tensor (e.g. after delegation): not stored weights
+    for subgraph in parsed.subgraphs:
+        names = [flatbuffer_utils.opcode_to_name(parsed, op.opcodeIndex) for op in subgraph.operators]
+        dequantized_from = {op.outputs[0]: op.inputs[0] for op, name in zip(subgraph.operators, names) if name == "DEQUANTIZE"}
+        for op, name in zip(subgraph.operators, names):
+            if name not in WEIGHT_OPS:
                 continue
+            tensor = subgraph.tensors[dequantized_from.get(op.inputs[1], op.inputs[1])]
+            data = parsed.buffers[tensor.buffer].data
+            stored = STORED_TYPES.get(flatbuffer_utils.type_to_name(tensor.type))
+            if data is None or stored is None:  # computed at run time, or a type without zero-is-zero meaning
+                continue
+            weights = np.frombuffer(bytes(data), stored)
             zeros += int(np.sum(weights == 0))
             total += weights.size
     return zeros / total if total else 0.0

@@ -25,6 +25,9 @@ from pathlib import Path
 from pipelines import paths
 
 
+CHAMPION_ALIAS = "champion"  # the registered model's alias that export moves to a promoted version, evaluate compares with
+
+
 def project_root(cwd: Path | None = None) -> Path:
     """The repository the stage belongs to, also when DVC runs it in a temporary experiment copy.
 

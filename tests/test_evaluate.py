@@ -184,7 +184,7 @@ def register_champion(module, run_id: str) -> None:
     with mlflow.start_run(run_id=run_id):
         info = mlflow.tensorflow.log_model(module, name="serving_model", registered_model_name=MODEL_NAME,
                                            saved_model_kwargs={"signatures": {"serving_default": module.serve}}, pip_requirements=[])
-    mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, evaluate.CHAMPION_ALIAS, str(info.registered_model_version))
+    mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, tracking.CHAMPION_ALIAS, str(info.registered_model_version))
 
 
 @pytest.fixture(scope="module")
@@ -277,11 +277,11 @@ def test_a_missing_model_or_alias_means_no_champion(registry):
     assert evaluate.find_champion("never_registered") is None
     check = evaluate.evaluate_champion("never_registered", registry["images"][:2], np.zeros(2, np.int64), CLASS_NAMES, top_k=1)
     assert check["error"] == "" and check["skip"] == "no champion: registered model 'never_registered' has no 'champion' version yet"
-    mlflow.MlflowClient().delete_registered_model_alias(MODEL_NAME, evaluate.CHAMPION_ALIAS)
+    mlflow.MlflowClient().delete_registered_model_alias(MODEL_NAME, tracking.CHAMPION_ALIAS)
     try:
         assert evaluate.find_champion(MODEL_NAME) is None
     finally:
-        mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, evaluate.CHAMPION_ALIAS, "1")
+        mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, tracking.CHAMPION_ALIAS, "1")
 
 
 def test_a_champion_that_cannot_be_loaded_fails_the_gate_closed(registry, monkeypatch):

@@ -215,7 +215,7 @@ def test_pruned_models_reach_the_target_sparsity(blessed_export):
 
 def test_blessed_model_is_registered_as_champion_in_the_train_run(blessed_export):
     client = blessed_export["client"]
-    version = client.get_model_version_by_alias("test_classifier", export.CHAMPION_ALIAS)
+    version = client.get_model_version_by_alias("test_classifier", tracking.CHAMPION_ALIAS)
     assert int(version.version) == 1 and version.run_id == blessed_export["run_id"]
     assert version.tags["int8_gate"] == "passed" and version.tags["blessed"] == "true"
     run = client.get_run(blessed_export["run_id"])
@@ -292,7 +292,7 @@ QUICK_PARAMS = PARAMS_YAML.replace("[float32, float16, dynamic_range, int8, prun
 
 def _export_state(root: Path) -> dict:
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
-    return {"champion": int(client.get_model_version_by_alias("test_classifier", export.CHAMPION_ALIAS).version),
+    return {"champion": int(client.get_model_version_by_alias("test_classifier", tracking.CHAMPION_ALIAS).version),
             "files": {path.relative_to(root): path.read_bytes() for folder in ("artifacts/export", "metrics")
                       for path in (root / folder).rglob("*") if path.is_file()}}
 
@@ -319,7 +319,7 @@ def test_promotion_is_the_last_step_so_a_failure_after_registration_keeps_the_ch
     # The champion changed after evaluate compared against it (v1): export registers but does not promote.
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    MlflowClient().set_registered_model_alias("test_classifier", export.CHAMPION_ALIAS, "2")
+    MlflowClient().set_registered_model_alias("test_classifier", tracking.CHAMPION_ALIAS, "2")
     export.main()
     metrics = json.loads((root / "metrics/export.json").read_text())
     assert metrics["version"] == 3 and metrics["promoted"] is False

@@ -17,7 +17,7 @@ import pytest
 import tf_keras as keras
 
 from components import export
-from pipelines import predict
+from pipelines import predict, tracking
 from tests.conftest import free_port, stop_process_group
 
 CLASS_NAMES = ["top", "middle", "bottom"]
@@ -53,7 +53,7 @@ def champion(tmp_path_factory):
                 export.ServingModule(build_band_model(), CLASS_NAMES), model_name=MODEL_NAME,
                 example_images=band_images()[:1], num_classes=3, tags={"blessed": "true"},
             )
-        mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, export.CHAMPION_ALIAS, str(version))
+        mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, tracking.CHAMPION_ALIAS, str(version))
     assert version == 1
     return {"root": root, "uri": uri}
 
