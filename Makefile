@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install install-gpu data repro test test-fast ui tensorboard lock bench bench-gpu clean-outputs
+.PHONY: install install-gpu data repro test test-fast lint format ui tensorboard lock bench bench-gpu clean-outputs
 
 install: $(STAMP)
 
@@ -40,8 +40,17 @@ repro: data
 # Two pytest-xdist workers (they share one reproduced copy of the repo: tests/conftest.py).
 # PYTEST_WORKERS=0 runs everything in this process.
 PYTEST_WORKERS ?= 2
-test: data
+test: data lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
+
+# ruff (pyproject.toml): lint and format, 120 columns; `make format` applies the formatter and the safe fixes.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # Everything but the end-to-end tests (which run dvc repro in a temporary copy of the repo).
 test-fast: data

@@ -16,6 +16,7 @@ Datasets (neither is MNIST-derived):
 - sklearn_digits: scikit-learn's 1,797 handwritten digits, 8x8 grayscale, 10 classes (UCI optdigits).
 - skimage_lfw_subset: scikit-image's 200 25x25 grayscale crops, 100 faces (LFW) and 100 non-faces.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,7 @@ DATASETS = {"sklearn_digits": sklearn_digits, "skimage_lfw_subset": skimage_lfw_
 
 
 def write_folder(images: np.ndarray, labels: np.ndarray, class_names: list[str], folder: Path) -> None:
-    for index, (image, label) in enumerate(zip(images, labels)):
+    for index, (image, label) in enumerate(zip(images, labels, strict=False)):
         path = folder / class_names[int(label)] / f"{index:05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(path)
@@ -72,20 +73,33 @@ def measure(name: str, scratch: Path) -> dict:
     write_folder(images, labels, class_names, source)
     repo = copy_repository(scratch / f"{name}-repo", materialize=False)
     times = {}
-    times["materialize"], _ = timed([PYTHON, "-m", "pipelines.materialize", "--source", "folder", "--from", str(source)], repo)
+    times["materialize"], _ = timed(
+        [PYTHON, "-m", "pipelines.materialize", "--source", "folder", "--from", str(source)], repo
+    )
     times["schema"], _ = timed([PYTHON, "-m", "pipelines.schema"], repo)
     times["dvc repro"], repro = timed([PYTHON, "-m", "dvc", "repro"], repo, check=False)
     output = repro.stdout + repro.stderr
-    row = {"dataset": name, "images": int(len(images)), "classes": len(class_names), "size": list(images.shape[1:3]),
-           "ingest_passed_first_time": "ingest failed" not in output, "repro_exit": repro.returncode,
-           "seconds": {key: round(value, 1) for key, value in times.items()}}
+    row = {
+        "dataset": name,
+        "images": int(len(images)),
+        "classes": len(class_names),
+        "size": list(images.shape[1:3]),
+        "ingest_passed_first_time": "ingest failed" not in output,
+        "repro_exit": repro.returncode,
+        "seconds": {key: round(value, 1) for key, value in times.items()},
+    }
     if repro.returncode == 0:
         evaluated = json.loads((repo / "metrics/evaluate.json").read_text())
         resolved = [line for line in output.splitlines() if line.startswith("resolved: ")]
-        row.update(test_images=evaluated["num_examples"], accuracy=evaluated["accuracy"], baseline_accuracy=evaluated["baseline_accuracy"],
-                   margin=evaluated["accuracy"] - evaluated["baseline_accuracy"], blessed=evaluated["blessed"],
-                   resolved=resolved[-1].removeprefix("resolved: ") if resolved else "",
-                   registered_model=json.loads((repo / "metrics/export.json").read_text())["registered_model"])
+        row.update(
+            test_images=evaluated["num_examples"],
+            accuracy=evaluated["accuracy"],
+            baseline_accuracy=evaluated["baseline_accuracy"],
+            margin=evaluated["accuracy"] - evaluated["baseline_accuracy"],
+            blessed=evaluated["blessed"],
+            resolved=resolved[-1].removeprefix("resolved: ") if resolved else "",
+            registered_model=json.loads((repo / "metrics/export.json").read_text())["registered_model"],
+        )
     else:
         row["error"] = output[-2000:]
     return row
@@ -104,14 +118,32 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for name in args.only or list(DATASETS):
             rows.append(measure(name, Path(directory)))
     table = Table(title=f"Own-images path on shipped datasets ({platform.processor() or platform.machine()})")
-    for column in ("dataset", "images", "ingest 1st time", "network", "baseline", "margin", "blessed", "resolved", "materialize s", "schema s", "dvc repro s"):
+    for column in (
+        "dataset",
+        "images",
+        "ingest 1st time",
+        "network",
+        "baseline",
+        "margin",
+        "blessed",
+        "resolved",
+        "materialize s",
+        "schema s",
+        "dvc repro s",
+    ):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["dataset"], f"{row['images']} ({row['size'][0]}x{row['size'][1]}, {row['classes']} classes)",
-                      str(row["ingest_passed_first_time"]), f"{row.get('accuracy', float('nan')):.4f}",
-                      f"{row.get('baseline_accuracy', float('nan')):.4f}", f"{row.get('margin', float('nan')):+.4f}",
-                      str(row.get("blessed")), row.get("resolved", row.get("error", "")[-200:]),
-                      *(str(row["seconds"][key]) for key in ("materialize", "schema", "dvc repro")))
+        table.add_row(
+            row["dataset"],
+            f"{row['images']} ({row['size'][0]}x{row['size'][1]}, {row['classes']} classes)",
+            str(row["ingest_passed_first_time"]),
+            f"{row.get('accuracy', float('nan')):.4f}",
+            f"{row.get('baseline_accuracy', float('nan')):.4f}",
+            f"{row.get('margin', float('nan')):+.4f}",
+            str(row.get("blessed")),
+            row.get("resolved", row.get("error", "")[-200:]),
+            *(str(row["seconds"][key]) for key in ("materialize", "schema", "dvc repro")),
+        )
     Console().print(table)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

@@ -7,6 +7,7 @@ The stage's own latency is a p50 over interleaved rounds; this re-times invoke()
 noisy shared machine best. Same interpreter settings for every file: ai_edge_litert, default
 XNNPACK delegate, one thread.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,12 +21,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipelines import tflite
 
 FIGURES = [
-    ("int8 size / float32 TFLite size", "<= 0.26", lambda m: m["tflite_int8"]["size_bytes"] / m["tflite_float32"]["size_bytes"], 0.26),
+    (
+        "int8 size / float32 TFLite size",
+        "<= 0.26",
+        lambda m: m["tflite_int8"]["size_bytes"] / m["tflite_float32"]["size_bytes"],
+        0.26,
+    ),
     ("int8 accuracy drop vs float", "<= 0.002", lambda m: m["tflite_int8"]["accuracy_drop"], 0.002),
-    ("pruned+int8 gzipped / float32 TFLite gzipped", "<= 0.10",
-     lambda m: m["tflite_pruned_int8"]["gzip_bytes"] / m["tflite_float32"]["gzip_bytes"], 0.10),
-    ("int8 latency p50 / float32 TFLite latency p50", "<= 0.67",
-     lambda m: m["tflite_int8"]["latency_p50_ms"] / m["tflite_float32"]["latency_p50_ms"], 0.67),
+    (
+        "pruned+int8 gzipped / float32 TFLite gzipped",
+        "<= 0.10",
+        lambda m: m["tflite_pruned_int8"]["gzip_bytes"] / m["tflite_float32"]["gzip_bytes"],
+        0.10,
+    ),
+    (
+        "int8 latency p50 / float32 TFLite latency p50",
+        "<= 0.67",
+        lambda m: m["tflite_int8"]["latency_p50_ms"] / m["tflite_float32"]["latency_p50_ms"],
+        0.67,
+    ),
 ]
 
 
@@ -46,22 +60,33 @@ def main() -> None:
     rows = []
     for figure, goal, compute, limit in FIGURES:
         value = compute(metrics)
-        rows.append({"figure": figure, "goal": goal, "value": round(value, 4), "unit": "", "met": value <= limit + 1e-9})
+        rows.append(
+            {"figure": figure, "goal": goal, "value": round(value, 4), "unit": "", "met": value <= limit + 1e-9}
+        )
     files = sorted((args.repo / "artifacts/export").glob("model_*.tflite"))
     timings = {path.stem.removeprefix("model_"): {} for path in files}
     for _ in range(2):  # two interleaved passes: a neighbour's burst hits every file alike
         for path in files:
             for batch_size in (1, 64):
                 value = invoke_microseconds(path, batch_size, args.rounds, 300 if batch_size == 1 else 20)
-                timings[path.stem.removeprefix("model_")][batch_size] = min(value, timings[path.stem.removeprefix("model_")].get(batch_size, np.inf))
+                timings[path.stem.removeprefix("model_")][batch_size] = min(
+                    value, timings[path.stem.removeprefix("model_")].get(batch_size, np.inf)
+                )
     print(f"{'variant':16s} {'invoke us/image (batch 1)':>26s} {'us/image (batch 64)':>20s}")
     for name, row in timings.items():
         print(f"{name:16s} {row[1]:26.1f} {row[64]:20.1f}")
     if "int8" in timings and "float32" in timings:
         for batch_size in (1, 64):
             ratio = timings["int8"][batch_size] / timings["float32"][batch_size]
-            rows.append({"figure": f"int8 / float32 invoke-only latency, batch {batch_size} (min of medians)", "goal": "<= 0.67",
-                         "value": round(ratio, 4), "unit": "", "met": ratio <= 0.67})
+            rows.append(
+                {
+                    "figure": f"int8 / float32 invoke-only latency, batch {batch_size} (min of medians)",
+                    "goal": "<= 0.67",
+                    "value": round(ratio, 4),
+                    "unit": "",
+                    "met": ratio <= 0.67,
+                }
+            )
     for row in rows:
         print(f"  {row['figure']}: {row['value']} (goal {row['goal']}, {'met' if row['met'] else 'NOT met'})")
     if args.json:

@@ -1,4 +1,5 @@
-"""Ingest throughput benchmark: reads mnist_5k and a generated folder of 60,000 28x28 PNGs; prints images/s and peak memory.
+"""Ingest throughput benchmark: reads mnist_5k and a generated folder of 60,000 28x28 PNGs;
+prints images/s and peak memory.
 
     .venv/bin/python -m benchmarks.bench_ingest            # both workloads
     .venv/bin/python -m benchmarks.bench_ingest --images 10000 --skip-mnist
@@ -8,6 +9,7 @@ its data/raw a symlink to the images) as a child process, so the figures include
 Great Expectations start-up and the peak RSS is the child's alone. The generated folder is kept in
 .cache/bench_ingest (git-ignored) and reused.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +42,7 @@ def generate_folder(directory: Path, count: int, num_classes: int = 10, seed: in
         label = index % num_classes
         image = rng.integers(0, 60, size=(28, 28), dtype=np.uint8)
         row, column = rng.integers(2, 20, size=2)
-        image[row:row + 6, column:column + 3 + label % 4] = rng.integers(180, 256)
+        image[row : row + 6, column : column + 3 + label % 4] = rng.integers(180, 256)
         path = directory / f"class_{label}" / f"{index:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(encode_png(image))
@@ -56,14 +58,27 @@ def run_ingest(raw_dir: Path, count: int, num_classes: int, mean_range: tuple[fl
         params["data"] = {"source": "folder"}
         (project / "data").mkdir()
         (project / "data/raw").symlink_to(raw_dir.resolve(), target_is_directory=True)
-        params["ingest"]["expectations"].update({"num_classes": num_classes, "min_per_class": 1, "min_class_share": 0.0, "max_class_share": 1.0,
-                                                 "image_mean_min": mean_range[0], "image_mean_max": mean_range[1]})
+        params["ingest"]["expectations"].update(
+            {
+                "num_classes": num_classes,
+                "min_per_class": 1,
+                "min_class_share": 0.0,
+                "max_class_share": 1.0,
+                "image_mean_min": mean_range[0],
+                "image_mean_max": mean_range[1],
+            }
+        )
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         environment = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
         start = time.perf_counter()
         with tempfile.TemporaryFile() as log:
-            child = subprocess.Popen([sys.executable, "-m", "components.ingest"], cwd=project, env=environment,
-                                     stdout=log, stderr=subprocess.STDOUT)
+            child = subprocess.Popen(
+                [sys.executable, "-m", "components.ingest"],
+                cwd=project,
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
             _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage: ru_maxrss in KiB on Linux
             seconds = time.perf_counter() - start
             child.returncode = os.waitstatus_to_exitcode(status)
@@ -77,7 +92,7 @@ def run_ingest(raw_dir: Path, count: int, num_classes: int, mean_range: tuple[fl
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=60_000, help="size of the generated folder")
     parser.add_argument("--skip-mnist", action="store_true")
     parser.add_argument("--json", action="store_true", help="last line: the figures as JSON rows for benchmarks/run.py")
@@ -97,16 +112,33 @@ def main(argv: list[str] | None = None) -> None:
     rows.append((f"generated {args.images:,} x 28x28 PNG", run_ingest(generated, args.images, 10, (5.0, 160.0))))
     print(f"{'workload':<32} {'images':>8} {'seconds':>8} {'images/s':>9} {'peak RSS MiB':>13}")
     for name, row in rows:
-        print(f"{name:<32} {row['images']:>8,} {row['seconds']:>8.1f} {row['images_per_second']:>9,.0f} "
-              f"{row['peak_rss_mib']:>13,.0f}")
+        print(
+            f"{name:<32} {row['images']:>8,} {row['seconds']:>8.1f} {row['images_per_second']:>9,.0f} "
+            f"{row['peak_rss_mib']:>13,.0f}"
+        )
     print("(wall clock of the whole stage in a fresh process: TensorFlow and Great Expectations start-up included)")
     if args.json:
         figures = []
         for name, row in rows:
             goal_met = row["images_per_second"] >= 1000 if name.startswith("generated") else None
-            figures.append({"figure": f"ingest throughput, {name}", "goal": ">= 1000 images/s" if goal_met is not None else "-",
-                            "value": round(row["images_per_second"], 1), "unit": "images/s", "met": goal_met})
-            figures.append({"figure": f"ingest peak memory, {name}", "goal": "-", "value": round(row["peak_rss_mib"], 1), "unit": "MiB", "met": None})
+            figures.append(
+                {
+                    "figure": f"ingest throughput, {name}",
+                    "goal": ">= 1000 images/s" if goal_met is not None else "-",
+                    "value": round(row["images_per_second"], 1),
+                    "unit": "images/s",
+                    "met": goal_met,
+                }
+            )
+            figures.append(
+                {
+                    "figure": f"ingest peak memory, {name}",
+                    "goal": "-",
+                    "value": round(row["peak_rss_mib"], 1),
+                    "unit": "MiB",
+                    "met": None,
+                }
+            )
         print(json.dumps(figures))
 
 

@@ -6,6 +6,7 @@ it stops with an error, so that CPU figures are never taken for GPU ones; --allo
 a CPU anyway, slowly, for checking the script. Figures worth recording come from a GPU machine:
     make install-gpu && python benchmarks/gpu_throughput.py --json benchmarks/gpu_results.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,14 @@ import tf_keras as keras  # noqa: E402
 from models import registry  # noqa: E402
 
 # Dense peak rates in TFLOP/s (vendor data sheets, SXM parts): (float32 non-tensor, 16-bit tensor core).
-PEAK_TFLOPS = {"H100": (67.0, 989.0), "H200": (67.0, 989.0), "A100": (19.5, 312.0), "L4": (30.3, 121.0), "T4": (8.1, 65.0), "V100": (15.7, 125.0)}
+PEAK_TFLOPS = {
+    "H100": (67.0, 989.0),
+    "H200": (67.0, 989.0),
+    "A100": (19.5, 312.0),
+    "L4": (30.3, 121.0),
+    "T4": (8.1, 65.0),
+    "V100": (15.7, 125.0),
+}
 
 
 def training_flops_per_image(model: keras.Model) -> float:
@@ -50,17 +58,34 @@ def real_images(count: int) -> tuple[np.ndarray, np.ndarray]:
     return tf.repeat(images, 3, axis=-1).numpy(), labels[:count]
 
 
-def measure(mode: str, images: np.ndarray, labels: np.ndarray, batch_size: int, steps: int, repeats: int) -> tuple[float, float]:
+def measure(
+    mode: str, images: np.ndarray, labels: np.ndarray, batch_size: int, steps: int, repeats: int
+) -> tuple[float, float]:
     gpus = tf.config.list_physical_devices("GPU")
-    capability = tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))) if gpus else (0, 0)
-    policy = "float32" if mode == "float32" else ("mixed_bfloat16" if capability >= (8, 0) or not gpus else "mixed_float16")
+    capability = (
+        tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))) if gpus else (0, 0)
+    )
+    policy = (
+        "float32" if mode == "float32" else ("mixed_bfloat16" if capability >= (8, 0) or not gpus else "mixed_float16")
+    )
     keras.mixed_precision.set_global_policy(policy)
     classifier = registry.get_builder("resnet18")(input_shape=(32, 32, 3), num_classes=10)
     outputs = keras.layers.Activation("softmax", dtype="float32")(classifier.output)
     model = keras.Model(classifier.input, outputs)
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="sparse_categorical_crossentropy", jit_compile=mode == "mixed+xla")
-    data = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    model.fit(data, steps_per_epoch=max(5, steps // 4), epochs=1, verbose=0)  # warm-up: tracing, XLA compilation, autotune
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss="sparse_categorical_crossentropy",
+        jit_compile=mode == "mixed+xla",
+    )
+    data = (
+        tf.data.Dataset.from_tensor_slices((images, labels))
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    model.fit(
+        data, steps_per_epoch=max(5, steps // 4), epochs=1, verbose=0
+    )  # warm-up: tracing, XLA compilation, autotune
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -72,12 +97,15 @@ def measure(mode: str, images: np.ndarray, labels: np.ndarray, batch_size: int, 
 
 def no_gpu_message() -> str:
     """Why there is no GPU is rarely the hardware: TensorFlow's pip wheel finds CUDA only in the nvidia-* wheels."""
-    return (f"TensorFlow sees no GPU. TensorFlow {tf.__version__} (built with CUDA: {tf.test.is_built_with_cuda()}); "
-            f"tf.config.list_physical_devices() returned {tf.config.list_physical_devices()}.\n"
-            "Install TensorFlow's CUDA libraries, the nvidia-* wheels of tensorflow[and-cuda] pinned in requirements-gpu.txt: "
-            "`make install-gpu` (or `pip install -r requirements-gpu.txt`), and check that `nvidia-smi` lists the GPU "
-            "and that CUDA_VISIBLE_DEVICES does not hide it.\n"
-            "To run this benchmark on the CPU anyway (to check the script; its figures mean nothing), pass --allow-cpu.")
+    return (
+        f"TensorFlow sees no GPU. TensorFlow {tf.__version__} (built with CUDA: {tf.test.is_built_with_cuda()}); "
+        f"tf.config.list_physical_devices() returned {tf.config.list_physical_devices()}.\n"
+        "Install TensorFlow's CUDA libraries, the nvidia-* wheels of tensorflow[and-cuda] pinned in "
+        "requirements-gpu.txt: "
+        "`make install-gpu` (or `pip install -r requirements-gpu.txt`), and check that `nvidia-smi` lists the GPU "
+        "and that CUDA_VISIBLE_DEVICES does not hide it.\n"
+        "To run this benchmark on the CPU anyway (to check the script; its figures mean nothing), pass --allow-cpu."
+    )
 
 
 def main() -> None:
@@ -91,9 +119,14 @@ def main() -> None:
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus and not args.allow_cpu:
         sys.exit(no_gpu_message())
-    device = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "CPU (no GPU found)"
+    device = (
+        tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else "CPU (no GPU found)"
+    )
     peak = next((value for key, value in PEAK_TFLOPS.items() if key in device), None)
-    synthetic = (np.random.default_rng(0).uniform(0, 255, (4096, 32, 32, 3)).astype(np.float32), np.random.default_rng(1).integers(0, 10, 4096))
+    synthetic = (
+        np.random.default_rng(0).uniform(0, 255, (4096, 32, 32, 3)).astype(np.float32),
+        np.random.default_rng(1).integers(0, 10, 4096),
+    )
     datasets = {"synthetic": synthetic, "mnist_5k (32x32x3)": real_images(4096)}
     rows = []
     for data_name, (images, labels) in datasets.items():
@@ -101,12 +134,21 @@ def main() -> None:
             rate, flops = measure(mode, images, labels, args.batch_size, args.steps, args.repeats)
             share = None if peak is None else rate * flops / 1e12 / (peak[0] if mode == "float32" else peak[1])
             rows.append({"data": data_name, "mode": mode, "images_per_s": round(rate, 1), "peak_share": share})
-            print(f"{device:28s} {data_name:20s} {mode:10s} {rate:10.1f} images/s" + ("" if share is None else f"  {100 * share:5.1f}% of peak"), flush=True)
+            print(
+                f"{device:28s} {data_name:20s} {mode:10s} {rate:10.1f} images/s"
+                + ("" if share is None else f"  {100 * share:5.1f}% of peak"),
+                flush=True,
+            )
     for data_name in datasets:
         by_mode = {row["mode"]: row["images_per_s"] for row in rows if row["data"] == data_name}
         print(f"{data_name}: mixed+XLA / float32 = {by_mode['mixed+xla'] / by_mode['float32']:.2f}x (goal >= 2x)")
     if args.json:
-        args.json.write_text(json.dumps({"device": device, "tensorflow": tf.__version__, "batch_size": args.batch_size, "rows": rows}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {"device": device, "tensorflow": tf.__version__, "batch_size": args.batch_size, "rows": rows}, indent=2
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Runs in a fresh temporary copy of the repository. Timings are medians of several
 warm-up; comparisons are ratios of runs interleaved in the same session, because this machine is
 shared and noisy. Needs nothing but the installed venv; about 10 minutes on 2 cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -47,7 +48,8 @@ from pipelines.config import load_params, resolve_train_schedule
 from pipelines.input_pipeline import build_augmenter, build_input_pipeline
 params = resolve_train_schedule(load_params().train, records.read_manifest("data/prepared")["splits"]["train"]["count"])
 split = records.read_split("data/prepared", "train")
-data = build_input_pipeline(split, params.batch_size, True, params.shuffle_buffer, params.seed, build_augmenter(params.augmentation, params.seed))
+data = build_input_pipeline(split, params.batch_size, True, params.shuffle_buffer, params.seed,
+                            build_augmenter(params.augmentation, params.seed))
 in_memory = tf.data.Dataset.from_tensor_slices(tuple(tf.concat(t, 0) for t in zip(*list(data))))
 in_memory = in_memory.batch(params.batch_size).cache().prefetch(tf.data.AUTOTUNE)
 list(in_memory)
@@ -59,7 +61,9 @@ model.fit(data, epochs=1, verbose=0)
 times = {"pipeline": [], "memory": []}
 for _ in range(3):
     for name, dataset in (("pipeline", data), ("memory", in_memory)):
-        start = time.perf_counter(); model.fit(dataset, epochs=1, verbose=0); times[name].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        model.fit(dataset, epochs=1, verbose=0)
+        times[name].append(time.perf_counter() - start)
 print(json.dumps({k: statistics.median(v) for k, v in times.items()}))
 """
     result = json.loads(run([PYTHON, "-c", code], repo, env={"PYTHONPATH": str(repo)}).stdout.strip().splitlines()[-1])
@@ -82,27 +86,66 @@ def measure(repeats: int) -> list[dict]:
 
         train_wall = timed([PYTHON, "-m", "components.train"], repo)  # again, alone: the process from start to exit
         epochs = json.loads((repo / "metrics/train.json").read_text())["epochs_run"]
-        row(f"train stage wall time, default preset ({epochs} epochs, start-up and tracking included)", "<= 60 s", train_wall, "s", train_wall <= 60)
+        row(
+            f"train stage wall time, default preset ({epochs} epochs, start-up and tracking included)",
+            "<= 60 s",
+            train_wall,
+            "s",
+            train_wall <= 60,
+        )
         evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
-        row("test accuracy, default preset (mnist_5k + LeNet-5)", ">= 0.985", evaluate["accuracy"], "", evaluate["accuracy"] >= 0.985)
+        row(
+            "test accuracy, default preset (mnist_5k + LeNet-5)",
+            ">= 0.985",
+            evaluate["accuracy"],
+            "",
+            evaluate["accuracy"] >= 0.985,
+        )
         export = json.loads((repo / "metrics/export.json").read_text())
         float_tflite, int8, pruned = export["tflite_float32"], export["tflite_int8"], export["tflite_pruned_int8"]
         ratios = [
-            ("int8 size / float32 TFLite size", "<= 0.26", int8["size_bytes"] / float_tflite["size_bytes"], lambda v: v <= 0.26),
+            (
+                "int8 size / float32 TFLite size",
+                "<= 0.26",
+                int8["size_bytes"] / float_tflite["size_bytes"],
+                lambda v: v <= 0.26,
+            ),
             ("int8 accuracy drop vs float", "<= 0.002", int8["accuracy_drop"], lambda v: v <= 0.002),
-            ("pruned+int8 gzipped / float32 TFLite gzipped", "<= 0.10", pruned["gzip_bytes"] / float_tflite["gzip_bytes"], lambda v: v <= 0.10),
-            ("int8 latency p50 / float32 TFLite latency p50 (interpreter call only)", "<= 0.67",
-             int8.get("invoke_p50_ms", int8["latency_p50_ms"]) / float_tflite.get("invoke_p50_ms", float_tflite["latency_p50_ms"]), lambda v: v <= 0.67),
-            ("int8 latency p50 / float32 TFLite latency p50 (with Python input/output)", "-",
-             int8["latency_p50_ms"] / float_tflite["latency_p50_ms"], lambda v: None),
+            (
+                "pruned+int8 gzipped / float32 TFLite gzipped",
+                "<= 0.10",
+                pruned["gzip_bytes"] / float_tflite["gzip_bytes"],
+                lambda v: v <= 0.10,
+            ),
+            (
+                "int8 latency p50 / float32 TFLite latency p50 (interpreter call only)",
+                "<= 0.67",
+                int8.get("invoke_p50_ms", int8["latency_p50_ms"])
+                / float_tflite.get("invoke_p50_ms", float_tflite["latency_p50_ms"]),
+                lambda v: v <= 0.67,
+            ),
+            (
+                "int8 latency p50 / float32 TFLite latency p50 (with Python input/output)",
+                "-",
+                int8["latency_p50_ms"] / float_tflite["latency_p50_ms"],
+                lambda v: None,
+            ),
         ]
         for figure, goal, value, check in ratios:
             row(figure, goal, value, "", check(value))
 
         # Train stage vs a bare Keras script: fixed epochs (no early stop) and no augmentation in both.
-        set_params(repo, {"train": {"epochs": 8, "early_stopping_patience": 100,
-                                    "augmentation": {"rotation": 0.0, "zoom": 0.0, "translation": 0.0}},
-                          "tracking": {"log_augmented_images": 0}})
+        set_params(
+            repo,
+            {
+                "train": {
+                    "epochs": 8,
+                    "early_stopping_patience": 100,
+                    "augmentation": {"rotation": 0.0, "zoom": 0.0, "translation": 0.0},
+                },
+                "tracking": {"log_augmented_images": 0},
+            },
+        )
         stage, bare = [], []
         for _ in range(repeats):
             stage.append(timed([PYTHON, "-m", "components.train"], repo))
@@ -112,13 +155,23 @@ def measure(repeats: int) -> list[dict]:
         share = input_bound_share(repo)
         row("input-bound share of training time", "< 0.05", share, "", share < 0.05)
 
-        ingest = subprocess.run([PYTHON, "-m", "benchmarks.bench_ingest", "--json"], cwd=ROOT, capture_output=True, text=True)
+        ingest = subprocess.run(
+            [PYTHON, "-m", "benchmarks.bench_ingest", "--json"], cwd=ROOT, capture_output=True, text=True
+        )
         if ingest.returncode == 0 and ingest.stdout.strip():
             for figure in json.loads(ingest.stdout.strip().splitlines()[-1]):
                 rows.append(figure)
         else:
-            rows.append({"figure": "ingest throughput", "goal": ">= 1000 images/s", "value": None, "unit": "images/s", "met": None,
-                         "note": (ingest.stderr or "benchmarks/bench_ingest.py missing")[-300:]})
+            rows.append(
+                {
+                    "figure": "ingest throughput",
+                    "goal": ">= 1000 images/s",
+                    "value": None,
+                    "unit": "images/s",
+                    "met": None,
+                    "note": (ingest.stderr or "benchmarks/bench_ingest.py missing")[-300:],
+                }
+            )
     return rows
 
 
@@ -129,15 +182,22 @@ def main() -> None:
     args = parser.parse_args()
     commit = run(["git", "rev-parse", "--short", "HEAD"], ROOT, check=False).stdout.strip()
     rows = measure(args.repeats)
-    table = Table(title=f"tfpipe benchmarks — {platform.node()}, {platform.processor() or platform.machine()}, commit {commit}")
+    table = Table(
+        title=f"tfpipe benchmarks — {platform.node()}, {platform.processor() or platform.machine()}, commit {commit}"
+    )
     for column in ("figure", "goal", "value", "met"):
         table.add_column(column)
     for item in rows:
         value = "n/a" if item["value"] is None else f"{item['value']:.4g} {item['unit']}".strip()
         table.add_row(item["figure"], item["goal"], value, {True: "yes", False: "NO", None: "-"}[item["met"]])
     Console().print(table)
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit, "machine": platform.platform(),
-              "cpu_count": __import__("os").cpu_count(), "rows": rows}
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit,
+        "machine": platform.platform(),
+        "cpu_count": __import__("os").cpu_count(),
+        "rows": rows,
+    }
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written: {args.output}")
 

@@ -1,4 +1,5 @@
-"""Evaluate stage: reads artifacts/train, the train and test splits and the registry's champion; writes metrics, plots and the gate decision.
+"""Evaluate stage: reads artifacts/train, the train and test splits and the registry's champion;
+writes metrics, plots and the gate decision.
 
 Writes metrics/evaluate.json (DVC metrics), plots/confusion.csv (DVC confusion plot) and
 artifacts/evaluate/ (blessing.json, which export reads, and three PNGs: confusion matrix, most
@@ -6,6 +7,7 @@ confident mistakes, reliability diagram); logs all of it into the model's MLflow
 compares the model with the registry's champion of the same dataset and with a classical
 baseline (components/baseline.py) fit on the same train split.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,9 +26,9 @@ from mlflow.exceptions import MlflowException
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from components.baseline import fit_and_score
+from models.loading import load_trained_model
 from pipelines import paths, records, tracking
 from pipelines.config import EvaluateParams, load_params, registered_model_name
-from models.loading import load_trained_model
 from pipelines.outputs import atomic_directory, write_csv, write_json
 
 CALIBRATION_BINS = 15
@@ -38,7 +40,7 @@ def load_test_split(directory: Path) -> tuple[np.ndarray, np.ndarray, list[str]]
     batches = list(records.read_split(directory, "test", with_file=True).batch(1024).as_numpy_iterator())
     if not batches:
         raise ValueError("the test split is empty: nothing to evaluate")
-    images, labels, files = (np.concatenate(parts) for parts in zip(*batches))
+    images, labels, files = (np.concatenate(parts) for parts in zip(*batches, strict=True))
     return images, labels, [name.decode() for name in files]
 
 
@@ -50,7 +52,9 @@ def compute_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: 
     top_k = min(top_k, probabilities.shape[1])
     top = np.argsort(-probabilities, axis=1)[:, :top_k]
     classes = np.arange(len(class_names))
-    precision, recall, f1, support = precision_recall_fscore_support(labels, predictions, labels=classes, zero_division=0)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predictions, labels=classes, zero_division=0
+    )
     weighted_f1 = float(np.average(f1, weights=support)) if support.sum() else 0.0
     return {
         "accuracy": float((predictions == labels).mean()),
@@ -62,7 +66,7 @@ def compute_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: 
         "num_examples": len(labels),
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
         },
     }
 
@@ -79,7 +83,9 @@ def calibration_bins(probabilities: np.ndarray, labels: np.ndarray, num_bins: in
     return counts, mean_confidence, accuracy
 
 
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, num_bins: int = CALIBRATION_BINS) -> float:
+def expected_calibration_error(
+    probabilities: np.ndarray, labels: np.ndarray, num_bins: int = CALIBRATION_BINS
+) -> float:
     """Gap between confidence and accuracy, averaged over equal-width confidence bins."""
     counts, mean_confidence, accuracy = calibration_bins(probabilities, labels, num_bins)
     filled = counts > 0
@@ -106,7 +112,8 @@ def find_champion(model_name: str):
 
 def predict_with_champion(model_uri: str, images: np.ndarray, class_names: list[str]) -> np.ndarray:
     """The champion's probabilities on the candidate's test images; raises RegistryError when it cannot be loaded,
-    or when it takes other images or predicts other classes (a champion is never replaced by another dataset's model)."""
+    or when it takes other images or predicts other classes (a champion is never replaced by another dataset's
+    model)."""
     try:
         with tempfile.TemporaryDirectory() as directory:
             serving = mlflow.tensorflow.load_model(model_uri, dst_path=directory).signatures["serving_default"]
@@ -114,18 +121,28 @@ def predict_with_champion(model_uri: str, images: np.ndarray, class_names: list[
         raise RegistryError(f"could not be loaded ({type(error).__name__}: {str(error)[:300]})") from None
     input_shape = tuple(serving.structured_input_signature[1]["images"].shape[1:])
     if input_shape != images.shape[1:]:
-        raise RegistryError(f"takes images of shape {input_shape}, the candidate {images.shape[1:]}: another dataset's model")
-    outputs = [serving(images=tf.constant(images[start:start + 256])) for start in range(0, len(images), 256)]
+        raise RegistryError(
+            f"takes images of shape {input_shape}, the candidate {images.shape[1:]}: another dataset's model"
+        )
+    outputs = [serving(images=tf.constant(images[start : start + 256])) for start in range(0, len(images), 256)]
     probabilities = np.concatenate([output["probabilities"].numpy() for output in outputs])
     # The SavedModel keeps its class names only inside the graph: check those of the classes it predicts.
-    named = {int(i): name.decode() for output in outputs for i, name in zip(output["class_ids"].numpy(), output["class_names"].numpy())}
+    named = {
+        int(i): name.decode()
+        for output in outputs
+        for i, name in zip(output["class_ids"].numpy(), output["class_names"].numpy(), strict=True)
+    }
     if probabilities.shape[1] != len(class_names) or any(class_names[i] != name for i, name in named.items()):
-        raise RegistryError(f"has classes {[named.get(i, '?') for i in range(probabilities.shape[1])]}, the candidate "
-                            f"{class_names}: another dataset's model")
+        raise RegistryError(
+            f"has classes {[named.get(i, '?') for i in range(probabilities.shape[1])]}, the candidate "
+            f"{class_names}: another dataset's model"
+        )
     return probabilities
 
 
-def evaluate_champion(model_name: str, images: np.ndarray, labels: np.ndarray, class_names: list[str], top_k: int) -> dict:
+def evaluate_champion(
+    model_name: str, images: np.ndarray, labels: np.ndarray, class_names: list[str], top_k: int
+) -> dict:
     """What the gate compares against: {"version": {"version", "run_id"} or None, "metrics": the champion's metrics
     on the candidate's test split or None, "skip": why there is nothing to compare (no champion yet: the
     thresholds decide), "error": why the comparison could not be made (the gate fails closed)}."""
@@ -135,19 +152,32 @@ def evaluate_champion(model_name: str, images: np.ndarray, labels: np.ndarray, c
     except RegistryError as error:
         return {**check, "error": str(error)}
     if version is None:
-        return {**check, "skip": f"no champion: registered model {model_name!r} has no {tracking.CHAMPION_ALIAS!r} version yet"}
+        return {
+            **check,
+            "skip": f"no champion: registered model {model_name!r} has no {tracking.CHAMPION_ALIAS!r} version yet",
+        }
     check["version"] = {"version": int(version.version), "run_id": version.run_id}
     try:
         probabilities = predict_with_champion(f"models:/{model_name}/{version.version}", images, class_names)
     except RegistryError as error:
-        return {**check, "error": f"champion v{version.version} of {model_name!r} {error}; a champion is only replaced by a "
-                                  "model it can be compared with (another dataset needs its own data.name or export.model_name)"}
+        return {
+            **check,
+            "error": f"champion v{version.version} of {model_name!r} {error}; a champion is only replaced by a "
+            "model it can be compared with (another dataset needs its own data.name or export.model_name)",
+        }
     return {**check, "metrics": compute_metrics(probabilities, labels, class_names, top_k)}
 
 
-def decide_blessing(candidate: dict, params: EvaluateParams, champion: dict | None = None, *,
-                    champion_label: str = "the champion", no_champion_reason: str = "no champion",
-                    champion_error: str = "", baseline: dict | None = None) -> dict:
+def decide_blessing(
+    candidate: dict,
+    params: EvaluateParams,
+    champion: dict | None = None,
+    *,
+    champion_label: str = "the champion",
+    no_champion_reason: str = "no champion",
+    champion_error: str = "",
+    baseline: dict | None = None,
+) -> dict:
     """The promotion gate. `candidate` and `champion` are compute_metrics() results on the same test split.
 
     No champion yet: the thresholds decide. A champion that could not be checked (`champion_error`:
@@ -157,35 +187,66 @@ def decide_blessing(candidate: dict, params: EvaluateParams, champion: dict | No
     """
     accuracy = candidate["accuracy"]
     passed = accuracy >= params.min_accuracy
-    reasons = [f"{'PASS' if passed else 'FAIL'}: test accuracy {accuracy:.4f} is {'at or above' if passed else 'below'} evaluate.min_accuracy {params.min_accuracy}"]
+    reasons = [
+        f"{'PASS' if passed else 'FAIL'}: test accuracy {accuracy:.4f} is {'at or above' if passed else 'below'} "
+        f"evaluate.min_accuracy {params.min_accuracy}"
+    ]
     if baseline is not None:
         margin = accuracy - baseline["accuracy"]
         beaten = margin >= params.min_margin_over_baseline - 1e-9
-        reasons.append(f"{'PASS' if beaten else 'FAIL'}: test accuracy {accuracy:.4f} vs the classical baseline's {baseline['accuracy']:.4f} "
-                       f"({baseline['model']}, same splits): margin {margin:+.4f} is {'at or above' if beaten else 'below'} "
-                       f"evaluate.min_margin_over_baseline {params.min_margin_over_baseline}")
+        reasons.append(
+            f"{'PASS' if beaten else 'FAIL'}: test accuracy {accuracy:.4f} "
+            f"vs the classical baseline's {baseline['accuracy']:.4f} "
+            f"({baseline['model']}, same splits): margin {margin:+.4f} is {'at or above' if beaten else 'below'} "
+            f"evaluate.min_margin_over_baseline {params.min_margin_over_baseline}"
+        )
     comparison = None
     if champion_error:
         reasons.append(f"FAIL: could not check against the champion: {champion_error}")
     elif champion is None:
-        reasons.append(f"SKIP: accuracy regression and per-class recall drop checks: {no_champion_reason}; the thresholds alone decide")
+        reasons.append(
+            f"SKIP: accuracy regression and per-class recall drop checks: {no_champion_reason}; "
+            "the thresholds alone decide"
+        )
     else:
-        drops = {name: champion["per_class"][name]["recall"] - item["recall"] for name, item in candidate["per_class"].items()}
+        drops = {
+            name: champion["per_class"][name]["recall"] - item["recall"]
+            for name, item in candidate["per_class"].items()
+        }
         worst = max(drops, key=drops.get)
         change = accuracy - champion["accuracy"]
-        comparison = {"accuracy": champion["accuracy"], "accuracy_change": change, "max_class_recall_drop": drops[worst], "max_class_recall_drop_class": worst}
+        comparison = {
+            "accuracy": champion["accuracy"],
+            "accuracy_change": change,
+            "max_class_recall_drop": drops[worst],
+            "max_class_recall_drop_class": worst,
+        }
         # The epsilon keeps 0.95 vs 0.96 at a tolerance of 0.01 a pass despite float rounding.
         regressed = change < -params.max_accuracy_regression - 1e-9
-        reasons.append(f"{'FAIL' if regressed else 'PASS'}: test accuracy {accuracy:.4f} vs {champion_label}'s {champion['accuracy']:.4f} (change {change:+.4f}) "
-                       f"is {'beyond' if regressed else 'within'} evaluate.max_accuracy_regression {params.max_accuracy_regression}")
+        reasons.append(
+            f"{'FAIL' if regressed else 'PASS'}: test accuracy {accuracy:.4f} "
+            f"vs {champion_label}'s {champion['accuracy']:.4f} (change {change:+.4f}) "
+            f"is {'beyond' if regressed else 'within'} "
+            f"evaluate.max_accuracy_regression {params.max_accuracy_regression}"
+        )
         failing = [name for name, drop in drops.items() if drop > params.max_class_recall_drop + 1e-9]
         for name in failing:
-            reasons.append(f"FAIL: recall of class {name!r} fell {drops[name]:.4f} from {champion_label}'s {champion['per_class'][name]['recall']:.4f} "
-                           f"to {candidate['per_class'][name]['recall']:.4f}, more than evaluate.max_class_recall_drop {params.max_class_recall_drop}")
+            reasons.append(
+                f"FAIL: recall of class {name!r} fell {drops[name]:.4f} "
+                f"from {champion_label}'s {champion['per_class'][name]['recall']:.4f} "
+                f"to {candidate['per_class'][name]['recall']:.4f}, "
+                f"more than evaluate.max_class_recall_drop {params.max_class_recall_drop}"
+            )
         if not failing:
-            reasons.append(f"PASS: largest per-class recall drop vs {champion_label} is {drops[worst]:+.4f} (class {worst!r}), "
-                           f"within evaluate.max_class_recall_drop {params.max_class_recall_drop}")
-    return {"blessed": not any(reason.startswith("FAIL") for reason in reasons), "reasons": reasons, "comparison": comparison}
+            reasons.append(
+                f"PASS: largest per-class recall drop vs {champion_label} is {drops[worst]:+.4f} (class {worst!r}), "
+                f"within evaluate.max_class_recall_drop {params.max_class_recall_drop}"
+            )
+    return {
+        "blessed": not any(reason.startswith("FAIL") for reason in reasons),
+        "reasons": reasons,
+        "comparison": comparison,
+    }
 
 
 def per_class_recall(metrics: dict) -> dict[str, float]:
@@ -196,9 +257,24 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str]) -> plt.Fig
     figure, axes = plt.subplots(figsize=(1 + 0.6 * len(class_names), 1 + 0.6 * len(class_names)))
     axes.imshow(matrix, cmap="Blues")
     for (row, column), count in np.ndenumerate(matrix):
-        axes.text(column, row, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "black", fontsize=8)
-    axes.set(xticks=range(len(class_names)), yticks=range(len(class_names)), xticklabels=class_names, yticklabels=class_names,
-             xlabel="predicted", ylabel="actual", title="Confusion matrix (test split)")
+        axes.text(
+            column,
+            row,
+            str(count),
+            ha="center",
+            va="center",
+            color="white" if count > matrix.max() / 2 else "black",
+            fontsize=8,
+        )
+    axes.set(
+        xticks=range(len(class_names)),
+        yticks=range(len(class_names)),
+        xticklabels=class_names,
+        yticklabels=class_names,
+        xlabel="predicted",
+        ylabel="actual",
+        title="Confusion matrix (test split)",
+    )
     figure.tight_layout()
     return figure
 
@@ -209,7 +285,9 @@ def select_confident_mistakes(probabilities: np.ndarray, labels: np.ndarray, cou
     return wrong[np.argsort(-probabilities[wrong].max(axis=1), kind="stable")][:count]
 
 
-def plot_confident_mistakes(images, labels, probabilities, class_names, files, count: int = MISTAKES_SHOWN) -> plt.Figure:
+def plot_confident_mistakes(
+    images, labels, probabilities, class_names, files, count: int = MISTAKES_SHOWN
+) -> plt.Figure:
     """A grid of the most confident mistakes, each titled with its true and predicted label."""
     indices = select_confident_mistakes(probabilities, labels, count)
     columns = min(4, max(1, len(indices)))
@@ -217,11 +295,15 @@ def plot_confident_mistakes(images, labels, probabilities, class_names, files, c
     figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows + 0.6), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
-    for axis, index in zip(axes.flat, indices):
+    for axis, index in zip(axes.flat, indices, strict=False):
         image = images[index]
         axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
         predicted = int(probabilities[index].argmax())
-        axis.set_title(f"true {class_names[labels[index]]}, predicted {class_names[predicted]} ({probabilities[index, predicted]:.2f})\n{files[index]}", fontsize=8)
+        axis.set_title(
+            f"true {class_names[labels[index]]}, predicted {class_names[predicted]} "
+            f"({probabilities[index, predicted]:.2f})\n{files[index]}",
+            fontsize=8,
+        )
     if not len(indices):
         axes[0, 0].text(0.5, 0.5, "no mistakes on the test split", ha="center", va="center")
     figure.suptitle("Most confident mistakes (test split)")
@@ -229,7 +311,9 @@ def plot_confident_mistakes(images, labels, probabilities, class_names, files, c
     return figure
 
 
-def plot_reliability_diagram(probabilities: np.ndarray, labels: np.ndarray, num_bins: int = CALIBRATION_BINS) -> plt.Figure:
+def plot_reliability_diagram(
+    probabilities: np.ndarray, labels: np.ndarray, num_bins: int = CALIBRATION_BINS
+) -> plt.Figure:
     """Accuracy per confidence bin against the diagonal a perfectly calibrated model would follow."""
     _, mean_confidence, accuracy = calibration_bins(probabilities, labels, num_bins)
     edges = np.linspace(0, 1, num_bins + 1)
@@ -238,7 +322,13 @@ def plot_reliability_diagram(probabilities: np.ndarray, labels: np.ndarray, num_
     axes.hlines(mean_confidence, edges[:-1], edges[1:], colors="tab:red", linewidth=2, label="mean confidence")
     axes.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
     ece = expected_calibration_error(probabilities, labels, num_bins)
-    axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"Reliability diagram (test split, ECE {ece:.3f})")
+    axes.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="confidence",
+        ylabel="accuracy",
+        title=f"Reliability diagram (test split, ECE {ece:.3f})",
+    )
     axes.legend(loc="upper left", fontsize="small")
     figure.tight_layout()
     return figure
@@ -267,25 +357,50 @@ def main() -> None:
     baseline = fit_and_score(train_images, train_labels, images, labels)
     # Outputs stay deterministic (DVC reruns nothing after a forced rerun): the time goes to MLflow only.
     baseline_summary = {key: value for key, value in baseline.items() if key not in ("predictions", "seconds")}
-    print(f"classical baseline: {baseline['model']}, test accuracy {baseline['accuracy']:.4f} "
-          f"({baseline['train_examples']} train images, {baseline['features']} features, {baseline['seconds']} s)")
+    print(
+        f"classical baseline: {baseline['model']}, test accuracy {baseline['accuracy']:.4f} "
+        f"({baseline['train_examples']} train images, {baseline['features']} features, {baseline['seconds']} s)"
+    )
     reference = tracking.read_run_reference(paths.TRAIN / "run.json")
 
     with tracking.stage_run(reference["experiment_name"], run_id=reference["run_id"]):
         check = evaluate_champion(model_name, images, labels, class_names, params.top_k)
         champion = check["version"]
         label = f"champion v{champion['version']}" if champion else ""
-        gate = decide_blessing(metrics, params, check["metrics"], champion_label=label, no_champion_reason=check["skip"],
-                               champion_error=check["error"], baseline=baseline)
+        gate = decide_blessing(
+            metrics,
+            params,
+            check["metrics"],
+            champion_label=label,
+            no_champion_reason=check["skip"],
+            champion_error=check["error"],
+            baseline=baseline,
+        )
         if champion is not None:
-            champion.update(comparable=check["metrics"] is not None, same_run=champion["run_id"] == reference["run_id"], **(gate["comparison"] or {}))
+            champion.update(
+                comparable=check["metrics"] is not None,
+                same_run=champion["run_id"] == reference["run_id"],
+                **(gate["comparison"] or {}),
+            )
             if check["metrics"] is not None:
                 champion["per_class_recall"] = per_class_recall(check["metrics"])
-        blessing = {"blessed": gate["blessed"], "reasons": gate["reasons"], "registered_model": model_name, "champion": champion,
-                    "champion_error": check["error"] or None, "baseline": baseline_summary,
-                    "candidate": {"run_id": reference["run_id"], "accuracy": metrics["accuracy"], "per_class_recall": per_class_recall(metrics)}}
+        blessing = {
+            "blessed": gate["blessed"],
+            "reasons": gate["reasons"],
+            "registered_model": model_name,
+            "champion": champion,
+            "champion_error": check["error"] or None,
+            "baseline": baseline_summary,
+            "candidate": {
+                "run_id": reference["run_id"],
+                "accuracy": metrics["accuracy"],
+                "per_class_recall": per_class_recall(metrics),
+            },
+        }
         figures = {
-            "confusion_matrix.png": plot_confusion_matrix(confusion_matrix(labels, predictions, labels=np.arange(len(class_names))), class_names),
+            "confusion_matrix.png": plot_confusion_matrix(
+                confusion_matrix(labels, predictions, labels=np.arange(len(class_names))), class_names
+            ),
             "confident_mistakes.png": plot_confident_mistakes(images, labels, probabilities, class_names, files),
             "reliability_diagram.png": plot_reliability_diagram(probabilities, labels),
         }
@@ -294,31 +409,71 @@ def main() -> None:
             for file_name, figure in figures.items():
                 figure.savefig(staging / file_name, dpi=120)
                 plt.close(figure)
-        write_csv(paths.CONFUSION_PLOT, pd.DataFrame({"actual": [class_names[i] for i in labels], "predicted": [class_names[i] for i in predictions]}))
-        compared = {key: value for key, value in (champion or {}).items() if key in ("version", "accuracy", "accuracy_change", "max_class_recall_drop")}
-        write_json(paths.EVALUATE_METRICS, {**metrics, "blessed": gate["blessed"], "run_id": reference["run_id"],
-                                             "baseline_accuracy": baseline["accuracy"], "margin_over_baseline": metrics["accuracy"] - baseline["accuracy"],
-                                             **({"champion": compared} if compared else {})})
+        write_csv(
+            paths.CONFUSION_PLOT,
+            pd.DataFrame(
+                {"actual": [class_names[i] for i in labels], "predicted": [class_names[i] for i in predictions]}
+            ),
+        )
+        compared = {
+            key: value
+            for key, value in (champion or {}).items()
+            if key in ("version", "accuracy", "accuracy_change", "max_class_recall_drop")
+        }
+        write_json(
+            paths.EVALUATE_METRICS,
+            {
+                **metrics,
+                "blessed": gate["blessed"],
+                "run_id": reference["run_id"],
+                "baseline_accuracy": baseline["accuracy"],
+                "margin_over_baseline": metrics["accuracy"] - baseline["accuracy"],
+                **({"champion": compared} if compared else {}),
+            },
+        )
         mlflow.log_metrics({f"test_{key}": value for key, value in metrics.items() if isinstance(value, float)})
         mlflow.log_metrics({f"test_recall_{name}": item["recall"] for name, item in metrics["per_class"].items()})
-        mlflow.log_metrics({"baseline_accuracy": baseline["accuracy"], "margin_over_baseline": metrics["accuracy"] - baseline["accuracy"],
-                            "baseline_seconds": baseline["seconds"]})
-        mlflow.log_metrics({f"champion_{key}": value for key, value in compared.items() if key != "version"})  # version: a tag
+        mlflow.log_metrics(
+            {
+                "baseline_accuracy": baseline["accuracy"],
+                "margin_over_baseline": metrics["accuracy"] - baseline["accuracy"],
+                "baseline_seconds": baseline["seconds"],
+            }
+        )
+        mlflow.log_metrics(
+            {f"champion_{key}": value for key, value in compared.items() if key != "version"}
+        )  # version: a tag
         training = mlflow.get_run(reference["run_id"]).data.tags.get("tfpipe.training", "")
-        headline = (f"test accuracy {metrics['accuracy']:.4f} (classical baseline {baseline['accuracy']:.4f}), "
-                    f"{'blessed' if gate['blessed'] else 'not blessed'}")
-        mlflow.set_tags({"mlflow.note.content": f"{headline}; {training}" if training else headline})  # the run's description
-        mlflow.set_tags({"blessed": str(gate["blessed"]).lower(), "gate.reasons": "\n".join(gate["reasons"])[:5000],
-                         "gate.champion_version": str(champion["version"]) if champion else "none", "gate.registered_model": model_name,
-                         "baseline.model": baseline["model"]})
+        headline = (
+            f"test accuracy {metrics['accuracy']:.4f} (classical baseline {baseline['accuracy']:.4f}), "
+            f"{'blessed' if gate['blessed'] else 'not blessed'}"
+        )
+        mlflow.set_tags(
+            {"mlflow.note.content": f"{headline}; {training}" if training else headline}
+        )  # the run's description
+        mlflow.set_tags(
+            {
+                "blessed": str(gate["blessed"]).lower(),
+                "gate.reasons": "\n".join(gate["reasons"])[:5000],
+                "gate.champion_version": str(champion["version"]) if champion else "none",
+                "gate.registered_model": model_name,
+                "baseline.model": baseline["model"],
+            }
+        )
         mlflow.log_artifacts(str(paths.EVALUATE), artifact_path="evaluate")
         log_dir = tracking.tensorboard_dir(reference["tensorboard"]) / "evaluate"
-        write_tensorboard_summaries(log_dir, (paths.EVALUATE / "confusion_matrix.png").read_bytes(),
-                                    {**metrics, "baseline_accuracy": baseline["accuracy"]})
+        write_tensorboard_summaries(
+            log_dir,
+            (paths.EVALUATE / "confusion_matrix.png").read_bytes(),
+            {**metrics, "baseline_accuracy": baseline["accuracy"]},
+        )
         mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard/evaluate")
         mlflow.log_artifact(str(paths.EVALUATE_METRICS), artifact_path="evaluate")
     verdict = "BLESSED" if gate["blessed"] else "NOT blessed"
-    print(f"test accuracy {metrics['accuracy']:.4f} on {metrics['num_examples']} images: {verdict}\n  " + "\n  ".join(gate["reasons"]))
+    print(
+        f"test accuracy {metrics['accuracy']:.4f} on {metrics['num_examples']} images: {verdict}\n  "
+        + "\n  ".join(gate["reasons"])
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ them from .cache/export/, components/export_measure.py measures them), labels.tx
 variants.png. The version is the one the MLflow model registry gives the float model; it becomes
 `champion` only if evaluate blessed it AND the int8 gate passes.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,7 +62,11 @@ class ServingModule(tf.Module):
         def serve(images):
             scores = probabilities(images)
             class_ids = tf.argmax(scores, axis=-1)
-            return {"probabilities": scores, "class_ids": class_ids, "class_names": tf.gather(self.class_names, class_ids)}
+            return {
+                "probabilities": scores,
+                "class_ids": class_ids,
+                "class_names": tf.gather(self.class_names, class_ids),
+            }
 
         self.serve = tf.function(serve, input_signature=[spec])
         # An instance attribute named __call__ is what makes the *loaded* SavedModel callable, which
@@ -72,19 +77,34 @@ class ServingModule(tf.Module):
 
 
 def decide_int8_gate(metrics: dict[str, dict], params: ExportParams) -> dict:
-    """The gate variant's accuracy and per-class recall may fall at most the params' thresholds below the float model's."""
+    """The gate variant's accuracy and per-class recall may fall at most the params' thresholds below the float
+    model's."""
     if f"tflite_{params.gate_variant}" not in metrics:
-        return {"variant": params.gate_variant, "passed": False,
-                "reasons": [f"gate_variant {params.gate_variant} was not exported (see the report's notes); choose another export.gate_variant"]}
+        return {
+            "variant": params.gate_variant,
+            "passed": False,
+            "reasons": [
+                f"gate_variant {params.gate_variant} was not exported (see the report's notes); "
+                "choose another export.gate_variant"
+            ],
+        }
     row = metrics[f"tflite_{params.gate_variant}"]
     reasons = []
     if row["accuracy_drop"] > params.max_int8_accuracy_drop + 1e-9:
-        reasons.append(f"{params.gate_variant} accuracy drop {row['accuracy_drop']:.4f} > max_int8_accuracy_drop {params.max_int8_accuracy_drop}")
+        reasons.append(
+            f"{params.gate_variant} accuracy drop {row['accuracy_drop']:.4f} "
+            f"> max_int8_accuracy_drop {params.max_int8_accuracy_drop}"
+        )
     if row["max_class_drop"] > params.max_int8_class_drop + 1e-9:
-        reasons.append(f"{params.gate_variant} worst per-class recall drop {row['max_class_drop']:.4f} > max_int8_class_drop {params.max_int8_class_drop}")
+        reasons.append(
+            f"{params.gate_variant} worst per-class recall drop {row['max_class_drop']:.4f} "
+            f"> max_int8_class_drop {params.max_int8_class_drop}"
+        )
     if not reasons:
-        reasons.append(f"{params.gate_variant}: accuracy drop {row['accuracy_drop']:.4f} <= {params.max_int8_accuracy_drop}, "
-                       f"worst class drop {row['max_class_drop']:.4f} <= {params.max_int8_class_drop}")
+        reasons.append(
+            f"{params.gate_variant}: accuracy drop {row['accuracy_drop']:.4f} <= {params.max_int8_accuracy_drop}, "
+            f"worst class drop {row['max_class_drop']:.4f} <= {params.max_int8_class_drop}"
+        )
         return {"variant": params.gate_variant, "passed": True, "reasons": reasons}
     return {"variant": params.gate_variant, "passed": False, "reasons": reasons}
 
@@ -101,7 +121,9 @@ def serving_signature(image_shape, num_classes: int) -> ModelSignature:
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def register_serving_model(module: ServingModule, *, model_name: str, example_images, num_classes: int, tags: dict) -> int:
+def register_serving_model(
+    module: ServingModule, *, model_name: str, example_images, num_classes: int, tags: dict
+) -> int:
     """Logs the serving module into the active run and registers it (tags, no alias); returns the version."""
     info = mlflow.tensorflow.log_model(
         module,
@@ -126,17 +148,25 @@ class ExportCheckFailed(RuntimeError):
     """A written artifact does not read back as what was exported: nothing is promoted."""
 
 
-def check_serving_parity(saved_model_dir: Path, model: keras.Model, images: np.ndarray, tolerance: float = 1e-4) -> float:
+def check_serving_parity(
+    saved_model_dir: Path, model: keras.Model, images: np.ndarray, tolerance: float = 1e-4
+) -> float:
     """Loads the SavedModel from disk and checks that serving_default (uint8 in) gives the trained model's
     probabilities on `images`; returns the largest difference, raises ExportCheckFailed beyond `tolerance`."""
     serving = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
-    served = np.concatenate([serving(images=tf.constant(images[start:start + 256]))["probabilities"].numpy()
-                             for start in range(0, len(images), 256)])
+    served = np.concatenate(
+        [
+            serving(images=tf.constant(images[start : start + 256]))["probabilities"].numpy()
+            for start in range(0, len(images), 256)
+        ]
+    )
     expected = model.predict(images.astype(np.float32), batch_size=256, verbose=0)
     difference = float(np.max(np.abs(served - expected))) if len(images) else 0.0
     if difference > tolerance:
-        raise ExportCheckFailed(f"{saved_model_dir}: serving_default differs from the trained model by {difference:.2e} "
-                                f"(tolerance {tolerance}) on the test split")
+        raise ExportCheckFailed(
+            f"{saved_model_dir}: serving_default differs from the trained model by {difference:.2e} "
+            f"(tolerance {tolerance}) on the test split"
+        )
     return difference
 
 
@@ -169,8 +199,10 @@ def promotion_decision(blessing: dict, gate: dict, model_name: str) -> tuple[boo
     if not reasons:
         now = current_champion_version(model_name)
         if now != compared:
-            reasons.append(f"the champion of {model_name!r} changed since evaluate compared against "
-                           f"{'v' + str(compared) if compared else 'no champion'} (now v{now}): run `dvc repro --force evaluate`")
+            reasons.append(
+                f"the champion of {model_name!r} changed since evaluate compared against "
+                f"{'v' + str(compared) if compared else 'no champion'} (now v{now}): run `dvc repro --force evaluate`"
+            )
     return not reasons, reasons
 
 
@@ -182,7 +214,9 @@ def read_blessing(run_id: str) -> dict:
         blessing = json.load(stream)
     evaluated = (blessing.get("candidate") or {}).get("run_id")
     if evaluated != run_id:
-        raise ValueError(f"{BLESSING_FILE}: evaluates run {evaluated}, but artifacts/train is run {run_id}: run `dvc repro evaluate`")
+        raise ValueError(
+            f"{BLESSING_FILE}: evaluates run {evaluated}, but artifacts/train is run {run_id}: run `dvc repro evaluate`"
+        )
     return blessing
 
 
@@ -206,38 +240,90 @@ def build_and_measure_variants(model, description: dict, params: ExportParams, *
     train_images, train_labels = records.load_split_arrays(paths.PREPARED, "train")
     test_images, test_labels = records.load_split_arrays(paths.PREPARED, "test")
     converted, notes, reused = variants_lib.build_tflite_variants(
-        model, description["model"], train_images, train_labels, params, log_dir=log_dir, cache_dir=VARIANT_CACHE_DIR)
+        model, description["model"], train_images, train_labels, params, log_dir=log_dir, cache_dir=VARIANT_CACHE_DIR
+    )
     files = {tflite_file(variant): content for variant, content in converted.items()}
     files[tflite.LABELS_FILE] = "".join(f"{name}\n" for name in description["class_names"]).encode()
-    metrics = measure_variants(model, (paths.TRAIN / "model.keras").stat().st_size, converted, test_images, test_labels,
-                               num_threads=params.num_threads, latency_runs=params.latency_runs, batch_size=params.throughput_batch_size)
+    metrics = measure_variants(
+        model,
+        (paths.TRAIN / "model.keras").stat().st_size,
+        converted,
+        test_images,
+        test_labels,
+        num_threads=params.num_threads,
+        latency_runs=params.latency_runs,
+        batch_size=params.throughput_batch_size,
+    )
     slower = slower_than_float32(metrics)
-    settings = time_interpreter_settings(
-        {variant: converted[variant] for variant in ("float32", *slower)}, test_images, num_threads=params.num_threads,
-        latency_runs=params.latency_runs, batch_size=params.throughput_batch_size) if slower else {}
-    return Variants(files, notes, reused, metrics, decide_int8_gate(metrics, params), slower_than_float32(metrics, settings),
-                    settings, cpu.describe_cpu())
+    settings = (
+        time_interpreter_settings(
+            {variant: converted[variant] for variant in ("float32", *slower)},
+            test_images,
+            num_threads=params.num_threads,
+            latency_runs=params.latency_runs,
+            batch_size=params.throughput_batch_size,
+        )
+        if slower
+        else {}
+    )
+    return Variants(
+        files,
+        notes,
+        reused,
+        metrics,
+        decide_int8_gate(metrics, params),
+        slower_than_float32(metrics, settings),
+        settings,
+        cpu.describe_cpu(),
+    )
 
 
-def log_to_mlflow(staging: Path, variants: Variants, *, log_dir: Path, parity: float, version: int, promoted: bool,
-                  why_not: list[str], num_threads: int) -> None:
+def log_to_mlflow(
+    staging: Path,
+    variants: Variants,
+    *,
+    log_dir: Path,
+    parity: float,
+    version: int,
+    promoted: bool,
+    why_not: list[str],
+    num_threads: int,
+) -> None:
     """The report, the files, every figure and the decisions into the model's run (the active one)."""
     for file_name in ["report.md", "variants.png", *variants.files]:
         mlflow.log_artifact(str(staging / file_name), artifact_path="export")
     if log_dir.is_dir():
         mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard/pruning")
     # One call for the metrics and one for the tags: each is a transaction of the (sqlite) tracking store.
-    mlflow.log_metrics({**{f"export.{name}.{key}": value for name, row in variants.metrics.items() for key, value in row.items()
-                           if value is not None}, "export.serving_parity_max_difference": parity})
-    mlflow.set_tags({
-        **{f"export.{variant}.note": note[:5000] for variant, note in variants.notes.items()},
-        **{f"export.{variant}.slower_than_float32": describe_slower_variant(variant, facts, num_threads)[:5000]
-           for variant, facts in variants.slower.items()},
-        "export.cpu": cpu.format_cpu(variants.cpu_description)[:5000],
-        "export.cpu.flags": ",".join(flag for flag, present in variants.cpu_description["flags"].items() if present),
-        "export.variants_from_cache": ",".join(variants.reused),
-        "export.version": str(version), "export.promoted": str(promoted).lower(),
-        "export.int8_gate": "; ".join(variants.gate["reasons"]), "export.not_promoted_because": "; ".join(why_not)[:5000]})
+    mlflow.log_metrics(
+        {
+            **{
+                f"export.{name}.{key}": value
+                for name, row in variants.metrics.items()
+                for key, value in row.items()
+                if value is not None
+            },
+            "export.serving_parity_max_difference": parity,
+        }
+    )
+    mlflow.set_tags(
+        {
+            **{f"export.{variant}.note": note[:5000] for variant, note in variants.notes.items()},
+            **{
+                f"export.{variant}.slower_than_float32": describe_slower_variant(variant, facts, num_threads)[:5000]
+                for variant, facts in variants.slower.items()
+            },
+            "export.cpu": cpu.format_cpu(variants.cpu_description)[:5000],
+            "export.cpu.flags": ",".join(
+                flag for flag, present in variants.cpu_description["flags"].items() if present
+            ),
+            "export.variants_from_cache": ",".join(variants.reused),
+            "export.version": str(version),
+            "export.promoted": str(promoted).lower(),
+            "export.int8_gate": "; ".join(variants.gate["reasons"]),
+            "export.not_promoted_because": "; ".join(why_not)[:5000],
+        }
+    )
 
 
 def main() -> None:
@@ -253,7 +339,10 @@ def main() -> None:
 
     # Everything is written and read back in a staging directory first; the model is registered only
     # then, and the champion alias moves last, so a failure at any step leaves the previous champion.
-    with tracking.stage_run(run_reference["experiment_name"], run_id=run_reference["run_id"]), atomic_directory(paths.EXPORT) as staging:
+    with (
+        tracking.stage_run(run_reference["experiment_name"], run_id=run_reference["run_id"]),
+        atomic_directory(paths.EXPORT) as staging,
+    ):
         log_dir = tracking.tensorboard_dir(run_reference["tensorboard"]) / "pruning"
         variants = build_and_measure_variants(model, description, params, log_dir=log_dir)
         for name, content in variants.files.items():
@@ -266,32 +355,72 @@ def main() -> None:
         promoted, why_not = promotion_decision(blessing, variants.gate, model_name)
 
         gate = variants.gate
-        version = register_serving_model(module, model_name=model_name, example_images=test_images[:2],
-                                         num_classes=len(description["class_names"]),
-                                         tags={"blessed": str(blessing["blessed"]).lower(), "int8_gate": "passed" if gate["passed"] else "failed",
-                                               "int8_gate.reasons": "; ".join(gate["reasons"])})
+        version = register_serving_model(
+            module,
+            model_name=model_name,
+            example_images=test_images[:2],
+            num_classes=len(description["class_names"]),
+            tags={
+                "blessed": str(blessing["blessed"]).lower(),
+                "int8_gate": "passed" if gate["passed"] else "failed",
+                "int8_gate.reasons": "; ".join(gate["reasons"]),
+            },
+        )
         pending.rename(pending.with_name(str(version)))  # TF Serving layout: <name>/<version>/, the registry's version
-        (staging / "report.md").write_text(format_report(
-            variants.metrics, model_name=model_name, version=version, promoted=promoted, why_not=why_not, gate=gate,
-            num_threads=params.num_threads, notes=variants.notes, baseline=blessing.get("baseline"),
-            cpu_description=variants.cpu_description, interpreter_settings=variants.settings))
+        (staging / "report.md").write_text(
+            format_report(
+                variants.metrics,
+                model_name=model_name,
+                version=version,
+                promoted=promoted,
+                why_not=why_not,
+                gate=gate,
+                num_threads=params.num_threads,
+                notes=variants.notes,
+                baseline=blessing.get("baseline"),
+                cpu_description=variants.cpu_description,
+                interpreter_settings=variants.settings,
+            )
+        )
         figure = plot_variants(variants.metrics)
         figure.savefig(staging / "variants.png", dpi=120)
         plt.close(figure)
-        log_to_mlflow(staging, variants, log_dir=log_dir, parity=parity, version=version, promoted=promoted, why_not=why_not,
-                      num_threads=params.num_threads)
-        write_json(paths.EXPORT_METRICS, {
-            **variants.metrics, "version": version, "registered_model": model_name, "blessed": bool(blessing["blessed"]),
-            "promoted": promoted, "not_promoted_because": why_not, "variant_notes": variants.notes,
-            "serving_parity_max_difference": parity, "cpu": variants.cpu_description, "slower_than_float32": variants.slower,
-            "variants_from_cache": variants.reused,
-            "int8_gate": {"passed": gate["passed"], "variant": gate["variant"], "reasons": gate["reasons"]}})
+        log_to_mlflow(
+            staging,
+            variants,
+            log_dir=log_dir,
+            parity=parity,
+            version=version,
+            promoted=promoted,
+            why_not=why_not,
+            num_threads=params.num_threads,
+        )
+        write_json(
+            paths.EXPORT_METRICS,
+            {
+                **variants.metrics,
+                "version": version,
+                "registered_model": model_name,
+                "blessed": bool(blessing["blessed"]),
+                "promoted": promoted,
+                "not_promoted_because": why_not,
+                "variant_notes": variants.notes,
+                "serving_parity_max_difference": parity,
+                "cpu": variants.cpu_description,
+                "slower_than_float32": variants.slower,
+                "variants_from_cache": variants.reused,
+                "int8_gate": {"passed": gate["passed"], "variant": gate["variant"], "reasons": gate["reasons"]},
+            },
+        )
     check_written_files(paths.EXPORT, variants.files)  # the export in place, read back
     if promoted:  # the last step: only a complete, checked export becomes the champion
         mlflow.MlflowClient().set_registered_model_alias(model_name, tracking.CHAMPION_ALIAS, str(version))
-    print(f"{paths.EXPORT}: {model_name} version {version}, {'champion' if promoted else 'not champion: ' + '; '.join(why_not)}; "
-          f"{'; '.join(gate['reasons'])}; variants from {VARIANT_CACHE_DIR}: {', '.join(variants.reused) or 'none'}"
-          + "".join(f"; {variant} slower than float32" for variant in variants.slower))
+    print(
+        f"{paths.EXPORT}: {model_name} version {version}, "
+        f"{'champion' if promoted else 'not champion: ' + '; '.join(why_not)}; "
+        f"{'; '.join(gate['reasons'])}; variants from {VARIANT_CACHE_DIR}: {', '.join(variants.reused) or 'none'}"
+        + "".join(f"; {variant} slower than float32" for variant in variants.slower)
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ variant was calibrated or fine-tuned on, the export params the variant reads, th
 that builds it (pipelines/lineage.code_digest) and the versions of the libraries that convert and
 fine-tune. The directory is ignored by git and DVC.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,10 +29,24 @@ MODEL_FILE, ENTRY_FILE = "model.tflite", "entry.json"
 MAX_ENTRIES = 35  # most recently used entries kept: five sets of seven variants
 LIBRARIES = ("tensorflow", "tf_keras", "tensorflow-model-optimization", "ai-edge-litert")
 # Export params that never change a converted file: naming, measurement and the gate.
-MEASUREMENT_PARAMS = {"model_name", "variants", "num_threads", "latency_runs", "throughput_batch_size", "gate_variant",
-                      "max_int8_accuracy_drop", "max_int8_class_drop"}
+MEASUREMENT_PARAMS = {
+    "model_name",
+    "variants",
+    "num_threads",
+    "latency_runs",
+    "throughput_batch_size",
+    "gate_variant",
+    "max_int8_accuracy_drop",
+    "max_int8_class_drop",
+}
 CALIBRATION_PARAMS = {"representative_samples", "seed"}
-PRUNING_PARAMS = {"prune_target_sparsity", "prune_epochs", "prune_end_fraction", "prune_learning_rate", "prune_min_weights"}
+PRUNING_PARAMS = {
+    "prune_target_sparsity",
+    "prune_epochs",
+    "prune_end_fraction",
+    "prune_learning_rate",
+    "prune_min_weights",
+}
 QAT_PARAMS = {"qat_epochs", "qat_learning_rate"}
 # The params each variant does not read; any other param (a new one included) is part of its key.
 UNUSED_PARAMS = {
@@ -80,8 +95,13 @@ def variant_key(variant: str, *, params, model: str, train_digest: str, code: st
     unused = UNUSED_PARAMS.get(variant, set()) | MEASUREMENT_PARAMS
     reads_data = variant not in ("float32", "float16", "dynamic_range")
     return lineage.content_key(
-        variant=variant, model=model, train=train_digest if reads_data else None, code=code, libraries=libraries,
-        params={name: value for name, value in dataclasses.asdict(params).items() if name not in unused})
+        variant=variant,
+        model=model,
+        train=train_digest if reads_data else None,
+        code=code,
+        libraries=libraries,
+        params={name: value for name, value in dataclasses.asdict(params).items() if name not in unused},
+    )
 
 
 def read_entry(directory: Path) -> CachedVariant | None:
@@ -102,16 +122,29 @@ def write_entry(directory: Path, variant: CachedVariant, description: dict) -> N
     with atomic_directory(directory) as staging:
         if variant.content is not None:
             (staging / MODEL_FILE).write_bytes(variant.content)
-        (staging / ENTRY_FILE).write_text(json.dumps({
-            **description, "exported": variant.content is not None, "note": variant.note,
-            "sha256": None if variant.content is None else hashlib.sha256(variant.content).hexdigest()}, indent=2, sort_keys=True))
+        (staging / ENTRY_FILE).write_text(
+            json.dumps(
+                {
+                    **description,
+                    "exported": variant.content is not None,
+                    "note": variant.note,
+                    "sha256": None if variant.content is None else hashlib.sha256(variant.content).hexdigest(),
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
 
 
 def prune_entries(cache_dir: Path, keep: int = MAX_ENTRIES) -> None:
-    """Deletes all but the `keep` most recently used entries (temporary staging directories are left to their writers)."""
+    """Deletes all but the `keep` most recently used entries (temporary staging directories are left to their
+    writers)."""
     if not cache_dir.is_dir():
         return
-    entries = sorted((path for path in cache_dir.iterdir() if path.is_dir() and not path.name.startswith(".")),
-                     key=lambda path: path.stat().st_mtime, reverse=True)
+    entries = sorted(
+        (path for path in cache_dir.iterdir() if path.is_dir() and not path.name.startswith(".")),
+        key=lambda path: path.stat().st_mtime,
+        reverse=True,
+    )
     for path in entries[keep:]:
         shutil.rmtree(path, ignore_errors=True)

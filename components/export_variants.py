@@ -6,6 +6,7 @@ tfmot's quantize_model refuses a model nested in another, and the preprocessing 
 Normalization has no quantized training kernel. The same preprocessor and softmax are put back
 around the fine-tuned classifier, so every variant takes raw pixels like the trained model.
 """
+
 from __future__ import annotations
 
 import functools
@@ -86,7 +87,9 @@ def weight_kernel(layer) -> tf.Variable | None:
     return None
 
 
-def build_pruning_schedule(num_examples: int, *, batch_size: int, epochs: int, target_sparsity: float, end_fraction: float = 1.0):
+def build_pruning_schedule(
+    num_examples: int, *, batch_size: int, epochs: int, target_sparsity: float, end_fraction: float = 1.0
+):
     """PolynomialDecay from 0 to the target over the first `end_fraction` of the fine-tune.
 
     The steps after the ramp train with the final mask and win back the accuracy the last pruning
@@ -104,10 +107,22 @@ def build_pruning_schedule(num_examples: int, *, batch_size: int, epochs: int, t
     )
 
 
-def fine_tune(model: keras.Model, images: np.ndarray, labels: np.ndarray, *, epochs: int, learning_rate: float, seed: int, callbacks=()):
+def fine_tune(
+    model: keras.Model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    epochs: int,
+    learning_rate: float,
+    seed: int,
+    callbacks=(),
+):
     """A few epochs of (uint8 images, labels) at a low rate; the variants start from trained weights."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
     dataset = (
         tf.data.Dataset.from_tensor_slices((images, labels))
         .shuffle(len(images), seed=seed)
@@ -119,8 +134,20 @@ def fine_tune(model: keras.Model, images: np.ndarray, labels: np.ndarray, *, epo
     return model
 
 
-def prune_classifier(model, classifier_name, images, labels, *, target_sparsity, epochs, end_fraction,
-                     learning_rate, min_weights, seed, log_dir) -> keras.Model:
+def prune_classifier(
+    model,
+    classifier_name,
+    images,
+    labels,
+    *,
+    target_sparsity,
+    epochs,
+    end_fraction,
+    learning_rate,
+    min_weights,
+    seed,
+    log_dir,
+) -> keras.Model:
     """Fine-tunes a pruned copy of the classifier; returns the whole model with pruning stripped.
 
     Kernels with fewer than `min_weights` weights stay dense: they are a rounding error of the
@@ -130,21 +157,37 @@ def prune_classifier(model, classifier_name, images, labels, *, target_sparsity,
     """
     import tensorflow_model_optimization as tfmot
 
-    schedule = build_pruning_schedule(len(images), batch_size=FINE_TUNE_BATCH_SIZE, epochs=epochs,
-                                      target_sparsity=target_sparsity, end_fraction=end_fraction)
+    schedule = build_pruning_schedule(
+        len(images),
+        batch_size=FINE_TUNE_BATCH_SIZE,
+        epochs=epochs,
+        target_sparsity=target_sparsity,
+        end_fraction=end_fraction,
+    )
 
     def wrap(layer):
         kernel = weight_kernel(layer)
-        if (kernel is not None and not isinstance(layer, keras.layers.DepthwiseConv2D) and int(np.prod(kernel.shape)) >= min_weights
-                and not layer.name.startswith("input_")):
+        if (
+            kernel is not None
+            and not isinstance(layer, keras.layers.DepthwiseConv2D)
+            and int(np.prod(kernel.shape)) >= min_weights
+            and not layer.name.startswith("input_")
+        ):
             return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
         return layer
 
     # clone_model re-creates layers without their weights: wrap a copy that has them.
     prunable = keras.models.clone_model(copy_classifier(model, classifier_name), clone_function=wrap)
     callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), tfmot.sparsity.keras.PruningSummaries(log_dir=str(log_dir))]
-    fine_tune(wrap_classifier(model, prunable, "pruning"), images, labels, epochs=epochs,
-              learning_rate=learning_rate, seed=seed, callbacks=callbacks)
+    fine_tune(
+        wrap_classifier(model, prunable, "pruning"),
+        images,
+        labels,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        seed=seed,
+        callbacks=callbacks,
+    )
     return wrap_classifier(model, tfmot.sparsity.keras.strip_pruning(prunable), "pruned_model")
 
 
@@ -164,8 +207,11 @@ def layers_without_quantize_config(classifier: keras.Model, scheme) -> list[str]
             return False
         return True
 
-    return [f"{layer.name} ({type(layer).__name__})" for layer in classifier.layers
-            if not isinstance(layer, (keras.layers.InputLayer, keras.layers.BatchNormalization)) and not supported(layer)]
+    return [
+        f"{layer.name} ({type(layer).__name__})"
+        for layer in classifier.layers
+        if not isinstance(layer, (keras.layers.InputLayer, keras.layers.BatchNormalization)) and not supported(layer)
+    ]
 
 
 @functools.cache
@@ -220,8 +266,9 @@ def quantize_apply_skipping(classifier: keras.Model, scheme) -> tuple[keras.Mode
         return tfmot.quantization.keras.quantize_apply(annotated, scheme), skipped
 
 
-def quantization_aware_classifier(model, images, labels, classifier_name, *, preserve_sparsity: bool,
-                                  epochs: int, learning_rate: float, seed: int) -> tuple[keras.Model, list[str]]:
+def quantization_aware_classifier(
+    model, images, labels, classifier_name, *, preserve_sparsity: bool, epochs: int, learning_rate: float, seed: int
+) -> tuple[keras.Model, list[str]]:
     """QAT fine-tune (fake-quantized weights and activations); with preserve_sparsity (PQAT) the
     zero weights of an already pruned classifier stay zero. The converter turns the result into int8.
 
@@ -230,8 +277,11 @@ def quantization_aware_classifier(model, images, labels, classifier_name, *, pre
     import tensorflow_model_optimization as tfmot
 
     classifier = copy_classifier(model, classifier_name)
-    scheme = (tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if preserve_sparsity
-              else tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme())
+    scheme = (
+        tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+        if preserve_sparsity
+        else tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
+    )
     quantized, float_layers = quantize_apply_skipping(classifier, scheme)
     qat_model = wrap_classifier(model, quantized, "pqat_model" if preserve_sparsity else "qat_model")
     return fine_tune(qat_model, images, labels, epochs=epochs, learning_rate=learning_rate, seed=seed), float_layers
@@ -251,8 +301,9 @@ def keras_weight_sparsity(model: keras.Model) -> float:
     return sum(int(np.sum(w == 0)) for w in weights) / sum(w.size for w in weights)
 
 
-def build_tflite_variants(model, classifier_name, train_images, train_labels, params, *, log_dir: Path,
-                          cache_dir: Path) -> tuple[dict[str, bytes], dict[str, str], list[str]]:
+def build_tflite_variants(
+    model, classifier_name, train_images, train_labels, params, *, log_dir: Path, cache_dir: Path
+) -> tuple[dict[str, bytes], dict[str, str], list[str]]:
     """{variant: .tflite bytes} for every variant in params, in the order params lists them; {variant: note} for the
     QAT variants where tfmot could not train some layers (see quantize_apply_skipping), such a variant being left out
     if the interpreter cannot run it; and the variants reused from cache_dir instead of built.
@@ -262,18 +313,34 @@ def build_tflite_variants(model, classifier_name, train_images, train_labels, pa
     not the ones before it came from the cache.
     """
     representative = select_representative_images(train_images, params.representative_samples, params.seed)
-    key_parts = {"params": params, "model": export_cache.model_digest(model), "train_digest": export_cache.array_digest(train_images, train_labels),
-                 "code": lineage.code_digest("components.export_variants"), "libraries": export_cache.library_versions()}
+    key_parts = {
+        "params": params,
+        "model": export_cache.model_digest(model),
+        "train_digest": export_cache.array_digest(train_images, train_labels),
+        "code": lineage.code_digest("components.export_variants"),
+        "libraries": export_cache.library_versions(),
+    }
     fine_tune = {"epochs": params.qat_epochs, "learning_rate": params.qat_learning_rate, "seed": params.seed}
     pruned = []  # the pruned model, built at most once, only if a variant that needs it is not in the cache
 
     def pruned_model() -> keras.Model:
         if not pruned:
             keras.utils.set_random_seed(params.seed)
-            pruned.append(prune_classifier(
-                model, classifier_name, train_images, train_labels, target_sparsity=params.prune_target_sparsity,
-                epochs=params.prune_epochs, end_fraction=params.prune_end_fraction, learning_rate=params.prune_learning_rate,
-                min_weights=params.prune_min_weights, seed=params.seed, log_dir=log_dir))
+            pruned.append(
+                prune_classifier(
+                    model,
+                    classifier_name,
+                    train_images,
+                    train_labels,
+                    target_sparsity=params.prune_target_sparsity,
+                    epochs=params.prune_epochs,
+                    end_fraction=params.prune_end_fraction,
+                    learning_rate=params.prune_learning_rate,
+                    min_weights=params.prune_min_weights,
+                    seed=params.seed,
+                    log_dir=log_dir,
+                )
+            )
         return pruned[0]
 
     def build(variant: str) -> CachedVariant:
@@ -284,16 +351,22 @@ def build_tflite_variants(model, classifier_name, train_images, train_labels, pa
         base = pruned_model() if variant == "pqat_int8" else model  # qat_int8, pqat_int8
         keras.utils.set_random_seed(params.seed)
         qat, float_layers = quantization_aware_classifier(
-            base, train_images, train_labels, classifier_name, preserve_sparsity=variant == "pqat_int8", **fine_tune)
+            base, train_images, train_labels, classifier_name, preserve_sparsity=variant == "pqat_int8", **fine_tune
+        )
         content = convert_to_tflite(qat, "int8", representative)
         if not float_layers:
             return CachedVariant(content)
-        note = (f"tfmot has no quantization-aware training for {len(float_layers)} layer(s): {', '.join(float_layers)}; "
-                "they stayed float in the fine-tune and the converter quantized them post-training")
+        note = (
+            f"tfmot has no quantization-aware training for {len(float_layers)} layer(s): {', '.join(float_layers)}; "
+            "they stayed float in the fine-tune and the converter quantized them post-training"
+        )
         problem = tflite.run_problem(content, representative[:1].astype(np.uint8))
         if problem:
-            return CachedVariant(None, note + f". The converted model does not run in ai_edge_litert ({problem}), so {variant} is not "
-                                              "exported; int8 (post-training) is this model's full-integer variant")
+            return CachedVariant(
+                None,
+                note + f". The converted model does not run in ai_edge_litert ({problem}), so {variant} is not "
+                "exported; int8 (post-training) is this model's full-integer variant",
+            )
         return CachedVariant(content, note)
 
     converted, notes, reused = {}, {}, []

@@ -1,4 +1,5 @@
-"""Reads data/raw (any layout of components/ingest_layout.py); writes data/prepared, reports/ingest, metrics/ingest.json.
+"""Reads data/raw (any layout of components/ingest_layout.py); writes data/prepared, reports/ingest,
+metrics/ingest.json.
 
 One streaming pass: splits are decided from the labels first, then every image is read, decoded,
 described (a row of the per-example table) and written to its TFRecord shard in a staging folder;
@@ -16,6 +17,7 @@ then an image of another size is centre-cropped to the expected aspect ratio and
 (Pillow's ImageOps.fit, Lanczos), its original size kept as source_height/source_width, which is
 what a folder of photos of mixed sizes needs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,8 +64,10 @@ def decode_image(data: bytes, channels: int, max_pixels: int = 25_000_000, info:
             image = Image.open(io.BytesIO(data), formats=FORMATS)
         with image:
             if image.width * image.height > max_pixels:  # checked on the header, before decoding
-                raise ValueError(f"{image.width}x{image.height} = {image.width * image.height:,} pixels, above "
-                                 f"ingest.max_image_pixels = {max_pixels:,} (decompression-bomb guard)")
+                raise ValueError(
+                    f"{image.width}x{image.height} = {image.width * image.height:,} pixels, above "
+                    f"ingest.max_image_pixels = {max_pixels:,} (decompression-bomb guard)"
+                )
             image.load()
             if info is not None:
                 info["source_mode"] = image.mode
@@ -104,13 +108,21 @@ def fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def describe_image(image: np.ndarray) -> dict:
     """The per-example columns computed from pixels."""
-    return {"height": image.shape[0], "width": image.shape[1], "channels": image.shape[2],
-            "min": int(image.min()), "max": int(image.max()), "mean": round(float(image.mean()), 4),
-            "sha256": hashlib.sha256(image.tobytes()).hexdigest(), "phash": perceptual_hash(image)}
+    return {
+        "height": image.shape[0],
+        "width": image.shape[1],
+        "channels": image.shape[2],
+        "min": int(image.min()),
+        "max": int(image.max()),
+        "mean": round(float(image.mean()), 4),
+        "sha256": hashlib.sha256(image.tobytes()).hexdigest(),
+        "phash": perceptual_hash(image),
+    }
 
 
-def assign_splits(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int,
-                  given: np.ndarray | None = None) -> np.ndarray:
+def assign_splits(
+    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int, given: np.ndarray | None = None
+) -> np.ndarray:
     """A split name per example, stratified: per class, round(n x fraction) go to test and to val.
 
     With `given` splits (train/test[/val] folders) those are kept; when no example is given val,
@@ -126,14 +138,16 @@ def assign_splits(labels: np.ndarray, val_fraction: float, test_fraction: float,
             test_count = round(len(members) * test_fraction)
             val_count = min(round(len(members) * val_fraction), len(members) - test_count)
             splits[members[:test_count]] = "test"
-            splits[members[test_count:test_count + val_count]] = "val"
+            splits[members[test_count : test_count + val_count]] = "val"
         elif carve_val:
             members = rng.permutation(np.flatnonzero((labels == label) & (splits == "train")))
-            splits[members[:round(len(members) * val_fraction)]] = "val"
+            splits[members[: round(len(members) * val_fraction)]] = "val"
     return splits
 
 
-def stream_examples(layout: RawLayout, splits: np.ndarray, staging: Path, params: Params) -> tuple[list[dict], dict, dict]:
+def stream_examples(
+    layout: RawLayout, splits: np.ndarray, staging: Path, params: Params
+) -> tuple[list[dict], dict, dict]:
     """Decodes each example once, in the seeded shard order, and writes it to its split's shards.
 
     Returns one row per file (with `problem` set where it could not be read), per-split channel
@@ -145,21 +159,29 @@ def stream_examples(layout: RawLayout, splits: np.ndarray, staging: Path, params
 
     expectations, num_shards = params.ingest.expectations, params.ingest.num_shards
     label_of = {name: label for label, name in enumerate(layout.class_names)}
-    writers = {split: [tf.io.TFRecordWriter(str(path)) for path in shard_paths(staging, split, num_shards)]
-               for split in SPLITS}
+    writers = {
+        split: [tf.io.TFRecordWriter(str(path)) for path in shard_paths(staging, split, num_shards)] for split in SPLITS
+    }
     written = dict.fromkeys(SPLITS, 0)
     moments = {split: ingest_report.ChannelMoments(expectations.channels) for split in SPLITS}
     samples: dict[str, list[np.ndarray]] = {name: [] for name in layout.class_names}
     rows = []
     for index in np.random.default_rng(params.ingest.seed).permutation(len(layout.examples)):
         example, split = layout.examples[index], splits[index]
-        row = {"file": example.file, "split": split, "class_name": example.class_name,
-               "label": label_of[example.class_name], "problem": example.problem}
+        row = {
+            "file": example.file,
+            "split": split,
+            "class_name": example.class_name,
+            "label": label_of[example.class_name],
+            "problem": example.problem,
+        }
         rows.append(row)
         if example.problem:
             continue
         try:
-            image = decode_image(example.path.read_bytes(), expectations.channels, params.ingest.max_image_pixels, info=row)
+            image = decode_image(
+                example.path.read_bytes(), expectations.channels, params.ingest.max_image_pixels, info=row
+            )
         except (OSError, ValueError) as error:
             row["problem"] = str(error)
             continue
@@ -179,17 +201,34 @@ def stream_examples(layout: RawLayout, splits: np.ndarray, staging: Path, params
     return sorted(rows, key=lambda row: row["file"]), moments, samples
 
 
-def build_manifest(tables: dict[str, pd.DataFrame], class_names: list[str], expectations: ExpectationParams,
-                   num_shards: int, source: str, layout: str) -> dict:
+def build_manifest(
+    tables: dict[str, pd.DataFrame],
+    class_names: list[str],
+    expectations: ExpectationParams,
+    num_shards: int,
+    source: str,
+    layout: str,
+) -> dict:
     from pipelines.records import shard_paths
 
     classes = tables["classes"]
-    splits = {split: {"count": int(classes[split].sum()),
-                      "shards": [path.name for path in shard_paths(".", split, num_shards)],
-                      "class_counts": dict(zip(class_names, classes[split].astype(int).tolist()))} for split in SPLITS}
-    return {"class_names": class_names, "num_examples": len(tables["examples"]), "splits": splits,
-            "image_shape": [expectations.image_height, expectations.image_width, expectations.channels],
-            "source": source, "layout": layout, "examples_file": "examples.csv"}
+    splits = {
+        split: {
+            "count": int(classes[split].sum()),
+            "shards": [path.name for path in shard_paths(".", split, num_shards)],
+            "class_counts": dict(zip(class_names, classes[split].astype(int).tolist(), strict=True)),
+        }
+        for split in SPLITS
+    }
+    return {
+        "class_names": class_names,
+        "num_examples": len(tables["examples"]),
+        "splits": splits,
+        "image_shape": [expectations.image_height, expectations.image_width, expectations.channels],
+        "source": source,
+        "layout": layout,
+        "examples_file": "examples.csv",
+    }
 
 
 def ingest(params: Params) -> dict:
@@ -204,11 +243,19 @@ def ingest(params: Params) -> dict:
     label_of = {name: label for label, name in enumerate(layout.class_names)}
     labels = np.array([label_of[example.class_name] for example in layout.examples], dtype=np.int64)
     given = None if layout.kind != "split_folders" else np.array([example.split for example in layout.examples])
-    splits = assign_splits(labels, val_fraction=params.ingest.val_fraction,
-                           test_fraction=params.ingest.test_fraction, seed=params.ingest.seed, given=given)
+    splits = assign_splits(
+        labels,
+        val_fraction=params.ingest.val_fraction,
+        test_fraction=params.ingest.test_fraction,
+        seed=params.ingest.seed,
+        given=given,
+    )
     # Both outputs appear whole or not at all. The reports (Data Docs, pictures, statistics) are complete
     # for a failed validation too, and that is when the user needs them; the prepared data is not.
-    with atomic_directory(paths.PREPARED) as staging, atomic_directory(paths.INGEST_REPORTS, replace_on=(IngestError,)) as reports:
+    with (
+        atomic_directory(paths.PREPARED) as staging,
+        atomic_directory(paths.INGEST_REPORTS, replace_on=(IngestError,)) as reports,
+    ):
         start = time.perf_counter()
         rows, moments, samples = stream_examples(layout, splits, staging, params)
         seconds = time.perf_counter() - start
@@ -217,30 +264,52 @@ def ingest(params: Params) -> dict:
         statistics = ingest_report.build_statistics(tables["examples"], layout.class_names, moments)
         ingest_report.write_class_distribution(reports / "class_distribution.png", statistics, layout.class_names)
         ingest_report.write_sample_grid(reports / "samples.png", samples, layout.class_names)
-        suites = ingest_validation.build_suites(expectations, len(layout.class_names), list(tables["examples"].columns),
-                              has_val=bool((splits == "val").any()))
+        suites = ingest_validation.build_suites(
+            expectations,
+            len(layout.class_names),
+            list(tables["examples"].columns),
+            has_val=bool((splits == "val").any()),
+        )
         results = ingest_validation.run_validation(tables, suites, docs_dir=reports / "data_docs")
         outcomes = [item.success for result in results.values() for item in result.results]
         validation = {"evaluated": len(outcomes), "passed": sum(outcomes)}
-        write_json(reports / "validation.json", {"success": all(outcomes), **validation,
-                                                 "tables": {k: v.describe_dict() for k, v in results.items()}})
+        write_json(
+            reports / "validation.json",
+            {"success": all(outcomes), **validation, "tables": {k: v.describe_dict() for k, v in results.items()}},
+        )
         target_mode = "L" if expectations.channels == 1 else "RGB"
         modes = tables["examples"].get("source_mode")
         if modes is not None:  # every stated conversion, counted: nothing changes silently
-            statistics["source_modes"] = {str(mode): int(count) for mode, count in modes.dropna().value_counts().sort_index().items()}
+            statistics["source_modes"] = {
+                str(mode): int(count) for mode, count in modes.dropna().value_counts().sort_index().items()
+            }
             statistics["converted_images"] = int((modes.dropna() != target_mode).sum())
         write_json(reports / "statistics.json", statistics)
         if not all(outcomes):
-            raise IngestError(f"{len(outcomes) - sum(outcomes)} of {len(outcomes)} expectations failed "
-                              f"(see {paths.INGEST_REPORTS / 'data_docs/index.html'}):\n" + "\n".join(ingest_validation.describe_failures(results, tables)))
-        manifest = build_manifest(tables, layout.class_names, expectations, params.ingest.num_shards,
-                                  source=params.data.source, layout=layout.kind)
+            raise IngestError(
+                f"{len(outcomes) - sum(outcomes)} of {len(outcomes)} expectations failed "
+                f"(see {paths.INGEST_REPORTS / 'data_docs/index.html'}):\n"
+                + "\n".join(ingest_validation.describe_failures(results, tables))
+            )
+        manifest = build_manifest(
+            tables,
+            layout.class_names,
+            expectations,
+            params.ingest.num_shards,
+            source=params.data.source,
+            layout=layout.kind,
+        )
         write_json(staging / MANIFEST, manifest)
         write_csv(staging / manifest["examples_file"], tables["examples"])
-    metrics = {"num_examples": manifest["num_examples"], "num_classes": len(layout.class_names),
-               "layout": layout.kind, "hidden_files_skipped": layout.hidden_files,
-               "splits": {split: manifest["splits"][split]["count"] for split in SPLITS},
-               "validation": validation, **statistics}
+    metrics = {
+        "num_examples": manifest["num_examples"],
+        "num_classes": len(layout.class_names),
+        "layout": layout.kind,
+        "hidden_files_skipped": layout.hidden_files,
+        "splits": {split: manifest["splits"][split]["count"] for split in SPLITS},
+        "validation": validation,
+        **statistics,
+    }
     write_json(paths.INGEST_METRICS, metrics)
     return metrics
 
@@ -252,8 +321,10 @@ def main() -> None:
     except IngestError as error:
         print(f"ingest failed: {error}", file=sys.stderr)
         raise SystemExit(1) from None
-    print(f"ingest: {metrics['num_examples']} examples {metrics['splits']} -> {paths.PREPARED}, "
-          f"data docs: {paths.INGEST_REPORTS / 'data_docs/index.html'}")
+    print(
+        f"ingest: {metrics['num_examples']} examples {metrics['splits']} -> {paths.PREPARED}, "
+        f"data docs: {paths.INGEST_REPORTS / 'data_docs/index.html'}"
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ followed; one to a folder or leading outside data/raw becomes an example with a 
 the validation suite reports by name. An empty class folder is a class with 0 examples, which the
 suite's per-class count fails; so does a single class.
 """
+
 from __future__ import annotations
 
 import csv
@@ -79,8 +80,10 @@ def sort_class_names(names: set[str], raw_dir: Path) -> list[str]:
     if listing.is_file():
         ordered = [line.strip() for line in listing.read_text(encoding="utf-8").splitlines() if line.strip()]
         if len(set(ordered)) != len(ordered) or not names <= set(ordered):
-            raise LayoutError(f"{listing}: must list each class exactly once; lists {ordered}, "
-                              f"not listed: {sorted(names - set(ordered))}")
+            raise LayoutError(
+                f"{listing}: must list each class exactly once; lists {ordered}, "
+                f"not listed: {sorted(names - set(ordered))}"
+            )
         return ordered
     if all(name.isdecimal() for name in names):
         return sorted(names, key=int)
@@ -91,14 +94,23 @@ def read_class_folders(folders: list[Path], root: Path, split: str | None) -> tu
     examples, hidden = [], 0
     for folder in folders:
         if folder.is_symlink():
-            examples.append(RawExample(folder, folder.relative_to(root).as_posix(), folder.name, split,
-                                       f"a symlinked class folder ({os.readlink(folder)}); not followed"))
+            examples.append(
+                RawExample(
+                    folder,
+                    folder.relative_to(root).as_posix(),
+                    folder.name,
+                    split,
+                    f"a symlinked class folder ({os.readlink(folder)}); not followed",
+                )
+            )
             continue
         files, problems, skipped = list_files(folder, root)
         hidden += skipped
         examples += [RawExample(path, path.relative_to(root).as_posix(), folder.name, split) for path in files]
-        examples += [RawExample(path, path.relative_to(root).as_posix(), folder.name, split, problem)
-                     for path, problem in problems.items()]
+        examples += [
+            RawExample(path, path.relative_to(root).as_posix(), folder.name, split, problem)
+            for path, problem in problems.items()
+        ]
     return examples, hidden
 
 
@@ -115,7 +127,8 @@ def check_numeric_labels(listing: Path, rows: list[tuple[str, str]]) -> None:
     gaps = sorted(set(range(ids[-1] + 1)) - set(ids)) if ids[-1] >= 0 else []
     if negative or gaps:
         problems = ([f"negative label(s): {', '.join(negative[:5])}"] if negative else []) + (
-            [f"no example of class id(s) {gaps[:10]} although higher ids exist: ids must be 0..K-1"] if gaps else [])
+            [f"no example of class id(s) {gaps[:10]} although higher ids exist: ids must be 0..K-1"] if gaps else []
+        )
         raise LayoutError(f"{listing}: integer labels are class ids 0..K-1; " + "; ".join(problems))
 
 
@@ -133,8 +146,11 @@ def read_labels_file(raw_dir: Path, listing: Path) -> tuple[list[RawExample], in
         raise LayoutError(f"{listing}: {len(bad)} line(s) without both a file and a label, e.g. {bad[:3]}")
     check_numeric_labels(listing, rows)
     files, problems, hidden = list_files(raw_dir, raw_dir)
-    on_disk = {path.relative_to(raw_dir).as_posix(): path for path in [*files, *problems]
-               if path.parent != raw_dir or path.name not in (CLASSES_FILE, *LABEL_FILES)}
+    on_disk = {
+        path.relative_to(raw_dir).as_posix(): path
+        for path in [*files, *problems]
+        if path.parent != raw_dir or path.name not in (CLASSES_FILE, *LABEL_FILES)
+    }
     listed = [file for file, _ in rows]
     errors = []
     if duplicates := sorted(file for file, count in Counter(listed).items() if count > 1):
@@ -145,14 +161,18 @@ def read_labels_file(raw_dir: Path, listing: Path) -> tuple[list[RawExample], in
         errors.append(f"{len(unlisted)} file(s) without a label, e.g. {', '.join(unlisted[:5])}")
     if errors:
         raise LayoutError(f"{listing}: " + "; ".join(errors))
-    examples = [RawExample(on_disk[file], file, label, None, problems.get(on_disk[file])) for file, label in sorted(rows)]
+    examples = [
+        RawExample(on_disk[file], file, label, None, problems.get(on_disk[file])) for file, label in sorted(rows)
+    ]
     return examples, hidden
 
 
 def read_layout(raw_dir: Path) -> RawLayout:
     """Finds the layout of raw_dir and every example in it; raises LayoutError naming what is wrong."""
     if not raw_dir.is_dir():
-        raise LayoutError(f"{raw_dir}: raw data folder not found (materialize the data first: python -m pipelines.materialize)")
+        raise LayoutError(
+            f"{raw_dir}: raw data folder not found (materialize the data first: python -m pipelines.materialize)"
+        )
     entries = sorted(entry for entry in raw_dir.iterdir() if not entry.name.startswith("."))
     folders = [entry for entry in entries if entry.is_dir()]
     loose = [entry for entry in entries if not entry.is_dir() and entry.name != CLASSES_FILE]
@@ -163,20 +183,29 @@ def read_layout(raw_dir: Path) -> RawLayout:
         kind = "labels_file"
         examples, hidden = read_labels_file(raw_dir, listings[0])
     elif loose:
-        raise LayoutError(f"{raw_dir}: expected <class>/<image> or <split>/<class>/<image> folders, or a "
-                          f"labels.csv/labels.txt; found loose files: {', '.join(map(str, loose))}")
+        raise LayoutError(
+            f"{raw_dir}: expected <class>/<image> or <split>/<class>/<image> folders, or a "
+            f"labels.csv/labels.txt; found loose files: {', '.join(map(str, loose))}"
+        )
     elif folders and {folder.name for folder in folders} <= set(SPLITS) and "train" in {f.name for f in folders}:
         kind, examples, hidden = "split_folders", [], 0
         if "test" not in {folder.name for folder in folders}:
             raise LayoutError(f"{raw_dir}: given splits need both train/ and test/ (val/ is optional)")
         if linked := [folder for folder in folders if folder.is_symlink()]:
-            raise LayoutError("; ".join(f"{folder}: a symlinked split folder ({os.readlink(folder)}); not followed" for folder in linked)
-                              + ": copy the images in with `python -m pipelines.materialize --source folder --from <folder>`")
+            raise LayoutError(
+                "; ".join(
+                    f"{folder}: a symlinked split folder ({os.readlink(folder)}); not followed" for folder in linked
+                )
+                + ": copy the images in with `python -m pipelines.materialize --source folder --from <folder>`"
+            )
         for split_dir in folders:
             if stray := [str(p) for p in split_dir.iterdir() if not p.name.startswith(".") and not p.is_dir()]:
                 raise LayoutError(f"{split_dir}: expected only <class> folders, found files: {', '.join(stray[:5])}")
             found, skipped = read_class_folders(
-                sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")), raw_dir, split_dir.name)
+                sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                raw_dir,
+                split_dir.name,
+            )
             examples += found
             hidden += skipped
     else:
@@ -186,6 +215,8 @@ def read_layout(raw_dir: Path) -> RawLayout:
     if kind == "class_folders":  # an empty class folder is still a class: the suite reports its 0 examples
         names |= {folder.name for folder in folders}
     elif kind == "split_folders":
-        names |= {p.name for split_dir in folders for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        names |= {
+            p.name for split_dir in folders for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+        }
     class_names = sort_class_names(names, raw_dir)
     return RawLayout(kind, class_names, sorted(examples, key=lambda example: example.file), hidden)

@@ -1,4 +1,6 @@
-"""Ingest statistics (TFX StatisticsGen's job): reads the per-example table; writes the metrics dict and PNG pictures."""
+"""Ingest statistics (TFX StatisticsGen's job): reads the per-example table; writes the metrics dict and PNG
+pictures."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,10 +42,16 @@ def build_statistics(examples: pd.DataFrame, class_names: list[str], moments: di
         counts = examples.loc[examples["split"] == split, "class_name"].value_counts()
         class_counts[split] = {name: int(counts.get(name, 0)) for name in class_names}
         pixels[split] = moments[split].summary()
-    sizes = (examples["height"].astype(str) + "x" + examples["width"].astype(str) + "x"
-             + examples["channels"].astype(str)).value_counts().sort_index()
-    return {"class_counts": class_counts, "pixels": pixels,
-            "image_sizes": {size: int(count) for size, count in sizes.items()}}
+    sizes = (
+        (examples["height"].astype(str) + "x" + examples["width"].astype(str) + "x" + examples["channels"].astype(str))
+        .value_counts()
+        .sort_index()
+    )
+    return {
+        "class_counts": class_counts,
+        "pixels": pixels,
+        "image_sizes": {size: int(count) for size, count in sizes.items()},
+    }
 
 
 def write_class_distribution(path: Path, statistics: dict, class_names: list[str]) -> None:
@@ -75,8 +83,9 @@ def write_sample_grid(path: Path, samples: dict[str, list[np.ndarray]], class_na
     from matplotlib import pyplot
 
     columns = max([len(images) for images in samples.values()] + [1])
-    figure, axes = pyplot.subplots(len(class_names), columns, squeeze=False,
-                                   figsize=(1.0 * columns + 1, 1.0 * len(class_names) + 0.3))
+    figure, axes = pyplot.subplots(
+        len(class_names), columns, squeeze=False, figsize=(1.0 * columns + 1, 1.0 * len(class_names) + 0.3)
+    )
     for row, name in enumerate(class_names):
         for column in range(columns):
             axis = axes[row][column]

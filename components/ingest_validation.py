@@ -5,6 +5,7 @@ label, size, channels, pixel range and mean, sha256, perceptual hash, near-dupli
 "classes" (one row per class: count, share, count per split). Their suites come from
 `ingest.expectations`; a failure is reported, never raised, so Data Docs are written either way.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,38 +37,65 @@ def find_near_duplicates(hashes: list[str], splits: np.ndarray, max_distance: in
         keys = np.packbits(bits[:, block], axis=1)
         _, group, sizes = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
         shared = np.flatnonzero(sizes[group] > 1)
-        for members in np.split(shared[np.argsort(group[shared], kind="stable")],
-                                np.flatnonzero(np.diff(np.sort(group[shared]))) + 1):
+        for members in np.split(
+            shared[np.argsort(group[shared], kind="stable")], np.flatnonzero(np.diff(np.sort(group[shared]))) + 1
+        ):
             if len(members) < 2 or len(np.unique(split_ids[members])) < 2:
                 continue
             distance = np.bitwise_count(words[members][:, None, :] ^ words[members][None, :, :]).sum(axis=2)
             close = (distance <= max_distance) & (split_ids[members][:, None] != split_ids[members][None, :])
-            for row, column in zip(*np.nonzero(close)):
+            for row, column in zip(*np.nonzero(close), strict=True):
                 if partner[members[row]] < 0 or members[column] < partner[members[row]]:
                     partner[members[row]] = members[column]
     return partner
 
 
 def build_tables(rows: list[dict], class_names: list[str], max_distance: int) -> dict[str, pd.DataFrame]:
-    """"files" (one row per file: could it be read), "examples" (one per decoded image), "classes"."""
+    """ "files" (one row per file: could it be read), "examples" (one per decoded image), "classes"."""
     files = pd.DataFrame(rows, columns=["file", "split", "class_name", "label", "problem"])
     examples = pd.DataFrame([row for row in rows if not row["problem"]]).drop(columns="problem", errors="ignore")
     if examples.empty:
-        examples = pd.DataFrame(columns=["file", "split", "class_name", "label", "height", "width", "channels",
-                                         "min", "max", "mean", "sha256", "phash"])
+        examples = pd.DataFrame(
+            columns=[
+                "file",
+                "split",
+                "class_name",
+                "label",
+                "height",
+                "width",
+                "channels",
+                "min",
+                "max",
+                "mean",
+                "sha256",
+                "phash",
+            ]
+        )
     partner = find_near_duplicates(examples["phash"].tolist(), examples["split"].to_numpy(), max_distance)
-    examples["near_duplicate_of"] = [examples["file"].iloc[j] + f" ({examples['split'].iloc[j]})" if j >= 0 else None
-                                     for j in partner]
-    counts = (examples.groupby(["class_name", "split"]).size().unstack(fill_value=0)
-              .reindex(index=class_names, columns=list(SPLITS), fill_value=0))
+    examples["near_duplicate_of"] = [
+        examples["file"].iloc[j] + f" ({examples['split'].iloc[j]})" if j >= 0 else None for j in partner
+    ]
+    counts = (
+        examples.groupby(["class_name", "split"])
+        .size()
+        .unstack(fill_value=0)
+        .reindex(index=class_names, columns=list(SPLITS), fill_value=0)
+    )
     total = counts.sum(axis=1)
-    classes = pd.DataFrame({"class_name": class_names, "count": total.to_numpy(),
-                            "share": total.to_numpy() / max(1, len(examples)),
-                            **{split: counts[split].to_numpy() for split in SPLITS}})
+    classes = pd.DataFrame(
+        {
+            "class_name": class_names,
+            "count": total.to_numpy(),
+            "share": total.to_numpy() / max(1, len(examples)),
+            **{split: counts[split].to_numpy() for split in SPLITS},
+        }
+    )
     return {"files": files, "examples": examples, "classes": classes}
 
 
-def build_suites(expectations: ExpectationParams, num_classes: int, columns: list[str], has_val: bool) -> dict[str, list]:
+def build_suites(
+    expectations: ExpectationParams, num_classes: int, columns: list[str], has_val: bool
+) -> dict[str, list]:
     """Expectations per table: "files", "examples" (one row per image) and "classes" (one row per class)."""
     import great_expectations as gx
 
@@ -81,18 +109,33 @@ def build_suites(expectations: ExpectationParams, num_classes: int, columns: lis
         x.ExpectColumnValuesToBeInSet(column="channels", value_set=[e.channels]),
         x.ExpectColumnValuesToBeBetween(column="min", min_value=e.pixel_min),
         x.ExpectColumnValuesToBeBetween(column="max", max_value=e.pixel_max),
-        x.ExpectColumnValuesToBeBetween(column="mean", min_value=e.image_mean_min, max_value=e.image_mean_max,
-                                        notes="A blank image has a mean near 0, an inverted one a high mean."),
+        x.ExpectColumnValuesToBeBetween(
+            column="mean",
+            min_value=e.image_mean_min,
+            max_value=e.image_mean_max,
+            notes="A blank image has a mean near 0, an inverted one a high mean.",
+        ),
         x.ExpectColumnValuesToBeUnique(column="sha256", notes="Identical pixels; also rules out leaks across splits."),
     ]
     if e.near_duplicate_max_distance >= 0:
-        examples.append(x.ExpectColumnValuesToBeNull(
-            column="near_duplicate_of", notes=f"Perceptual hashes within {e.near_duplicate_max_distance} of 256 bits "
-                                              "of an image in another split: a likely leak between splits."))
+        examples.append(
+            x.ExpectColumnValuesToBeNull(
+                column="near_duplicate_of",
+                notes=f"Perceptual hashes within {e.near_duplicate_max_distance} of 256 bits "
+                "of an image in another split: a likely leak between splits.",
+            )
+        )
     classes = [
         x.ExpectTableRowCountToBeBetween(min_value=2, notes="A classifier needs at least two classes."),
-        *([x.ExpectTableRowCountToEqual(value=e.num_classes, notes="expectations.num_classes: a class folder added or gone.")]
-          if e.num_classes is not None else []),
+        *(
+            [
+                x.ExpectTableRowCountToEqual(
+                    value=e.num_classes, notes="expectations.num_classes: a class folder added or gone."
+                )
+            ]
+            if e.num_classes is not None
+            else []
+        ),
         x.ExpectColumnValuesToBeBetween(column="count", min_value=e.min_per_class),
         x.ExpectColumnValuesToBeBetween(column="share", min_value=e.min_class_share, max_value=e.max_class_share),
         x.ExpectColumnValuesToBeBetween(column="train", min_value=1),
@@ -111,9 +154,14 @@ def run_validation(tables: dict[str, pd.DataFrame], suites: dict[str, list], doc
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    context.add_data_docs_site(site_name="ingest", site_config={
-        "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())}})
+    context.add_data_docs_site(
+        site_name="ingest",
+        site_config={
+            "class_name": "SiteBuilder",
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())},
+        },
+    )
     source = context.data_sources.add_pandas("ingest")
     results = {}
     for name, table in tables.items():
@@ -121,8 +169,10 @@ def run_validation(tables: dict[str, pd.DataFrame], suites: dict[str, list], doc
         suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=suites[name]))
         definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
         # Like a checkpoint, a validation reports failures in its result and never raises for them.
-        results[name] = definition.run(batch_parameters={"dataframe": table}, result_format={
-            "result_format": "SUMMARY", "unexpected_index_column_names": [INDEX_COLUMNS[name]]})
+        results[name] = definition.run(
+            batch_parameters={"dataframe": table},
+            result_format={"result_format": "SUMMARY", "unexpected_index_column_names": [INDEX_COLUMNS[name]]},
+        )
     context.build_data_docs(site_names=["ingest"])  # once for all tables: a build takes about a second
     return results
 
@@ -136,13 +186,19 @@ def describe_failures(results: dict, tables: dict[str, pd.DataFrame]) -> list[st
             column = f"({kwargs.pop('column')})" if "column" in kwargs else ""
             rows = (item.result.get("partial_unexpected_index_list") or [])[:PRINTED_EXAMPLES]
             names = ", ".join(str(row[INDEX_COLUMNS[table]]) for row in rows)
-            detail = (f"{item.result['unexpected_count']} unexpected, e.g. {names}" if "unexpected_count" in item.result
-                      else f"observed {item.result.get('observed_value')!r}")
+            detail = (
+                f"{item.result['unexpected_count']} unexpected, e.g. {names}"
+                if "unexpected_count" in item.result
+                else f"observed {item.result.get('observed_value')!r}"
+            )
             lines.append(f"  {table}: {item.expectation_config.type}{column} {kwargs}: {detail}")
     problems = tables["files"].dropna(subset=["problem"])
     lines += [f"    {row.file}: {row.problem}" for row in problems.head(PRINTED_DETAILS).itertuples()]
     duplicates = tables["examples"].dropna(subset=["near_duplicate_of"])
-    lines += [f"    {row.file} ({row.split}) ~ {row.near_duplicate_of}" for row in duplicates.head(PRINTED_DETAILS).itertuples()]
-    if (hidden := max(0, len(problems) - PRINTED_DETAILS) + max(0, len(duplicates) - PRINTED_DETAILS)):
+    lines += [
+        f"    {row.file} ({row.split}) ~ {row.near_duplicate_of}"
+        for row in duplicates.head(PRINTED_DETAILS).itertuples()
+    ]
+    if hidden := max(0, len(problems) - PRINTED_DETAILS) + max(0, len(duplicates) - PRINTED_DETAILS):
         lines.append(f"    ... and {hidden} more (see the Data Docs)")
     return lines

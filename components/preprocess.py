@@ -7,6 +7,7 @@ there is no train/serve skew. The stage stores the statistics rather than a save
 because a .keras archive carries its save time: the same analysis must give the same bytes, or
 DVC would retrain after every forced rerun.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,11 @@ def compute_statistics(images: np.ndarray, image_height: int, image_width: int) 
         raise ValueError("the train split is empty: nothing to compute normalization statistics from")
     resized = resize_images(images.astype(np.float32), image_height, image_width)
     pixels = resized.reshape(-1, resized.shape[-1]).astype(np.float64)
-    return {"mean": pixels.mean(axis=0).tolist(), "variance": pixels.var(axis=0).tolist(), "num_images": int(len(images))}
+    return {
+        "mean": pixels.mean(axis=0).tolist(),
+        "variance": pixels.var(axis=0).tolist(),
+        "num_images": int(len(images)),
+    }
 
 
 def resize_images(images: np.ndarray, image_height: int, image_width: int) -> np.ndarray:
@@ -38,7 +43,9 @@ def resize_images(images: np.ndarray, image_height: int, image_width: int) -> np
     return tf.image.resize(images, (image_height, image_width)).numpy()
 
 
-def build_preprocessor(input_shape, image_height: int, image_width: int, mean, variance, normalize: bool = True) -> keras.Model:
+def build_preprocessor(
+    input_shape, image_height: int, image_width: int, mean, variance, normalize: bool = True
+) -> keras.Model:
     """float32 raw pixels [H,W,C] -> resized, normalized features; the same model trains and serves.
 
     normalize=False keeps raw pixel values, for models that bring their own input preprocessing
@@ -63,7 +70,9 @@ def load_preprocessor(statistics_file: Path = STATISTICS_FILE, normalize: bool =
     with statistics_file.open() as stream:
         statistics = json.load(stream)
     height, width = statistics["output_shape"][:2]
-    return build_preprocessor(statistics["input_shape"], height, width, statistics["mean"], statistics["variance"], normalize)
+    return build_preprocessor(
+        statistics["input_shape"], height, width, statistics["mean"], statistics["variance"], normalize
+    )
 
 
 def model_input_size(params: Params, data_height: int, data_width: int) -> tuple[int, int]:
@@ -83,17 +92,30 @@ def main() -> None:
     height, width = model_input_size(params, *manifest["image_shape"][:2])
     images, _ = records.load_split_arrays(paths.PREPARED, "train")
     statistics = compute_statistics(images, height, width)
-    preprocessor = build_preprocessor(manifest["image_shape"], height, width, statistics["mean"], statistics["variance"])
+    preprocessor = build_preprocessor(
+        manifest["image_shape"], height, width, statistics["mean"], statistics["variance"]
+    )
     with atomic_directory(paths.PREPROCESS) as staging:
         write_json(
             staging / "statistics.json",
-            {**statistics, "input_shape": manifest["image_shape"], "output_shape": list(preprocessor.output_shape[1:]),
-             "image_size": {"height": height, "width": width, "requested": [params.preprocess.image_height, params.preprocess.image_width],
-                            "model": params.train.model}},
+            {
+                **statistics,
+                "input_shape": manifest["image_shape"],
+                "output_shape": list(preprocessor.output_shape[1:]),
+                "image_size": {
+                    "height": height,
+                    "width": width,
+                    "requested": [params.preprocess.image_height, params.preprocess.image_width],
+                    "model": params.train.model,
+                },
+            },
         )
-    print(f"{paths.PREPROCESS}: {manifest['image_shape'][0]}x{manifest['image_shape'][1]} images -> {height}x{width} for {params.train.model} "
-          f"(preprocess.image_height/width: {params.preprocess.image_height}/{params.preprocess.image_width}); "
-          f"mean {np.round(statistics['mean'], 3).tolist()}, std {np.round(np.sqrt(statistics['variance']), 3).tolist()}")
+    print(
+        f"{paths.PREPROCESS}: {manifest['image_shape'][0]}x{manifest['image_shape'][1]} images "
+        f"-> {height}x{width} for {params.train.model} "
+        f"(preprocess.image_height/width: {params.preprocess.image_height}/{params.preprocess.image_width}); "
+        f"mean {np.round(statistics['mean'], 3).tolist()}, std {np.round(np.sqrt(statistics['variance']), 3).tolist()}"
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 The trained model takes raw pixels (float32, 0..255) and contains the preprocessing model, the
 classifier from the models/ registry, and a float32 softmax: export wraps it for uint8 serving.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,14 +20,19 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.preprocess import load_preprocessor
-from components.train_resume import ResumableEarlyStopping, cache_location, early_stopping_options, run_key, verify_backup
+from components.train_resume import (
+    ResumableEarlyStopping,
+    cache_location,
+    early_stopping_options,
+    run_key,
+    verify_backup,
+)
 from components.train_schedule import Phase, check_model_params, compile_model, describe_phases, plan_phases
 from models import applications, registry
 from pipelines import hardware, paths, records, tracking
 from pipelines.config import Params, TrainParams, dataset_name, load_params, resolve_train_schedule
 from pipelines.input_pipeline import build_augmenter, build_input_pipeline
 from pipelines.outputs import atomic_directory, file_sha256, write_csv, write_json
-
 
 
 class TrainingDiverged(RuntimeError):
@@ -50,15 +56,31 @@ def build_classifier(params: TrainParams, input_shape, num_classes: int, load_we
         backbone = params.backbone
         image_size = applications.backbone_input_size(input_shape, backbone.min_image_size)[0]
         weights = applications.resolve_weights(params.model, backbone.weights, image_size) if load_weights else None
-        options = {"weights": weights, "imagenet": backbone.weights == "imagenet", "min_image_size": backbone.min_image_size}
+        options = {
+            "weights": weights,
+            "imagenet": backbone.weights == "imagenet",
+            "min_image_size": backbone.min_image_size,
+        }
     return registry.get_builder(params.model)(
-        input_shape=tuple(input_shape), num_classes=num_classes,
-        dropout_rate=params.dropout_rate, weight_decay=l2, batch_norm=params.batch_norm, **options,
+        input_shape=tuple(input_shape),
+        num_classes=num_classes,
+        dropout_rate=params.dropout_rate,
+        weight_decay=l2,
+        batch_norm=params.batch_norm,
+        **options,
     )
 
 
-def fit_model(model, train_data, val_data, params: TrainParams, callbacks, phase: Phase | None = None,
-              steps_per_epoch: int | None = None, early_stopping: keras.callbacks.EarlyStopping | None = None) -> keras.callbacks.History:
+def fit_model(
+    model,
+    train_data,
+    val_data,
+    params: TrainParams,
+    callbacks,
+    phase: Phase | None = None,
+    steps_per_epoch: int | None = None,
+    early_stopping: keras.callbacks.EarlyStopping | None = None,
+) -> keras.callbacks.History:
     """Fits a compiled model; raises TrainingDiverged if the loss became NaN (Keras itself exits quietly).
 
     With steps_per_epoch, train_data holds every remaining epoch one after the other (each shuffled
@@ -70,11 +92,20 @@ def fit_model(model, train_data, val_data, params: TrainParams, callbacks, phase
         *callbacks,
         early_stopping or keras.callbacks.EarlyStopping(**early_stopping_options(params, val_data is not None)),
     ]
-    history = model.fit(train_data, validation_data=val_data, initial_epoch=phase.initial_epoch, epochs=phase.end_epoch,
-                        steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=2)
+    history = model.fit(
+        train_data,
+        validation_data=val_data,
+        initial_epoch=phase.initial_epoch,
+        epochs=phase.end_epoch,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=callbacks,
+        verbose=2,
+    )
     losses = np.asarray(history.history.get("loss", []), dtype=np.float64)
     if len(losses) == 0 or not np.all(np.isfinite(losses)):
-        raise TrainingDiverged(f"training diverged: loss per epoch {losses.tolist()}; lower train.learning_rate or check the input data")
+        raise TrainingDiverged(
+            f"training diverged: loss per epoch {losses.tolist()}; lower train.learning_rate or check the input data"
+        )
     return history
 
 
@@ -89,21 +120,27 @@ def log_augmented_batch(train_data: tf.data.Dataset, log_dir: Path, count: int) 
     """Shows what the model really sees: one augmented batch as images in TensorBoard."""
     images, _ = next(iter(train_data))
     with tf.summary.create_file_writer(str(log_dir / "images")).as_default():
-        tf.summary.image("augmented_train_batch", tf.cast(images[:count], tf.float32) / 255.0, step=0, max_outputs=count)
+        tf.summary.image(
+            "augmented_train_batch", tf.cast(images[:count], tf.float32) / 255.0, step=0, max_outputs=count
+        )
 
 
-def float32_copy(model: keras.Model, preprocessor: keras.Model, params: TrainParams, input_shape, num_classes: int) -> keras.Model:
+def float32_copy(
+    model: keras.Model, preprocessor: keras.Model, params: TrainParams, input_shape, num_classes: int
+) -> keras.Model:
     """The same weights in a float32 model: what evaluate and export (TFLite, tfmot) expect."""
     keras.mixed_precision.set_global_policy("float32")
     copy = build_training_model(preprocessor, build_classifier(params, input_shape, num_classes, load_weights=False))
-    for source, target in zip(model.get_layer(params.model).layers, copy.get_layer(params.model).layers):
-        target.trainable = source.trainable  # get_weights() lists trainable weights first: the same split, the same order
+    for source, target in zip(model.get_layer(params.model).layers, copy.get_layer(params.model).layers, strict=True):
+        # get_weights() lists trainable weights first: the same split, the same order
+        target.trainable = source.trainable
     copy.set_weights(model.get_weights())
     return copy
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """False only on a MultiWorkerMirroredStrategy worker that is not the chief (task chief, or worker 0 without one)."""
+    """False only on a MultiWorkerMirroredStrategy worker that is not the chief (task chief, or worker 0 without
+    one)."""
     resolver = strategy.cluster_resolver
     if resolver is None or not resolver.task_type:
         return True
@@ -121,26 +158,46 @@ def distribute_options(plan: hardware.HardwarePlan) -> tf.data.Options | None:
     return options
 
 
-def start_tracking(run: tracking.BackgroundRun, all_params: Params, params: TrainParams, plan, strategy, phases: list[Phase],
-                   label: str) -> tuple[str, Path]:
+def start_tracking(
+    run: tracking.BackgroundRun,
+    all_params: Params,
+    params: TrainParams,
+    plan,
+    strategy,
+    phases: list[Phase],
+    label: str,
+) -> tuple[str, Path]:
     """Queues the run's params, lineage tags, ingest reports, dataset and HParams (params: train's, "auto" resolved);
     returns the TensorBoard name and directory."""
     tensorboard = tracking.tensorboard_name(label)
     log_dir = tracking.tensorboard_dir(tensorboard)
     run.log_params(tracking.flatten("", json.loads(json.dumps(asdict(all_params)))))
-    tags = {"tensorflow.version": tf.__version__, "device": plan.device, "precision": plan.precision_policy,
-            "jit_compile": str(plan.jit_compile).lower(), "strategy": f"{plan.strategy_name} ({strategy.num_replicas_in_sync} replicas)",
-            "host.python": platform.python_version(), "stage": "train", "tensorboard.dir": str(paths.TENSORBOARD / tensorboard)}
+    tags = {
+        "tensorflow.version": tf.__version__,
+        "device": plan.device,
+        "precision": plan.precision_policy,
+        "jit_compile": str(plan.jit_compile).lower(),
+        "strategy": f"{plan.strategy_name} ({strategy.num_replicas_in_sync} replicas)",
+        "host.python": platform.python_version(),
+        "stage": "train",
+        "tensorboard.dir": str(paths.TENSORBOARD / tensorboard),
+    }
     if len(phases) > 1 or phases[0].name != "train":
         tags["train.phases"] = describe_phases(phases)
     run.submit(tracking.set_lineage_tags, ("ingest", "preprocess"), tags)
     if paths.INGEST_REPORTS.is_dir():
-        run.submit(lambda: run.client.log_artifacts(run.run_id, str(paths.INGEST_REPORTS), artifact_path="ingest"))  # data docs, pictures
+        run.submit(
+            lambda: run.client.log_artifacts(run.run_id, str(paths.INGEST_REPORTS), artifact_path="ingest")
+        )  # data docs, pictures
     if paths.INGEST_METRICS.is_file():
         run.submit(lambda: run.client.log_artifact(run.run_id, str(paths.INGEST_METRICS), artifact_path="ingest"))
     run.submit(tracking.log_dataset, paths.PREPARED / "examples.csv", name=dataset_name(all_params))
-    run.submit(tracking.log_hparams, log_dir, tracking.flatten("", {"data": {"source": all_params.data.source}, "train": asdict(params)}, as_text=False),
-               trial_id=tensorboard)
+    run.submit(
+        tracking.log_hparams,
+        log_dir,
+        tracking.flatten("", {"data": {"source": all_params.data.source}, "train": asdict(params)}, as_text=False),
+        trial_id=tensorboard,
+    )
     return tensorboard, log_dir
 
 
@@ -162,30 +219,58 @@ def prepare_data(params: TrainParams, manifest: dict, plan: hardware.HardwarePla
     options = distribute_options(plan)
 
     def train(epochs: range) -> tf.data.Dataset:
-        dataset = build_input_pipeline(records.read_split(paths.PREPARED, "train"), params.batch_size, True, params.shuffle_buffer,
-                                       params.seed, augmenter, cache, epochs=epochs)
+        dataset = build_input_pipeline(
+            records.read_split(paths.PREPARED, "train"),
+            params.batch_size,
+            True,
+            params.shuffle_buffer,
+            params.seed,
+            augmenter,
+            cache,
+            epochs=epochs,
+        )
         return dataset if options is None else dataset.with_options(options)
 
     val = None
     if manifest["splits"].get("val", {}).get("count", 0) > 0:
         val = build_input_pipeline(records.read_split(paths.PREPARED, "val"), params.batch_size, False)
         val = val if options is None else val.with_options(options)
-    return TrainingData(train, val, -(-manifest["splits"]["train"]["count"] // params.batch_size),
-                        manifest["class_names"], manifest["image_shape"])
+    return TrainingData(
+        train,
+        val,
+        -(-manifest["splits"]["train"]["count"] // params.batch_size),
+        manifest["class_names"],
+        manifest["image_shape"],
+    )
 
 
-def build_model(params: TrainParams, plan: hardware.HardwarePlan, strategy, num_classes: int) -> tuple[keras.Model, keras.Model]:
+def build_model(
+    params: TrainParams, plan: hardware.HardwarePlan, strategy, num_classes: int
+) -> tuple[keras.Model, keras.Model]:
     """(the training model, its preprocessing model), built under the strategy in the plan's precision."""
     with strategy.scope():
         # A pretrained backbone brings the input preprocessing its weights were trained with.
-        preprocessor = load_preprocessor(paths.PREPROCESS / "statistics.json", normalize=not registry.takes_raw_pixels(params.model))
+        preprocessor = load_preprocessor(
+            paths.PREPROCESS / "statistics.json", normalize=not registry.takes_raw_pixels(params.model)
+        )
         hardware.apply_precision(plan)
         model = build_training_model(preprocessor, build_classifier(params, preprocessor.output_shape[1:], num_classes))
     return model, preprocessor
 
 
-def fit_phases(model: keras.Model, data: TrainingData, params: TrainParams, phases: list[Phase], *, plan: hardware.HardwarePlan,
-               strategy, key: str, log_dir: Path, histogram_freq: int, run: tracking.BackgroundRun | None) -> list[keras.callbacks.History]:
+def fit_phases(
+    model: keras.Model,
+    data: TrainingData,
+    params: TrainParams,
+    phases: list[Phase],
+    *,
+    plan: hardware.HardwarePlan,
+    strategy,
+    key: str,
+    log_dir: Path,
+    histogram_freq: int,
+    run: tracking.BackgroundRun | None,
+) -> list[keras.callbacks.History]:
     """Fits each phase with backup and restore (a killed run resumes), TensorBoard, MLflow (run given: the chief),
     the best-weights checkpoint and resumable early stopping, all keyed on `key`."""
     backup_root, checkpoint_root = paths.CACHE / "train-backup" / key, paths.CACHE / "train-checkpoints" / key
@@ -211,24 +296,53 @@ def fit_phases(model: keras.Model, data: TrainingData, params: TrainParams, phas
             keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir)),
             keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=histogram_freq, profile_batch=0),
             *([tracking.mlflow_epoch_callback(run)] if run is not None else []),
-            keras.callbacks.ModelCheckpoint(str(checkpoint_root / phase.name / "best.h5"), save_best_only=True,
-                                            save_weights_only=True, monitor="val_loss" if data.val is not None else "loss"),
+            keras.callbacks.ModelCheckpoint(
+                str(checkpoint_root / phase.name / "best.h5"),
+                save_best_only=True,
+                save_weights_only=True,
+                monitor="val_loss" if data.val is not None else "loss",
+            ),
         ]
-        early_stopping = ResumableEarlyStopping(backup_dir / "early_stopping", resume_epoch, write=run is not None,
-                                                **early_stopping_options(params, data.val is not None))
+        early_stopping = ResumableEarlyStopping(
+            backup_dir / "early_stopping",
+            resume_epoch,
+            write=run is not None,
+            **early_stopping_options(params, data.val is not None),
+        )
         print(f"phase {phase.name}: epochs {phase.initial_epoch + 1}-{phase.end_epoch}")
         epochs = range(first_epoch, max(first_epoch + 1, phase.end_epoch))
-        histories.append(fit_model(model, data.train(epochs), data.val, params, callbacks, phase, data.steps_per_epoch, early_stopping))
+        histories.append(
+            fit_model(
+                model, data.train(epochs), data.val, params, callbacks, phase, data.steps_per_epoch, early_stopping
+            )
+        )
     return histories
 
 
-def write_outputs(model: keras.Model, frame: pd.DataFrame, data: TrainingData, params: TrainParams, *, key: str,
-                  run: tracking.BackgroundRun, experiment_name: str, tensorboard: str) -> None:
+def write_outputs(
+    model: keras.Model,
+    frame: pd.DataFrame,
+    data: TrainingData,
+    params: TrainParams,
+    *,
+    key: str,
+    run: tracking.BackgroundRun,
+    experiment_name: str,
+    tensorboard: str,
+) -> None:
     """artifacts/train (model, its sha256 and description, history, run reference), then the DVC metrics and plot."""
     with atomic_directory(paths.TRAIN) as staging:
         model.save(staging / "model.keras")
-        write_json(staging / "model.json", {"model": params.model, "class_names": data.class_names, "image_shape": data.image_shape,
-                                            "model_sha256": file_sha256(staging / "model.keras"), "run_key": key})
+        write_json(
+            staging / "model.json",
+            {
+                "model": params.model,
+                "class_names": data.class_names,
+                "image_shape": data.image_shape,
+                "model_sha256": file_sha256(staging / "model.keras"),
+                "run_key": key,
+            },
+        )
         write_csv(staging / "history.csv", frame)
         tracking.write_run_reference(staging / "run.json", run, experiment_name, tensorboard)
     write_csv(paths.HISTORY_PLOT, frame)
@@ -249,21 +363,40 @@ def main() -> None:
     strategy = hardware.build_strategy(plan)
     chief, key = is_chief(strategy), run_key(all_params)
     resolver = strategy.cluster_resolver
-    data = prepare_data(params, manifest, plan, cache_location(params.cache, key, "" if chief else f"-{resolver.task_type}{resolver.task_id}"))
+    data = prepare_data(
+        params,
+        manifest,
+        plan,
+        cache_location(params.cache, key, "" if chief else f"-{resolver.task_type}{resolver.task_id}"),
+    )
     model, preprocessor = build_model(params, plan, strategy, len(data.class_names))
     plan = hardware.settle_jit_compile(plan, model, params.jit_compile, params.deterministic)
     input_shape = preprocessor.output_shape[1:]
-    print(f"resolved: train.batch_size {params.batch_size}, train.epochs {params.epochs}, train.early_stopping_patience "
-          f"{params.early_stopping_patience}, preprocess.image_height {input_shape[0]}, preprocess.image_width {input_shape[1]}")
+    print(
+        f"resolved: train.batch_size {params.batch_size}, train.epochs {params.epochs}, train.early_stopping_patience "
+        f"{params.early_stopping_patience}, preprocess.image_height {input_shape[0]}, "
+        f"preprocess.image_width {input_shape[1]}"
+    )
 
     if not chief:
         # Multi-worker: every worker runs the same fit() and the same saves (their collective ops must match), but only
         # the chief tracks in MLflow and writes outputs; the others save into a directory of their own, under .cache/
-        # (ignored by git and DVC), Keras' multi-worker rule (BackupAndRestore, ModelCheckpoint and TensorBoard do the same).
+        # (ignored by git and DVC), Keras' multi-worker rule (BackupAndRestore, ModelCheckpoint and TensorBoard do the
+        # same).
         paths.CACHE.mkdir(exist_ok=True)
         worker_dir = Path(tempfile.mkdtemp(prefix="train-worker-", dir=paths.CACHE))
-        fit_phases(model, data, params, phases, plan=plan, strategy=strategy, key=key, log_dir=worker_dir / "tensorboard",
-                   histogram_freq=all_params.tracking.histogram_freq, run=None)
+        fit_phases(
+            model,
+            data,
+            params,
+            phases,
+            plan=plan,
+            strategy=strategy,
+            key=key,
+            log_dir=worker_dir / "tensorboard",
+            histogram_freq=all_params.tracking.histogram_freq,
+            run=None,
+        )
         if plan.precision_policy != "float32":
             model = float32_copy(model, preprocessor, params, input_shape, len(data.class_names))
         model.save(worker_dir / "model.keras")  # the chief's save reads the same variables collectively
@@ -273,18 +406,39 @@ def main() -> None:
 
     experiment_name = dataset_name(all_params)  # one MLflow experiment per dataset
     flat_params = json.loads(json.dumps(asdict(all_params)))
-    with tracking.background_stage_run(experiment_name, run_name=tracking.run_name(params.model, flat_params), system_metrics=True) as run:
+    with tracking.background_stage_run(
+        experiment_name, run_name=tracking.run_name(params.model, flat_params), system_metrics=True
+    ) as run:
         # Queued on the run's own thread, which works while the model trains (tracking.BackgroundRun).
-        tensorboard, log_dir = start_tracking(run, all_params, params, plan, strategy, phases, f"{params.model}-{experiment_name}")
+        tensorboard, log_dir = start_tracking(
+            run, all_params, params, plan, strategy, phases, f"{params.model}-{experiment_name}"
+        )
         changed = tracking.changed_params(flat_params)
-        training = f"{params.model} on {experiment_name}, " + (f"params changed from the commit: {', '.join(changed)}" if changed
-                                                              else "params as committed")
+        training = f"{params.model} on {experiment_name}, " + (
+            f"params changed from the commit: {', '.join(changed)}" if changed else "params as committed"
+        )
         run.set_tags({"tfpipe.training": training, "mlflow.note.content": training})  # evaluate adds the result
-        run.log_params({"resolved.train.batch_size": params.batch_size, "resolved.train.epochs": params.epochs,
-                        "resolved.train.early_stopping_patience": params.early_stopping_patience,
-                        "resolved.preprocess.image_height": input_shape[0], "resolved.preprocess.image_width": input_shape[1]})
-        histories = fit_phases(model, data, params, phases, plan=plan, strategy=strategy, key=key, log_dir=log_dir,
-                               histogram_freq=all_params.tracking.histogram_freq, run=run)
+        run.log_params(
+            {
+                "resolved.train.batch_size": params.batch_size,
+                "resolved.train.epochs": params.epochs,
+                "resolved.train.early_stopping_patience": params.early_stopping_patience,
+                "resolved.preprocess.image_height": input_shape[0],
+                "resolved.preprocess.image_width": input_shape[1],
+            }
+        )
+        histories = fit_phases(
+            model,
+            data,
+            params,
+            phases,
+            plan=plan,
+            strategy=strategy,
+            key=key,
+            log_dir=log_dir,
+            histogram_freq=all_params.tracking.histogram_freq,
+            run=run,
+        )
         if plan.precision_policy != "float32":
             model = float32_copy(model, preprocessor, params, input_shape, len(data.class_names))
         for finished in ("train-backup", "train-checkpoints"):  # a later run with the same key starts fresh
@@ -292,14 +446,29 @@ def main() -> None:
         if all_params.tracking.log_augmented_images:
             # After training, with an augmenter of its own (same settings and seed): logging
             # settings cannot change what the model was trained on (tracking is logging only).
-            first = build_input_pipeline(records.read_split(paths.PREPARED, "train"), params.batch_size, True, params.shuffle_buffer,
-                                         params.seed, build_augmenter(params.augmentation, params.seed), "none", epochs=range(1))
+            first = build_input_pipeline(
+                records.read_split(paths.PREPARED, "train"),
+                params.batch_size,
+                True,
+                params.shuffle_buffer,
+                params.seed,
+                build_augmenter(params.augmentation, params.seed),
+                "none",
+                epochs=range(1),
+            )
             log_augmented_batch(first, log_dir, all_params.tracking.log_augmented_images)
-        frame = pd.concat([history_frame(history, phase.name) for history, phase in zip(histories, phases)], ignore_index=True)
-        write_outputs(model, frame, data, params, key=key, run=run, experiment_name=experiment_name, tensorboard=tensorboard)
+        frame = pd.concat(
+            [history_frame(history, phase.name) for history, phase in zip(histories, phases, strict=True)],
+            ignore_index=True,
+        )
+        write_outputs(
+            model, frame, data, params, key=key, run=run, experiment_name=experiment_name, tensorboard=tensorboard
+        )
         run.submit(lambda: run.client.log_artifact(run.run_id, str(paths.TRAIN / "history.csv")))
         run.submit(lambda: run.client.log_artifacts(run.run_id, str(log_dir), artifact_path="tensorboard"))
-    print(f"{paths.TRAIN}: {params.model} trained for {len(frame)} epochs on {plan.device}; MLflow run {run.info.run_id}")
+    print(
+        f"{paths.TRAIN}: {params.model} trained for {len(frame)} epochs on {plan.device}; MLflow run {run.info.run_id}"
+    )
 
 
 if __name__ == "__main__":

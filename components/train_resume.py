@@ -1,5 +1,6 @@
 """What lets a killed training resume, and only on the same inputs: the run key, the backup check, the
 tf.data cache location and early stopping whose state survives the kill (trust rule 1, README "Reliability")."""
+
 from __future__ import annotations
 
 import io
@@ -17,16 +18,22 @@ from pipelines.outputs import write_bytes, write_json
 
 
 def run_key(params: Params, prepared_dir: Path = paths.PREPARED, preprocess_dir: Path = paths.PREPROCESS) -> str:
-    """Keys the backup, checkpoint and tf.data cache files on what the stage reads, so a change never resumes stale state.
+    """Keys the backup, checkpoint and tf.data cache files on what the stage reads, so a change never resumes stale
+    state.
 
     That is the content of its inputs (the prepared shards and the preprocessing statistics, as
     DVC's hashes would see them), every param the stage reads (data.source and train; tracking
     is logging only), and the source of every project module the stage imports.
     """
     return lineage.content_key(
-        data={"source": params.data.source, "name": params.data.name}, train=asdict(params.train),
-        inputs={str(prepared_dir): lineage.tree_digest(prepared_dir), str(preprocess_dir): lineage.tree_digest(preprocess_dir)},
-        code=lineage.code_digest("components.train"))
+        data={"source": params.data.source, "name": params.data.name},
+        train=asdict(params.train),
+        inputs={
+            str(prepared_dir): lineage.tree_digest(prepared_dir),
+            str(preprocess_dir): lineage.tree_digest(preprocess_dir),
+        },
+        code=lineage.code_digest("components.train"),
+    )
 
 
 def cache_location(cache: str, key: str, worker: str = "") -> str:
@@ -49,7 +56,9 @@ class CorruptedBackup(RuntimeError):
 
 def verify_backup(backup_dir: Path) -> int | None:
     """The epoch a killed run would resume from, or None without a backup; raises CorruptedBackup."""
-    checkpoints = backup_dir / "chief"  # BackupAndRestore's own files (early_stopping/ beside it is ResumableEarlyStopping's)
+    checkpoints = (
+        backup_dir / "chief"
+    )  # BackupAndRestore's own files (early_stopping/ beside it is ResumableEarlyStopping's)
     files = [path for path in checkpoints.rglob("*") if path.is_file()] if checkpoints.exists() else []
     if not files:
         return None
@@ -61,9 +70,13 @@ def verify_backup(backup_dir: Path) -> int | None:
         reader = tf.train.load_checkpoint(latest)
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)
-        epoch = next((reader.get_tensor(name) for name in reader.get_variable_to_shape_map() if "ckpt_saved_epoch" in name), None)
+        epoch = next(
+            (reader.get_tensor(name) for name in reader.get_variable_to_shape_map() if "ckpt_saved_epoch" in name), None
+        )
     except (tf.errors.OpError, ValueError) as error:
-        raise CorruptedBackup(f"{latest}: training backup is corrupted ({type(error).__name__}: {str(error).splitlines()[0]}); {hint}") from None
+        raise CorruptedBackup(
+            f"{latest}: training backup is corrupted ({type(error).__name__}: {str(error).splitlines()[0]}); {hint}"
+        ) from None
     return None if epoch is None else int(epoch) + 1
 
 
@@ -87,9 +100,13 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         if self.resume_epoch is None or not state_file.is_file():
             return
         state = json.loads(state_file.read_text())
-        if state["epoch"] != self.resume_epoch - 1:  # killed between the two saves: keep the backup, restart the patience
-            print(f"early stopping: its saved state is of epoch {state['epoch'] + 1}, the backup of epoch {self.resume_epoch}; "
-                  "it counts its patience from the resumed epoch")
+        # Killed between the two saves: keep the backup, restart the patience.
+        if state["epoch"] != self.resume_epoch - 1:
+            print(
+                f"early stopping: its saved state is of epoch {state['epoch'] + 1}, "
+                f"the backup of epoch {self.resume_epoch}; "
+                "it counts its patience from the resumed epoch"
+            )
             return
         self.wait, self.best, self.best_epoch = state["wait"], state["best"], state["best_epoch"]
         if self.restore_best_weights and (self.state_dir / "best_weights.npz").is_file():
@@ -105,7 +122,10 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             buffer = io.BytesIO()
             np.savez(buffer, *self.best_weights)
             write_bytes(self.state_dir / "best_weights.npz", buffer.getvalue())
-        write_json(self.state_dir / "state.json", {"epoch": epoch, "wait": self.wait, "best": float(self.best), "best_epoch": self.best_epoch})
+        write_json(
+            self.state_dir / "state.json",
+            {"epoch": epoch, "wait": self.wait, "best": float(self.best), "best_epoch": self.best_epoch},
+        )
 
 
 def early_stopping_options(params: TrainParams, has_val: bool) -> dict:

@@ -1,7 +1,9 @@
-"""The train stage's schedule: phases (a pretrained backbone's head, then its fine-tune), learning rate, optimizer, loss.
+"""The train stage's schedule: phases (a pretrained backbone's head, then its fine-tune), learning rate, optimizer,
+loss.
 
 Pure functions of TrainParams; components/train.py compiles and fits with them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,9 +34,15 @@ def check_model_params(params: TrainParams) -> None:
         registry.get_builder(params.model)
     except ValueError as error:
         raise ParamsError(f"{PARAMS_FILE}: train.model: {error}") from None
-    if applications.is_backbone(params.model) and params.backbone.weights != "none" and params.backbone.head_epochs > params.epochs:
-        raise ParamsError(f"{PARAMS_FILE}: train.backbone.head_epochs ({params.backbone.head_epochs}) is above train.epochs "
-                          f"({params.epochs}): epochs counts both phases")
+    if (
+        applications.is_backbone(params.model)
+        and params.backbone.weights != "none"
+        and params.backbone.head_epochs > params.epochs
+    ):
+        raise ParamsError(
+            f"{PARAMS_FILE}: train.backbone.head_epochs ({params.backbone.head_epochs}) is above train.epochs "
+            f"({params.epochs}): epochs counts both phases"
+        )
 
 
 def plan_phases(params: TrainParams) -> list[Phase]:
@@ -49,7 +57,16 @@ def plan_phases(params: TrainParams) -> list[Phase]:
     if head:
         phases.append(Phase("head", 0, head, params.learning_rate, params.warmup_epochs, 0))
     if params.epochs > head:
-        phases.append(Phase("fine_tune", head, params.epochs, params.backbone.fine_tune_learning_rate, 0, params.backbone.fine_tune_layers))
+        phases.append(
+            Phase(
+                "fine_tune",
+                head,
+                params.epochs,
+                params.backbone.fine_tune_learning_rate,
+                0,
+                params.backbone.fine_tune_layers,
+            )
+        )
     return phases
 
 
@@ -62,14 +79,21 @@ def build_learning_rate(params: TrainParams, steps_per_epoch: int, phase: Phase 
     if params.lr_schedule == "cosine":
         # CosineDecay ramps from initial_learning_rate up to warmup_target during warmup_steps.
         start = learning_rate / 10 if warmup_steps else learning_rate
-        return keras.optimizers.schedules.CosineDecay(start, max(1, total_steps - warmup_steps), alpha=0.01,
-                                                       warmup_target=learning_rate if warmup_steps else None, warmup_steps=warmup_steps)
+        return keras.optimizers.schedules.CosineDecay(
+            start,
+            max(1, total_steps - warmup_steps),
+            alpha=0.01,
+            warmup_target=learning_rate if warmup_steps else None,
+            warmup_steps=warmup_steps,
+        )
     if params.lr_schedule == "exponential":
         return keras.optimizers.schedules.ExponentialDecay(learning_rate, decay_steps=steps_per_epoch, decay_rate=0.9)
     return learning_rate
 
 
-def build_optimizer(params: TrainParams, steps_per_epoch: int = 1, phase: Phase | None = None) -> keras.optimizers.Optimizer:
+def build_optimizer(
+    params: TrainParams, steps_per_epoch: int = 1, phase: Phase | None = None
+) -> keras.optimizers.Optimizer:
     rate = build_learning_rate(params, steps_per_epoch, phase)
     options = {"learning_rate": rate, "clipnorm": params.clipnorm}
     if params.optimizer == "sgd":
@@ -93,18 +117,31 @@ def build_loss(label_smoothing: float):
     return smoothed_crossentropy
 
 
-def compile_model(model, params: TrainParams, steps_per_epoch: int, jit_compile: bool, phase: Phase | None = None) -> None:
-    model.compile(optimizer=build_optimizer(params, steps_per_epoch, phase), loss=build_loss(params.label_smoothing),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                  jit_compile=jit_compile, steps_per_execution=params.steps_per_execution)
+def compile_model(
+    model, params: TrainParams, steps_per_epoch: int, jit_compile: bool, phase: Phase | None = None
+) -> None:
+    model.compile(
+        optimizer=build_optimizer(params, steps_per_epoch, phase),
+        loss=build_loss(params.label_smoothing),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=jit_compile,
+        steps_per_execution=params.steps_per_execution,
+    )
 
 
 def describe_phases(phases: list[Phase]) -> str:
     """'head: epochs 1-3, lr 0.002, backbone frozen; fine_tune: epochs 4-10, lr 1e-05, top 20 backbone layers'"""
+
     def layers(phase: Phase) -> str:
         if phase.trainable_top_layers is None:
             return "every layer"
-        return "backbone frozen" if phase.trainable_top_layers == 0 else f"top {phase.trainable_top_layers} backbone layers (batch norm frozen)"
+        return (
+            "backbone frozen"
+            if phase.trainable_top_layers == 0
+            else f"top {phase.trainable_top_layers} backbone layers (batch norm frozen)"
+        )
 
-    return "; ".join(f"{phase.name}: epochs {phase.initial_epoch + 1}-{phase.end_epoch}, lr {phase.learning_rate:g}, {layers(phase)}"
-                     for phase in phases)
+    return "; ".join(
+        f"{phase.name}: epochs {phase.initial_epoch + 1}-{phase.end_epoch}, lr {phase.learning_rate:g}, {layers(phase)}"
+        for phase in phases
+    )

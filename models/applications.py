@@ -18,15 +18,15 @@ models. Weights are never downloaded. `imagenet` means the file Keras itself wou
 from its cache (`$KERAS_HOME/models`, by default `~/.keras/models`). A path means a Keras .h5
 weights file of the backbone, saved with `include_top=False`.
 """
+
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import hashlib
 
 import numpy as np
 import tf_keras as keras
@@ -52,15 +52,29 @@ class Backbone:
 # tf_keras 2.21's applications modules (public constants there are not part of its API).
 BACKBONES = {
     "mobilenet_v2": Backbone(
-        keras.applications.MobileNetV2, "tf", "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/",
-        lambda size: f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size if size in MOBILENET_V2_SIZES else 224}_no_top.h5",
-        None),
+        keras.applications.MobileNetV2,
+        "tf",
+        "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/",
+        lambda size: (
+            "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_"
+            f"{size if size in MOBILENET_V2_SIZES else 224}_no_top.h5"
+        ),
+        None,
+    ),
     "resnet50": Backbone(
-        keras.applications.ResNet50, "caffe", "https://storage.googleapis.com/tensorflow/keras-applications/resnet/",
-        lambda size: "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "4d473c1dd8becc155b73f8504c6f6626"),
+        keras.applications.ResNet50,
+        "caffe",
+        "https://storage.googleapis.com/tensorflow/keras-applications/resnet/",
+        lambda size: "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "4d473c1dd8becc155b73f8504c6f6626",
+    ),
     "efficientnet_b0": Backbone(
-        keras.applications.EfficientNetB0, "none", "https://storage.googleapis.com/keras-applications/",
-        lambda size: "efficientnetb0_notop.h5", "50bc09e76180e00e4465e1a485ddc09d"),
+        keras.applications.EfficientNetB0,
+        "none",
+        "https://storage.googleapis.com/keras-applications/",
+        lambda size: "efficientnetb0_notop.h5",
+        "50bc09e76180e00e4465e1a485ddc09d",
+    ),
 }
 
 
@@ -92,8 +106,10 @@ def resolve_weights(name: str, weights: str, image_size: int) -> Path | None:
     if weights != "imagenet":
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise WeightsNotFound(f"train.backbone.weights: {path} is not a file; expected imagenet, none or the path to a "
-                                  f"Keras .h5 weights file of {name} (include_top=False)")
+            raise WeightsNotFound(
+                f"train.backbone.weights: {path} is not a file; expected imagenet, none or the path to a "
+                f"Keras .h5 weights file of {name} (include_top=False)"
+            )
         return path
     backbone = BACKBONES[name]
     file_name = backbone.weights_file(image_size)
@@ -101,17 +117,22 @@ def resolve_weights(name: str, weights: str, image_size: int) -> Path | None:
     if not path.is_file():
         raise WeightsNotFound(
             f"train.backbone.weights: imagenet weights for {name} are not in the Keras cache: {path} does not exist "
-            f"(nothing is downloaded at run time). On a machine with a network, download {backbone.weights_url}{file_name} "
+            "(nothing is downloaded at run time). On a machine with a network, "
+            f"download {backbone.weights_url}{file_name} "
             f"and copy it to {path} (or to $KERAS_HOME/models/), or set train.backbone.weights to the file's path, "
-            "or to none to train from scratch")
+            "or to none to train from scratch"
+        )
     if backbone.file_hash and file_md5(path) != backbone.file_hash:
-        raise WeightsNotFound(f"train.backbone.weights: {path} does not match the hash Keras publishes for it "
-                              f"({backbone.file_hash}); it is truncated or a different file: download it again")
+        raise WeightsNotFound(
+            f"train.backbone.weights: {path} does not match the hash Keras publishes for it "
+            f"({backbone.file_hash}); it is truncated or a different file: download it again"
+        )
     return path
 
 
 def backbone_input_size(input_shape, min_image_size: int = MIN_IMAGE_SIZE) -> tuple[int, int]:
-    """The (height, width) the backbone sees: the input, scaled up (keeping its aspect) if a side is below the minimum."""
+    """The (height, width) the backbone sees: the input, scaled up (keeping its aspect) if a side is below the
+    minimum."""
     height, width = int(input_shape[0]), int(input_shape[1])
     minimum = max(min_image_size, MIN_IMAGE_SIZE)
     if min(height, width) >= minimum:
@@ -144,7 +165,9 @@ def build_adapter(inputs, preprocessing: str, min_image_size: int):
     return x
 
 
-def load_backbone_weights(backbone: Backbone, flat_layers: list, weights_path: Path, input_shape, fold_rescale: bool) -> None:
+def load_backbone_weights(
+    backbone: Backbone, flat_layers: list, weights_path: Path, input_shape, fold_rescale: bool
+) -> None:
     """Loads the file the way Keras does, into a standalone backbone, then copies it layer by layer.
 
     Copying layer by layer, not by name, keeps it right when this process already built another
@@ -154,13 +177,15 @@ def load_backbone_weights(backbone: Backbone, flat_layers: list, weights_path: P
     try:
         reference.load_weights(str(weights_path))
     except (ValueError, OSError) as error:
-        raise ValueError(f"train.backbone.weights: {weights_path} cannot be loaded into {reference.name} "
-                         f"(include_top=False): {str(error).splitlines()[0]}") from None
+        raise ValueError(
+            f"train.backbone.weights: {weights_path} cannot be loaded into {reference.name} "
+            f"(include_top=False): {str(error).splitlines()[0]}"
+        ) from None
     sources = [layer for layer in reference.layers if layer.weights]
     targets = [layer for layer in flat_layers if layer.weights]
     if [type(layer) for layer in sources] != [type(layer) for layer in targets]:
         raise RuntimeError(f"{reference.name}: the flat model's layers do not line up with the reference backbone's")
-    for source, target in zip(sources, targets):
+    for source, target in zip(sources, targets, strict=True):
         target.set_weights(source.get_weights())
     if fold_rescale:
         _fold_efficientnet_rescale(targets)
@@ -175,9 +200,17 @@ def _fold_efficientnet_rescale(layers: list) -> None:
     normalization.set_weights([mean, variance * np.reshape(IMAGENET_STDDEV_RGB, variance.shape), count])
 
 
-def build_backbone_classifier(name: str, input_shape, num_classes: int, dropout_rate: float = 0.0, weight_decay: float = 0.0,
-                              batch_norm: bool = True, weights: Path | str | None = None, imagenet: bool = False,
-                              min_image_size: int = MIN_IMAGE_SIZE) -> keras.Model:
+def build_backbone_classifier(
+    name: str,
+    input_shape,
+    num_classes: int,
+    dropout_rate: float = 0.0,
+    weight_decay: float = 0.0,
+    batch_norm: bool = True,
+    weights: Path | str | None = None,
+    imagenet: bool = False,
+    min_image_size: int = MIN_IMAGE_SIZE,
+) -> keras.Model:
     """The flat classifier. `weights` is an already resolved file (resolve_weights) or None, and
     `imagenet` says whether it is Keras' ImageNet file (for EfficientNet's extra rescale)."""
     del batch_norm  # the backbones bring their own batch norm
@@ -188,8 +221,13 @@ def build_backbone_classifier(name: str, input_shape, num_classes: int, dropout_
     adapter_names = {layer.name for layer in keras.Model(inputs, adapted).layers}
     backbone_layers = [layer for layer in application.layers if layer.name not in adapter_names]
     if weights is not None:
-        load_backbone_weights(backbone, backbone_layers, Path(weights), adapted.shape[1:],
-                              fold_rescale=imagenet and name == "efficientnet_b0")
+        load_backbone_weights(
+            backbone,
+            backbone_layers,
+            Path(weights),
+            adapted.shape[1:],
+            fold_rescale=imagenet and name == "efficientnet_b0",
+        )
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(application.output)
     if dropout_rate:
         x = keras.layers.Dropout(dropout_rate, name="head_dropout")(x)
@@ -200,8 +238,13 @@ def build_backbone_classifier(name: str, input_shape, num_classes: int, dropout_
 
 def backbone_layers(classifier: keras.Model) -> list:
     """The backbone's own layers, input to output: everything but the adapter, the head and the input."""
-    return [layer for layer in classifier.layers if not isinstance(layer, keras.layers.InputLayer)
-            and not layer.name.startswith(("input_", "head_")) and layer.name != "logits"]
+    return [
+        layer
+        for layer in classifier.layers
+        if not isinstance(layer, keras.layers.InputLayer)
+        and not layer.name.startswith(("input_", "head_"))
+        and layer.name != "logits"
+    ]
 
 
 def freeze_backbone(classifier: keras.Model, trainable_top_layers: int | None) -> int:
@@ -215,7 +258,7 @@ def freeze_backbone(classifier: keras.Model, trainable_top_layers: int | None) -
         for layer in layers:
             layer.trainable = True
         return len(layers)
-    top = layers[len(layers) - trainable_top_layers:] if trainable_top_layers else []
+    top = layers[len(layers) - trainable_top_layers :] if trainable_top_layers else []
     for layer in layers:
         layer.trainable = layer in top and not isinstance(layer, keras.layers.BatchNormalization)
     return sum(layer.trainable for layer in layers)

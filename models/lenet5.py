@@ -1,4 +1,5 @@
 """LeNet-5 (LeCun et al., 1998) as in the textbook's CNN chapter, with ReLU and max pooling."""
+
 from __future__ import annotations
 
 import tf_keras as keras

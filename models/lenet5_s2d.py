@@ -7,6 +7,7 @@ model 3x slower than the float one. SpaceToDepth(4) turns 28x28x1 into 7x7x16, s
 (3x3, 16->32->16 channels) work on 49 pixels: the int8 model is about 0.5x the float32 one there, and as
 accurate as LeNet-5 on mnist_5k (benchmarks/RESULTS.md, "int8 on an AMX CPU").
 """
+
 from __future__ import annotations
 
 import tf_keras as keras

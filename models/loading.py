@@ -3,6 +3,7 @@
 Evaluate and export import this module, not the architectures: a saved .keras model carries its
 architecture, and only its custom layers (here) must be known to deserialize it.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,9 @@ class SpaceToDepth(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         block = self.block_size
-        return tf.TensorShape([input_shape[0], -(-input_shape[1] // block), -(-input_shape[2] // block), input_shape[3] * block * block])
+        return tf.TensorShape(
+            [input_shape[0], -(-input_shape[1] // block), -(-input_shape[2] // block), input_shape[3] * block * block]
+        )
 
     def get_config(self):
         return {**super().get_config(), "block_size": self.block_size}
@@ -50,7 +53,10 @@ def load_trained_model(train_dir: Path | str):
         expected = json.load(stream).get("model_sha256")
     actual = file_sha256(train_dir / "model.keras")
     if expected != actual:
-        raise ValueError(f"{train_dir / 'model.keras'}: sha256 {actual[:16]}… does not match {str(expected)[:16]}… recorded by "
-                         f"the train stage in {train_dir / 'model.json'}: the model was changed after training; run `dvc repro train`")
+        raise ValueError(
+            f"{train_dir / 'model.keras'}: sha256 {actual[:16]}… does not match {str(expected)[:16]}… recorded by "
+            f"the train stage in {train_dir / 'model.json'}: the model was changed after training; "
+            "run `dvc repro train`"
+        )
     # safe_mode (the default) refuses Lambda layers and other arbitrary code in the archive.
     return keras.models.load_model(train_dir / "model.keras", compile=False, safe_mode=True)

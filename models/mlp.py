@@ -1,4 +1,5 @@
 """Multi-layer perceptron from the textbook's first chapters: flatten, two hidden layers."""
+
 from __future__ import annotations
 
 import tf_keras as keras

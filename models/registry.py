@@ -1,7 +1,8 @@
 """Registry of model builders by name; a duplicate name is an error, an unknown one lists the known."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 BUILDERS: dict[str, Callable] = {}
 
@@ -9,9 +10,12 @@ BUILDERS: dict[str, Callable] = {}
 def register(name: str, min_input_size: int = 0) -> Callable[[Callable], Callable]:
     """Registers a builder under `name`; `min_input_size` is the smallest image side the architecture was
     designed for (preprocess.image_height/width: auto resize smaller images up to it)."""
+
     def decorate(builder: Callable) -> Callable:
         if name in BUILDERS:
-            raise ValueError(f"model {name!r} is registered twice ({BUILDERS[name].__module__} and {builder.__module__})")
+            raise ValueError(
+                f"model {name!r} is registered twice ({BUILDERS[name].__module__} and {builder.__module__})"
+            )
         builder.min_input_size = min_input_size
         BUILDERS[name] = builder
         return builder

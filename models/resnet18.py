@@ -1,4 +1,5 @@
 """ResNet18 (He et al., 2015) with the CIFAR-style stem: a 3x3 conv, no max pooling."""
+
 from __future__ import annotations
 
 import tf_keras as keras
@@ -8,14 +9,18 @@ from models.registry import register
 
 def _basic_block(x, filters, stride, regularizer):
     shortcut = x
-    y = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, kernel_regularizer=regularizer)(x)
+    y = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, kernel_regularizer=regularizer)(
+        x
+    )
     y = keras.layers.BatchNormalization()(y)
     y = keras.layers.ReLU()(y)
     y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=regularizer)(y)
     y = keras.layers.BatchNormalization()(y)
     if stride != 1 or shortcut.shape[-1] != filters:
         # Projection shortcut when the block changes resolution or width.
-        shortcut = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False, kernel_regularizer=regularizer)(shortcut)
+        shortcut = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False, kernel_regularizer=regularizer)(
+            shortcut
+        )
         shortcut = keras.layers.BatchNormalization()(shortcut)
     return keras.layers.ReLU()(keras.layers.Add()([y, shortcut]))
 

@@ -1,4 +1,5 @@
 """VGG13 (Simonyan & Zisserman, 2014) for small images: five conv blocks of 2 layers each."""
+
 from __future__ import annotations
 
 import tf_keras as keras
@@ -15,7 +16,9 @@ def build_vgg13(input_shape, num_classes, dropout_rate=0.0, weight_decay=0.0, ba
     x = inputs
     for filters in BLOCK_FILTERS:
         for _ in range(2):
-            x = keras.layers.Conv2D(int(filters * width), 3, padding="same", kernel_regularizer=regularizer, use_bias=not batch_norm)(x)
+            x = keras.layers.Conv2D(
+                int(filters * width), 3, padding="same", kernel_regularizer=regularizer, use_bias=not batch_norm
+            )(x)
             if batch_norm:
                 x = keras.layers.BatchNormalization()(x)
             x = keras.layers.ReLU()(x)

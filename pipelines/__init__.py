@@ -4,6 +4,7 @@ Shared code: params (config), paths, the TFRecord format (records), tf.data (inp
 tracking, content keys (lineage), atomic outputs (outputs), the TFLite runtime (tflite).
 Command-line tools (`python -m pipelines` lists them): materialize, schema, presets, predict, tracking.
 """
+
 import os
 
 # tensorflow-model-optimization cannot prune or quantize Keras 3 models, so every entry point

@@ -1,4 +1,6 @@
-"""`python -m pipelines`: the command-line tools around the stages, one line each; `python -m pipelines <tool> ...` runs one."""
+"""`python -m pipelines`: the command-line tools around the stages, one line each;
+`python -m pipelines <tool> ...` runs one."""
+
 from __future__ import annotations
 
 import importlib

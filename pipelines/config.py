@@ -1,4 +1,5 @@
 """Reads params.yaml into frozen, validated dataclasses; an unknown or mistyped key is an error."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,11 @@ STRICT = ConfigDict(extra="forbid")
 Positive = Annotated[int, Field(ge=1)]
 Auto = Literal["auto"]  # resolved from the data when the stage runs; the resolved value is logged to MLflow
 # Keys that moved to another section: the error says where they went.
-MOVED_KEYS = {"train.log_augmented_images": "tracking.log_augmented_images", "train.histogram_freq": "tracking.histogram_freq",
-              "data.raw_dir": "dvc.yaml's vars (paths.raw): the raw folder is a DVC dependency, not a param"}
+MOVED_KEYS = {
+    "train.log_augmented_images": "tracking.log_augmented_images",
+    "train.histogram_freq": "tracking.histogram_freq",
+    "data.raw_dir": "dvc.yaml's vars (paths.raw): the raw folder is a DVC dependency, not a param",
+}
 
 
 class ParamsError(ValueError):
@@ -45,7 +49,9 @@ class DataParams:
     @classmethod
     def _usable_name(cls, name: str | None) -> str | None:
         if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
-            raise ValueError("expected letters, digits, '_', '.' or '-' (it names an MLflow experiment and a registered model)")
+            raise ValueError(
+                "expected letters, digits, '_', '.' or '-' (it names an MLflow experiment and a registered model)"
+            )
         return name
 
 
@@ -68,8 +74,11 @@ class ExpectationParams:
 
     @pydantic.model_validator(mode="after")
     def _ordered_bounds(self):
-        for low, high in (("pixel_min", "pixel_max"), ("image_mean_min", "image_mean_max"),
-                          ("min_class_share", "max_class_share")):
+        for low, high in (
+            ("pixel_min", "pixel_max"),
+            ("image_mean_min", "image_mean_max"),
+            ("min_class_share", "max_class_share"),
+        ):
             if getattr(self, low) > getattr(self, high):
                 raise ValueError(f"{low} ({getattr(self, low)}) is above {high} ({getattr(self, high)})")
         return self
@@ -91,7 +100,9 @@ class IngestParams:
     @pydantic.model_validator(mode="after")
     def _fractions_leave_a_train_split(self):
         if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError(f"val_fraction + test_fraction must be below 1, got {self.val_fraction + self.test_fraction}")
+            raise ValueError(
+                f"val_fraction + test_fraction must be below 1, got {self.val_fraction + self.test_fraction}"
+            )
         return self
 
 
@@ -113,7 +124,9 @@ class AugmentationParams:
     zoom: float = Field(0.0, ge=0, lt=1)
     translation: float = Field(0.0, ge=0, lt=1)  # fraction of height/width
     contrast: float = Field(0.0, ge=0, lt=1)
-    crop_padding: float = Field(0.0, ge=0, le=0.5)  # fraction of height/width padded on each side before a random crop back to size
+    crop_padding: float = Field(
+        0.0, ge=0, le=0.5
+    )  # fraction of height/width padded on each side before a random crop back to size
     erasing: float = Field(0.0, ge=0, le=1)  # probability of erasing a random rectangle
 
 
@@ -186,7 +199,15 @@ class ExportParams:
     """The exported variants, their fine-tunes, how they are measured, and the int8 promotion gate."""
 
     model_name: str | None = None  # the registered model; null: <data name>-classifier, one per dataset
-    variants: tuple[ExportVariant, ...] = ("float32", "float16", "dynamic_range", "int8", "pruned_int8", "qat_int8", "pqat_int8")
+    variants: tuple[ExportVariant, ...] = (
+        "float32",
+        "float16",
+        "dynamic_range",
+        "int8",
+        "pruned_int8",
+        "qat_int8",
+        "pqat_int8",
+    )
     representative_samples: int = Field(200, ge=1)  # train images that calibrate full-integer quantization
     seed: int = 42
     prune_target_sparsity: float = Field(0.75, ge=0, lt=1)
@@ -242,24 +263,32 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
-               r"|\.(?:inf|Inf|INF)|[-+]\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."))
+    re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
+        r"|\.(?:inf|Inf|INF)|[-+]\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
 
 
 def yaml_load(text: str):
-    """A YAML document as plain data, numbers and booleans read as YAML 1.2 reads them (`1e-5` is a float, `on` a string)."""
+    """A YAML document as plain data, numbers and booleans read as YAML 1.2 reads them (`1e-5` is a float, `on` a
+    string)."""
     return yaml.load(text, Loader=_Loader)
 
 
 def _describe(error: pydantic.ValidationError, path: Path) -> str:
     lines, seen = [f"{path}: {{count}} invalid parameter(s)"], {}
     for item in error.errors():
-        # A union (an integer or "auto") reports one error per branch, tagged "constrained-int", "literal['auto']": one line a key.
+        # A union (an integer or "auto") reports one error per branch, tagged "constrained-int", "literal['auto']":
+        # one line a key.
         key = ".".join(str(part) for part in item["loc"] if not re.search(r"[-\[]", str(part)))
         if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             moved = f"; it moved to {MOVED_KEYS[key]}" if key in MOVED_KEYS else ""
@@ -275,19 +304,31 @@ def _describe(error: pydantic.ValidationError, path: Path) -> str:
 
 def _yaml_type(value) -> str:
     """How YAML read a value, for error messages: '0.5' in quotes is a string, not a number."""
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string (quoted or not a number)",
-             list: "a list", dict: "a mapping", type(None): "null"}
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string (quoted or not a number)",
+        list: "a list",
+        dict: "a mapping",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 
 def parse_params(raw: dict, path: Path = PARAMS_FILE) -> Params:
-    """Validates a params mapping strictly (no "0.5" -> 0.5, "yes" -> True, true -> 1); raises ParamsError naming every bad key."""
+    """Validates a params mapping strictly (no "0.5" -> 0.5, "yes" -> True, true -> 1); raises ParamsError naming
+    every bad key."""
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     try:
-        document = json.dumps(raw)  # JSON's strict mode: a list is a valid tuple, an integer a valid float, nothing else converts
+        document = json.dumps(
+            raw
+        )  # JSON's strict mode: a list is a valid tuple, an integer a valid float, nothing else converts
     except (TypeError, ValueError) as error:
-        raise ParamsError(f"{path}: a value YAML read as neither text, number, boolean, list nor mapping ({error}); quote it") from None
+        raise ParamsError(
+            f"{path}: a value YAML read as neither text, number, boolean, list nor mapping ({error}); quote it"
+        ) from None
     try:
         return pydantic.TypeAdapter(Params).validate_json(document, strict=True)
     except pydantic.ValidationError as error:
@@ -310,13 +351,17 @@ def merge(base: dict, overrides: dict) -> dict:
     """Nested dict merge: overrides win, sections not mentioned stay as they are."""
     merged = dict(base)
     for key, value in overrides.items():
-        merged[key] = merge(base.get(key, {}), value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        merged[key] = (
+            merge(base.get(key, {}), value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        )
     return merged
 
 
-def update_params_file(overrides: dict, path: Path | str = PARAMS_FILE, comments: dict[str, str] | None = None,
-                       validate: bool = True) -> str:
-    """Merges `overrides` into params.yaml keeping its comments and layout (ruamel.yaml round trip); returns a unified diff.
+def update_params_file(
+    overrides: dict, path: Path | str = PARAMS_FILE, comments: dict[str, str] | None = None, validate: bool = True
+) -> str:
+    """Merges `overrides` into params.yaml keeping its comments and layout (ruamel.yaml round trip); returns a
+    unified diff.
 
     The merged params are validated first (unless validate=False): a change that would not load is
     refused and nothing is written. `comments` sets end-of-line comments by dotted key ("ingest.expectations": "# ...").
@@ -334,7 +379,9 @@ def update_params_file(overrides: dict, path: Path | str = PARAMS_FILE, comments
         parse_params(merge(yaml_load(before) or {}, overrides), path)
     round_trip = YAML()
     round_trip.width = 4096  # never re-wrap a long line or flow list
-    round_trip.representer.add_representer(type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null"))
+    round_trip.representer.add_representer(
+        type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
     document = round_trip.load(before) if before.strip() else {}
 
     def update(node, values):
@@ -351,14 +398,19 @@ def update_params_file(overrides: dict, path: Path | str = PARAMS_FILE, comments
         for parent in parents:
             node = node[parent]
         existing = node.ca.items.get(key, [None, None, None, None])[2]
-        node.yaml_add_eol_comment(comment if comment.startswith("#") else f"# {comment}", key,
-                                  column=existing.column if existing is not None else None)
+        node.yaml_add_eol_comment(
+            comment if comment.startswith("#") else f"# {comment}",
+            key,
+            column=existing.column if existing is not None else None,
+        )
     buffer = io.StringIO()
     round_trip.dump(document, buffer)
     after = buffer.getvalue()
     if after != before:
         write_text(path, after)
-    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True), str(path), str(path)))
+    return "".join(
+        difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True), str(path), str(path))
+    )
 
 
 # "auto" settings: dataset-aware defaults that suit 200 images as well as 60,000. mnist_5k's 4,000
@@ -369,13 +421,16 @@ BATCH_RANGE = (16, 128)
 
 
 def resolve_train_schedule(params: TrainParams, train_count: int) -> TrainParams:
-    """TrainParams with batch_size, epochs and early_stopping_patience resolved for a train split of train_count images."""
+    """TrainParams with batch_size, epochs and early_stopping_patience resolved for a train split of train_count
+    images."""
     import dataclasses
     import math
 
     batch_size = params.batch_size
     if batch_size == "auto":
-        batch_size = int(min(max(2 ** round(math.log2(math.sqrt(max(1, train_count)))), BATCH_RANGE[0]), BATCH_RANGE[1]))
+        batch_size = int(
+            min(max(2 ** round(math.log2(math.sqrt(max(1, train_count)))), BATCH_RANGE[0]), BATCH_RANGE[1])
+        )
     epochs = params.epochs
     if epochs == "auto":
         steps_per_epoch = max(1, math.ceil(train_count / batch_size))
@@ -386,7 +441,9 @@ def resolve_train_schedule(params: TrainParams, train_count: int) -> TrainParams
     return dataclasses.replace(params, batch_size=batch_size, epochs=epochs, early_stopping_patience=patience)
 
 
-def resolve_image_size(params: PreprocessParams, data_height: int, data_width: int, model_min_size: int) -> tuple[int, int]:
+def resolve_image_size(
+    params: PreprocessParams, data_height: int, data_width: int, model_min_size: int
+) -> tuple[int, int]:
     """preprocess.image_height/width: an auto side is the data's, scaled up (both sides alike) until the
     shorter side reaches model_min_size; a number is taken as it is."""
     shorter = max(1, min(data_height, data_width))

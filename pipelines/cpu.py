@@ -1,10 +1,12 @@
-"""Reads /proc/cpuinfo: the build machine's CPU model and the instruction-set flags that decide which kernels TFLite runs.
+"""Reads /proc/cpuinfo: the build machine's CPU model and the instruction-set flags that decide which kernels
+TFLite runs.
 
 The export report records them beside its timings, because a variant's speed is a fact about the model
 *and* the CPU: on CPUs with AMX-INT8 (Sapphire, Emerald and Granite Rapids Xeons) XNNPACK runs every
 int8 convolution on a 16x64 tile kernel that is several times slower than float32 for convolutions with
 few channels (issue 18), while the same file is faster than float32 on a CPU with only AVX512-VNNI.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,7 +15,17 @@ from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
 # x86 extensions XNNPACK chooses its float, int8 and bf16/fp16 kernels by (src/configs/*-config.c).
-RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "avx512_bf16", "avx512_fp16")
+RELEVANT_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "avx512_bf16",
+    "avx512_fp16",
+)
 
 
 def parse_cpuinfo(text: str) -> dict:
@@ -42,19 +54,28 @@ def parse_cpuinfo(text: str) -> dict:
 
 
 def describe_cpu(cpuinfo: Path = CPUINFO) -> dict:
-    """parse_cpuinfo of this machine plus its logical CPU count; without /proc/cpuinfo (macOS) the flags are unknown (empty)."""
+    """parse_cpuinfo of this machine plus its logical CPU count; without /proc/cpuinfo (macOS) the flags are unknown
+    (empty)."""
     if cpuinfo.is_file():
         description = parse_cpuinfo(cpuinfo.read_text(errors="replace"))
     else:
-        description = {"model": platform.processor() or platform.machine() or "unknown", "vendor": None, "family": None,
-                       "model_number": None, "flags": {}}
+        description = {
+            "model": platform.processor() or platform.machine() or "unknown",
+            "vendor": None,
+            "family": None,
+            "model_number": None,
+            "flags": {},
+        }
     return {**description, "logical_cpus": os.cpu_count()}
 
 
 def format_cpu(description: dict) -> str:
     """'Intel(R) Xeon(R) Processor (GenuineIntel family 6 model 207), 2 logical CPUs; has avx2, ...; lacks ...'"""
-    identity = " ".join(f"{label} {value}" for label, value in (("family", description.get("family")),
-                                                                  ("model", description.get("model_number"))) if value)
+    identity = " ".join(
+        f"{label} {value}"
+        for label, value in (("family", description.get("family")), ("model", description.get("model_number")))
+        if value
+    )
     identity = " ".join(part for part in (description.get("vendor"), identity) if part)
     text = description["model"] + (f" ({identity})" if identity else "")
     if description.get("logical_cpus"):
@@ -64,4 +85,8 @@ def format_cpu(description: dict) -> str:
         return text + "; instruction-set flags unknown (no /proc/cpuinfo)"
     has = [flag for flag, present in flags.items() if present]
     lacks = [flag for flag, present in flags.items() if not present]
-    return text + f"; has {', '.join(has) or 'none of ' + ', '.join(RELEVANT_FLAGS)}" + (f"; lacks {', '.join(lacks)}" if lacks and has else "")
+    return (
+        text
+        + f"; has {', '.join(has) or 'none of ' + ', '.join(RELEVANT_FLAGS)}"
+        + (f"; lacks {', '.join(lacks)}" if lacks and has else "")
+    )

@@ -1,4 +1,5 @@
 """Chooses precision, XLA and the tf.distribute strategy from params and the devices present."""
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,9 @@ def plan_hardware(mixed_precision: str, jit_compile: str, distribute: str) -> Ha
         policy = "mixed_bfloat16" if capability >= (8, 0) else "mixed_float16" if capability >= (7, 0) else "float32"
     else:
         policy = "float32" if mixed_precision == "off" else mixed_precision
-    jit = bool(gpus) if jit_compile == "auto" else jit_compile == "on"  # then settle_jit_compile, once the model is built
+    jit = (
+        bool(gpus) if jit_compile == "auto" else jit_compile == "on"
+    )  # then settle_jit_compile, once the model is built
     if distribute == "auto":
         strategy = "multi_worker" if "TF_CONFIG" in os.environ else "mirrored" if len(gpus) > 1 else "default"
     else:
@@ -53,7 +56,9 @@ def build_strategy(plan: HardwarePlan) -> tf.distribute.Strategy:
         return tf.distribute.MirroredStrategy(devices=devices)
     if plan.strategy_name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError("train.distribute=multi_worker needs the TF_CONFIG environment variable (cluster and task)")
+            raise ValueError(
+                "train.distribute=multi_worker needs the TF_CONFIG environment variable (cluster and task)"
+            )
         json.loads(os.environ["TF_CONFIG"])  # a malformed TF_CONFIG fails here with the JSON error
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
@@ -83,9 +88,14 @@ def settle_jit_compile(plan: HardwarePlan, model: keras.Model, jit_compile: str,
     if not blocking:
         return plan
     if jit_compile == "on":
-        raise ParamsError(f"{PARAMS_FILE}: train.jit_compile is on and train.deterministic is true, but XLA has no deterministic "
-                          f"gradient for max pooling ({', '.join(blocking)}): set train.deterministic: false to train with XLA "
-                          "(seeded, not bit-reproducible), or train.jit_compile: auto or off")
-    print(f"jit_compile auto: no XLA, because train.deterministic is true and XLA has no deterministic gradient for max pooling "
-          f"({', '.join(blocking)}); train.deterministic: false trains with XLA")
+        raise ParamsError(
+            f"{PARAMS_FILE}: train.jit_compile is on and train.deterministic is true, but XLA has no deterministic "
+            f"gradient for max pooling ({', '.join(blocking)}): set train.deterministic: false to train with XLA "
+            "(seeded, not bit-reproducible), or train.jit_compile: auto or off"
+        )
+    print(
+        "jit_compile auto: no XLA, because train.deterministic is true and XLA has no deterministic gradient "
+        "for max pooling "
+        f"({', '.join(blocking)}); train.deterministic: false trains with XLA"
+    )
     return replace(plan, jit_compile=False)

@@ -1,4 +1,5 @@
 """tf.data input pipelines and augmentation for training; reads TFRecord splits via pipelines.records."""
+
 from __future__ import annotations
 
 import functools
@@ -18,7 +19,11 @@ class RandomErasing(keras.layers.Layer):
     def __init__(self, rate: float, max_fraction: float = 0.4, fill: float = 0.0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.rate, self.max_fraction, self.fill, self.seed = rate, max_fraction, fill, seed
-        self.generator = tf.random.Generator.from_seed(seed) if seed is not None else tf.random.Generator.from_non_deterministic_state()
+        self.generator = (
+            tf.random.Generator.from_seed(seed)
+            if seed is not None
+            else tf.random.Generator.from_non_deterministic_state()
+        )
 
     def call(self, images, training=None):
         if not training:
@@ -33,8 +38,13 @@ class RandomErasing(keras.layers.Layer):
         apply = uniform[:, 4] < self.rate
         rows = tf.range(height)[None, :, None]
         columns = tf.range(width)[None, None, :]
-        inside = ((rows >= top[:, None, None]) & (rows < (top + box_h)[:, None, None])
-                  & (columns >= left[:, None, None]) & (columns < (left + box_w)[:, None, None]) & apply[:, None, None])
+        inside = (
+            (rows >= top[:, None, None])
+            & (rows < (top + box_h)[:, None, None])
+            & (columns >= left[:, None, None])
+            & (columns < (left + box_w)[:, None, None])
+            & apply[:, None, None]
+        )
         return tf.where(inside[..., None], tf.cast(self.fill, images.dtype), images)
 
 
@@ -45,7 +55,11 @@ class RandomCropWithPadding(keras.layers.Layer):
     def __init__(self, fraction: float, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.fraction = fraction
-        self.generator = tf.random.Generator.from_seed(seed) if seed is not None else tf.random.Generator.from_non_deterministic_state()
+        self.generator = (
+            tf.random.Generator.from_seed(seed)
+            if seed is not None
+            else tf.random.Generator.from_non_deterministic_state()
+        )
 
     def call(self, images, training=None):
         if not training:
@@ -55,8 +69,11 @@ class RandomCropWithPadding(keras.layers.Layer):
         padded = tf.pad(images, [[0, 0], [pad[0], pad[0]], [pad[1], pad[1]], [0, 0]])
         seeds = self.generator.uniform_full_int([tf.shape(images)[0], 2], dtype=tf.int32)
         # keras.layers.RandomCrop uses one offset for the whole batch; this crops each image on its own.
-        return tf.map_fn(lambda args: tf.image.stateless_random_crop(args[0], size, seed=args[1]), (padded, seeds),
-                         fn_output_signature=images.dtype)
+        return tf.map_fn(
+            lambda args: tf.image.stateless_random_crop(args[0], size, seed=args[1]),
+            (padded, seeds),
+            fn_output_signature=images.dtype,
+        )
 
 
 def build_augmenter(params: AugmentationParams, seed: int) -> keras.Sequential | None:
@@ -71,7 +88,9 @@ def build_augmenter(params: AugmentationParams, seed: int) -> keras.Sequential |
     if params.zoom:
         layers.append(keras.layers.RandomZoom(params.zoom, fill_mode="constant", seed=seed + 3))
     if params.translation:
-        layers.append(keras.layers.RandomTranslation(params.translation, params.translation, fill_mode="constant", seed=seed + 4))
+        layers.append(
+            keras.layers.RandomTranslation(params.translation, params.translation, fill_mode="constant", seed=seed + 4)
+        )
     if params.contrast:
         layers.append(keras.layers.RandomContrast(params.contrast, seed=seed + 5))
     if params.erasing:
@@ -84,9 +103,16 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
-def build_input_pipeline(dataset: tf.data.Dataset, batch_size: int, training: bool, shuffle_buffer: int = 1,
-                         seed: int = 0, augmenter: keras.Model | None = None, cache: str = "memory",
-                         epochs: range | None = None) -> tf.data.Dataset:
+def build_input_pipeline(
+    dataset: tf.data.Dataset,
+    batch_size: int,
+    training: bool,
+    shuffle_buffer: int = 1,
+    seed: int = 0,
+    augmenter: keras.Model | None = None,
+    cache: str = "memory",
+    epochs: range | None = None,
+) -> tf.data.Dataset:
     """Cache decoded images, shuffle (train only), batch, augment (train only), prefetch.
 
     `cache` is "memory", "none", or a file path prefix (for splits larger than memory). With
@@ -104,8 +130,12 @@ def build_input_pipeline(dataset: tf.data.Dataset, batch_size: int, training: bo
     elif cache != "none":
         dataset = dataset.cache(cache)
     if training and epochs is not None:
-        passes = [dataset.shuffle(shuffle_buffer, seed=epoch_seed(seed, epoch), reshuffle_each_iteration=False).batch(batch_size)
-                  for epoch in epochs]
+        passes = [
+            dataset.shuffle(shuffle_buffer, seed=epoch_seed(seed, epoch), reshuffle_each_iteration=False).batch(
+                batch_size
+            )
+            for epoch in epochs
+        ]
         if not passes:
             raise ValueError(f"no epochs to train in {epochs}")
         dataset = functools.reduce(tf.data.Dataset.concatenate, passes)
@@ -116,6 +146,10 @@ def build_input_pipeline(dataset: tf.data.Dataset, batch_size: int, training: bo
     if training and augmenter is not None:
         # Two maps, not one: with the cast inside the augmentation map, training waited on input
         # for ~1/3 of an epoch instead of ~0.1 (benchmarks/run.py's input-bound share, 2 runs each).
-        dataset = dataset.map(lambda images, labels: (tf.cast(images, tf.float32), labels), num_parallel_calls=tf.data.AUTOTUNE)
-        dataset = dataset.map(lambda images, labels: (augmenter(images, training=True), labels), num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(
+            lambda images, labels: (tf.cast(images, tf.float32), labels), num_parallel_calls=tf.data.AUTOTUNE
+        )
+        dataset = dataset.map(
+            lambda images, labels: (augmenter(images, training=True), labels), num_parallel_calls=tf.data.AUTOTUNE
+        )
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -5,6 +5,7 @@ produced it, so a change of data, params or code never resumes or reuses stale s
 import closure tells which modules each stage's `dvc.yaml` entry must list as dependencies
 (tests/test_lineage.py checks it).
 """
+
 from __future__ import annotations
 
 import ast
@@ -72,8 +73,11 @@ def tree_digest(path: Path | str) -> str:
 
 def code_digest(module: str, root: Path = ROOT) -> str:
     """sha256 of the source of every project file `module` imports (transitively)."""
-    return hashlib.sha256(json.dumps({str(path): tree_digest(root / path) for path in import_closure(module, root)},
-                                     sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(
+            {str(path): tree_digest(root / path) for path in import_closure(module, root)}, sort_keys=True
+        ).encode()
+    ).hexdigest()
 
 
 def content_key(**parts) -> str:

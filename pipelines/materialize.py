@@ -18,6 +18,7 @@ checkout` can restore (their content is in the DVC cache under data.dvc) are eve
 removed. Anything else in data/raw, such as a folder of your own images, stops the command before
 it writes anything, with a list of the files and the command that tracks them instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -144,8 +145,13 @@ def check_no_foreign_files(raw_dir: Path, expected: dict[str, bytes] | None, sou
         if TEMPORARY_MARK in path.name and path.name.startswith("."):
             path.unlink()  # a killed run's temporary file (write_bytes): ours
             continue
-        if expected is not None and relative in expected and path.is_file() and not path.is_symlink() \
-                and path.read_bytes() == expected[relative]:
+        if (
+            expected is not None
+            and relative in expected
+            and path.is_file()
+            and not path.is_symlink()
+            and path.read_bytes() == expected[relative]
+        ):
             continue
         if not replaceable(path, relative, record, restorable):
             foreign.append(relative)
@@ -153,14 +159,20 @@ def check_no_foreign_files(raw_dir: Path, expected: dict[str, bytes] | None, sou
         listed = "\n".join(f"  {raw_dir / name}" for name in foreign[:LISTED_FILES])
         more = f"\n  ... and {len(foreign) - LISTED_FILES} more" if len(foreign) > LISTED_FILES else ""
         raise ForeignFilesError(
-            f"{raw_dir} holds {len(foreign)} file(s) that materializing {source} would overwrite or remove, which this command "
-            f"did not write and DVC cannot restore:\n{listed}{more}\nNothing was changed. To use the files in {raw_dir} as the "
+            f"{raw_dir} holds {len(foreign)} file(s) that materializing {source} would overwrite or remove, "
+            "which this command did not write and DVC cannot restore:\n"
+            f"{listed}{more}\nNothing was changed. To use the files in {raw_dir} as the "
             f"dataset: `python -m pipelines.materialize --source folder` (and set data.source: folder in params.yaml); "
-            f"to materialize {source}, move them out of {raw_dir} first.")
+            f"to materialize {source}, move them out of {raw_dir} first."
+        )
 
 
-def write_files(files: Iterable[tuple[str, bytes]], raw_dir: Path, expected: dict[str, bytes] | None = None,
-                source: str = "the dataset") -> tuple[int, int]:
+def write_files(
+    files: Iterable[tuple[str, bytes]],
+    raw_dir: Path,
+    expected: dict[str, bytes] | None = None,
+    source: str = "the dataset",
+) -> tuple[int, int]:
     """Writes (relative path, content) pairs below raw_dir, streaming; returns (files, written).
 
     Files already identical are left alone; files of an earlier dataset that are not part of this one
@@ -186,16 +198,23 @@ def write_files(files: Iterable[tuple[str, bytes]], raw_dir: Path, expected: dic
     for path in reversed(existing_files(raw_dir)):
         if path.relative_to(raw_dir).as_posix() not in written_paths:
             path.unlink()  # checked above: a file of an earlier materialized dataset
-    for directory in sorted((item for item in raw_dir.rglob("*") if item.is_dir() and not item.is_symlink()), reverse=True):
+    for directory in sorted(
+        (item for item in raw_dir.rglob("*") if item.is_dir() and not item.is_symlink()), reverse=True
+    ):
         if not any(directory.iterdir()):
             directory.rmdir()
     write_json(record_path(raw_dir), written_paths)
     return len(written_paths), written
 
 
-def write_image_folder(images: np.ndarray, labels: np.ndarray, class_names: list[str], raw_dir: Path, source: str = "the dataset") -> int:
+def write_image_folder(
+    images: np.ndarray, labels: np.ndarray, class_names: list[str], raw_dir: Path, source: str = "the dataset"
+) -> int:
     """Writes <raw_dir>/<class>/<index>.png (the mnist_5k layout); returns the number of files written."""
-    files = {f"{class_names[int(label)]}/{index:05d}.png": encode_png(image) for index, (image, label) in enumerate(zip(images, labels))}
+    files = {
+        f"{class_names[int(label)]}/{index:05d}.png": encode_png(image)
+        for index, (image, label) in enumerate(zip(images, labels, strict=False))
+    }
     return write_files(files.items(), raw_dir, expected=files, source=source)[1]
 
 
@@ -219,7 +238,7 @@ def iter_tfds(name: str, data_dir: Path) -> Iterator[tuple[str, bytes]]:
     splits = [split for split in TFDS_SPLITS if split in builder.info.splits] or ["train", "test"]
     datasets = tfds.load(name, split=splits, data_dir=str(data_dir), as_supervised=True, shuffle_files=False)
     yield "classes.txt", "".join(f"{class_name}\n" for class_name in class_names).encode()
-    for split, dataset in zip(splits, datasets):
+    for split, dataset in zip(splits, datasets, strict=True):
         for index, (image, label) in enumerate(tfds.as_numpy(dataset)):
             pixels = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
             yield f"{TFDS_SPLITS[split]}/{class_names[int(label)]}/{index:06d}.png", encode_png(pixels)
@@ -231,16 +250,21 @@ def folder_files(source: Path) -> dict[str, Path]:
     if not source.is_dir():
         raise ValueError(f"{source}: folder not found")
     files, problems, _ = list_files(source, source)
-    problems.update({path: f"a symlink to a folder ({os.readlink(path)}); not followed" for path in files if path.is_dir()})
+    problems.update(
+        {path: f"a symlink to a folder ({os.readlink(path)}); not followed" for path in files if path.is_dir()}
+    )
     if problems:
         listed = "; ".join(f"{path}: {why}" for path, why in sorted(problems.items())[:LISTED_FILES])
-        raise ValueError(f"--from {source}: {len(problems)} symlink(s) that would be copied from outside the folder: {listed}. "
-                         "Copy the files themselves into the folder, or point --from at their real location")
+        raise ValueError(
+            f"--from {source}: {len(problems)} symlink(s) that would be copied from outside the folder: {listed}. "
+            "Copy the files themselves into the folder, or point --from at their real location"
+        )
     return {path.relative_to(source).as_posix(): path for path in files}
 
 
 def dataset_name_for(source: str, from_dir: Path | None) -> str | None:
-    """data.name for a source: a copied folder is named after it ("~/My Flowers" -> "My_Flowers"); others derive theirs."""
+    """data.name for a source: a copied folder is named after it ("~/My Flowers" -> "My_Flowers"); others derive
+    theirs."""
     if source != "folder" or from_dir is None:
         return None
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", from_dir.resolve().name).strip("_.-")[:100]
@@ -291,8 +315,12 @@ def materialize(source: str, raw_dir: Path, from_dir: Path | None = None) -> tup
         if any(path.resolve().is_relative_to(raw_dir.resolve()) for path in files.values()):
             raise ValueError(f"--from {from_dir}: holds files inside {raw_dir}; copy from a folder outside it")
         # Contents are compared lazily: an identical file already in raw_dir is kept, never read twice into memory.
-        return write_files(((name, path.read_bytes()) for name, path in files.items()), raw_dir,
-                           expected=LazyContents(files), source=f"--from {from_dir}")
+        return write_files(
+            ((name, path.read_bytes()) for name, path in files.items()),
+            raw_dir,
+            expected=LazyContents(files),
+            source=f"--from {from_dir}",
+        )
     raise ValueError(f"unknown source {source!r}: expected mnist_5k, tfds:<name> or folder")
 
 
@@ -308,8 +336,9 @@ def read_source(params_file: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", default=None,
-                        help="mnist_5k | tfds:<name> | folder (default: params.yaml's data.source)")
+    parser.add_argument(
+        "--source", default=None, help="mnist_5k | tfds:<name> | folder (default: params.yaml's data.source)"
+    )
     parser.add_argument("--from", dest="from_dir", type=Path, help="with --source folder: the folder to copy in")
     parser.add_argument("--raw-dir", default=paths.RAW, type=Path)
     parser.add_argument("--no-dvc", action="store_true", help="write the images only; leave data.dvc alone")
@@ -330,11 +359,18 @@ def main(argv: list[str] | None = None) -> None:
         track_with_dvc(args.raw_dir, expect_unchanged=args.source == "mnist_5k")
     params_file = Path("params.yaml")
     if explicit and params_file.is_file():  # params.yaml follows the data it now has
-        diff = record_source(params_file, args.source, dataset_name_for(args.source, args.from_dir),
-                             keep_name=args.source == "folder" and args.from_dir is None)
+        diff = record_source(
+            params_file,
+            args.source,
+            dataset_name_for(args.source, args.from_dir),
+            keep_name=args.source == "folder" and args.from_dir is None,
+        )
         print(diff or f"{params_file}: data.source is already {args.source}")
     if args.source != "mnist_5k":
-        print("next: `python -m pipelines.schema` proposes ingest.expectations for these images (review the diff), then `dvc repro`")
+        print(
+            "next: `python -m pipelines.schema` proposes ingest.expectations for these images (review the diff), "
+            "then `dvc repro`"
+        )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 A reader (the next stage, DVC, a model server) sees the previous output or the new one, never a
 half-written file or a moment with no directory; a failed stage leaves the previous output as it was.
 """
+
 from __future__ import annotations
 
 import contextlib

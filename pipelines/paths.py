@@ -3,6 +3,7 @@
 Stages run at the repository root (DVC runs them there), so these are relative paths. The folders
 that are not stage outputs (caches, the MLflow store, TensorBoard logs) are defined here.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -11,6 +11,7 @@ image is converted by the model's own rules: to its channel count (grayscale or 
 image"): MNIST digits are light on black, so an image whose border is light is inverted and its
 contrast stretched.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,7 @@ class SavedModelClassifier:
             raise ModelLoadError(f"{directory}: SavedModel has no serving_default signature")
         self._loaded = loaded  # the signature needs its object kept alive
         self._serve = loaded.signatures["serving_default"]
-        (name, spec), = self._serve.structured_input_signature[1].items()
+        ((name, spec),) = self._serve.structured_input_signature[1].items()
         if spec.dtype != tf.uint8 or spec.shape.rank != 4:
             raise ModelLoadError(f"{directory}: serving_default takes {spec}, not uint8 images [N,H,W,C]")
         self._input_name = name
@@ -82,7 +83,9 @@ def download_mlflow_model(uri: str) -> Path:
     description = yaml.safe_load((local / "MLmodel").read_text()) if (local / "MLmodel").is_file() else {}
     flavor = description.get("flavors", {}).get("tensorflow")
     if not flavor:
-        raise ModelLoadError(f"{uri}: not a TensorFlow MLflow model (flavors: {sorted(description.get('flavors', {}))})")
+        raise ModelLoadError(
+            f"{uri}: not a TensorFlow MLflow model (flavors: {sorted(description.get('flavors', {}))})"
+        )
     return local / flavor["saved_model_dir"]
 
 
@@ -93,8 +96,10 @@ def load_classifier(model: str):
     path = Path(model)
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
-            raise ModelLoadError(f"{path}: a directory without saved_model.pb; give a SavedModel version directory, "
-                                 "e.g. artifacts/export/saved_model/<name>/<version>")
+            raise ModelLoadError(
+                f"{path}: a directory without saved_model.pb; give a SavedModel version directory, "
+                "e.g. artifacts/export/saved_model/<name>/<version>"
+            )
         return SavedModelClassifier(path)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file or directory")
@@ -103,8 +108,10 @@ def load_classifier(model: str):
             return TFLiteFileClassifier(path)
         except tflite.InvalidModelError as error:
             raise ModelLoadError(str(error)) from None
-    raise ModelLoadError(f"{path}: this command loads only SavedModel directories, .tflite files and "
-                         "models:/ URIs (a .h5, .keras or pickle file can run code when loaded, so it is refused)")
+    raise ModelLoadError(
+        f"{path}: this command loads only SavedModel directories, .tflite files and "
+        "models:/ URIs (a .h5, .keras or pickle file can run code when loaded, so it is refused)"
+    )
 
 
 def should_invert(gray: np.ndarray) -> bool:
@@ -134,7 +141,9 @@ def clean_inverted(array: np.ndarray) -> np.ndarray:
     """Paper is never white nor ink black: the border's level (the paper) becomes 0, as MNIST's
     background is, and the brightest ink 255."""
     values = array.astype(np.float32)
-    border = np.concatenate([values[0].reshape(-1), values[-1].reshape(-1), values[:, 0].reshape(-1), values[:, -1].reshape(-1)])
+    border = np.concatenate(
+        [values[0].reshape(-1), values[-1].reshape(-1), values[:, 0].reshape(-1), values[:, -1].reshape(-1)]
+    )
     values = np.clip(values - np.percentile(border, 90), 0, None)
     top = np.percentile(values, 99.5)
     return np.clip(values * (255 / top), 0, 255).astype(np.uint8) if top > 0 else values.astype(np.uint8)
@@ -151,8 +160,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...; any size or channel count)")
     parser.add_argument("--model", required=True, help="SavedModel directory, .tflite file or models:/<name>@champion")
     parser.add_argument("--top-k", type=int, default=3, help="how many classes to print per image (default 3)")
-    parser.add_argument("--invert", choices=INVERT_CHOICES, default="never",
-                        help="invert light-background images: 'auto' for photos of digits on paper (default never)")
+    parser.add_argument(
+        "--invert",
+        choices=INVERT_CHOICES,
+        default="never",
+        help="invert light-background images: 'auto' for photos of digits on paper (default never)",
+    )
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")

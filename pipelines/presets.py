@@ -3,6 +3,7 @@
 A preset holds only the keys that differ from the defaults. `apply` merges it into params.yaml
 keeping its comments; `show` prints the equivalent `dvc exp run -S ...` command instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,9 @@ def set_arguments(overrides: dict, prefix: str = "") -> list[str]:
         if isinstance(value, dict):
             arguments += set_arguments(value, f"{name}.")
         else:
-            arguments.append(f"{name}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
+            arguments.append(
+                f"{name}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+            )
     return arguments
 
 
@@ -59,7 +62,10 @@ def main(argv: list[str] | None = None) -> None:
         print("dvc exp run " + " ".join(f"-S '{argument}'" for argument in set_arguments(load_preset(args.name))))
     else:
         apply_preset(args.name)
-        print(f"{PARAMS_FILE}: applied preset {args.name}; run `dvc repro` (tfds sources: `python -m pipelines.materialize` first)")
+        print(
+            f"{PARAMS_FILE}: applied preset {args.name}; run `dvc repro` "
+            "(tfds sources: `python -m pipelines.materialize` first)"
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """The TFRecord format shared by every stage: ingest writes it, preprocess/train/evaluate/export read it."""
+
 from __future__ import annotations
 
 import json
@@ -60,7 +61,9 @@ def read_split(directory: Path | str, split: str, with_file: bool = False) -> tf
     """(image uint8 [H,W,C], label int32) pairs of one split, in the order ingest wrote them."""
     manifest = read_manifest(directory)
     if split not in manifest["splits"]:
-        raise ValueError(f"split {split!r} not in {Path(directory) / MANIFEST}; available: {sorted(manifest['splits'])}")
+        raise ValueError(
+            f"split {split!r} not in {Path(directory) / MANIFEST}; available: {sorted(manifest['splits'])}"
+        )
     files = [str(Path(directory) / name) for name in manifest["splits"][split]["shards"]]
     height, width, channels = manifest["image_shape"]
 

@@ -21,6 +21,7 @@ Rules (each leaves room for more data of the same kind, so a re-run of the same 
 - near duplicates: the perceptual-hash distance stays at 8 bits unless more than 1% of the images
   have a partner that close (small images hash alike): then the largest distance with no pair, or -1 (off).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,7 +87,10 @@ def profile_images(raw_dir: Path, max_pixels: int = 25_000_000) -> DataProfile:
         gray = is_grayscale(image)
         profile.grayscale += gray
         pixels = image[..., :1] if gray else image
-        profile.pixel_min, profile.pixel_max = min(profile.pixel_min, int(pixels.min())), max(profile.pixel_max, int(pixels.max()))
+        profile.pixel_min, profile.pixel_max = (
+            min(profile.pixel_min, int(pixels.min())),
+            max(profile.pixel_max, int(pixels.max())),
+        )
         profile.means.append(float(pixels.mean()))
         profile.hashes.append(perceptual_hash(pixels))
     return profile
@@ -119,8 +123,10 @@ def propose(profile: DataProfile) -> tuple[dict, list[str]]:
         heights = np.repeat([size[0] for size in profile.sizes], list(profile.sizes.values()))
         widths = np.repeat([size[1] for size in profile.sizes], list(profile.sizes.values()))
         height, width = int(np.median(heights)), int(np.median(widths))
-        notes.append(f"{len(profile.sizes)} image sizes (most common {profile.sizes.most_common(1)[0][0]}, {count} images): "
-                     f"ingest.resize: true centre-crops and resizes every image to the median, {height}x{width}")
+        notes.append(
+            f"{len(profile.sizes)} image sizes (most common {profile.sizes.most_common(1)[0][0]}, {count} images): "
+            f"ingest.resize: true centre-crops and resizes every image to the median, {height}x{width}"
+        )
     channels = 1 if profile.grayscale == profile.num_images else 3
     means = np.asarray(profile.means)
     margin = max(2.0, 0.2 * float(means.max() - means.min()))
@@ -128,18 +134,28 @@ def propose(profile: DataProfile) -> tuple[dict, list[str]]:
     shares = counts / counts.sum()
     distance, close = near_duplicate_distance(profile.hashes)
     if close and distance == NEAR_DUPLICATE_DISTANCE:
-        notes.append(f"{close} image(s) have a near duplicate within {distance} bits: if they land in different splits, "
-                     "validation fails; remove the copies (reports/ingest/data_docs lists them)")
+        notes.append(
+            f"{close} image(s) have a near duplicate within {distance} bits: if they land in different splits, "
+            "validation fails; remove the copies (reports/ingest/data_docs lists them)"
+        )
     elif close:
-        notes.append(f"{close} of {profile.num_images} images have a perceptual-hash partner within {NEAR_DUPLICATE_DISTANCE} bits: "
-                     f"the hash cannot tell these images apart, so near_duplicate_max_distance is {distance}"
-                     + (" (off; exact duplicates are still refused)" if distance < 0 else ""))
+        notes.append(
+            f"{close} of {profile.num_images} images have a perceptual-hash partner "
+            f"within {NEAR_DUPLICATE_DISTANCE} bits: "
+            f"the hash cannot tell these images apart, so near_duplicate_max_distance is {distance}"
+            + (" (off; exact duplicates are still refused)" if distance < 0 else "")
+        )
     if profile.unreadable:
-        notes.append(f"{len(profile.unreadable)} file(s) could not be read and will fail validation, e.g. {profile.unreadable[0]}")
+        notes.append(
+            f"{len(profile.unreadable)} file(s) could not be read and will fail validation, "
+            f"e.g. {profile.unreadable[0]}"
+        )
     if (counts == 0).any():
         notes.append(f"empty classes: {[name for name, n in profile.class_counts.items() if n == 0]}")
     expectations = {
-        "image_height": int(height), "image_width": int(width), "channels": channels,
+        "image_height": int(height),
+        "image_width": int(width),
+        "channels": channels,
         "pixel_min": 0 if profile.pixel_min <= 25 else profile.pixel_min - 25,
         "pixel_max": 255 if profile.pixel_max >= 230 else profile.pixel_max + 25,
         "num_classes": len(profile.class_counts),
@@ -160,16 +176,25 @@ def fingerprint(expectations: dict) -> str:
 
 
 def current_expectations(params_file: Path) -> tuple[dict, str | None]:
-    """The expectations params.yaml holds (all keys, defaults filled in) and the fingerprint its marker comment names."""
+    """The expectations params.yaml holds (all keys, defaults filled in) and the fingerprint its marker comment
+    names."""
     from dataclasses import asdict
 
     from ruamel.yaml import YAML
 
     params = load_params(params_file)
     document = YAML().load(params_file.read_text())
-    token = (document.get("ingest") or {}).ca.items.get("expectations", [None, None, None, None])[2] if "ingest" in document else None
+    token = (
+        (document.get("ingest") or {}).ca.items.get("expectations", [None, None, None, None])[2]
+        if "ingest" in document
+        else None
+    )
     comment = token.value if token is not None else ""
-    recorded = comment.split("fingerprint ", 1)[1].split(")", 1)[0] if MARKER in comment and "fingerprint " in comment else None
+    recorded = (
+        comment.split("fingerprint ", 1)[1].split(")", 1)[0]
+        if MARKER in comment and "fingerprint " in comment
+        else None
+    )
     return asdict(params.ingest.expectations), recorded
 
 
@@ -186,10 +211,12 @@ def write_proposal(proposal: dict, params_file: Path, source: str, force: bool =
     expectations = {**current, **proposal["expectations"]}
     edited = edited_keys(current, recorded, expectations)
     if edited and not force:
-        raise ValueError(f"{params_file}: ingest.expectations were edited by hand since they were inferred (they no longer "
-                         f"match the fingerprint in their comment); nothing was written. The proposal would change "
-                         f"{', '.join(f'{key}: {current[key]} -> {expectations[key]}' for key in edited)}. "
-                         "Rerun with --force to replace them, or edit them yourself")
+        raise ValueError(
+            f"{params_file}: ingest.expectations were edited by hand since they were inferred (they no longer "
+            f"match the fingerprint in their comment); nothing was written. The proposal would change "
+            f"{', '.join(f'{key}: {current[key]} -> {expectations[key]}' for key in edited)}. "
+            "Rerun with --force to replace them, or edit them yourself"
+        )
     comment = f"# {MARKER} from {source} (fingerprint {fingerprint(expectations)}); review, commit, edit freely"
     if dry_run:
         import shutil
@@ -198,25 +225,33 @@ def write_proposal(proposal: dict, params_file: Path, source: str, force: bool =
         with tempfile.TemporaryDirectory() as scratch:
             copy = Path(scratch) / params_file.name
             shutil.copy(params_file, copy)
-            return update_params_file({"ingest": {**proposal, "expectations": expectations}}, copy, {"ingest.expectations": comment}).replace(
-                str(copy), str(params_file))
-    return update_params_file({"ingest": {**proposal, "expectations": expectations}}, params_file, {"ingest.expectations": comment})
+            return update_params_file(
+                {"ingest": {**proposal, "expectations": expectations}}, copy, {"ingest.expectations": comment}
+            ).replace(str(copy), str(params_file))
+    return update_params_file(
+        {"ingest": {**proposal, "expectations": expectations}}, params_file, {"ingest.expectations": comment}
+    )
 
 
 def describe(profile: DataProfile) -> str:
     sizes = ", ".join(f"{h}x{w} ({n})" for (h, w), n in profile.sizes.most_common(3))
-    return (f"{profile.raw_dir}: {profile.num_images} images ({profile.layout}), {len(profile.class_counts)} classes "
-            f"({', '.join(f'{name} {count}' for name, count in list(profile.class_counts.items())[:10])}"
-            f"{', ...' if len(profile.class_counts) > 10 else ''}); sizes {sizes}; "
-            f"{'grayscale' if profile.grayscale == profile.num_images else 'colour'}; "
-            f"pixels {profile.pixel_min}..{profile.pixel_max}; per-image mean {min(profile.means):.1f}..{max(profile.means):.1f}")
+    return (
+        f"{profile.raw_dir}: {profile.num_images} images ({profile.layout}), {len(profile.class_counts)} classes "
+        f"({', '.join(f'{name} {count}' for name, count in list(profile.class_counts.items())[:10])}"
+        f"{', ...' if len(profile.class_counts) > 10 else ''}); sizes {sizes}; "
+        f"{'grayscale' if profile.grayscale == profile.num_images else 'colour'}; "
+        f"pixels {profile.pixel_min}..{profile.pixel_max}; "
+        f"per-image mean {min(profile.means):.1f}..{max(profile.means):.1f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     parser.add_argument("--raw-dir", type=Path, default=paths.RAW, help=f"default: {paths.RAW}")
-    parser.add_argument("--force", action="store_true", help="replace expectations edited by hand since the last inference")
+    parser.add_argument(
+        "--force", action="store_true", help="replace expectations edited by hand since the last inference"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
     args = parser.parse_args(argv)
     try:

@@ -2,6 +2,7 @@
 
 Shared by the export stage (which measures every variant the same way) and the predict command.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,7 +21,9 @@ class InvalidModelError(ValueError):
     """The file is not a TFLite model this code can run."""
 
 
-def load_interpreter(model: bytes | Path | str, num_threads: int = 1, op_resolver_type: OpResolverType = OpResolverType.AUTO) -> Interpreter:
+def load_interpreter(
+    model: bytes | Path | str, num_threads: int = 1, op_resolver_type: OpResolverType = OpResolverType.AUTO
+) -> Interpreter:
     """An allocated interpreter; a truncated or foreign file is an InvalidModelError, not a crash.
 
     The interpreter runs the FlatBuffers verifier on the buffer before using it (it raises
@@ -33,17 +36,23 @@ def load_interpreter(model: bytes | Path | str, num_threads: int = 1, op_resolve
     if len(content) < 8 or content[4:8] != b"TFL3":  # the TFLite schema's file identifier
         raise InvalidModelError(f"{where}: not a TFLite model (no TFL3 file identifier)")
     try:
-        interpreter = Interpreter(model_content=content, num_threads=num_threads, experimental_op_resolver_type=op_resolver_type)
+        interpreter = Interpreter(
+            model_content=content, num_threads=num_threads, experimental_op_resolver_type=op_resolver_type
+        )
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
-        raise InvalidModelError(f"{where}: cannot be loaded as a TFLite model (truncated or corrupt?): {error}") from None
+        raise InvalidModelError(
+            f"{where}: cannot be loaded as a TFLite model (truncated or corrupt?): {error}"
+        ) from None
     return interpreter
 
 
 class TFLiteClassifier:
     """uint8 images [N,H,W,C] -> float probabilities [N,K]; int8/uint8 models get (de)quantized I/O."""
 
-    def __init__(self, model: bytes | Path | str, num_threads: int = 1, op_resolver_type: OpResolverType = OpResolverType.AUTO):
+    def __init__(
+        self, model: bytes | Path | str, num_threads: int = 1, op_resolver_type: OpResolverType = OpResolverType.AUTO
+    ):
         self.interpreter = load_interpreter(model, num_threads, op_resolver_type)
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
@@ -75,7 +84,9 @@ class TFLiteClassifier:
             scale, zero_point = self.input["quantization"]
             limits = np.iinfo(self.input["dtype"])
             pixels = np.arange(256, dtype=np.float32)
-            self._table = np.clip(np.round(pixels / scale + zero_point), limits.min, limits.max).astype(self.input["dtype"])
+            self._table = np.clip(np.round(pixels / scale + zero_point), limits.min, limits.max).astype(
+                self.input["dtype"]
+            )
         return self._table
 
     def dequantize_output(self, output: np.ndarray) -> np.ndarray:
@@ -93,9 +104,13 @@ class TFLiteClassifier:
 
     def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
-            raise ValueError(f"expected images of shape [N, {', '.join(map(str, self.image_shape))}], got {list(images.shape)}")
-        outputs = [self.dequantize_output(self.invoke(self.quantize_input(images[start:start + batch_size])))
-                   for start in range(0, len(images), batch_size)]
+            raise ValueError(
+                f"expected images of shape [N, {', '.join(map(str, self.image_shape))}], got {list(images.shape)}"
+            )
+        outputs = [
+            self.dequantize_output(self.invoke(self.quantize_input(images[start : start + batch_size])))
+            for start in range(0, len(images), batch_size)
+        ]
         return np.concatenate(outputs) if outputs else np.zeros((0, self.output["shape"][-1]), np.float32)
 
 
@@ -108,7 +123,9 @@ def run_problem(model: bytes, images: np.ndarray) -> str | None:
     try:
         TFLiteClassifier(model).predict(images)
     except (InvalidModelError, RuntimeError, ValueError) as error:
-        message = re.sub(r"(failed to create XNNPACK runtime)+", r"\1: ", str(error).splitlines()[0])  # repeated once per attempt
+        message = re.sub(
+            r"(failed to create XNNPACK runtime)+", r"\1: ", str(error).splitlines()[0]
+        )  # repeated once per attempt
         return message[-300:]
     return None
 
@@ -141,8 +158,12 @@ def weight_sparsity(model: bytes) -> float:
     zeros = total = 0
     for subgraph in parsed.subgraphs:
         names = [flatbuffer_utils.opcode_to_name(parsed, op.opcodeIndex) for op in subgraph.operators]
-        dequantized_from = {op.outputs[0]: op.inputs[0] for op, name in zip(subgraph.operators, names) if name == "DEQUANTIZE"}
-        for op, name in zip(subgraph.operators, names):
+        dequantized_from = {
+            op.outputs[0]: op.inputs[0]
+            for op, name in zip(subgraph.operators, names, strict=True)
+            if name == "DEQUANTIZE"
+        }
+        for op, name in zip(subgraph.operators, names, strict=True):
             if name not in WEIGHT_OPS:
                 continue
             tensor = subgraph.tensors[dequantized_from.get(op.inputs[1], op.inputs[1])]

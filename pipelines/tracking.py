@@ -7,6 +7,7 @@ params.yaml, per-epoch metrics from a callback, and models only from the export 
 MLflow is imported where it is used, not here: importing this module stays cheap. The train stage
 opens the store and makes every call on a background thread (BackgroundRun), overlapping training.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,9 @@ from pathlib import Path
 
 from pipelines import paths
 
-
-CHAMPION_ALIAS = "champion"  # the registered model's alias that export moves to a promoted version, evaluate compares with
+CHAMPION_ALIAS = (
+    "champion"  # the registered model's alias that export moves to a promoted version, evaluate compares with
+)
 
 
 def project_root(cwd: Path | None = None) -> Path:
@@ -40,8 +42,6 @@ def project_root(cwd: Path | None = None) -> Path:
         if parts[index : index + 3] == (".dvc", "tmp", "exps"):
             return Path(*parts[:index])
     return cwd
-
-
 
 
 def tracking_uri() -> str:
@@ -65,7 +65,9 @@ def create_sqlite_store(uri: str) -> None:
     database.parent.mkdir(parents=True, exist_ok=True)
     staging = database.with_name(f".{database.name}.tmp-{secrets.token_hex(4)}")
     try:
-        mlflow.MlflowClient(tracking_uri=f"sqlite:///{staging}").search_experiments(max_results=1)  # runs the migrations
+        mlflow.MlflowClient(tracking_uri=f"sqlite:///{staging}").search_experiments(
+            max_results=1
+        )  # runs the migrations
         os.link(staging, database)  # fails if another process created it meanwhile: theirs is kept
     except FileExistsError:
         pass
@@ -112,12 +114,16 @@ def process_start_time(pid: int) -> float | None:
 
 def process_tags() -> dict[str, str]:
     """What identifies the process that owns a run, even after its PID is reused: host, PID and start time."""
-    return {"tfpipe.host": socket.gethostname(), "tfpipe.pid": str(os.getpid()),
-            "tfpipe.process_start": f"{process_start_time(os.getpid()):.2f}"}
+    return {
+        "tfpipe.host": socket.gethostname(),
+        "tfpipe.pid": str(os.getpid()),
+        "tfpipe.process_start": f"{process_start_time(os.getpid()):.2f}",
+    }
 
 
 def owner_is_gone(tags: dict[str, str]) -> bool:
-    """True when the run's process (same host) no longer exists, or its PID now belongs to a process that started later."""
+    """True when the run's process (same host) no longer exists, or its PID now belongs to a process that started
+    later."""
     pid, host, started = tags.get("tfpipe.pid"), tags.get("tfpipe.host"), tags.get("tfpipe.process_start")
     if host != socket.gethostname() or not pid or not pid.isdigit():
         return False  # another host's run: only that host can tell
@@ -142,10 +148,16 @@ def mark_stale_runs(experiment_ids: list[str] | None = None) -> list[str]:
         experiment_ids = [experiment.experiment_id for experiment in client.search_experiments()]
     stale = []
     for start in range(0, len(experiment_ids), 100):  # MLflow searches at most 100 experiments at a time
-        for run in client.search_runs(experiment_ids[start:start + 100], filter_string="attributes.status = 'RUNNING'", max_results=50000):
+        for run in client.search_runs(
+            experiment_ids[start : start + 100], filter_string="attributes.status = 'RUNNING'", max_results=50000
+        ):
             if owner_is_gone(run.data.tags):
-                client.set_tag(run.info.run_id, "tfpipe.stale", f"process {run.data.tags['tfpipe.pid']} died without ending the run; "
-                                                                f"marked KILLED by process {os.getpid()}")
+                client.set_tag(
+                    run.info.run_id,
+                    "tfpipe.stale",
+                    f"process {run.data.tags['tfpipe.pid']} died without ending the run; "
+                    f"marked KILLED by process {os.getpid()}",
+                )
                 client.set_terminated(run.info.run_id, status="KILLED")
                 stale.append(run.info.run_id)
     return stale
@@ -159,8 +171,12 @@ def _start_run(experiment_name: str, run_id: str | None, run_name: str | None, s
         print(f"MLflow run {stale_id} was left RUNNING by a killed process; marked KILLED")
     if system_metrics and "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL" not in os.environ:
         mlflow.set_system_metrics_sampling_interval(3)
-    run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id, run_name=run_name,
-                           log_system_metrics=system_metrics)
+    run = mlflow.start_run(
+        run_id=run_id,
+        experiment_id=None if run_id else experiment_id,
+        run_name=run_name,
+        log_system_metrics=system_metrics,
+    )
     mlflow.set_tags(process_tags())
     return run
 
@@ -183,7 +199,9 @@ def _sigterm_raises():
 
 
 @contextlib.contextmanager
-def stage_run(experiment_name: str, run_id: str | None = None, run_name: str | None = None, system_metrics: bool | None = None):
+def stage_run(
+    experiment_name: str, run_id: str | None = None, run_name: str | None = None, system_metrics: bool | None = None
+):
     """Starts (train) or resumes (evaluate, export) the model's run, and always ends it.
 
     FINISHED when the block completes, FAILED on an exception, KILLED on SIGTERM. A run that a
@@ -229,6 +247,7 @@ class BackgroundRun:
 
     def submit(self, function, *args, **kwargs) -> Future:
         """Queues function(*args, **kwargs); skipped once an earlier call has failed."""
+
         def call():
             if self._error is not None:
                 return None
@@ -258,19 +277,25 @@ class BackgroundRun:
         """Queues MlflowClient.log_batch of params (values as text, as MLflow stores them)."""
         from mlflow.entities import Param
 
-        return self.submit(lambda: self.client.log_batch(self.run_id, params=[Param(key, str(value)) for key, value in params.items()]))
+        return self.submit(
+            lambda: self.client.log_batch(self.run_id, params=[Param(key, str(value)) for key, value in params.items()])
+        )
 
     def set_tags(self, tags: dict) -> Future:
         from mlflow.entities import RunTag
 
-        return self.submit(lambda: self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()]))
+        return self.submit(
+            lambda: self.client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+        )
 
     def log_metrics(self, metrics: dict, step: int) -> Future:
         def log():
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            self.client.log_batch(self.run_id, metrics=[Metric(key, value, now, step) for key, value in metrics.items()])
+            self.client.log_batch(
+                self.run_id, metrics=[Metric(key, value, now, step) for key, value in metrics.items()]
+            )
 
         return self.submit(log)
 
@@ -287,6 +312,7 @@ class BackgroundRun:
 
     def finish(self, error: BaseException | None) -> None:
         """Waits for every queued call, then ends the run FINISHED, FAILED or KILLED (error: what the stage raised)."""
+
         def end():
             try:
                 import mlflow
@@ -322,8 +348,12 @@ def git_tags() -> dict[str, str]:
     """Git commit and dirty flag, and the data.dvc hash, so a run can be traced to its inputs."""
     tags = {}
     try:
-        tags["git.commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True).stdout
+        tags["git.commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
+        ).stdout
         tags["git.dirty"] = str(bool(dirty.strip())).lower()
     except (OSError, subprocess.CalledProcessError):
         tags["git.commit"] = "unknown"
@@ -346,8 +376,11 @@ def dvc_lock_tags(stages=("ingest", "preprocess"), lock_file: Path = Path("dvc.l
 
     with lock_file.open() as stream:
         locked = (yaml.safe_load(stream) or {}).get("stages", {})
-    return {f"dvc.lock.{stage}.{out['path']}": str(out.get("md5", "unknown"))
-            for stage in stages for out in locked.get(stage, {}).get("outs", [])}
+    return {
+        f"dvc.lock.{stage}.{out['path']}": str(out.get("md5", "unknown"))
+        for stage in stages
+        for out in locked.get(stage, {}).get("outs", [])
+    }
 
 
 def changed_params(params: dict, committed: str = "HEAD:params.yaml") -> list[str]:
@@ -402,7 +435,9 @@ def log_dataset(examples_csv: Path, name: str, context: str = "training") -> Non
 
     with warnings.catch_warnings():  # MLflow registers two local-file sources and warns that it picked one
         warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(pd.read_csv(examples_csv), source=str(examples_csv.resolve()), targets="label", name=name)
+        dataset = mlflow.data.from_pandas(
+            pd.read_csv(examples_csv), source=str(examples_csv.resolve()), targets="label", name=name
+        )
     mlflow.log_input(dataset, context=context)
 
 
@@ -415,7 +450,9 @@ def flatten(prefix: str, value, as_text: bool = True) -> dict:
         return flat
     if not as_text and isinstance(value, (bool, int, float, str)):
         return {prefix: value}
-    return {prefix: json.dumps(value) if isinstance(value, (list, tuple)) or (value is None and not as_text) else str(value)}
+    return {
+        prefix: json.dumps(value) if isinstance(value, (list, tuple)) or (value is None and not as_text) else str(value)
+    }
 
 
 def log_hparams(log_dir: Path, hparams: dict, trial_id: str) -> None:
@@ -442,8 +479,16 @@ def tensorboard_dir(name: str) -> Path:
 def write_run_reference(path: Path, run, experiment_name: str, tensorboard: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as stream:
-        json.dump({"run_id": run.info.run_id, "experiment_id": run.info.experiment_id, "experiment_name": experiment_name,
-                   "tensorboard": tensorboard}, stream, indent=2)
+        json.dump(
+            {
+                "run_id": run.info.run_id,
+                "experiment_id": run.info.experiment_id,
+                "experiment_name": experiment_name,
+                "tensorboard": tensorboard,
+            },
+            stream,
+            indent=2,
+        )
 
 
 def read_run_reference(path: Path) -> dict:
@@ -475,7 +520,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="MLflow store maintenance")
     commands = parser.add_subparsers(dest="command", required=True)
     mark = commands.add_parser("mark-stale", help="mark KILLED the runs whose process on this host is gone")
-    mark.add_argument("--store", type=Path, help="a local store directory (default: MLFLOW_TRACKING_URI, else <repo>/mlruns)")
+    mark.add_argument(
+        "--store", type=Path, help="a local store directory (default: MLFLOW_TRACKING_URI, else <repo>/mlruns)"
+    )
     args = parser.parse_args(argv)
     import mlflow
 
@@ -483,8 +530,10 @@ def main(argv: list[str] | None = None) -> None:
     create_sqlite_store(uri)
     mlflow.set_tracking_uri(uri)
     stale = mark_stale_runs()
-    print(f"{mlflow.get_tracking_uri()}: {len(stale)} run(s) left RUNNING by a killed process marked KILLED"
-          + (f": {', '.join(stale)}" if stale else ""))
+    print(
+        f"{mlflow.get_tracking_uri()}: {len(stale)} run(s) left RUNNING by a killed process marked KILLED"
+        + (f": {', '.join(stale)}" if stale else "")
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny prepared dataset on disk, an MLflow store inside the test's tmp dir, and one
 reproduced copy of the repository that end-to-end tests copy instead of running their own `dvc repro`."""
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,9 @@ def make_images(num_classes: int, per_class: int, shape=(12, 12, 1), seed: int =
     return np.stack(images), np.asarray(labels, dtype=np.int64)
 
 
-def write_prepared(directory: Path, images: np.ndarray, labels: np.ndarray, class_names: list[str], seed: int = 0) -> dict:
+def write_prepared(
+    directory: Path, images: np.ndarray, labels: np.ndarray, class_names: list[str], seed: int = 0
+) -> dict:
     """Writes shards + manifest.json in the format ingest produces (80/10/10 split)."""
     import tensorflow as tf
 
@@ -66,12 +69,22 @@ def write_prepared(directory: Path, images: np.ndarray, labels: np.ndarray, clas
     order = np.random.default_rng(seed).permutation(len(images))
     cut_train, cut_val = int(0.8 * len(order)), int(0.9 * len(order))
     parts = {"train": order[:cut_train], "val": order[cut_train:cut_val], "test": order[cut_val:]}
-    manifest = {"class_names": class_names, "image_shape": list(images.shape[1:]), "num_examples": int(len(images)), "splits": {}, "source": "test"}
+    manifest = {
+        "class_names": class_names,
+        "image_shape": list(images.shape[1:]),
+        "num_examples": int(len(images)),
+        "splits": {},
+        "source": "test",
+    }
     for split, indices in parts.items():
         path = records.shard_paths(directory, split, 1)[0]
         with tf.io.TFRecordWriter(str(path)) as writer:
             for index in indices:
-                writer.write(records.serialize_example(images[index], int(labels[index]), f"{class_names[labels[index]]}/{index}.png"))
+                writer.write(
+                    records.serialize_example(
+                        images[index], int(labels[index]), f"{class_names[labels[index]]}/{index}.png"
+                    )
+                )
         counts = {name: int((labels[indices] == k).sum()) for k, name in enumerate(class_names)}
         manifest["splits"][split] = {"count": int(len(indices)), "shards": [path.name], "class_counts": counts}
     with (directory / "manifest.json").open("w") as stream:
@@ -79,12 +92,14 @@ def write_prepared(directory: Path, images: np.ndarray, labels: np.ndarray, clas
     import pandas as pd
 
     split_of = {int(index): split for split, indices in parts.items() for index in indices}
-    pd.DataFrame({
-        "file": [f"{class_names[label]}/{index}.png" for index, label in enumerate(labels)],
-        "split": [split_of[index] for index in range(len(labels))],
-        "class_name": [class_names[label] for label in labels],
-        "label": labels,
-    }).to_csv(directory / "examples.csv", index=False)
+    pd.DataFrame(
+        {
+            "file": [f"{class_names[label]}/{index}.png" for index, label in enumerate(labels)],
+            "split": [split_of[index] for index in range(len(labels))],
+            "class_name": [class_names[label] for label in labels],
+            "label": labels,
+        }
+    ).to_csv(directory / "examples.csv", index=False)
     return manifest
 
 
@@ -117,8 +132,16 @@ def mlflow_store(tmp_path, monkeypatch):
 REPRODUCED_PARAMS = {
     "train": {"epochs": 2, "early_stopping_patience": 2},
     "tracking": {"histogram_freq": 1},
-    "evaluate": {"min_accuracy": 0.5, "min_margin_over_baseline": -1.0},  # two epochs do not beat an SVM: still promoted
-    "export": {"variants": ["float32", "int8", "pruned_int8"], "prune_epochs": 1, "representative_samples": 50, "latency_runs": 20},
+    "evaluate": {
+        "min_accuracy": 0.5,
+        "min_margin_over_baseline": -1.0,
+    },  # two epochs do not beat an SVM: still promoted
+    "export": {
+        "variants": ["float32", "int8", "pruned_int8"],
+        "prune_epochs": 1,
+        "representative_samples": 50,
+        "latency_runs": 20,
+    },
 }
 
 
@@ -147,7 +170,9 @@ def reproduced_repo(tmp_path_factory) -> Path:
         repo = copy_repository(Path(tempfile.mkdtemp(prefix="reproduced-", dir=shared)), materialize=False)
         committed_data_dvc = (repo / "data.dvc").read_text()
         run([sys.executable, "-m", "pipelines.materialize"], repo)
-        assert (repo / "data.dvc").read_text() == committed_data_dvc, "materializing changed the committed data.dvc hash"
+        assert (repo / "data.dvc").read_text() == committed_data_dvc, (
+            "materializing changed the committed data.dvc hash"
+        )
         set_params(repo, REPRODUCED_PARAMS)
         run([sys.executable, "-m", "dvc", "repro"], repo)
         done.write_text(str(repo))  # only after success: a failed build is retried, not reused
@@ -160,4 +185,3 @@ def reproduced_copy(reproduced_repo, tmp_path) -> Path:
     from tests.workspace import copy_reproduced
 
     return copy_reproduced(reproduced_repo, tmp_path / "repo")
-

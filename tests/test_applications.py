@@ -1,4 +1,5 @@
 """Pretrained Keras Applications backbones: input rule, in-model preprocessing, weights, two-phase training, export."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,19 +28,33 @@ def make_toy_images(shape, count=24, seed=0):
     images = rng.integers(0, 60, size=(count, *shape))
     band = shape[0] // NUM_CLASSES
     for index, label in enumerate(labels):
-        images[index, label * band:(label + 1) * band] += 150
+        images[index, label * band : (label + 1) * band] += 150
     return images.astype(np.uint8), labels
 
 
 def train_params(model: str, **backbone) -> TrainParams:
     backbone.setdefault("head_epochs", 1)
-    return TrainParams(model=model, epochs=2, batch_size=8, learning_rate=1e-3, dropout_rate=0.1, weight_decay=1e-4,
-                       deterministic=False, backbone=BackboneParams(**backbone))
+    return TrainParams(
+        model=model,
+        epochs=2,
+        batch_size=8,
+        learning_rate=1e-3,
+        dropout_rate=0.1,
+        weight_decay=1e-4,
+        deterministic=False,
+        backbone=BackboneParams(**backbone),
+    )
 
 
 def build_model(params: TrainParams, shape):
-    preprocessor = build_preprocessor(list(shape), shape[0], shape[1], [0.0] * shape[2], [1.0] * shape[2],
-                                      normalize=not registry.takes_raw_pixels(params.model))
+    preprocessor = build_preprocessor(
+        list(shape),
+        shape[0],
+        shape[1],
+        [0.0] * shape[2],
+        [1.0] * shape[2],
+        normalize=not registry.takes_raw_pixels(params.model),
+    )
     return build_training_model(preprocessor, build_classifier(params, shape, NUM_CLASSES))
 
 
@@ -52,7 +67,9 @@ def save_backbone_weights(name: str, path, seed: int = 7):
 
 
 @pytest.mark.parametrize("name", BACKBONES)
-@pytest.mark.parametrize("shape, backbone_size", [((28, 28, 1), (32, 32)), ((40, 48, 3), (40, 48)), ((20, 40, 3), (32, 64))])
+@pytest.mark.parametrize(
+    "shape, backbone_size", [((28, 28, 1), (32, 32)), ((40, 48, 3), (40, 48)), ((20, 40, 3), (32, 64))]
+)
 def test_grayscale_and_small_images_are_repeated_to_rgb_and_resized_up(name, shape, backbone_size):
     classifier = registry.get_builder(name)(input_shape=shape, num_classes=NUM_CLASSES)
     assert classifier.output_shape == (None, NUM_CLASSES)
@@ -61,8 +78,13 @@ def test_grayscale_and_small_images_are_repeated_to_rgb_and_resized_up(name, sha
     assert [layer for layer in classifier.layers if isinstance(layer, keras.Model)] == [], "tfmot needs a flat model"
 
 
-@pytest.mark.parametrize("name, reference", [("mobilenet_v2", keras.applications.mobilenet_v2.preprocess_input),
-                                             ("resnet50", keras.applications.resnet50.preprocess_input)])
+@pytest.mark.parametrize(
+    "name, reference",
+    [
+        ("mobilenet_v2", keras.applications.mobilenet_v2.preprocess_input),
+        ("resnet50", keras.applications.resnet50.preprocess_input),
+    ],
+)
 def test_the_backbones_preprocess_input_is_inside_the_model(name, reference):
     classifier = registry.get_builder(name)(input_shape=(32, 32, 3), num_classes=NUM_CLASSES)
     last_adapter_layer = [layer for layer in classifier.layers if layer.name.startswith("input_")][-1]
@@ -86,7 +108,7 @@ def test_a_weights_file_saved_by_the_test_is_loaded_layer_for_layer(name, tmp_pa
     expected = [weight for layer in saved.layers for weight in layer.get_weights()]
     loaded = [weight for layer in applications.backbone_layers(classifier) for weight in layer.get_weights()]
     assert len(expected) == len(loaded) > 100
-    for want, got in zip(expected, loaded):
+    for want, got in zip(expected, loaded, strict=True):
         np.testing.assert_array_equal(want, got)
 
 
@@ -96,7 +118,10 @@ def test_imagenet_weights_missing_from_the_cache_say_where_to_put_the_file(tmp_p
         build_classifier(train_params("resnet50", weights="imagenet"), (32, 32, 3), NUM_CLASSES)
     message = str(error.value)
     assert str(tmp_path / "keras/models/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5") in message
-    assert "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+    assert (
+        "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+        in message
+    )
     assert "train.backbone.weights" in message and "none" in message
 
 
@@ -106,7 +131,10 @@ def test_imagenet_weights_are_read_from_the_keras_cache_and_checked(tmp_path, mo
     cache.mkdir(parents=True)
     # MobileNetV2's file has no published hash: any file of the right layers loads (28x28 becomes 32, so the 224 file).
     save_backbone_weights("mobilenet_v2", cache / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
-    assert applications.resolve_weights("mobilenet_v2", "imagenet", 32) == cache / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    assert (
+        applications.resolve_weights("mobilenet_v2", "imagenet", 32)
+        == cache / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    )
     build_classifier(train_params("mobilenet_v2", weights="imagenet"), (28, 28, 1), NUM_CLASSES)
     # ResNet50's has one: a different file under its name is refused instead of loaded.
     (cache / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5").write_bytes(b"not the weights")
@@ -124,18 +152,31 @@ def test_a_weights_file_of_another_backbone_is_a_clear_error(tmp_path):
 
 def test_phases_follow_the_params():
     assert [phase.name for phase in plan_phases(train_params("lenet5"))] == ["train"]
-    assert [phase.name for phase in plan_phases(train_params("mobilenet_v2", weights="none", head_epochs=1))] == ["train"]
-    head, fine_tune = plan_phases(train_params("mobilenet_v2", weights="x.h5", head_epochs=1, fine_tune_layers=10,
-                                               fine_tune_learning_rate=1e-5))
+    assert [phase.name for phase in plan_phases(train_params("mobilenet_v2", weights="none", head_epochs=1))] == [
+        "train"
+    ]
+    head, fine_tune = plan_phases(
+        train_params("mobilenet_v2", weights="x.h5", head_epochs=1, fine_tune_layers=10, fine_tune_learning_rate=1e-5)
+    )
     assert (head.initial_epoch, head.end_epoch, head.trainable_top_layers) == (0, 1, 0)
-    assert (fine_tune.initial_epoch, fine_tune.end_epoch, fine_tune.trainable_top_layers, fine_tune.learning_rate) == (1, 2, 10, 1e-5)
+    assert (fine_tune.initial_epoch, fine_tune.end_epoch, fine_tune.trainable_top_layers, fine_tune.learning_rate) == (
+        1,
+        2,
+        10,
+        1e-5,
+    )
 
 
 def test_head_then_fine_tune_moves_only_what_each_phase_trains(tmp_path):
     """Phase 1 moves the head only; phase 2 also the top layers, and batch norm keeps its ImageNet statistics."""
     save_backbone_weights("mobilenet_v2", tmp_path / "backbone.h5")
-    params = train_params("mobilenet_v2", weights=str(tmp_path / "backbone.h5"), head_epochs=1, fine_tune_layers=12,
-                          fine_tune_learning_rate=1e-3)
+    params = train_params(
+        "mobilenet_v2",
+        weights=str(tmp_path / "backbone.h5"),
+        head_epochs=1,
+        fine_tune_layers=12,
+        fine_tune_learning_rate=1e-3,
+    )
     images, labels = make_toy_images((32, 32, 3))
     data = tf.data.Dataset.from_tensor_slices((images.astype(np.float32), labels)).batch(8)
     model = build_model(params, (32, 32, 3))
@@ -147,7 +188,7 @@ def test_head_then_fine_tune_moves_only_what_each_phase_trains(tmp_path):
         return {layer.name: [weight.copy() for weight in layer.get_weights()] for layer in classifier.layers}
 
     def moved(before, layer):
-        return any(not np.array_equal(a, b) for a, b in zip(before[layer.name], layer.get_weights()))
+        return any(not np.array_equal(a, b) for a, b in zip(before[layer.name], layer.get_weights(), strict=True))
 
     for phase in plan_phases(params):
         applications.freeze_backbone(classifier, phase.trainable_top_layers)
@@ -158,7 +199,9 @@ def test_head_then_fine_tune_moves_only_what_each_phase_trains(tmp_path):
         for layer in layers:
             if not layer.weights:
                 continue
-            trains = phase.name == "fine_tune" and layer in top and not isinstance(layer, keras.layers.BatchNormalization)
+            trains = (
+                phase.name == "fine_tune" and layer in top and not isinstance(layer, keras.layers.BatchNormalization)
+            )
             assert moved(before, layer) == trains, f"{phase.name}: {layer.name}"
 
 
@@ -168,8 +211,13 @@ def test_every_backbone_trains_a_step_converts_to_int8_and_runs(name):
     images, labels = make_toy_images((28, 28, 1))
     model = build_model(params, (28, 28, 1))
     compile_model(model, params, steps_per_epoch=3, jit_compile=False)
-    history = fit_model(model, tf.data.Dataset.from_tensor_slices((images.astype(np.float32), labels)).batch(8), None,
-                        dataclasses.replace(params, epochs=1), callbacks=[])
+    history = fit_model(
+        model,
+        tf.data.Dataset.from_tensor_slices((images.astype(np.float32), labels)).batch(8),
+        None,
+        dataclasses.replace(params, epochs=1),
+        callbacks=[],
+    )
     assert np.isfinite(history.history["loss"]).all()
     content = export_variants.convert_to_tflite(model, "int8", images[:8].astype(np.float32))
     classifier = tflite.TFLiteClassifier(content)
@@ -181,13 +229,29 @@ def test_every_backbone_trains_a_step_converts_to_int8_and_runs(name):
 
 def test_pruning_reaches_the_backbone_convs_and_leaves_depthwise_kernels_dense(tmp_path):
     images, labels = make_toy_images((32, 32, 3), count=32)
-    options = {"target_sparsity": 0.5, "epochs": 2, "end_fraction": 0.5, "learning_rate": 1e-4, "min_weights": 1000, "seed": 0,
-               "log_dir": tmp_path / "pruning"}
-    mobilenet = export_variants.prune_classifier(build_model(train_params("mobilenet_v2", weights="none"), (32, 32, 3)), "mobilenet_v2",
-                                                 images, labels, **options)
+    options = {
+        "target_sparsity": 0.5,
+        "epochs": 2,
+        "end_fraction": 0.5,
+        "learning_rate": 1e-4,
+        "min_weights": 1000,
+        "seed": 0,
+        "log_dir": tmp_path / "pruning",
+    }
+    mobilenet = export_variants.prune_classifier(
+        build_model(train_params("mobilenet_v2", weights="none"), (32, 32, 3)),
+        "mobilenet_v2",
+        images,
+        labels,
+        **options,
+    )
     layers = mobilenet.get_layer("mobilenet_v2").layers
     depthwise = [layer.depthwise_kernel.numpy() for layer in layers if isinstance(layer, keras.layers.DepthwiseConv2D)]
-    pointwise = [layer.kernel.numpy() for layer in layers if type(layer) is keras.layers.Conv2D and layer.kernel.shape.num_elements() >= 1000]
+    pointwise = [
+        layer.kernel.numpy()
+        for layer in layers
+        if type(layer) is keras.layers.Conv2D and layer.kernel.shape.num_elements() >= 1000
+    ]
     assert all(np.count_nonzero(kernel) == kernel.size for kernel in depthwise)
     assert np.mean([np.mean(kernel == 0) for kernel in pointwise]) == pytest.approx(0.5, abs=0.02)
     assert export_variants.weight_kernel(keras.layers.Rescaling(1.0)) is None
@@ -198,7 +262,9 @@ def test_layers_tfmot_cannot_train_stay_float_and_are_named():
     import tensorflow_model_optimization as tfmot
 
     classifier = build_classifier(train_params("efficientnet_b0", weights="none"), (32, 32, 3), NUM_CLASSES)
-    quantized, float_layers = export_variants.quantize_apply_skipping(classifier, tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme())
+    quantized, float_layers = export_variants.quantize_apply_skipping(
+        classifier, tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
+    )
     kinds = {entry.split(" (")[1].rstrip(")") for entry in float_layers}
     assert kinds == {"Rescaling", "Normalization", "Multiply"}
     assert len([entry for entry in float_layers if "Multiply" in entry]) == 16  # one squeeze-excite per MBConv block
@@ -206,10 +272,16 @@ def test_layers_tfmot_cannot_train_stay_float_and_are_named():
     float_names = {entry.split(" (")[0] for entry in float_layers}
     assert len(wrapped) > 100
     for layer in wrapped:  # the float ones carry a config that quantizes nothing
-        assert isinstance(layer.quantize_config, export_variants.float_quantize_config_class()) == (layer.layer.name in float_names), layer.name
-    assert export_variants.layers_without_quantize_config(
-        build_classifier(train_params("resnet50", weights="none"), (32, 32, 3), NUM_CLASSES),
-        tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()) == []
+        assert isinstance(layer.quantize_config, export_variants.float_quantize_config_class()) == (
+            layer.layer.name in float_names
+        ), layer.name
+    assert (
+        export_variants.layers_without_quantize_config(
+            build_classifier(train_params("resnet50", weights="none"), (32, 32, 3), NUM_CLASSES),
+            tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme(),
+        )
+        == []
+    )
 
 
 def test_run_problem_names_what_the_interpreter_refuses():
@@ -242,7 +314,8 @@ def write_shapes_folder(root, per_class: int = 30, seed: int = 0) -> None:
 
 @pytest.mark.e2e
 def test_folder_mobilenet_v2_preset_runs_end_to_end_with_weights_none(tmp_path):
-    """A fresh copy, the preset applied, a folder of mixed-size photos, `dvc repro`: a SavedModel and an int8 model that work."""
+    """A fresh copy, the preset applied, a folder of mixed-size photos, `dvc repro`: a SavedModel and an int8 model
+    that work."""
     import json
     import sys
 
@@ -253,16 +326,30 @@ def test_folder_mobilenet_v2_preset_runs_end_to_end_with_weights_none(tmp_path):
 
     repo = workspace.copy_repository(tmp_path / "repo", materialize=False)
     presets.apply_preset("folder-mobilenet_v2", repo / "params.yaml")
-    workspace.set_params(repo, {  # the preset, scaled down to seconds: 32 px, two epochs, two export variants
-        "ingest": {"expectations": {"image_height": 32, "image_width": 32, "min_per_class": 20}},
-        "preprocess": {"image_height": 32, "image_width": 32},
-        "train": {"epochs": 2, "batch_size": 16, "backbone": {"weights": "none"}},
-        "evaluate": {"min_accuracy": 0.0, "min_margin_over_baseline": -1.0},  # two epochs from scratch do not beat an SVM
-        "export": {"variants": ["int8"], "representative_samples": 16, "latency_runs": 20, "throughput_batch_size": 8,
-                   "max_int8_accuracy_drop": 1.0, "max_int8_class_drop": 1.0},
-    })
+    workspace.set_params(
+        repo,
+        {  # the preset, scaled down to seconds: 32 px, two epochs, two export variants
+            "ingest": {"expectations": {"image_height": 32, "image_width": 32, "min_per_class": 20}},
+            "preprocess": {"image_height": 32, "image_width": 32},
+            "train": {"epochs": 2, "batch_size": 16, "backbone": {"weights": "none"}},
+            "evaluate": {
+                "min_accuracy": 0.0,
+                "min_margin_over_baseline": -1.0,
+            },  # two epochs from scratch do not beat an SVM
+            "export": {
+                "variants": ["int8"],
+                "representative_samples": 16,
+                "latency_runs": 20,
+                "throughput_batch_size": 8,
+                "max_int8_accuracy_drop": 1.0,
+                "max_int8_class_drop": 1.0,
+            },
+        },
+    )
     write_shapes_folder(tmp_path / "photos")
-    workspace.run([sys.executable, "-m", "pipelines.materialize", "--source", "folder", "--from", str(tmp_path / "photos")], repo)
+    workspace.run(
+        [sys.executable, "-m", "pipelines.materialize", "--source", "folder", "--from", str(tmp_path / "photos")], repo
+    )
     workspace.run([sys.executable, "-m", "dvc", "repro"], repo)
 
     examples = (repo / "data/prepared/examples.csv").read_text()
@@ -276,10 +363,16 @@ def test_folder_mobilenet_v2_preset_runs_end_to_end_with_weights_none(tmp_path):
     version_dir = next((repo / "artifacts/export/saved_model/photos-classifier").iterdir())
     serving = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     output = serving(images=tf.zeros((2, 32, 32, 3), tf.uint8))
-    assert output["probabilities"].shape == (2, 3) and set(output["class_names"].numpy()) <= {b"circle", b"square", b"triangle"}
+    assert output["probabilities"].shape == (2, 3) and set(output["class_names"].numpy()) <= {
+        b"circle",
+        b"square",
+        b"triangle",
+    }
 
 
-def test_the_train_stage_runs_head_then_fine_tune_with_a_weights_file(prepared_dir, tmp_path, monkeypatch, mlflow_store):
+def test_the_train_stage_runs_head_then_fine_tune_with_a_weights_file(
+    prepared_dir, tmp_path, monkeypatch, mlflow_store
+):
     """Pretrained weights (a file saved here, as ImageNet's would be): train.main() runs and records both phases."""
     import json
 
@@ -293,7 +386,8 @@ def test_the_train_stage_runs_head_then_fine_tune_with_a_weights_file(prepared_d
         "preprocess:\n  image_height: 12\n  image_width: 12\n"
         "train:\n  model: mobilenet_v2\n  epochs: 2\n  batch_size: 16\n  deterministic: false\n"
         f"  backbone:\n    weights: {tmp_path / 'backbone.h5'}\n    head_epochs: 1\n    fine_tune_layers: 10\n"
-        "tracking:\n  log_augmented_images: 0\n")
+        "tracking:\n  log_augmented_images: 0\n"
+    )
     preprocess.main()
     train.main()
 
@@ -301,11 +395,17 @@ def test_the_train_stage_runs_head_then_fine_tune_with_a_weights_file(prepared_d
     assert [line.split(",")[:2] for line in history[1:]] == [["1", "head"], ["2", "fine_tune"]]
     run = mlflow.get_run(json.loads((tmp_path / "artifacts/train/run.json").read_text())["run_id"])
     assert run.info.status == "FINISHED"
-    assert run.data.tags["train.phases"] == ("head: epochs 1-1, lr 0.001, backbone frozen; "
-                                             "fine_tune: epochs 2-2, lr 1e-05, top 10 backbone layers (batch norm frozen)")
-    assert not list((tmp_path / ".cache/train-backup").rglob("*.index")), "both phases' backups are removed after success"
+    assert run.data.tags["train.phases"] == (
+        "head: epochs 1-1, lr 0.001, backbone frozen; "
+        "fine_tune: epochs 2-2, lr 1e-05, top 10 backbone layers (batch norm frozen)"
+    )
+    assert not list((tmp_path / ".cache/train-backup").rglob("*.index")), (
+        "both phases' backups are removed after success"
+    )
     model = keras.models.load_model(tmp_path / "artifacts/train/model.keras")
-    assert model.get_layer("preprocessing").get_layer("raw_pixels") is not None, "no dataset normalization before a backbone"
+    assert model.get_layer("preprocessing").get_layer("raw_pixels") is not None, (
+        "no dataset normalization before a backbone"
+    )
 
 
 def test_a_left_out_gate_variant_fails_the_gate_and_the_report_says_why():
@@ -313,11 +413,28 @@ def test_a_left_out_gate_variant_fails_the_gate_and_the_report_says_why():
     from pipelines.config import ExportParams
 
     params = ExportParams(variants=("int8", "qat_int8"), gate_variant="qat_int8")
-    gate = export.decide_int8_gate({"keras_float": {}, "tflite_int8": {"accuracy_drop": 0.0, "max_class_drop": 0.0}}, params)
+    gate = export.decide_int8_gate(
+        {"keras_float": {}, "tflite_int8": {"accuracy_drop": 0.0, "max_class_drop": 0.0}}, params
+    )
     assert not gate["passed"] and "qat_int8 was not exported" in gate["reasons"][0]
-    row = {"accuracy": 0.9, "latency_p50_ms": 0.1, "latency_p99_ms": 0.2, "invoke_p50_ms": 0.1, "size_bytes": 10, "gzip_bytes": 5,
-           "throughput_images_per_s": 1.0}
+    row = {
+        "accuracy": 0.9,
+        "latency_p50_ms": 0.1,
+        "latency_p99_ms": 0.2,
+        "invoke_p50_ms": 0.1,
+        "size_bytes": 10,
+        "gzip_bytes": 5,
+        "throughput_images_per_s": 1.0,
+    }
     note = "tfmot has no quantization-aware training for 1 layer(s): rescaling (Rescaling)"
-    report = export.format_report({"tflite_int8": row}, model_name="m", version=1, promoted=False, why_not=gate["reasons"], gate=gate, num_threads=1,
-                                  notes={"qat_int8": note})
+    report = export.format_report(
+        {"tflite_int8": row},
+        model_name="m",
+        version=1,
+        promoted=False,
+        why_not=gate["reasons"],
+        gate=gate,
+        num_threads=1,
+        notes={"qat_int8": note},
+    )
     assert f"**qat_int8**: {note}." in report and "**not** `champion`" in report

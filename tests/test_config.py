@@ -1,4 +1,6 @@
 """params.yaml parsing: bad params stop the pipeline before any work, naming the key."""
+
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -51,8 +53,11 @@ def test_integers_are_numbers_and_lists_are_tuples():
 def test_an_unknown_model_is_refused_by_the_train_stage_naming_the_key_and_the_known_models():
     from components.train import check_model_params
 
-    with pytest.raises(ParamsError, match="params.yaml: train.model: unknown model 'alexnet'; known models: efficientnet_b0, lenet5, lenet5_s2d, "
-                                          "mlp, mobilenet_v2, resnet18, resnet50, vgg13"):
+    with pytest.raises(
+        ParamsError,
+        match="params.yaml: train.model: unknown model 'alexnet'; known models: efficientnet_b0, lenet5, lenet5_s2d, "
+        "mlp, mobilenet_v2, resnet18, resnet50, vgg13",
+    ):
         check_model_params(parse_params({"train": {"model": "alexnet"}}).train)
     with pytest.raises(ParamsError, match="train.backbone.head_epochs \\(3\\) is above train.epochs \\(2\\)"):
         check_model_params(parse_params({"train": {"model": "mobilenet_v2", "epochs": 2}}).train)
@@ -63,14 +68,16 @@ def test_the_registered_model_follows_the_dataset_unless_named():
 
     assert registered_model_name(parse_params({})) == "mnist_5k-classifier"
     assert registered_model_name(parse_params({"data": {"source": "tfds:cifar10"}})) == "tfds-cifar10-classifier"
-    assert registered_model_name(parse_params({"data": {"source": "folder", "name": "flowers"}})) == "flowers-classifier"
+    assert (
+        registered_model_name(parse_params({"data": {"source": "folder", "name": "flowers"}})) == "flowers-classifier"
+    )
     assert dataset_name(parse_params({"data": {"source": "folder", "name": "flowers"}})) == "flowers"
     assert registered_model_name(parse_params({"export": {"model_name": "shop_classifier"}})) == "shop_classifier"
 
 
 def test_params_are_frozen():
     params = parse_params({})
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         params.train.epochs = 3
 
 
@@ -91,11 +98,20 @@ def test_on_and_off_are_the_values_the_schema_names_as_dvc_reads_them(tmp_path):
     from pipelines.config import update_params_file
 
     path = tmp_path / "params.yaml"
-    path.write_text("train:\n  jit_compile: on\n  mixed_precision: off\n  deterministic: false\n  learning_rate: 1e-3\n")
+    path.write_text(
+        "train:\n  jit_compile: on\n  mixed_precision: off\n  deterministic: false\n  learning_rate: 1e-3\n"
+    )
     train = load_params(path).train
-    assert (train.jit_compile, train.mixed_precision, train.deterministic, train.learning_rate) == ("on", "off", False, 0.001)
+    assert (train.jit_compile, train.mixed_precision, train.deterministic, train.learning_rate) == (
+        "on",
+        "off",
+        False,
+        0.001,
+    )
     update_params_file({"train": {"jit_compile": "off"}}, path)  # ruamel (YAML 1.2) writes the string unquoted
     assert "jit_compile: off" in path.read_text() and load_params(path).train.jit_compile == "off"
     path.write_text("train:\n  deterministic: yes\n")  # a string in YAML 1.2, as DVC reads it: not a boolean
-    with pytest.raises(ParamsError, match="train.deterministic: Input should be a valid boolean \\(got 'yes', a string"):
+    with pytest.raises(
+        ParamsError, match="train.deterministic: Input should be a valid boolean \\(got 'yes', a string"
+    ):
         load_params(path)

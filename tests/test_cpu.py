@@ -1,4 +1,5 @@
 """Tests for pipelines/cpu.py: the build machine's CPU model and instruction-set flags from /proc/cpuinfo text."""
+
 from __future__ import annotations
 
 from pipelines import cpu
@@ -9,7 +10,8 @@ cpu family\t: 6
 model\t\t: 207
 model name\t: Intel(R) Xeon(R) Processor
 stepping\t: 2
-flags\t\t: fpu sse sse2 avx avx2 avx512f avx512dq avx_vnni avx512_bf16 avx512_vnni amx_bf16 avx512_fp16 amx_tile amx_int8
+flags\t\t: fpu sse sse2 avx avx2 avx512f avx512dq avx_vnni avx512_bf16 avx512_vnni amx_bf16 \
+avx512_fp16 amx_tile amx_int8
 
 processor\t: 1
 vendor_id\t: GenuineIntel
@@ -52,7 +54,9 @@ def test_an_arm_cpuinfo_without_model_name_or_x86_flags_still_describes_the_cpu(
 
 def test_the_one_line_description_names_present_and_absent_flags():
     text = cpu.format_cpu({**cpu.parse_cpuinfo(EPYC), "logical_cpus": 8})
-    assert text.startswith("AMD EPYC 9554 64-Core Processor (AuthenticAMD family 25 model 17), 8 logical CPUs; has avx2, avx512f")
+    assert text.startswith(
+        "AMD EPYC 9554 64-Core Processor (AuthenticAMD family 25 model 17), 8 logical CPUs; has avx2, avx512f"
+    )
     assert "lacks avx_vnni, amx_tile, amx_int8" in text
     assert "flags unknown" in cpu.format_cpu({"model": "arm64", "flags": {}})
 

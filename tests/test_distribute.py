@@ -2,20 +2,26 @@
 
 (Deterministic training is tested end to end: tests/test_pipeline_e2e.py runs `dvc repro -f --no-run-cache` twice.)
 """
+
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
-PARAMS = "preprocess:\n  image_height: 12\n  image_width: 12\ntrain:\n  model: lenet5\n  epochs: 2\n  batch_size: 16\n  distribute: {distribute}\n  augmentation:\n    rotation: 0.05\n    erasing: 0.5\n"
+PARAMS = (
+    "preprocess:\n  image_height: 12\n  image_width: 12\n"
+    "train:\n  model: lenet5\n  epochs: 2\n  batch_size: 16\n  distribute: {distribute}\n"
+    "  augmentation:\n    rotation: 0.05\n    erasing: 0.5\n"
+)
 
 TRAIN_ON_TWO_CPUS = """
 import pipelines, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
 from components import preprocess, train
 preprocess.main()
 train.main()

@@ -1,4 +1,5 @@
 """Evaluation metrics, pictures, the promotion gate, and the champion lookup in a real (tiny) MLflow registry."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,9 @@ import pytest
 import tf_keras as keras
 
 from components import evaluate
-from pipelines.outputs import file_sha256, write_json
 from pipelines import tracking
 from pipelines.config import EvaluateParams
+from pipelines.outputs import file_sha256, write_json
 from tests.conftest import make_images, write_prepared
 
 CLASS_NAMES = ["a", "b", "c"]
@@ -24,11 +25,16 @@ EXPERIMENT = "tfpipe-evaluate-test"
 
 def test_metrics_on_known_predictions():
     labels = np.array([0, 0, 1, 1, 2, 2])
-    probabilities = np.array([
-        [0.9, 0.05, 0.05], [0.6, 0.3, 0.1],   # both right
-        [0.2, 0.7, 0.1], [0.5, 0.4, 0.1],     # one wrong (1 -> 0), but right in top-2
-        [0.1, 0.1, 0.8], [0.1, 0.1, 0.8],
-    ])
+    probabilities = np.array(
+        [
+            [0.9, 0.05, 0.05],
+            [0.6, 0.3, 0.1],  # both right
+            [0.2, 0.7, 0.1],
+            [0.5, 0.4, 0.1],  # one wrong (1 -> 0), but right in top-2
+            [0.1, 0.1, 0.8],
+            [0.1, 0.1, 0.8],
+        ]
+    )
     metrics = evaluate.compute_metrics(probabilities, labels, CLASS_NAMES, top_k=2)
     assert metrics["accuracy"] == pytest.approx(5 / 6)
     assert metrics["top_2_accuracy"] == 1.0
@@ -53,12 +59,19 @@ def test_empty_test_split_is_an_error():
 
 def metrics_with_recalls(**recalls: float) -> dict:
     """What compute_metrics returns, reduced to what the gate reads (balanced classes)."""
-    return {"accuracy": float(np.mean(list(recalls.values()))), "per_class": {name: {"recall": r} for name, r in recalls.items()}}
+    return {
+        "accuracy": float(np.mean(list(recalls.values()))),
+        "per_class": {name: {"recall": r} for name, r in recalls.items()},
+    }
 
 
 def test_gate_blesses_a_model_as_good_as_the_champion():
-    gate = evaluate.decide_blessing(metrics_with_recalls(a=0.95, b=0.95, c=0.96), GATE, metrics_with_recalls(a=0.96, b=0.96, c=0.96),
-                                    champion_label="champion v3")
+    gate = evaluate.decide_blessing(
+        metrics_with_recalls(a=0.95, b=0.95, c=0.96),
+        GATE,
+        metrics_with_recalls(a=0.96, b=0.96, c=0.96),
+        champion_label="champion v3",
+    )
     assert gate["blessed"] is True
     assert [reason.split(":")[0] for reason in gate["reasons"]] == ["PASS", "PASS", "PASS"]
     assert "vs champion v3's 0.9600 (change -0.0067)" in gate["reasons"][1]
@@ -66,21 +79,33 @@ def test_gate_blesses_a_model_as_good_as_the_champion():
 
 
 def test_gate_refuses_an_accuracy_regression_naming_the_champion_and_the_numbers():
-    gate = evaluate.decide_blessing(metrics_with_recalls(a=0.92, b=0.92, c=0.92), GATE, metrics_with_recalls(a=0.96, b=0.96, c=0.96),
-                                    champion_label="champion v3")
+    gate = evaluate.decide_blessing(
+        metrics_with_recalls(a=0.92, b=0.92, c=0.92),
+        GATE,
+        metrics_with_recalls(a=0.96, b=0.96, c=0.96),
+        champion_label="champion v3",
+    )
     assert gate["blessed"] is False
     assert gate["reasons"][0].startswith("PASS: test accuracy 0.9200")  # min_accuracy alone would bless it
-    assert gate["reasons"][1] == ("FAIL: test accuracy 0.9200 vs champion v3's 0.9600 (change -0.0400) "
-                                  "is beyond evaluate.max_accuracy_regression 0.01")
+    assert gate["reasons"][1] == (
+        "FAIL: test accuracy 0.9200 vs champion v3's 0.9600 (change -0.0400) "
+        "is beyond evaluate.max_accuracy_regression 0.01"
+    )
 
 
 def test_gate_refuses_a_class_recall_drop_even_when_accuracy_holds():
-    gate = evaluate.decide_blessing(metrics_with_recalls(a=1.0, b=0.84, c=1.0), GATE, metrics_with_recalls(a=0.95, b=0.95, c=0.95),
-                                    champion_label="champion v1")
+    gate = evaluate.decide_blessing(
+        metrics_with_recalls(a=1.0, b=0.84, c=1.0),
+        GATE,
+        metrics_with_recalls(a=0.95, b=0.95, c=0.95),
+        champion_label="champion v1",
+    )
     assert gate["blessed"] is False
     assert gate["reasons"][1].startswith("PASS")
-    assert gate["reasons"][2] == ("FAIL: recall of class 'b' fell 0.1100 from champion v1's 0.9500 to 0.8400, "
-                                  "more than evaluate.max_class_recall_drop 0.1")
+    assert gate["reasons"][2] == (
+        "FAIL: recall of class 'b' fell 0.1100 from champion v1's 0.9500 to 0.8400, "
+        "more than evaluate.max_class_recall_drop 0.1"
+    )
     assert gate["comparison"]["max_class_recall_drop_class"] == "b"
 
 
@@ -88,7 +113,10 @@ def test_gate_without_a_champion_decides_by_the_thresholds_alone_and_says_why():
     why = "no champion: registered model 'x' has no 'champion' version yet"
     good = evaluate.decide_blessing(metrics_with_recalls(a=0.9, b=0.9, c=0.93), GATE, None, no_champion_reason=why)
     assert good["blessed"] is True and good["comparison"] is None
-    assert good["reasons"][1] == f"SKIP: accuracy regression and per-class recall drop checks: {why}; the thresholds alone decide"
+    assert (
+        good["reasons"][1]
+        == f"SKIP: accuracy regression and per-class recall drop checks: {why}; the thresholds alone decide"
+    )
     weak = evaluate.decide_blessing(metrics_with_recalls(a=0.5, b=0.5, c=0.5), GATE, None, no_champion_reason=why)
     assert weak["blessed"] is False
     assert weak["reasons"][0] == "FAIL: test accuracy 0.5000 is below evaluate.min_accuracy 0.9"
@@ -105,12 +133,19 @@ def test_gate_refuses_a_network_that_does_not_beat_the_classical_baseline():
     baseline = {"model": "SVC(kernel='rbf') on downscaled pixels", "accuracy": 0.95}
     weak = evaluate.decide_blessing(metrics_with_recalls(a=0.93, b=0.93, c=0.93), GATE, None, baseline=baseline)
     assert weak["blessed"] is False
-    assert weak["reasons"][1] == ("FAIL: test accuracy 0.9300 vs the classical baseline's 0.9500 (SVC(kernel='rbf') on downscaled pixels, "
-                                  "same splits): margin -0.0200 is below evaluate.min_margin_over_baseline 0.0")
+    assert weak["reasons"][1] == (
+        "FAIL: test accuracy 0.9300 vs the classical baseline's 0.9500 (SVC(kernel='rbf') on downscaled pixels, "
+        "same splits): margin -0.0200 is below evaluate.min_margin_over_baseline 0.0"
+    )
     tie = evaluate.decide_blessing(metrics_with_recalls(a=0.95, b=0.95, c=0.95), GATE, None, baseline=baseline)
     assert tie["blessed"] is True and tie["reasons"][1].startswith("PASS")
     demanding = EvaluateParams(min_accuracy=0.9, min_margin_over_baseline=0.01)
-    assert evaluate.decide_blessing(metrics_with_recalls(a=0.955, b=0.955, c=0.955), demanding, None, baseline=baseline)["blessed"] is False
+    assert (
+        evaluate.decide_blessing(metrics_with_recalls(a=0.955, b=0.955, c=0.955), demanding, None, baseline=baseline)[
+            "blessed"
+        ]
+        is False
+    )
 
 
 def test_the_baseline_is_an_svm_on_downscaled_pixels_fit_on_train_and_scored_on_test():
@@ -160,6 +195,7 @@ def test_pictures_show_labels_and_calibration():
 
 # --- The evaluate stage against a real MLflow registry ------------------------------------------------
 
+
 def build_model(bias: list[float] | None = None) -> keras.Model:
     """Raw pixels in, softmax out, like train's model; a fixed `bias` with zero weights always predicts argmax(bias)."""
     inputs = keras.Input(shape=(12, 12, 1), dtype="float32")
@@ -173,7 +209,10 @@ def build_model(bias: list[float] | None = None) -> keras.Model:
 def stage_candidate(root: Path, model: keras.Model) -> str:
     """Saves `model` as train would, with a fresh MLflow run; returns the run id."""
     model.save(root / "artifacts/train/model.keras")
-    write_json(root / "artifacts/train/model.json", {"model": "tiny", "model_sha256": file_sha256(root / "artifacts/train/model.keras")})
+    write_json(
+        root / "artifacts/train/model.json",
+        {"model": "tiny", "model_sha256": file_sha256(root / "artifacts/train/model.keras")},
+    )
     with tracking.stage_run(EXPERIMENT, run_name="train") as run:
         tracking.write_run_reference(root / "artifacts/train/run.json", run, EXPERIMENT, tensorboard="train")
     return run.info.run_id
@@ -182,9 +221,16 @@ def stage_candidate(root: Path, model: keras.Model) -> str:
 def register_champion(module, run_id: str) -> None:
     """Logs and registers the serving SavedModel as export does, and gives that version the champion alias."""
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.tensorflow.log_model(module, name="serving_model", registered_model_name=MODEL_NAME,
-                                           saved_model_kwargs={"signatures": {"serving_default": module.serve}}, pip_requirements=[])
-    mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, tracking.CHAMPION_ALIAS, str(info.registered_model_version))
+        info = mlflow.tensorflow.log_model(
+            module,
+            name="serving_model",
+            registered_model_name=MODEL_NAME,
+            saved_model_kwargs={"signatures": {"serving_default": module.serve}},
+            pip_requirements=[],
+        )
+    mlflow.MlflowClient().set_registered_model_alias(
+        MODEL_NAME, tracking.CHAMPION_ALIAS, str(info.registered_model_version)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +254,9 @@ def workspace(tmp_path_factory):
         good.fit(images.astype(np.float32), labels, epochs=20, verbose=0)
         outputs["good_run"] = stage_candidate(root, good)
         evaluate.main()
-        outputs["good"] = {name: (root / name).read_text() for name in ["artifacts/evaluate/blessing.json", "metrics/evaluate.json"]}
+        outputs["good"] = {
+            name: (root / name).read_text() for name in ["artifacts/evaluate/blessing.json", "metrics/evaluate.json"]
+        }
         register_champion(export.ServingModule(good, CLASS_NAMES), outputs["good_run"])
         outputs["good_model"], outputs["images"] = good, images
         outputs["worse_run"] = stage_candidate(root, build_model(bias=[1.0, 0.0, 0.0]))
@@ -219,8 +267,12 @@ def workspace(tmp_path_factory):
 def test_first_model_is_blessed_by_the_thresholds_alone_with_its_report(workspace):
     blessing = json.loads(workspace["good"]["artifacts/evaluate/blessing.json"])
     assert blessing["blessed"] is True and blessing["champion"] is None
-    assert blessing["reasons"][2].startswith(f"SKIP: accuracy regression and per-class recall drop checks: no champion: registered model '{MODEL_NAME}'")
-    assert blessing["baseline"]["accuracy"] == 1.0 and blessing["reasons"][1].startswith("PASS: test accuracy 1.0000 vs the classical baseline's 1.0000")
+    assert blessing["reasons"][2].startswith(
+        f"SKIP: accuracy regression and per-class recall drop checks: no champion: registered model '{MODEL_NAME}'"
+    )
+    assert blessing["baseline"]["accuracy"] == 1.0 and blessing["reasons"][1].startswith(
+        "PASS: test accuracy 1.0000 vs the classical baseline's 1.0000"
+    )
     metrics = json.loads(workspace["good"]["metrics/evaluate.json"])
     assert "champion" not in metrics and metrics["baseline_accuracy"] == 1.0 and metrics["margin_over_baseline"] == 0.0
     run = mlflow.MlflowClient(tracking_uri=workspace["uri"]).get_run(workspace["good_run"])
@@ -234,10 +286,17 @@ def test_worse_model_is_refused_against_the_champion_but_still_gets_its_report(w
     assert blessing["blessed"] is False
     assert blessing["champion"]["version"] == 1 and blessing["champion"]["comparable"] is True
     assert blessing["champion"]["accuracy"] == 1.0 and blessing["candidate"]["accuracy"] < 0.5  # it always says "a"
-    assert any(reason.startswith("FAIL: test accuracy") and "vs champion v1's 1.0000" in reason for reason in blessing["reasons"])
+    assert any(
+        reason.startswith("FAIL: test accuracy") and "vs champion v1's 1.0000" in reason
+        for reason in blessing["reasons"]
+    )
     assert any(reason.startswith("FAIL: recall of class 'b'") for reason in blessing["reasons"])
     metrics = json.loads((root / "metrics/evaluate.json").read_text())
-    assert metrics["blessed"] is False and metrics["champion"]["version"] == 1 and metrics["champion"]["accuracy_change"] < -0.5
+    assert (
+        metrics["blessed"] is False
+        and metrics["champion"]["version"] == 1
+        and metrics["champion"]["accuracy_change"] < -0.5
+    )
     pictures = {path.name for path in (root / "artifacts/evaluate").glob("*.png")}
     assert pictures == {"confusion_matrix.png", "confident_mistakes.png", "reliability_diagram.png"}
     assert (root / "plots/confusion.csv").read_text().startswith("actual,predicted\n")
@@ -260,10 +319,16 @@ def registry(workspace):
 def test_champion_predicts_like_the_model_it_serves_and_other_datasets_are_refused(registry):
     uri, images = f"models:/{MODEL_NAME}/1", registry["images"][:8]
     probabilities = evaluate.predict_with_champion(uri, images, CLASS_NAMES)
-    np.testing.assert_allclose(probabilities, registry["good_model"].predict(images.astype(np.float32), verbose=0), atol=1e-5)
-    with pytest.raises(evaluate.RegistryError, match="has classes .* the candidate \\['x', 'y', 'z'\\]: another dataset's model"):
+    np.testing.assert_allclose(
+        probabilities, registry["good_model"].predict(images.astype(np.float32), verbose=0), atol=1e-5
+    )
+    with pytest.raises(
+        evaluate.RegistryError, match="has classes .* the candidate \\['x', 'y', 'z'\\]: another dataset's model"
+    ):
         evaluate.predict_with_champion(uri, images, ["x", "y", "z"])
-    with pytest.raises(evaluate.RegistryError, match="shape \\(12, 12, 1\\), the candidate \\(6, 6, 1\\): another dataset's model"):
+    with pytest.raises(
+        evaluate.RegistryError, match="shape \\(12, 12, 1\\), the candidate \\(6, 6, 1\\): another dataset's model"
+    ):
         evaluate.predict_with_champion(uri, images[:, :6, :6], CLASS_NAMES)
     # Another dataset registered under this name: not comparable, so the gate fails closed and says why.
     check = evaluate.evaluate_champion(MODEL_NAME, images, np.zeros(8, np.int64), ["x", "y", "z"], top_k=1)
@@ -275,8 +340,13 @@ def test_a_missing_model_or_alias_means_no_champion(registry):
     version = evaluate.find_champion(MODEL_NAME)
     assert version is not None and int(version.version) == 1
     assert evaluate.find_champion("never_registered") is None
-    check = evaluate.evaluate_champion("never_registered", registry["images"][:2], np.zeros(2, np.int64), CLASS_NAMES, top_k=1)
-    assert check["error"] == "" and check["skip"] == "no champion: registered model 'never_registered' has no 'champion' version yet"
+    check = evaluate.evaluate_champion(
+        "never_registered", registry["images"][:2], np.zeros(2, np.int64), CLASS_NAMES, top_k=1
+    )
+    assert (
+        check["error"] == ""
+        and check["skip"] == "no champion: registered model 'never_registered' has no 'champion' version yet"
+    )
     mlflow.MlflowClient().delete_registered_model_alias(MODEL_NAME, tracking.CHAMPION_ALIAS)
     try:
         assert evaluate.find_champion(MODEL_NAME) is None
@@ -302,9 +372,17 @@ def test_an_unreachable_registry_fails_the_gate_closed_with_the_reason(monkeypat
     try:
         with pytest.raises(evaluate.RegistryError, match="the model registry at http://127.0.0.1:9 could not be read"):
             evaluate.find_champion(MODEL_NAME)
-        check = evaluate.evaluate_champion(MODEL_NAME, np.zeros((1, 12, 12, 1), np.uint8), np.zeros(1, np.int64), CLASS_NAMES, top_k=1)
+        check = evaluate.evaluate_champion(
+            MODEL_NAME, np.zeros((1, 12, 12, 1), np.uint8), np.zeros(1, np.int64), CLASS_NAMES, top_k=1
+        )
     finally:
         mlflow.set_tracking_uri(previous)
-    assert check["version"] is None and check["error"].startswith("the model registry at http://127.0.0.1:9 could not be read")
-    gate = evaluate.decide_blessing(metrics_with_recalls(a=1.0, b=1.0, c=1.0), GATE, None, champion_error=check["error"])
-    assert gate["blessed"] is False and any(reason.startswith("FAIL: could not check against the champion") for reason in gate["reasons"])
+    assert check["version"] is None and check["error"].startswith(
+        "the model registry at http://127.0.0.1:9 could not be read"
+    )
+    gate = evaluate.decide_blessing(
+        metrics_with_recalls(a=1.0, b=1.0, c=1.0), GATE, None, champion_error=check["error"]
+    )
+    assert gate["blessed"] is False and any(
+        reason.startswith("FAIL: could not check against the champion") for reason in gate["reasons"]
+    )

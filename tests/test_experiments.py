@@ -1,5 +1,6 @@
 """DVC experiments (`dvc exp run`, a queued one) each become their own MLflow run in the repository's store,
 and `dvc exp show` agrees with MLflow on their metrics."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,6 @@ import pytest
 
 from pipelines import tracking
 from tests.workspace import run
-
 
 # Each experiment also trains one epoch and exports two variants (the baseline: two epochs, three
 # variants): seconds less per stage, and nothing below depends on either.
@@ -52,19 +52,31 @@ def _experiments(shown: list) -> dict[str, dict]:
 
 def test_dvc_lock_tags_name_each_output_of_the_upstream_stages(tmp_path):
     lock = tmp_path / "dvc.lock"
-    lock.write_text("schema: '2.0'\nstages:\n  ingest:\n    outs:\n    - path: data/prepared\n      md5: abc.dir\n"
-                    "  preprocess:\n    outs:\n    - path: artifacts/preprocess\n      md5: def.dir\n"
-                    "  train:\n    outs:\n    - path: artifacts/train\n      md5: stale.dir\n")
+    lock.write_text(
+        "schema: '2.0'\nstages:\n  ingest:\n    outs:\n    - path: data/prepared\n      md5: abc.dir\n"
+        "  preprocess:\n    outs:\n    - path: artifacts/preprocess\n      md5: def.dir\n"
+        "  train:\n    outs:\n    - path: artifacts/train\n      md5: stale.dir\n"
+    )
     assert tracking.dvc_lock_tags(("ingest", "preprocess"), lock) == {
-        "dvc.lock.ingest.data/prepared": "abc.dir", "dvc.lock.preprocess.artifacts/preprocess": "def.dir"}
+        "dvc.lock.ingest.data/prepared": "abc.dir",
+        "dvc.lock.preprocess.artifacts/preprocess": "def.dir",
+    }
     assert tracking.dvc_lock_tags(lock_file=tmp_path / "missing.lock") == {}
 
 
 def test_flatten_keeps_types_for_the_hparams_dashboard():
-    nested = {"train": {"epochs": 3, "nesterov": False, "clipnorm": None, "augmentation": {"flip": "none"}}, "variants": ["a"]}
+    nested = {
+        "train": {"epochs": 3, "nesterov": False, "clipnorm": None, "augmentation": {"flip": "none"}},
+        "variants": ["a"],
+    }
     assert tracking.flatten("", nested)["train.epochs"] == "3"
     assert tracking.flatten("", nested, as_text=False) == {
-        "train.epochs": 3, "train.nesterov": False, "train.clipnorm": "null", "train.augmentation.flip": "none", "variants": '["a"]'}
+        "train.epochs": 3,
+        "train.nesterov": False,
+        "train.clipnorm": "null",
+        "train.augmentation.flip": "none",
+        "variants": '["a"]',
+    }
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +90,9 @@ def experiments(reproduced_repo, tmp_path_factory):
 
     repo = copy_reproduced(reproduced_repo, tmp_path_factory.mktemp("experiments") / "repo")
     run(["git", "add", "-A"], repo)
-    run(COMMIT + ["baseline"], repo)  # the baseline a user commits after `make repro`; experiments are compared against it
+    run(
+        COMMIT + ["baseline"], repo
+    )  # the baseline a user commits after `make repro`; experiments are compared against it
     base_rate = yaml.safe_load((repo / "params.yaml").read_text())["train"]["learning_rate"]
     try:
         # Queued first: a queued experiment takes the workspace as it is when queued, and the next one changes it.
@@ -163,15 +177,27 @@ def test_metrics_and_plots_diff_compare_two_commits_of_the_pipelines_own_outputs
     run(COMMIT + ["mlp"], repo)
     diff = json.loads(_dvc(repo, "metrics", "diff", "HEAD~1", "HEAD", "--json", "--all").stdout)
     evaluate = diff["metrics/evaluate.json"]
-    committed = {revision: json.loads(run(["git", "show", f"{revision}:metrics/evaluate.json"], repo).stdout) for revision in ("HEAD~1", "HEAD")}
-    assert evaluate["accuracy"]["old"] == committed["HEAD~1"]["accuracy"] and evaluate["accuracy"]["new"] == committed["HEAD"]["accuracy"]
+    committed = {
+        revision: json.loads(run(["git", "show", f"{revision}:metrics/evaluate.json"], repo).stdout)
+        for revision in ("HEAD~1", "HEAD")
+    }
+    assert (
+        evaluate["accuracy"]["old"] == committed["HEAD~1"]["accuracy"]
+        and evaluate["accuracy"]["new"] == committed["HEAD"]["accuracy"]
+    )
     assert evaluate["baseline_accuracy"]["old"] == evaluate["baseline_accuracy"]["new"]  # same splits, same baseline
     assert "val_accuracy" in diff["metrics/train.json"] and "tflite_int8.accuracy" in diff["metrics/export.json"]
 
     rendered = json.loads(_dvc(repo, "plots", "diff", "HEAD~1", "HEAD", "--json", "--split").stdout)
     assert not rendered.get("errors"), rendered.get("errors")
-    expected = {"Training curves (accuracy)", "Training curves (loss)", "Confusion matrix (test split)",
-                "artifacts/evaluate/confident_mistakes.png", "artifacts/evaluate/reliability_diagram.png", "artifacts/export/variants.png"}
+    expected = {
+        "Training curves (accuracy)",
+        "Training curves (loss)",
+        "Confusion matrix (test split)",
+        "artifacts/evaluate/confident_mistakes.png",
+        "artifacts/evaluate/reliability_diagram.png",
+        "artifacts/export/variants.png",
+    }
     assert expected <= set(rendered["data"])
     for name in expected:
         revisions = {revision for item in rendered["data"][name] for revision in item["revisions"]}

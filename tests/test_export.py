@@ -1,4 +1,5 @@
 """Tests for components/export.py on a tiny fabricated dataset, trained model, evaluate blessing and MLflow run."""
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,9 @@ from mlflow import MlflowClient
 
 from components import export, export_cache, export_measure, export_variants
 from models.lenet5 import build_lenet5
-from pipelines.outputs import file_sha256
 from pipelines import records, tflite, tracking
 from pipelines.config import ExportParams
+from pipelines.outputs import file_sha256
 
 CLASS_NAMES = ["top", "middle", "bottom"]
 IMAGE_SHAPE = (12, 12, 1)
@@ -40,8 +41,16 @@ export:
   max_int8_class_drop: 0.2
   seed: 0
 """
-VARIANTS = {"keras_float", "tflite_float32", "tflite_float16", "tflite_dynamic_range", "tflite_int8",
-            "tflite_pruned_int8", "tflite_qat_int8", "tflite_pqat_int8"}
+VARIANTS = {
+    "keras_float",
+    "tflite_float32",
+    "tflite_float16",
+    "tflite_dynamic_range",
+    "tflite_int8",
+    "tflite_pruned_int8",
+    "tflite_qat_int8",
+    "tflite_pqat_int8",
+}
 INT8_FILES = ["model_int8.tflite", "model_pruned_int8.tflite", "model_qat_int8.tflite", "model_pqat_int8.tflite"]
 
 
@@ -53,7 +62,7 @@ def make_images(num_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     for label in range(len(CLASS_NAMES)):
         for _ in range(num_per_class):
             image = rng.integers(0, 60, IMAGE_SHAPE)
-            image[label * band:(label + 1) * band] += 150
+            image[label * band : (label + 1) * band] += 150
             images.append(image.astype(np.uint8))
             labels.append(label)
     order = rng.permutation(len(labels))
@@ -67,7 +76,7 @@ def write_prepared(directory: Path, splits: dict[str, tuple[np.ndarray, np.ndarr
     for split, (images, labels) in splits.items():
         shards = records.shard_paths(directory, split, 1)
         with tf.io.TFRecordWriter(str(shards[0])) as writer:
-            for index, (image, label) in enumerate(zip(images, labels)):
+            for index, (image, label) in enumerate(zip(images, labels, strict=True)):
                 writer.write(records.serialize_example(image, int(label), f"{split}/{index}.png"))
         manifest["splits"][split] = {"count": len(labels), "shards": [shard.name for shard in shards]}
     with (directory / records.MANIFEST).open("w") as stream:
@@ -99,8 +108,16 @@ def write_workspace(root: Path, *, blessed: bool) -> str:
     train_dir = root / "artifacts/train"
     train_dir.mkdir(parents=True)
     build_trained_model(*train).save(train_dir / "model.keras")
-    (train_dir / "model.json").write_text(json.dumps({"model": "lenet5", "class_names": CLASS_NAMES, "image_shape": list(IMAGE_SHAPE),
-                                                      "model_sha256": file_sha256(train_dir / "model.keras")}))
+    (train_dir / "model.json").write_text(
+        json.dumps(
+            {
+                "model": "lenet5",
+                "class_names": CLASS_NAMES,
+                "image_shape": list(IMAGE_SHAPE),
+                "model_sha256": file_sha256(train_dir / "model.keras"),
+            }
+        )
+    )
     with tracking.stage_run(EXPERIMENT, run_name="train") as run:
         tracking.write_run_reference(train_dir / "run.json", run, EXPERIMENT, tensorboard="train")
     evaluate_dir = root / "artifacts/evaluate"
@@ -111,10 +128,17 @@ def write_workspace(root: Path, *, blessed: bool) -> str:
 
 def write_blessing(root: Path, *, blessed: bool, run_id: str, champion_version: int | None = None) -> None:
     """evaluate's decision about the run, as the evaluate stage writes it."""
-    (root / "artifacts/evaluate/blessing.json").write_text(json.dumps({
-        "blessed": blessed, "reasons": [], "candidate": {"run_id": run_id, "accuracy": 0.9},
-        "champion": {"version": champion_version} if champion_version else None,
-        "baseline": {"model": "SVC(kernel='rbf') on downscaled pixels", "accuracy": 0.8}}))
+    (root / "artifacts/evaluate/blessing.json").write_text(
+        json.dumps(
+            {
+                "blessed": blessed,
+                "reasons": [],
+                "candidate": {"run_id": run_id, "accuracy": 0.9},
+                "champion": {"version": champion_version} if champion_version else None,
+                "baseline": {"model": "SVC(kernel='rbf') on downscaled pixels", "accuracy": 0.8},
+            }
+        )
+    )
 
 
 def run_export(root: Path, *, blessed: bool, params_yaml: str = PARAMS_YAML) -> dict:
@@ -135,7 +159,9 @@ def blessed_export(tmp_path_factory):
 @pytest.fixture(scope="module")
 def unblessed_export(tmp_path_factory):
     """Only the float and int8 conversions: no fine-tunes, so it is quick."""
-    params = PARAMS_YAML.replace("[float32, float16, dynamic_range, int8, pruned_int8, qat_int8, pqat_int8]", "[float32, int8]")
+    params = PARAMS_YAML.replace(
+        "[float32, float16, dynamic_range, int8, pruned_int8, qat_int8, pqat_int8]", "[float32, int8]"
+    )
     return run_export(tmp_path_factory.mktemp("unblessed"), blessed=False, params_yaml=params)
 
 
@@ -151,9 +177,15 @@ def test_saved_model_serves_uint8_images_in_tf_serving_layout(blessed_export):
     assert outputs["class_ids"].dtype == tf.int64
     names = [name.decode() for name in outputs["class_names"].numpy()]
     assert names == [CLASS_NAMES[i] for i in outputs["class_ids"].numpy()]
-    shown = subprocess.run([str(Path(sys.executable).parent / "saved_model_cli"), "show", "--dir", str(versions[0]), "--all"],
-                           capture_output=True, text=True, check=True).stdout
-    assert "signature_def['serving_default']" in shown and "dtype: DT_UINT8" in shown and "shape: (-1, 12, 12, 1)" in shown
+    shown = subprocess.run(
+        [str(Path(sys.executable).parent / "saved_model_cli"), "show", "--dir", str(versions[0]), "--all"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert (
+        "signature_def['serving_default']" in shown and "dtype: DT_UINT8" in shown and "shape: (-1, 12, 12, 1)" in shown
+    )
     assert all(f"outputs['{name}']" in shown for name in ("probabilities", "class_ids", "class_names"))
     with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
         serve(images=tf.constant(images.astype(np.float32)))
@@ -178,29 +210,50 @@ def test_metrics_and_report_list_every_variant(blessed_export):
     assert VARIANTS <= set(metrics) and metrics["version"] == 1 and metrics["promoted"] is True
     for variant in VARIANTS:
         row = metrics[variant]
-        assert set(row) >= {"accuracy", "accuracy_drop", "max_class_drop", "agreement", "size_bytes", "gzip_bytes", "sparsity",
-                            "latency_p50_ms", "latency_p99_ms", "invoke_p50_ms", "throughput_images_per_s"}
+        assert set(row) >= {
+            "accuracy",
+            "accuracy_drop",
+            "max_class_drop",
+            "agreement",
+            "size_bytes",
+            "gzip_bytes",
+            "sparsity",
+            "latency_p50_ms",
+            "latency_p99_ms",
+            "invoke_p50_ms",
+            "throughput_images_per_s",
+        }
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["agreement"] <= 1 and row["latency_p50_ms"] > 0
         assert row["throughput_images_per_s"] > 0
     assert metrics["keras_float"]["agreement"] == 1.0 and metrics["keras_float"]["accuracy_drop"] == 0.0
     assert metrics["tflite_float32"]["agreement"] >= 0.95
     sizes = {name: metrics[name]["size_bytes"] for name in VARIANTS - {"keras_float"}}
     assert sizes["tflite_float16"] < 0.6 * sizes["tflite_float32"]
-    assert sizes["tflite_int8"] < 0.35 * sizes["tflite_float32"] and sizes["tflite_dynamic_range"] < 0.35 * sizes["tflite_float32"]
+    assert (
+        sizes["tflite_int8"] < 0.35 * sizes["tflite_float32"]
+        and sizes["tflite_dynamic_range"] < 0.35 * sizes["tflite_float32"]
+    )
     assert metrics["int8_gate"]["passed"] is True and metrics["int8_gate"]["variant"] == "int8"
     report = (root / "artifacts/export/report.md").read_text()
     assert all(variant in report for variant in VARIANTS) and "int8 gate (int8): passed" in report
     assert (root / "artifacts/export/variants.png").stat().st_size > 10_000
-    assert "Classical baseline (SVC(kernel='rbf') on downscaled pixels, same train and test splits): test accuracy 0.8000" in report
+    assert (
+        "Classical baseline (SVC(kernel='rbf') on downscaled pixels, same train and test splits): test accuracy 0.8000"
+        in report
+    )
     assert metrics["serving_parity_max_difference"] <= 1e-4 and metrics["registered_model"] == "test_classifier"
     assert not list((root / "artifacts").glob(".export.tmp-*")), "the staging directory was left behind"
-    # The build machine's CPU is in both, and whichever quantized variant was slower than float32 is said so in the report.
+    # The build machine's CPU is in both, and whichever quantized variant was slower than float32 is said so in the
+    # report.
     assert metrics["cpu"]["model"] and set(metrics["cpu"]["flags"]) <= set(export.cpu.RELEVANT_FLAGS)
     assert f"on the build machine's CPU: {metrics['cpu']['model']}" in report
     assert metrics["variants_from_cache"] == []  # a fresh workspace: everything was built
     for variant, facts in metrics["slower_than_float32"].items():
         assert f"**{variant} is slower than float32 on this machine**" in report
-        assert set(facts["settings"]) == set(export_measure.SETTINGS) and facts["fastest_invoke_setting"] in export_measure.SETTINGS
+        assert (
+            set(facts["settings"]) == set(export_measure.SETTINGS)
+            and facts["fastest_invoke_setting"] in export_measure.SETTINGS
+        )
 
 
 def test_pruned_models_reach_the_target_sparsity(blessed_export):
@@ -210,7 +263,9 @@ def test_pruned_models_reach_the_target_sparsity(blessed_export):
         assert metrics[variant]["sparsity"] >= 0.9 * TARGET_SPARSITY
         assert metrics[variant]["gzip_bytes"] < 0.6 * metrics["tflite_int8"]["gzip_bytes"]
     assert metrics["tflite_float32"]["sparsity"] < 0.1 and metrics["tflite_qat_int8"]["sparsity"] < 0.2
-    assert list((root / "logs/tensorboard").rglob("pruning/**/events.out.tfevents.*")), "no pruning summaries for TensorBoard"
+    assert list((root / "logs/tensorboard").rglob("pruning/**/events.out.tfevents.*")), (
+        "no pruning summaries for TensorBoard"
+    )
 
 
 def test_blessed_model_is_registered_as_champion_in_the_train_run(blessed_export):
@@ -221,7 +276,12 @@ def test_blessed_model_is_registered_as_champion_in_the_train_run(blessed_export
     run = client.get_run(blessed_export["run_id"])
     assert "export.tflite_int8.accuracy" in run.data.metrics and run.data.tags["export.promoted"] == "true"
     artifacts = {item.path for item in client.list_artifacts(blessed_export["run_id"], "export")}
-    assert {"export/report.md", "export/variants.png", "export/labels.txt", *(f"export/{name}" for name in INT8_FILES)} <= artifacts
+    assert {
+        "export/report.md",
+        "export/variants.png",
+        "export/labels.txt",
+        *(f"export/{name}" for name in INT8_FILES),
+    } <= artifacts
 
 
 def test_unblessed_model_is_registered_but_not_champion(unblessed_export):
@@ -230,7 +290,9 @@ def test_unblessed_model_is_registered_but_not_champion(unblessed_export):
     assert int(version.version) == 1 and version.aliases == []
     metrics = json.loads((unblessed_export["root"] / "metrics/export.json").read_text())
     assert metrics["promoted"] is False and metrics["blessed"] is False
-    assert set(metrics) & VARIANTS == {"keras_float", "tflite_float32", "tflite_int8"}, "variants not in params were exported"
+    assert set(metrics) & VARIANTS == {"keras_float", "tflite_float32", "tflite_int8"}, (
+        "variants not in params were exported"
+    )
     assert "evaluate did not bless the model" in (unblessed_export["root"] / "artifacts/export/report.md").read_text()
 
 
@@ -241,10 +303,28 @@ def test_a_failed_int8_gate_keeps_a_blessed_model_from_champion_and_says_why():
     assert gate["passed"] is False and len(gate["reasons"]) == 2
     assert "accuracy drop 0.0040 > max_int8_accuracy_drop 0.002" in gate["reasons"][0]
     # exactly at the threshold passes: one image of 500 is 0.002
-    assert export.decide_int8_gate({"tflite_int8": {"accuracy_drop": 1 / 500, "max_class_drop": 0.04}}, params)["passed"]
-    report = export.format_report({"tflite_int8": {"accuracy": 0.9, "latency_p50_ms": 0.1, "latency_p99_ms": 0.2, "invoke_p50_ms": 0.1,
-                                                   "size_bytes": 10, "gzip_bytes": 5, "throughput_images_per_s": 1.0}},
-                                   model_name="m", version=3, promoted=False, why_not=gate["reasons"], gate=gate, num_threads=1)
+    assert export.decide_int8_gate({"tflite_int8": {"accuracy_drop": 1 / 500, "max_class_drop": 0.04}}, params)[
+        "passed"
+    ]
+    report = export.format_report(
+        {
+            "tflite_int8": {
+                "accuracy": 0.9,
+                "latency_p50_ms": 0.1,
+                "latency_p99_ms": 0.2,
+                "invoke_p50_ms": 0.1,
+                "size_bytes": 10,
+                "gzip_bytes": 5,
+                "throughput_images_per_s": 1.0,
+            }
+        },
+        model_name="m",
+        version=3,
+        promoted=False,
+        why_not=gate["reasons"],
+        gate=gate,
+        num_threads=1,
+    )
     assert "**not** `champion`" in report and "max_int8_class_drop" in report and "version 3" in report
 
 
@@ -254,11 +334,20 @@ def test_export_params_reject_a_gate_variant_that_is_not_exported():
 
 
 def test_pruning_schedule_reaches_the_target_at_a_mask_update_step():
-    for num_examples, epochs, end_fraction in [(1, 1, 1.0), (100, 2, 0.5), (4000, 2, 1.0), (4000, 4, 0.5), (50000, 3, 0.3)]:
-        schedule = export_variants.build_pruning_schedule(num_examples, batch_size=64, epochs=epochs, target_sparsity=0.5,
-                                                          end_fraction=end_fraction)
+    for num_examples, epochs, end_fraction in [
+        (1, 1, 1.0),
+        (100, 2, 0.5),
+        (4000, 2, 1.0),
+        (4000, 4, 0.5),
+        (50000, 3, 0.3),
+    ]:
+        schedule = export_variants.build_pruning_schedule(
+            num_examples, batch_size=64, epochs=epochs, target_sparsity=0.5, end_fraction=end_fraction
+        )
         total_steps = -(-num_examples // 64) * epochs
-        assert 0 < schedule.end_step <= max(1, total_steps * end_fraction) and schedule.end_step % schedule.frequency == 0
+        assert (
+            0 < schedule.end_step <= max(1, total_steps * end_fraction) and schedule.end_step % schedule.frequency == 0
+        )
         should_prune, sparsity = schedule(tf.constant(schedule.end_step, tf.int64))
         assert bool(should_prune) and float(sparsity) == pytest.approx(0.5)
 
@@ -287,14 +376,22 @@ def test_a_failed_export_leaves_the_previous_export_untouched(unblessed_export, 
     assert [path.name for path in (root / "artifacts").iterdir() if path.name.startswith(".")] == []
 
 
-QUICK_PARAMS = PARAMS_YAML.replace("[float32, float16, dynamic_range, int8, pruned_int8, qat_int8, pqat_int8]", "[float32, int8]")
+QUICK_PARAMS = PARAMS_YAML.replace(
+    "[float32, float16, dynamic_range, int8, pruned_int8, qat_int8, pqat_int8]", "[float32, int8]"
+)
 
 
 def _export_state(root: Path) -> dict:
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
-    return {"champion": int(client.get_model_version_by_alias("test_classifier", tracking.CHAMPION_ALIAS).version),
-            "files": {path.relative_to(root): path.read_bytes() for folder in ("artifacts/export", "metrics")
-                      for path in (root / folder).rglob("*") if path.is_file()}}
+    return {
+        "champion": int(client.get_model_version_by_alias("test_classifier", tracking.CHAMPION_ALIAS).version),
+        "files": {
+            path.relative_to(root): path.read_bytes()
+            for folder in ("artifacts/export", "metrics")
+            for path in (root / folder).rglob("*")
+            if path.is_file()
+        },
+    }
 
 
 def test_promotion_is_the_last_step_so_a_failure_after_registration_keeps_the_champion(tmp_path, monkeypatch):
@@ -303,7 +400,12 @@ def test_promotion_is_the_last_step_so_a_failure_after_registration_keeps_the_ch
     assert before["champion"] == 1
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    write_blessing(root, blessed=True, run_id=json.loads((root / "artifacts/train/run.json").read_text())["run_id"], champion_version=1)
+    write_blessing(
+        root,
+        blessed=True,
+        run_id=json.loads((root / "artifacts/train/run.json").read_text())["run_id"],
+        champion_version=1,
+    )
 
     def crash(*args, **kwargs):
         raise RuntimeError("writing the report failed")
@@ -312,7 +414,9 @@ def test_promotion_is_the_last_step_so_a_failure_after_registration_keeps_the_ch
     with pytest.raises(RuntimeError, match="writing the report failed"):
         export.main()
     assert _export_state(root) == before  # champion v1, the previous export and metrics untouched
-    versions = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}").search_model_versions("name='test_classifier'")
+    versions = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}").search_model_versions(
+        "name='test_classifier'"
+    )
     assert sorted(int(version.version) for version in versions) == [1, 2]  # registered, never promoted
     monkeypatch.undo()
 
@@ -323,8 +427,14 @@ def test_promotion_is_the_last_step_so_a_failure_after_registration_keeps_the_ch
     export.main()
     metrics = json.loads((root / "metrics/export.json").read_text())
     assert metrics["version"] == 3 and metrics["promoted"] is False
-    assert metrics["variants_from_cache"] == ["float32", "int8"]  # the same model, data, params and code: nothing rebuilt
-    assert "the champion of 'test_classifier' changed since evaluate compared against v1 (now v2)" in metrics["not_promoted_because"][0]
+    assert metrics["variants_from_cache"] == [
+        "float32",
+        "int8",
+    ]  # the same model, data, params and code: nothing rebuilt
+    assert (
+        "the champion of 'test_classifier' changed since evaluate compared against v1 (now v2)"
+        in metrics["not_promoted_because"][0]
+    )
     assert _export_state(root)["champion"] == 2
 
 
@@ -363,44 +473,99 @@ def test_a_model_changed_after_training_is_refused(tmp_path):
 
 
 def fabricated_row(invoke_us: float, images_per_s: float) -> dict:
-    return {"accuracy": 0.9, "accuracy_drop": 0.0, "max_class_drop": 0.0, "agreement": 1.0, "size_bytes": 10, "gzip_bytes": 5,
-            "sparsity": 0.0, "latency_p50_ms": invoke_us / 900, "latency_p99_ms": invoke_us / 500, "invoke_p50_ms": invoke_us / 1000,
-            "throughput_images_per_s": images_per_s}
+    return {
+        "accuracy": 0.9,
+        "accuracy_drop": 0.0,
+        "max_class_drop": 0.0,
+        "agreement": 1.0,
+        "size_bytes": 10,
+        "gzip_bytes": 5,
+        "sparsity": 0.0,
+        "latency_p50_ms": invoke_us / 900,
+        "latency_p99_ms": invoke_us / 500,
+        "invoke_p50_ms": invoke_us / 1000,
+        "throughput_images_per_s": images_per_s,
+    }
 
 
 def test_the_report_says_which_quantized_variant_is_slower_than_float32_and_its_fastest_setting():
-    metrics = {"keras_float": fabricated_row(900, 1000), "tflite_float32": fabricated_row(33, 30000),
-               "tflite_float16": fabricated_row(34, 29000),  # within the 5 % noise margin: not slower
-               "tflite_dynamic_range": fabricated_row(30, 33000), "tflite_int8": fabricated_row(104, 10000)}
-    settings = {"float32": {"AUTO": {"invoke_p50_ms": 0.033, "throughput_images_per_s": 30000},
-                            "BUILTIN_WITHOUT_DEFAULT_DELEGATES": {"invoke_p50_ms": 0.188, "throughput_images_per_s": 5000}},
-                "int8": {"AUTO": {"invoke_p50_ms": 0.104, "throughput_images_per_s": 10000},
-                         "BUILTIN_WITHOUT_DEFAULT_DELEGATES": {"invoke_p50_ms": 0.141, "throughput_images_per_s": 12000}}}
+    metrics = {
+        "keras_float": fabricated_row(900, 1000),
+        "tflite_float32": fabricated_row(33, 30000),
+        "tflite_float16": fabricated_row(34, 29000),  # within the 5 % noise margin: not slower
+        "tflite_dynamic_range": fabricated_row(30, 33000),
+        "tflite_int8": fabricated_row(104, 10000),
+    }
+    settings = {
+        "float32": {
+            "AUTO": {"invoke_p50_ms": 0.033, "throughput_images_per_s": 30000},
+            "BUILTIN_WITHOUT_DEFAULT_DELEGATES": {"invoke_p50_ms": 0.188, "throughput_images_per_s": 5000},
+        },
+        "int8": {
+            "AUTO": {"invoke_p50_ms": 0.104, "throughput_images_per_s": 10000},
+            "BUILTIN_WITHOUT_DEFAULT_DELEGATES": {"invoke_p50_ms": 0.141, "throughput_images_per_s": 12000},
+        },
+    }
     slower = export_measure.slower_than_float32(metrics, settings)
     assert list(slower) == ["int8"] and slower["int8"]["slower_in"] == ["invoke_p50", "throughput"]
     assert slower["int8"]["fastest_invoke_setting"] == "AUTO"
     assert slower["int8"]["fastest_throughput_setting"] == "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
     gate = {"variant": "int8", "passed": True, "reasons": ["ok"]}
-    amx = {"model": "Intel(R) Xeon(R) Processor", "vendor": "GenuineIntel", "family": "6", "model_number": "207", "logical_cpus": 2,
-           "flags": {"avx512_vnni": True, "amx_int8": True}}
-    report = export.format_report(metrics, model_name="m", version=1, promoted=True, why_not=[], gate=gate, num_threads=1,
-                                  cpu_description=amx, interpreter_settings=settings)
-    assert ("**int8 is slower than float32 on this machine**: invoke p50 3.15× float32's, throughput 0.33× float32's "
-            "(default XNNPACK delegate, num_threads=1). Fastest setting found for it: `AUTO` for single images (104.0 µs) and "
-            "`BUILTIN_WITHOUT_DEFAULT_DELEGATES` for batches (12,000 images/s); float32 at its fastest: 33.0 µs, 30,000 images/s, "
-            "so it stays slower.") in report
+    amx = {
+        "model": "Intel(R) Xeon(R) Processor",
+        "vendor": "GenuineIntel",
+        "family": "6",
+        "model_number": "207",
+        "logical_cpus": 2,
+        "flags": {"avx512_vnni": True, "amx_int8": True},
+    }
+    report = export.format_report(
+        metrics,
+        model_name="m",
+        version=1,
+        promoted=True,
+        why_not=[],
+        gate=gate,
+        num_threads=1,
+        cpu_description=amx,
+        interpreter_settings=settings,
+    )
+    assert (
+        "**int8 is slower than float32 on this machine**: invoke p50 3.15× float32's, throughput 0.33× float32's "
+        "(default XNNPACK delegate, num_threads=1). Fastest setting found for it: "
+        "`AUTO` for single images (104.0 µs) and "
+        "`BUILTIN_WITHOUT_DEFAULT_DELEGATES` for batches (12,000 images/s); "
+        "float32 at its fastest: 33.0 µs, 30,000 images/s, "
+        "so it stays slower."
+    ) in report
     assert "| int8      | `BUILTIN_WITHOUT_DEFAULT_DELEGATES` |           141.0 |                    12,000 |" in report
     assert "float16 is slower" not in report and "dynamic_range is slower" not in report
-    assert "This CPU has AMX-INT8" in report and "Intel(R) Xeon(R) Processor (GenuineIntel family 6 model 207), 2 logical CPUs" in report
+    assert (
+        "This CPU has AMX-INT8" in report
+        and "Intel(R) Xeon(R) Processor (GenuineIntel family 6 model 207), 2 logical CPUs" in report
+    )
 
-    # Without the settings figures the sentence still says so; without AMX there is no AMX hint; nothing slower, no sentence.
-    plain = export.format_report(metrics, model_name="m", version=1, promoted=True, why_not=[], gate=gate, num_threads=1,
-                                 cpu_description={**amx, "flags": {"amx_int8": False}})
-    assert "**int8 is slower than float32 on this machine**" in plain and "not timed with other interpreter settings" in plain
+    # Without the settings figures the sentence still says so; without AMX there is no AMX hint; nothing slower,
+    # no sentence.
+    plain = export.format_report(
+        metrics,
+        model_name="m",
+        version=1,
+        promoted=True,
+        why_not=[],
+        gate=gate,
+        num_threads=1,
+        cpu_description={**amx, "flags": {"amx_int8": False}},
+    )
+    assert (
+        "**int8 is slower than float32 on this machine**" in plain
+        and "not timed with other interpreter settings" in plain
+    )
     assert "AMX-INT8" not in plain
     metrics["tflite_int8"] = fabricated_row(20, 50000)
-    assert "slower than float32" not in export.format_report(metrics, model_name="m", version=1, promoted=True, why_not=[], gate=gate,
-                                                             num_threads=1)
+    assert "slower than float32" not in export.format_report(
+        metrics, model_name="m", version=1, promoted=True, why_not=[], gate=gate, num_threads=1
+    )
 
 
 def test_variant_keys_follow_only_what_each_variant_reads():
@@ -409,11 +574,17 @@ def test_variant_keys_follow_only_what_each_variant_reads():
     keys = {variant: export_cache.variant_key(variant, params=params, **parts) for variant in params.variants}
     assert len(set(keys.values())) == len(keys)
     measured = ExportParams(latency_runs=50, num_threads=2, max_int8_accuracy_drop=0.1, model_name="other")
-    assert all(export_cache.variant_key(v, params=measured, **parts) == key for v, key in keys.items()), "measurement params changed a key"
+    assert all(export_cache.variant_key(v, params=measured, **parts) == key for v, key in keys.items()), (
+        "measurement params changed a key"
+    )
     pruned = ExportParams(prune_epochs=9)
     changed = {v for v, key in keys.items() if export_cache.variant_key(v, params=pruned, **parts) != key}
     assert changed == {"pruned_int8", "pqat_int8"}
-    other_data = {v for v, key in keys.items() if export_cache.variant_key(v, params=params, **{**parts, "train_digest": "d"}) != key}
+    other_data = {
+        v
+        for v, key in keys.items()
+        if export_cache.variant_key(v, params=params, **{**parts, "train_digest": "d"}) != key
+    }
     assert other_data == set(params.variants) - {"float32", "float16", "dynamic_range"}
     assert all(export_cache.variant_key(v, params=params, **{**parts, "code": "e"}) != key for v, key in keys.items())
     assert all(export_cache.variant_key(v, params=params, **{**parts, "model": "f"}) != key for v, key in keys.items())
@@ -425,8 +596,9 @@ def test_cached_variants_are_reused_and_a_damaged_entry_is_rebuilt(tmp_path):
     params = ExportParams(variants=("float32", "int8"), representative_samples=8)
 
     def build(trained=model):
-        return export_variants.build_tflite_variants(trained, "lenet5", images, labels, params, log_dir=tmp_path / "logs",
-                                                     cache_dir=tmp_path / "cache")
+        return export_variants.build_tflite_variants(
+            trained, "lenet5", images, labels, params, log_dir=tmp_path / "logs", cache_dir=tmp_path / "cache"
+        )
 
     first, _, reused = build()
     assert reused == [] and len(list((tmp_path / "cache").iterdir())) == 2
@@ -434,10 +606,18 @@ def test_cached_variants_are_reused_and_a_damaged_entry_is_rebuilt(tmp_path):
     model.save(tmp_path / "again.keras")
     again, _, reused = build(keras.models.load_model(tmp_path / "again.keras", compile=False))
     assert reused == ["float32", "int8"] and again == first
-    entry = next(path for path in (tmp_path / "cache").iterdir() if json.loads((path / "entry.json").read_text())["variant"] == "int8")
+    entry = next(
+        path
+        for path in (tmp_path / "cache").iterdir()
+        if json.loads((path / "entry.json").read_text())["variant"] == "int8"
+    )
     (entry / "model.tflite").write_bytes(first["int8"][:100])  # truncated
     rebuilt, _, reused = build()
-    assert reused == ["float32"] and rebuilt["int8"][4:8] == b"TFL3" and (entry / "model.tflite").read_bytes() == rebuilt["int8"]
+    assert (
+        reused == ["float32"]
+        and rebuilt["int8"][4:8] == b"TFL3"
+        and (entry / "model.tflite").read_bytes() == rebuilt["int8"]
+    )
     export_cache.prune_entries(tmp_path / "cache", keep=1)
     assert [path.name for path in (tmp_path / "cache").iterdir()] == [entry.name]  # the most recently used
 

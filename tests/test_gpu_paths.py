@@ -1,5 +1,6 @@
 """The GPU code paths, run on a CPU: mixed_bfloat16 and XLA train, the saved model is float32 and
 converts to TFLite; the GPU benchmark refuses to run without a GPU."""
+
 import json
 import os
 import subprocess
@@ -13,9 +14,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components import export_variants, train
+from models.loading import load_trained_model
 from pipelines import hardware, records
 from pipelines.config import ParamsError
-from models.loading import load_trained_model
 from pipelines.tflite import TFLiteClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +53,13 @@ def nested_layers(model: keras.Model):
 
 
 def prepared_images(prepared_dir: Path) -> np.ndarray:
-    return np.stack([image for split in ("train", "val", "test")
-                     for image, _ in records.read_split(prepared_dir, split).as_numpy_iterator()])
+    return np.stack(
+        [
+            image
+            for split in ("train", "val", "test")
+            for image, _ in records.read_split(prepared_dir, split).as_numpy_iterator()
+        ]
+    )
 
 
 def run_train_stage(tmp_path: Path, monkeypatch, mixed_precision: str, jit_compile: str, model: str = "lenet5") -> dict:
@@ -61,7 +67,9 @@ def run_train_stage(tmp_path: Path, monkeypatch, mixed_precision: str, jit_compi
     from components import preprocess
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(PARAMS.format(model=model, mixed_precision=mixed_precision, jit_compile=jit_compile))
+    (tmp_path / "params.yaml").write_text(
+        PARAMS.format(model=model, mixed_precision=mixed_precision, jit_compile=jit_compile)
+    )
     compiled, original_compile = [], train.compile_model
 
     def compile_and_keep(model, *args, **kwargs):  # the model that trains, before any float32 copy
@@ -72,7 +80,11 @@ def run_train_stage(tmp_path: Path, monkeypatch, mixed_precision: str, jit_compi
     preprocess.main()
     train.main()
     run_id = json.loads((tmp_path / "artifacts/train/run.json").read_text())["run_id"]
-    return {"run": mlflow.get_run(run_id), "trained": compiled[-1], "saved": load_trained_model(tmp_path / "artifacts/train")}
+    return {
+        "run": mlflow.get_run(run_id),
+        "trained": compiled[-1],
+        "saved": load_trained_model(tmp_path / "artifacts/train"),
+    }
 
 
 def assert_float32(model: keras.Model) -> None:
@@ -85,15 +97,23 @@ def assert_float32(model: keras.Model) -> None:
 # XLA and op determinism exclude each other for LeNet-5's max pooling (test_xla_or_determinism_...), and op
 # determinism, once on, stays on in this process: XLA trains the MLP (batch norm too, no max pooling).
 @pytest.mark.parametrize("model, jit_compile", [("lenet5", "off"), ("mlp", "on")])
-def test_mixed_bfloat16_trains_on_cpu_and_saves_a_matching_float32_model(prepared_dir, tmp_path, monkeypatch, mlflow_store,
-                                                                          model, jit_compile):
+def test_mixed_bfloat16_trains_on_cpu_and_saves_a_matching_float32_model(
+    prepared_dir, tmp_path, monkeypatch, mlflow_store, model, jit_compile
+):
     stage = run_train_stage(tmp_path, monkeypatch, "mixed_bfloat16", jit_compile, model=model)
     tags, trained, saved = stage["run"].data.tags, stage["trained"], stage["saved"]
     assert stage["run"].info.status == "FINISHED"
-    assert (tags["precision"], tags["jit_compile"], tags["device"]) == ("mixed_bfloat16", "true" if jit_compile == "on" else "false", "CPU")
+    assert (tags["precision"], tags["jit_compile"], tags["device"]) == (
+        "mixed_bfloat16",
+        "true" if jit_compile == "on" else "false",
+        "CPU",
+    )
     assert trained.jit_compile is (jit_compile == "on")
     logits = trained.get_layer(model).get_layer("logits")
-    assert (logits.dtype_policy.name, logits.compute_dtype) == ("mixed_bfloat16", "bfloat16")  # it did train in bfloat16
+    assert (logits.dtype_policy.name, logits.compute_dtype) == (
+        "mixed_bfloat16",
+        "bfloat16",
+    )  # it did train in bfloat16
 
     assert_float32(saved)
     assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in nested_layers(saved))
@@ -109,13 +129,17 @@ def test_mixed_bfloat16_trains_on_cpu_and_saves_a_matching_float32_model(prepare
     assert np.mean(saved_probabilities.argmax(-1) == trained_probabilities.argmax(-1)) >= 0.95
 
 
-def test_jit_compile_trains_deterministically_on_cpu_a_model_without_max_pooling(prepared_dir, tmp_path, monkeypatch, mlflow_store):
+def test_jit_compile_trains_deterministically_on_cpu_a_model_without_max_pooling(
+    prepared_dir, tmp_path, monkeypatch, mlflow_store
+):
     stage = run_train_stage(tmp_path, monkeypatch, "off", "on", model="mlp")
     assert (stage["run"].data.tags["precision"], stage["run"].data.tags["jit_compile"]) == ("float32", "true")
     assert stage["trained"].jit_compile is True
     assert_float32(stage["saved"])
     images = prepared_images(prepared_dir).astype(np.float32)
-    np.testing.assert_allclose(stage["saved"].predict(images, verbose=0), stage["trained"].predict(images, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        stage["saved"].predict(images, verbose=0), stage["trained"].predict(images, verbose=0), atol=1e-5
+    )
 
 
 def test_the_float32_model_of_a_mixed_run_converts_to_tflite(prepared_dir, tmp_path, monkeypatch, mlflow_store):
@@ -138,27 +162,46 @@ def test_xla_or_determinism_for_a_model_with_max_pooling(prepared_dir, tmp_path,
     """tf2xla has no deterministic max-pooling gradient: with op determinism on, the XLA train step failed in
     fit() ("GPU MaxPool gradient ops do not yet have a deterministic XLA implementation", on a CPU too), so
     the default params (deterministic, XLA `auto`) could not train LeNet-5 on a GPU."""
-    with pytest.raises(ParamsError, match="train.jit_compile is on and train.deterministic is true, but XLA has no deterministic "
-                                          "gradient for max pooling \\(lenet5/max_pooling2d.*set train.deterministic: false"):
+    with pytest.raises(
+        ParamsError,
+        match="train.jit_compile is on and train.deterministic is true, but XLA has no deterministic "
+        "gradient for max pooling \\(lenet5/max_pooling2d.*set train.deterministic: false",
+    ):
         run_train_stage(tmp_path, monkeypatch, "off", "on")
     assert not (tmp_path / "artifacts/train").exists() and mlflow.search_runs(search_all_experiments=True).empty
 
     from models import registry
 
-    lenet = train.build_training_model(keras.Sequential([keras.Input((28, 28, 1))], name="preprocessing"),
-                                       registry.get_builder("lenet5")(input_shape=(28, 28, 1), num_classes=3))
+    lenet = train.build_training_model(
+        keras.Sequential([keras.Input((28, 28, 1))], name="preprocessing"),
+        registry.get_builder("lenet5")(input_shape=(28, 28, 1), num_classes=3),
+    )
     on_a_gpu = hardware.HardwarePlan("mixed_bfloat16", True, "default", "GPU: test")
-    assert hardware.settle_jit_compile(on_a_gpu, lenet, "auto", deterministic=True).jit_compile is False  # determinism wins
+    assert (
+        hardware.settle_jit_compile(on_a_gpu, lenet, "auto", deterministic=True).jit_compile is False
+    )  # determinism wins
     assert hardware.settle_jit_compile(on_a_gpu, lenet, "auto", deterministic=False) == on_a_gpu
-    mlp = train.build_training_model(keras.Sequential([keras.Input((28, 28, 1))], name="preprocessing"),
-                                     registry.get_builder("mlp")(input_shape=(28, 28, 1), num_classes=3))
+    mlp = train.build_training_model(
+        keras.Sequential([keras.Input((28, 28, 1))], name="preprocessing"),
+        registry.get_builder("mlp")(input_shape=(28, 28, 1), num_classes=3),
+    )
     assert hardware.settle_jit_compile(on_a_gpu, mlp, "on", deterministic=True) == on_a_gpu
 
 
 def test_gpu_benchmark_without_a_gpu_fails_and_says_what_to_install():
-    environment = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}  # no GPU, even on a GPU machine
-    result = subprocess.run([sys.executable, "benchmarks/gpu_throughput.py", "--steps", "1", "--repeats", "1", "--batch-size", "2"],
-                            cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120)
+    environment = {
+        **os.environ,
+        "CUDA_VISIBLE_DEVICES": "",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }  # no GPU, even on a GPU machine
+    result = subprocess.run(
+        [sys.executable, "benchmarks/gpu_throughput.py", "--steps", "1", "--repeats", "1", "--batch-size", "2"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "TensorFlow sees no GPU" in result.stderr
     assert "make install-gpu" in result.stderr and "tensorflow[and-cuda]" in result.stderr

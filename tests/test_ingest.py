@@ -1,4 +1,5 @@
 """Tests for components/ingest.py on tiny generated image folders."""
+
 from __future__ import annotations
 
 import io
@@ -89,10 +90,10 @@ def test_success_writes_shards_manifest_examples_and_data_docs(project):
         assert sum(split["class_counts"].values()) == split["count"]
         assert all(count >= 1 for count in split["class_counts"].values()), f"{name} is not stratified"
 
-    images, labels, files = zip(*records.read_split(prepared, "train", with_file=True).as_numpy_iterator())
+    images, labels, files = zip(*records.read_split(prepared, "train", with_file=True).as_numpy_iterator(), strict=True)
     assert len(images) == manifest["splits"]["train"]["count"]
     assert all(image.shape == (SIZE, SIZE, 1) and image.dtype == np.uint8 for image in images)
-    for image, label, file in zip(images, labels, files):
+    for image, label, file in zip(images, labels, files, strict=True):
         file = file.decode()
         assert CLASS_NAMES[label] == file.split("/")[0]
         stored = np.asarray(Image.open(project / "data/raw" / file))
@@ -129,8 +130,12 @@ def test_a_run_in_another_process_writes_byte_identical_output(project):
 
 def test_unreadable_files_fail_naming_each_with_its_reason_and_keep_the_previous_output(project, capsys):
     ingest.main()  # a failed run leaves the previous complete output as it was; its reports show the failure
-    previous = {path.relative_to(project): path.read_bytes() for folder in ("data/prepared", "metrics") for path in (project / folder).rglob("*")
-                if path.is_file()}
+    previous = {
+        path.relative_to(project): path.read_bytes()
+        for folder in ("data/prepared", "metrics")
+        for path in (project / folder).rglob("*")
+        if path.is_file()
+    }
     good = (project / "data/raw/dog/00.png").read_bytes()
     (project / "data/raw/dog/truncated.png").write_bytes(good[: len(good) // 2])
     (project / "data/raw/emu/empty.png").write_bytes(b"")
@@ -143,13 +148,23 @@ def test_unreadable_files_fail_naming_each_with_its_reason_and_keep_the_previous
     error = run_failing(capsys)
 
     assert "files: expect_column_values_to_be_null(problem)" in error and "5 unexpected" in error
-    for name, reason in (("dog/truncated.png", "cannot decode"), ("emu/empty.png", "empty file (0 bytes)"),
-                         ("emu/notes.txt", "not a PNG/JPEG/BMP/GIF image"), ("cat/huge.png", "decompression-bomb"),
-                         ("cat/link.png", "symlink leading outside")):
+    for name, reason in (
+        ("dog/truncated.png", "cannot decode"),
+        ("emu/empty.png", "empty file (0 bytes)"),
+        ("emu/notes.txt", "not a PNG/JPEG/BMP/GIF image"),
+        ("cat/huge.png", "decompression-bomb"),
+        ("cat/link.png", "symlink leading outside"),
+    ):
         assert any(name in line and reason in line for line in error.splitlines()), (name, reason)
-    assert {path.relative_to(project): path.read_bytes() for folder in ("data/prepared", "metrics") for path in (project / folder).rglob("*")
-            if path.is_file()} == previous
-    assert not list((project / "data").glob(".prepared.tmp-*")) and not list((project / "reports").glob(".ingest.tmp-*"))
+    assert {
+        path.relative_to(project): path.read_bytes()
+        for folder in ("data/prepared", "metrics")
+        for path in (project / folder).rglob("*")
+        if path.is_file()
+    } == previous
+    assert not list((project / "data").glob(".prepared.tmp-*")) and not list(
+        (project / "reports").glob(".ingest.tmp-*")
+    )
     assert json.loads((project / "reports/ingest/validation.json").read_text())["success"] is False
     assert (project / "reports/ingest/data_docs/index.html").is_file()
     assert (project / "reports/ingest/samples.png").is_file()
@@ -164,7 +179,9 @@ def test_wrong_image_size_fails_the_suite_but_writes_data_docs(project, capsys):
 
     assert "expect_column_values_to_be_between(height)" in error and "cat/03.png" in error
     assert "(width)" not in error
-    assert records.read_manifest(project / "data/prepared")["num_examples"] == len(CLASS_NAMES) * NUM_PER_CLASS  # the previous run's
+    assert (
+        records.read_manifest(project / "data/prepared")["num_examples"] == len(CLASS_NAMES) * NUM_PER_CLASS
+    )  # the previous run's
     assert (project / "reports/ingest/data_docs/index.html").is_file()
     assert json.loads((project / "reports/ingest/validation.json").read_text())["success"] is False
 
@@ -273,21 +290,27 @@ def split_of(project: Path) -> dict[str, str]:
     import pandas as pd
 
     examples = pd.read_csv(project / "data/prepared/examples.csv")
-    return dict(zip(examples["file"], examples["split"]))
+    return dict(zip(examples["file"], examples["split"], strict=True))
 
 
 def test_mixed_grayscale_rgb_rgba_and_palette_images_are_converted_to_one_channel(project):
     rng = np.random.default_rng(3)
-    colours = {name: rng.integers(40, 200, size=(SIZE, SIZE, 3), dtype=np.uint8)
-               for name in ("cat/rgb.png", "cat/rgba.png", "dog/palette.gif", "emu/rgb.bmp")}
+    colours = {
+        name: rng.integers(40, 200, size=(SIZE, SIZE, 3), dtype=np.uint8)
+        for name in ("cat/rgb.png", "cat/rgba.png", "dog/palette.gif", "emu/rgb.bmp")
+    }
     for name, colour in colours.items():
         Image.fromarray(colour).convert("RGBA" if "rgba" in name else "P" if "palette" in name else "RGB").save(
-            project / "data/raw" / name)
+            project / "data/raw" / name
+        )
 
     ingest.main()
 
-    stored = {file.decode(): image for split in ingest.SPLITS
-              for image, _, file in records.read_split(project / "data/prepared", split, with_file=True).as_numpy_iterator()}
+    stored = {
+        file.decode(): image
+        for split in ingest.SPLITS
+        for image, _, file in records.read_split(project / "data/prepared", split, with_file=True).as_numpy_iterator()
+    }
     assert all(image.shape == (SIZE, SIZE, 1) for image in stored.values())
     for name in ("cat/rgb.png", "cat/rgba.png", "emu/rgb.bmp"):  # RGBA: alpha dropped
         np.testing.assert_array_equal(stored[name][..., 0], np.asarray(Image.fromarray(colours[name]).convert("L")))
@@ -303,8 +326,11 @@ def test_unicode_and_spaces_in_class_and_file_names(project):
     manifest = records.read_manifest(project / "data/prepared")
     assert manifest["class_names"] == ["cat", "dog", "émeu noir"]
     assert "cat/chat été 1.png" in split_of(project)
-    files = {file.decode() for split in ingest.SPLITS
-             for _, _, file in records.read_split(project / "data/prepared", split, with_file=True).as_numpy_iterator()}
+    files = {
+        file.decode()
+        for split in ingest.SPLITS
+        for _, _, file in records.read_split(project / "data/prepared", split, with_file=True).as_numpy_iterator()
+    }
     assert "cat/chat été 1.png" in files and any(file.startswith("émeu noir/") for file in files)
 
 
@@ -359,8 +385,11 @@ def test_a_flat_folder_with_a_labels_file(project, listing):
             path.rename(flat)
             lines.append((flat.relative_to(raw).as_posix(), class_name))
         (raw / class_name).rmdir()
-    text = ("file,label\n" + "".join(f"{file},{label}\n" for file, label in lines) if listing == "labels.csv"
-            else "".join(f"{file} {label}\n" for file, label in lines))
+    text = (
+        "file,label\n" + "".join(f"{file},{label}\n" for file, label in lines)
+        if listing == "labels.csv"
+        else "".join(f"{file} {label}\n" for file, label in lines)
+    )
     (raw / listing).write_text(text)
 
     ingest.main()
@@ -415,7 +444,9 @@ def test_every_conversion_is_counted_in_the_report(project):
     """RGB, RGBA and palette images become grayscale by the stated rule, and the report counts each kind."""
     rng = np.random.default_rng(5)
     Image.fromarray(np.stack([random_pixels(rng)] * 3, axis=-1)).save(project / "data/raw/cat/00.png")
-    Image.fromarray(np.stack([random_pixels(rng)] * 3 + [np.full((SIZE, SIZE), 255, np.uint8)], axis=-1)).save(project / "data/raw/dog/00.png")
+    Image.fromarray(np.stack([random_pixels(rng)] * 3 + [np.full((SIZE, SIZE), 255, np.uint8)], axis=-1)).save(
+        project / "data/raw/dog/00.png"
+    )
     ingest.main()
     statistics = json.loads((project / "reports/ingest/statistics.json").read_text())
     assert statistics["source_modes"] == {"L": len(CLASS_NAMES) * NUM_PER_CLASS - 2, "RGB": 1, "RGBA": 1}

@@ -1,4 +1,5 @@
 """Tests for components/ingest_layout.py: which files become examples, with which class and split."""
+
 from __future__ import annotations
 
 import shutil
@@ -61,12 +62,17 @@ def test_loose_files_are_an_error(tmp_path):
 def test_labels_file_must_cover_every_image_exactly(tmp_path):
     touch(tmp_path, "x 1.png", "sub/y.png", "z.png")
     (tmp_path / "labels.txt").write_text("x 1.png cat\nsub/y.png dog\nmissing.png dog\n")
-    with pytest.raises(LayoutError, match=r"1 listed file\(s\) not found.*missing.png.*1 file\(s\) without a label.*z.png"):
+    with pytest.raises(
+        LayoutError, match=r"1 listed file\(s\) not found.*missing.png.*1 file\(s\) without a label.*z.png"
+    ):
         read_layout(tmp_path)
     (tmp_path / "labels.txt").write_text("x 1.png cat\nsub/y.png dog\nz.png dog\n")
     layout = read_layout(tmp_path)
     assert [(example.file, example.class_name) for example in layout.examples] == [
-        ("sub/y.png", "dog"), ("x 1.png", "cat"), ("z.png", "dog")]
+        ("sub/y.png", "dog"),
+        ("x 1.png", "cat"),
+        ("z.png", "dog"),
+    ]
     (tmp_path / "labels.csv").write_text("file,label\n")
     with pytest.raises(LayoutError, match="both"):
         read_layout(tmp_path)

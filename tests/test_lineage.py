@@ -1,4 +1,5 @@
 """dvc.yaml lists, for every stage, each project module the stage imports (trust rule 2), and no logging-only param."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,7 +38,11 @@ def test_the_closure_follows_lazy_imports_and_package_init_files(tmp_path):
     (tmp_path / "pipelines/c.py").write_text("thing = 1\n")
     (tmp_path / "pipelines/unused.py").write_text("")
     assert [str(path) for path in lineage.import_closure("pipelines.a", tmp_path)] == [
-        "pipelines/__init__.py", "pipelines/a.py", "pipelines/b.py", "pipelines/c.py"]
+        "pipelines/__init__.py",
+        "pipelines/a.py",
+        "pipelines/b.py",
+        "pipelines/c.py",
+    ]
 
 
 def test_logging_only_params_retrain_nothing():

@@ -1,6 +1,6 @@
 """The embedded default dataset is written byte-for-byte the same, once."""
-import hashlib
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +68,8 @@ def test_files_it_did_not_write_stop_it_before_anything_changes(tmp_path, monkey
 
 
 def test_files_dvc_can_restore_may_be_replaced(tmp_path, monkeypatch):
-    """data/raw checked out by DVC (a clone + `dvc pull`), with no record of this command: another source may replace it."""
+    """data/raw checked out by DVC (a clone + `dvc pull`), with no record of this command: another source may
+    replace it."""
     import subprocess
     import sys
 
@@ -153,5 +154,7 @@ def test_a_users_folder_is_copied_exactly_and_tracked_by_dvc(tmp_path, monkeypat
 
     raw = project / "data/raw"
     assert sorted(path.relative_to(raw).as_posix() for path in raw.rglob("*") if path.is_file()) == [
-        "test/dog/é.jpg", "train/cat/a b.png"]
+        "test/dog/é.jpg",
+        "train/cat/a b.png",
+    ]
     assert "nfiles: 2" in (project / "data.dvc").read_text()

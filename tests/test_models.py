@@ -1,4 +1,5 @@
 """Every registered model builds, gives one output per class and trains a step."""
+
 import numpy as np
 import pytest
 import tf_keras as keras
@@ -8,8 +9,15 @@ from models import applications, registry
 
 # The pretrained backbones once each here; tests/test_applications.py builds them at three shapes,
 # trains, prunes and quantizes them.
-@pytest.mark.parametrize("name, input_shape", [(name, shape) for name in registry.names() for shape in [(28, 28, 1), (32, 32, 3)]
-                                               if shape == (32, 32, 3) or not applications.is_backbone(name)])
+@pytest.mark.parametrize(
+    "name, input_shape",
+    [
+        (name, shape)
+        for name in registry.names()
+        for shape in [(28, 28, 1), (32, 32, 3)]
+        if shape == (32, 32, 3) or not applications.is_backbone(name)
+    ],
+)
 def test_every_registered_model_builds_and_trains_a_step(name, input_shape):
     model = registry.get_builder(name)(input_shape=input_shape, num_classes=10, dropout_rate=0.1, weight_decay=1e-4)
     assert model.output_shape == (None, 10)
@@ -18,11 +26,15 @@ def test_every_registered_model_builds_and_trains_a_step(name, input_shape):
     before = [weight.copy() for weight in model.get_weights()]
     loss = model.train_on_batch(images, np.array([0, 1, 2, 3]))
     assert np.isfinite(loss)
-    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
 def test_unknown_model_lists_known_names():
-    with pytest.raises(ValueError, match="unknown model 'alexnet'; known models: efficientnet_b0, lenet5, mlp, mobilenet_v2, resnet18, resnet50, vgg13"):
+    with pytest.raises(
+        ValueError,
+        match="unknown model 'alexnet'; known models: "
+        "efficientnet_b0, lenet5, mlp, mobilenet_v2, resnet18, resnet50, vgg13",
+    ):
         registry.get_builder("alexnet")
 
 

@@ -1,5 +1,6 @@
 """A user's own images, end to end: materialize a folder, infer the expectations, `dvc repro`; nothing hand-edited
 about the data, and the MNIST champion of the same store untouched."""
+
 from __future__ import annotations
 
 import json
@@ -24,11 +25,11 @@ def write_shapes(folder: Path, per_class: int = 40, size: int = 12, seed: int = 
             pixels = rng.integers(0, 70, (size, size)) + rng.integers(0, 50)
             offset = rng.integers(1, size - 5)
             if name == "horizontal":
-                pixels[offset:offset + 2, 1:-1] = 230
+                pixels[offset : offset + 2, 1:-1] = 230
             elif name == "vertical":
-                pixels[1:-1, offset:offset + 2] = 230
+                pixels[1:-1, offset : offset + 2] = 230
             else:
-                pixels[offset:offset + 4, offset:offset + 4] = 230
+                pixels[offset : offset + 4, offset : offset + 4] = 230
             Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / name / f"{number:03d}.png")
 
 
@@ -48,10 +49,15 @@ def test_a_folder_of_new_images_passes_first_time_and_registers_under_its_own_na
     assert "ingest failed" not in repro.stdout + repro.stderr
 
     statistics = json.loads((repo / "artifacts/preprocess/statistics.json").read_text())
-    assert statistics["input_shape"] == [12, 12, 1] and statistics["output_shape"] == [28, 28, 1]  # lenet5's designed size
+    assert statistics["input_shape"] == [12, 12, 1] and statistics["output_shape"] == [
+        28,
+        28,
+        1,
+    ]  # lenet5's designed size
     evaluated = json.loads((repo / "metrics/evaluate.json").read_text())
     assert 0 <= evaluated["baseline_accuracy"] <= 1 and evaluated["margin_over_baseline"] == pytest.approx(
-        evaluated["accuracy"] - evaluated["baseline_accuracy"])
+        evaluated["accuracy"] - evaluated["baseline_accuracy"]
+    )
     blessing = json.loads((repo / "artifacts/evaluate/blessing.json").read_text())
     assert blessing["registered_model"] == "shapes-classifier" and blessing["champion"] is None
     assert any("classical baseline" in reason for reason in blessing["reasons"])
@@ -63,6 +69,9 @@ def test_a_folder_of_new_images_passes_first_time_and_registers_under_its_own_na
     run_id = json.loads((repo / "artifacts/train/run.json").read_text())["run_id"]
     training = client.get_run(run_id)
     assert client.get_experiment(training.info.experiment_id).name == "shapes"
-    assert training.data.params["resolved.preprocess.image_height"] == "28" and "baseline_accuracy" in training.data.metrics
+    assert (
+        training.data.params["resolved.preprocess.image_height"] == "28"
+        and "baseline_accuracy" in training.data.metrics
+    )
     after = client.get_model_version_by_alias("mnist_5k-classifier", "champion")
     assert (after.version, after.run_id) == (mnist_champion.version, mnist_champion.run_id)

@@ -1,4 +1,5 @@
 """End to end: `dvc repro` in a temporary copy of the repository, as a new user would run it."""
+
 from __future__ import annotations
 
 import json
@@ -82,9 +83,9 @@ def test_the_served_model_gives_the_training_pipelines_output_on_the_test_split(
     by the training code's own input pipeline (TFRecords -> tf.data, no augmentation)."""
     import tensorflow as tf
 
+    from models.loading import load_trained_model
     from pipelines import records
     from pipelines.input_pipeline import build_input_pipeline
-    from models.loading import load_trained_model
 
     model = load_trained_model(repo / "artifacts/train")
     batches = build_input_pipeline(records.read_split(repo / "data/prepared", "test"), batch_size=64, training=False)
@@ -106,14 +107,20 @@ def test_every_tflite_variant_serves_like_the_exported_saved_model(repo):
 
     images, _ = records.load_split_arrays(repo / "data/prepared", "test")
     (version,) = (repo / "artifacts/export/saved_model").glob("*/*")
-    served = tf.saved_model.load(str(version)).signatures["serving_default"](images=tf.constant(images))["probabilities"].numpy()
+    served = (
+        tf.saved_model.load(str(version))
+        .signatures["serving_default"](images=tf.constant(images))["probabilities"]
+        .numpy()
+    )
     reported = json.loads((repo / "metrics/export.json").read_text())
     files = sorted((repo / "artifacts/export").glob("model_*.tflite"))
     assert [path.stem.removeprefix("model_") for path in files] == sorted(["float32", "int8", "pruned_int8"])
     for path in files:
         probabilities = tflite.TFLiteClassifier(path).predict(images)
         agreement = float(np.mean(probabilities.argmax(axis=1) == served.argmax(axis=1)))
-        assert agreement == pytest.approx(reported[f"tflite_{path.stem.removeprefix('model_')}"]["agreement"]), path.name
+        assert agreement == pytest.approx(reported[f"tflite_{path.stem.removeprefix('model_')}"]["agreement"]), (
+            path.name
+        )
         if path.stem == "model_float32":
             np.testing.assert_allclose(probabilities, served, atol=1e-4)
         else:
@@ -167,7 +174,9 @@ def test_a_stage_failing_midway_changes_nothing(repo):
     evaluate_metrics = (repo / "metrics/evaluate.json").read_bytes()
     original = (repo / "params.yaml").read_text()
     try:
-        set_params(repo, {"train": {"optimizer": "sgd", "learning_rate": 1.0e12, "lr_schedule": "constant", "clipnorm": None}})
+        set_params(
+            repo, {"train": {"optimizer": "sgd", "learning_rate": 1.0e12, "lr_schedule": "constant", "clipnorm": None}}
+        )
         result = run([sys.executable, "-m", "dvc", "repro"], repo, check=False)
         assert result.returncode != 0
         assert "training diverged" in result.stdout + result.stderr
@@ -176,7 +185,9 @@ def test_a_stage_failing_midway_changes_nothing(repo):
         assert (repo / "metrics/evaluate.json").read_bytes() == evaluate_metrics
         assert not (repo / "artifacts/train").exists()  # DVC removed the old output; nothing half-written replaced it
         mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlruns/mlflow.db'}")
-        latest = mlflow.search_runs(experiment_names=["mnist_5k"], order_by=["attributes.start_time DESC"], max_results=1)
+        latest = mlflow.search_runs(
+            experiment_names=["mnist_5k"], order_by=["attributes.start_time DESC"], max_results=1
+        )
         assert latest.iloc[0]["status"] == "FAILED"
     finally:
         (repo / "params.yaml").write_text(original)
@@ -189,14 +200,22 @@ def test_a_stage_failing_midway_changes_nothing(repo):
 def test_a_second_repro_while_one_runs_fails_fast_and_corrupts_nothing(repo):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    first = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force", "preprocess"], cwd=repo, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "--force", "preprocess"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         # Wait until the first run holds the lock: DVC's rwlock names the process writing the stage's outputs.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and first.poll() is None:
             locks = (repo / ".dvc/tmp/rwlock").read_text() if (repo / ".dvc/tmp/rwlock").is_file() else ""
-            if locks.strip() and any(owner.get("pid") == first.pid for owner in json.loads(locks).get("write", {}).values()):
+            if locks.strip() and any(
+                owner.get("pid") == first.pid for owner in json.loads(locks).get("write", {}).values()
+            ):
                 break
             time.sleep(0.02)
         else:
@@ -209,7 +228,13 @@ def test_a_second_repro_while_one_runs_fails_fast_and_corrupts_nothing(repo):
     finally:
         output, _ = first.communicate(timeout=300)
     assert first.returncode == 0, output[-3000:]
-    assert set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"]) == {"ingest", "preprocess", "train", "evaluate", "export"}
+    assert set(yaml.safe_load((repo / "dvc.lock").read_text())["stages"]) == {
+        "ingest",
+        "preprocess",
+        "train",
+        "evaluate",
+        "export",
+    }
     assert json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], repo).stdout) == {}
 
 
@@ -232,5 +257,5 @@ def test_forced_rerun_without_run_cache_is_deterministic(repo):
         results.append(outputs())
     (hashes_a, weights_a, metrics_a), (hashes_b, weights_b, metrics_b) = results
     assert hashes_a["ingest"] == hashes_b["ingest"]
-    assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b))
+    assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b, strict=True))
     assert metrics_a == metrics_b

@@ -1,4 +1,5 @@
 """Tests for pipelines/predict.py with a tiny hand-weighted model exported as SavedModel and TFLite."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +20,7 @@ def band_image(label: int, size=(12, 12), background=(20, 60), ink=200, seed=0) 
     rng = np.random.default_rng(seed)
     image = rng.integers(*background, size=size).astype(np.int32)
     third = size[0] // 3
-    image[label * third:(label + 1) * third] = ink
+    image[label * third : (label + 1) * third] = ink
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
@@ -28,7 +29,8 @@ def build_band_model() -> keras.Model:
     inputs = keras.Input(shape=IMAGE_SHAPE, dtype="float32", name="image")
     means = keras.layers.AveragePooling2D(pool_size=(4, 12))(inputs)  # [3, 1, 1]
     logits = keras.layers.Dense(3, kernel_initializer="identity", use_bias=False)(
-        keras.layers.Rescaling(0.05)(keras.layers.Flatten()(means)))
+        keras.layers.Rescaling(0.05)(keras.layers.Flatten()(means))
+    )
     return keras.Model(inputs, keras.layers.Activation("softmax")(logits))
 
 

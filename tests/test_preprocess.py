@@ -1,4 +1,5 @@
 """The preprocessing model: statistics from train only, the same transform for training and serving."""
+
 import numpy as np
 import tf_keras as keras
 
@@ -57,4 +58,6 @@ def test_serving_and_training_see_the_same_tensor(prepared_dir):
     serving = ServingModule(model, ["a", "b", "c"])
     serving_features = model.get_layer("preprocessing")(tf.cast(tf.constant(images[:8]), tf.float32))
     np.testing.assert_array_equal(training_features.numpy(), serving_features.numpy())
-    np.testing.assert_allclose(serving.serve(tf.constant(images[:8]))["probabilities"].numpy(), model(batch).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        serving.serve(tf.constant(images[:8]))["probabilities"].numpy(), model(batch).numpy(), rtol=1e-6
+    )

@@ -1,4 +1,5 @@
 """Workload presets: each one validates against the schema, and applying one keeps params.yaml's comments."""
+
 import shutil
 from pathlib import Path
 
@@ -13,8 +14,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_textbook_workloads_are_all_there():
     names = presets.preset_names()
-    for expected in ["mnist_5k-lenet5", "mnist-mlp", "fashion_mnist-lenet5", "fashion_mnist-vgg13", "cifar10-vgg13", "cifar10-resnet18",
-                     "folder-mobilenet_v2"]:
+    for expected in [
+        "mnist_5k-lenet5",
+        "mnist-mlp",
+        "fashion_mnist-lenet5",
+        "fashion_mnist-vgg13",
+        "cifar10-vgg13",
+        "cifar10-resnet18",
+        "folder-mobilenet_v2",
+    ]:
         assert expected in names
 
 
@@ -70,18 +78,31 @@ def test_every_preset_trains_a_step_with_its_model_optimizer_and_augmentation(na
     with (ROOT / "params.yaml").open() as stream:
         params = parse_params(merge(yaml.safe_load(stream), presets.load_preset(name)))
     # No ImageNet weights offline: a pretrained-backbone preset trains a step from scratch here.
-    train_params = dataclasses.replace(resolve_train_schedule(params.train, 16), epochs=1,
-                                       backbone=dataclasses.replace(params.train.backbone, weights="none"))
+    train_params = dataclasses.replace(
+        resolve_train_schedule(params.train, 16),
+        epochs=1,
+        backbone=dataclasses.replace(params.train.backbone, weights="none"),
+    )
     expected = params.ingest.expectations
-    shape = (*resolve_image_size(params.preprocess, expected.image_height, expected.image_width, registry.min_input_size(train_params.model)),
-             expected.channels)
+    shape = (
+        *resolve_image_size(
+            params.preprocess, expected.image_height, expected.image_width, registry.min_input_size(train_params.model)
+        ),
+        expected.channels,
+    )
     images = np.random.default_rng(0).integers(0, 256, size=(16, *shape)).astype(np.float32)
     augmenter = build_augmenter(train_params.augmentation, train_params.seed)
     data = tf.data.Dataset.from_tensor_slices((images, np.arange(16) % 10)).batch(8)
     if augmenter is not None:
         data = data.map(lambda x, y: (augmenter(x, training=True), y))
-    preprocessor = build_preprocessor(list(shape), shape[0], shape[1], [127.0] * shape[2], [5000.0] * shape[2],
-                                      normalize=not registry.takes_raw_pixels(train_params.model))
+    preprocessor = build_preprocessor(
+        list(shape),
+        shape[0],
+        shape[1],
+        [127.0] * shape[2],
+        [5000.0] * shape[2],
+        normalize=not registry.takes_raw_pixels(train_params.model),
+    )
     model = build_training_model(preprocessor, build_classifier(train_params, shape, 10))
     compile_model(model, train_params, steps_per_epoch=2, jit_compile=False)
     history = fit_model(model, data, None, train_params, callbacks=[])

@@ -1,4 +1,5 @@
 """Kill and resume: a SIGKILLed training continues from its last completed epoch; a corrupted backup fails loudly."""
+
 import json
 import os
 import shutil
@@ -38,22 +39,36 @@ def workspace(tmp_path, mlflow_store):
     write_prepared(tmp_path / "data/prepared", images, labels, ["a", "b", "c", "d"])
     (tmp_path / "params.yaml").write_text(PARAMS)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_store}
-    subprocess.run([sys.executable, "-m", "components.preprocess"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "components.preprocess"], cwd=tmp_path, env=env, check=True, capture_output=True
+    )
     return tmp_path, env
 
 
 def _train(directory: Path, env: dict, kill_after_epochs: int | None = None) -> subprocess.CompletedProcess | None:
     """Runs the train stage; with kill_after_epochs, SIGKILLs it once that many epochs are backed up."""
     if kill_after_epochs is None:
-        result = subprocess.run([sys.executable, "-m", "components.train"], cwd=directory, env=env, capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "components.train"], cwd=directory, env=env, capture_output=True, text=True
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         return result
-    child = subprocess.Popen([sys.executable, "-m", "components.train"], cwd=directory, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "components.train"],
+        cwd=directory,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and child.poll() is None:
         states = list((directory / ".cache/train-backup").glob("*/early_stopping/state.json"))
         # The last thing an epoch end writes: epochs 1..k are backed up, epoch k+1 is running.
-        if any(json.loads(state.read_text() or "{}").get("epoch", -1) >= kill_after_epochs - 1 for state in states if state.stat().st_size):
+        if any(
+            json.loads(state.read_text() or "{}").get("epoch", -1) >= kill_after_epochs - 1
+            for state in states
+            if state.stat().st_size
+        ):
             child.send_signal(signal.SIGKILL)
             break
         time.sleep(0.02)
@@ -93,12 +108,16 @@ def test_a_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(worksp
     assert mlflow.get_run(killed_run.info.run_id).info.status == "KILLED"
     new_run = runs[-1]
     assert new_run.data.tags["resumed_from_epoch"] == "3"
-    assert [point.step for point in mlflow.MlflowClient().get_metric_history(new_run.info.run_id, "loss")] == list(range(2, EPOCHS))
+    assert [point.step for point in mlflow.MlflowClient().get_metric_history(new_run.info.run_id, "loss")] == list(
+        range(2, EPOCHS)
+    )
     history = pd.read_csv(directory / "artifacts/train/history.csv")
     assert history["epoch"].tolist() == list(range(3, EPOCHS + 1))
     assert not any((directory / ".cache/train-backup").rglob("*.index")), "the backup must be removed after success"
     weights = _weights(directory)
-    assert all(np.array_equal(a, b) for a, b in zip(uninterrupted, weights)), "resumed weights differ from the uninterrupted run's"
+    assert all(np.array_equal(a, b) for a, b in zip(uninterrupted, weights, strict=True)), (
+        "resumed weights differ from the uninterrupted run's"
+    )
 
 
 @pytest.mark.e2e
@@ -109,7 +128,9 @@ def test_a_backup_of_other_data_is_never_resumed(workspace):
     images, labels = make_images(num_classes=4, per_class=150, shape=(28, 28, 1))
     shutil.rmtree(directory / "data/prepared")
     write_prepared(directory / "data/prepared", images, labels, ["a", "b", "c", "d"], seed=1)
-    subprocess.run([sys.executable, "-m", "components.preprocess"], cwd=directory, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "components.preprocess"], cwd=directory, env=env, check=True, capture_output=True
+    )
     fresh = _train(directory, env)
     assert "resuming" not in fresh.stdout
     assert pd.read_csv(directory / "artifacts/train/history.csv")["epoch"].tolist() == list(range(1, EPOCHS + 1))
@@ -129,8 +150,17 @@ def test_the_run_key_follows_data_params_and_code(workspace, tmp_path):
         assert train.run_key(params) == key
         changed = parse_params({**yaml.safe_load(Path("params.yaml").read_text()), "tracking": {"histogram_freq": 3}})
         assert train.run_key(changed) == key  # logging only
-        assert train.run_key(parse_params({"train": {**yaml.safe_load(Path("params.yaml").read_text())["train"], "seed": 7},
-                                           "preprocess": {"image_height": 28, "image_width": 28}})) != key
+        assert (
+            train.run_key(
+                parse_params(
+                    {
+                        "train": {**yaml.safe_load(Path("params.yaml").read_text())["train"], "seed": 7},
+                        "preprocess": {"image_height": 28, "image_width": 28},
+                    }
+                )
+            )
+            != key
+        )
         statistics = Path("artifacts/preprocess/statistics.json")
         statistics.write_text(statistics.read_text().replace('"num_images"', '"num_images" ', 1))
         assert train.run_key(params) != key
@@ -175,7 +205,9 @@ def test_corrupted_backup_fails_loudly_instead_of_restarting(workspace):
     (chief / "checkpoint").write_text('model_checkpoint_path: "ckpt-2"\nall_model_checkpoint_paths: "ckpt-2"\n')
     (chief / "ckpt-2.index").write_bytes(b"\x00garbage" * 10)
     (chief / "ckpt-2.data-00000-of-00001").write_bytes(np.random.default_rng(0).bytes(100))
-    result = subprocess.run([sys.executable, "-m", "components.train"], cwd=directory, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "components.train"], cwd=directory, env=env, capture_output=True, text=True
+    )
     assert result.returncode != 0
     assert "training backup is corrupted" in result.stderr and "delete" in result.stderr
     assert not (directory / "artifacts/train").exists()

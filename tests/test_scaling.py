@@ -3,6 +3,7 @@
 Each test uses the engine made for the job (DVC remotes, `mlflow server`, MultiWorkerMirroredStrategy)
 on 127.0.0.1 and local directories: the same commands as README's "Scaling out", with other URLs.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.workspace import copy_reproduced, run, set_params
 from tests.conftest import free_port, make_images, stop_process_group, write_prepared
+from tests.workspace import copy_reproduced, run, set_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,10 +28,18 @@ ROOT = Path(__file__).resolve().parents[1]
 # from REPRODUCED_PARAMS (another seed), so `dvc repro` trains, evaluates and exports again:
 # two epochs, two export variants, an int8 gate that always passes.
 SMALL = {
-    "train": {"epochs": 2, "early_stopping_patience": 2, "seed": 7}, "tracking": {"histogram_freq": 0},
+    "train": {"epochs": 2, "early_stopping_patience": 2, "seed": 7},
+    "tracking": {"histogram_freq": 0},
     "evaluate": {"min_accuracy": 0.5, "min_margin_over_baseline": -1.0},
-    "export": {"variants": ["float32", "int8"], "prune_epochs": 1, "qat_epochs": 1,
-               "representative_samples": 50, "latency_runs": 10, "max_int8_accuracy_drop": 1.0, "max_int8_class_drop": 1.0},
+    "export": {
+        "variants": ["float32", "int8"],
+        "prune_epochs": 1,
+        "qat_epochs": 1,
+        "representative_samples": 50,
+        "latency_runs": 10,
+        "max_int8_accuracy_drop": 1.0,
+        "max_int8_class_drop": 1.0,
+    },
 }
 
 
@@ -39,6 +48,7 @@ def dvc(repo: Path, *arguments: str, env: dict | None = None) -> subprocess.Comp
 
 
 # --- Data: a DVC remote ----------------------------------------------------------------------------
+
 
 @pytest.mark.e2e
 def test_dvc_remote_push_then_pull_in_a_fresh_clone_has_nothing_to_reproduce(reproduced_repo, tmp_path):
@@ -61,6 +71,7 @@ def test_dvc_remote_push_then_pull_in_a_fresh_clone_has_nothing_to_reproduce(rep
 
 
 # --- Tracking: an MLflow server on PostgreSQL -------------------------------------------------------
+
 
 def postgres_bin() -> Path | None:
     """Debian's server binaries (apt-get install postgresql); they are not on PATH."""
@@ -87,22 +98,47 @@ def postgres_url():
     """A throwaway PostgreSQL cluster on 127.0.0.1 (initdb in a temporary directory), always stopped."""
     bin_dir = postgres_bin()
     if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql; .ci/run does)")
+        pytest.skip(
+            "PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql; .ci/run does)"
+        )
     # PostgreSQL refuses to run as root: as root, the cluster belongs to Debian's `postgres` user.
     as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     base = Path(tempfile.mkdtemp(prefix="tfpipe-postgres-"))  # /tmp itself, which the postgres user can reach
     if as_owner:
         shutil.chown(base, "postgres")
     data, port = base / "data", free_port()
-    subprocess.run([*as_owner, str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "--username=mlflow", "-E", "UTF8"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"), "-w",
-                    "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {base}", "start"], check=True, capture_output=True)
+    subprocess.run(
+        [*as_owner, str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "--username=mlflow", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_owner,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(base / "server.log"),
+            "-w",
+            "-o",
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {base}",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
-        subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"], check=True, capture_output=True)
+        subprocess.run(
+            [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow"],
+            check=True,
+            capture_output=True,
+        )
         yield f"postgresql://mlflow@127.0.0.1:{port}/mlflow"
     finally:
-        subprocess.run([*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+        subprocess.run(
+            [*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True
+        )
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -113,13 +149,31 @@ def mlflow_server(postgres_url, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("mlflow-log") / "server.log"
     log = log_path.open("w")
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", postgres_url,
-         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            postgres_url,
+            "--artifacts-destination",
+            str(artifacts),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         try:
-            wait_for(lambda: urllib.request.urlopen(f"{url}/health", timeout=2).status == 200, 120, "mlflow server", server)
+            wait_for(
+                lambda: urllib.request.urlopen(f"{url}/health", timeout=2).status == 200, 120, "mlflow server", server
+            )
         except (RuntimeError, TimeoutError) as error:
             raise RuntimeError(f"{error}; its log ends:\n{log_path.read_text()[-3000:]}") from None
         yield url
@@ -129,7 +183,9 @@ def mlflow_server(postgres_url, tmp_path_factory):
 
 
 @pytest.mark.e2e
-def test_pipeline_logs_runs_registry_and_aliases_to_an_mlflow_server_on_postgres(mlflow_server, reproduced_repo, tmp_path):
+def test_pipeline_logs_runs_registry_and_aliases_to_an_mlflow_server_on_postgres(
+    mlflow_server, reproduced_repo, tmp_path
+):
     import mlflow
     from mlflow import MlflowClient
 
@@ -137,7 +193,9 @@ def test_pipeline_logs_runs_registry_and_aliases_to_an_mlflow_server_on_postgres
     shutil.rmtree(repo / "mlruns")  # the local store of the shared reproduction: this run must not create one
     set_params(repo, SMALL)
     repro = dvc(repo, "repro", env={"MLFLOW_TRACKING_URI": mlflow_server})
-    assert all(f"Running stage '{stage}'" in repro.stdout for stage in ("train", "evaluate", "export")), repro.stdout[-3000:]
+    assert all(f"Running stage '{stage}'" in repro.stdout for stage in ("train", "evaluate", "export")), repro.stdout[
+        -3000:
+    ]
     assert not (repo / "mlruns/mlflow.db").exists(), "the pipeline wrote to the local store, not the server"
 
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
@@ -152,8 +210,14 @@ def test_pipeline_logs_runs_registry_and_aliases_to_an_mlflow_server_on_postgres
     assert export["promoted"], export["int8_gate"]  # blessed and the int8 gate passed: champion
     assert client.get_model_version_by_alias("mnist_5k-classifier", "champion").version == version.version
     # Artifacts go through the server (mlflow-artifacts:/), into its --artifacts-destination.
-    downloaded = Path(mlflow.artifacts.download_artifacts(run_id=reference["run_id"], artifact_path="history.csv",
-                                                          dst_path=str(tmp_path / "download"), tracking_uri=mlflow_server))
+    downloaded = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=reference["run_id"],
+            artifact_path="history.csv",
+            dst_path=str(tmp_path / "download"),
+            tracking_uri=mlflow_server,
+        )
+    )
     assert downloaded.read_text().startswith("epoch,")
     assert run_info.info.artifact_uri.startswith("mlflow-artifacts:")
 
@@ -183,16 +247,26 @@ def toy_workspace(tmp_path, mlflow_store):
     write_prepared(tmp_path / "data/prepared", images, labels, ["a", "b", "c"])
     (tmp_path / "params.yaml").write_text(TOY_PARAMS.format(distribute="multi_worker"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_store}
-    subprocess.run([sys.executable, "-m", "components.preprocess"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "components.preprocess"], cwd=tmp_path, env=env, check=True, capture_output=True
+    )
     return tmp_path, env
 
 
 def start_workers(directory: Path, env: dict, count: int) -> list[subprocess.Popen]:
     """`python -m components.train` once per worker, each with the TF_CONFIG a real host would get."""
     cluster = {"worker": [f"127.0.0.1:{free_port()}" for _ in range(count)]}
-    return [subprocess.Popen([sys.executable, "-m", "components.train"], cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env={**env, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})})
-            for index in range(count)]
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "components.train"],
+            cwd=directory,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**env, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})},
+        )
+        for index in range(count)
+    ]
 
 
 @pytest.mark.e2e
@@ -213,7 +287,9 @@ def test_two_workers_train_like_one_and_only_the_chief_writes_and_tracks(toy_wor
     directory, env = toy_workspace
     workers, outputs = run_workers(directory, env, 2)
     assert [worker.returncode for worker in workers] == [0, 0], "\n".join(
-        f"worker {index} exited {worker.returncode}:\n{output[-2500:]}" for index, (worker, output) in enumerate(zip(workers, outputs)))
+        f"worker {index} exited {worker.returncode}:\n{output[-2500:]}"
+        for index, (worker, output) in enumerate(zip(workers, outputs, strict=True))
+    )
     multi = json.loads((directory / "metrics/train.json").read_text())
     run = mlflow.get_run(multi["run_id"])
     assert run.data.tags["strategy"] == "multi_worker (2 replicas)" and run.info.status == "FINISHED"
@@ -222,7 +298,9 @@ def test_two_workers_train_like_one_and_only_the_chief_writes_and_tracks(toy_wor
     assert not list(directory.rglob("workertemp_*")), "a worker's temporary files were left behind"
 
     (directory / "params.yaml").write_text(TOY_PARAMS.format(distribute="none"))
-    single = subprocess.run([sys.executable, "-m", "components.train"], cwd=directory, env=env, capture_output=True, text=True)
+    single = subprocess.run(
+        [sys.executable, "-m", "components.train"], cwd=directory, env=env, capture_output=True, text=True
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     alone = json.loads((directory / "metrics/train.json").read_text())
     assert abs(multi["val_accuracy"] - alone["val_accuracy"]) <= ACCURACY_TOLERANCE, (multi, alone)
@@ -230,15 +308,22 @@ def test_two_workers_train_like_one_and_only_the_chief_writes_and_tracks(toy_wor
 
 @pytest.mark.e2e
 def test_a_killed_worker_is_restarted_and_the_cluster_resumes_from_the_last_epoch(tmp_path, mlflow_store):
-    """SIGKILL worker 1 in epoch 3: the chief fails on the broken collective; both restarted, they resume from the backup."""
+    """SIGKILL worker 1 in epoch 3: the chief fails on the broken collective; both restarted, they resume from the
+    backup."""
     import mlflow
 
     epochs = 4
     images, labels = make_images(num_classes=3, per_class=150)
     write_prepared(tmp_path / "data/prepared", images, labels, ["a", "b", "c"])
-    (tmp_path / "params.yaml").write_text(TOY_PARAMS.format(distribute="multi_worker").replace("epochs: 2", f"epochs: {epochs}\n  early_stopping_patience: 100"))
+    (tmp_path / "params.yaml").write_text(
+        TOY_PARAMS.format(distribute="multi_worker").replace(
+            "epochs: 2", f"epochs: {epochs}\n  early_stopping_patience: 100"
+        )
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_store}
-    subprocess.run([sys.executable, "-m", "components.preprocess"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "components.preprocess"], cwd=tmp_path, env=env, check=True, capture_output=True
+    )
 
     def epochs_logged() -> list[int]:
         runs = mlflow.search_runs(experiment_names=["mnist_5k"], output_format="list")

@@ -1,4 +1,5 @@
 """Schema inference (pipelines/schema.py) on small generated image folders, and the "auto" sizes and schedules."""
+
 from __future__ import annotations
 
 import shutil
@@ -24,7 +25,7 @@ def write_folder(raw: Path, classes: dict[str, int], size=(10, 12), mode: str = 
         for number in range(count):
             height, width = sizes[number % len(sizes)] if sizes else size
             pixels = (rng.integers(20, 90, size=(height, width)) + rng.integers(0, 60)).astype(np.uint8)
-            pixels[(2 * index) % height: (2 * index) % height + 2] = 240
+            pixels[(2 * index) % height : (2 * index) % height + 2] = 240
             image = Image.fromarray(pixels)
             if mode == "RGB":
                 colour = np.stack([pixels, np.roll(pixels, 1, axis=1), 255 - pixels], axis=-1)
@@ -50,8 +51,15 @@ def test_inferred_expectations_let_ingest_pass_first_time_and_keep_the_files_com
     assert "# One section per stage" in text and "# decompression-bomb guard" in text
     assert "# inferred by python -m pipelines.schema from data/raw (fingerprint " in text
     expectations = load_params().ingest.expectations
-    assert (expectations.image_height, expectations.image_width, expectations.channels, expectations.num_classes) == (10, 12, 1, 2)
-    assert expectations.min_per_class == 10 and expectations.min_class_share == 0.2 and expectations.max_class_share == 0.9
+    assert (expectations.image_height, expectations.image_width, expectations.channels, expectations.num_classes) == (
+        10,
+        12,
+        1,
+        2,
+    )
+    assert (
+        expectations.min_per_class == 10 and expectations.min_class_share == 0.2 and expectations.max_class_share == 0.9
+    )
     assert 0 < expectations.image_mean_min < expectations.image_mean_max < 255
     assert load_params().ingest.resize is False
 
@@ -117,7 +125,9 @@ def test_images_the_perceptual_hash_cannot_tell_apart_lower_the_near_duplicate_d
     for label in range(3):
         (tmp_path / "digits" / str(label)).mkdir(parents=True)
         for number, image in enumerate(digits.images[digits.target == label][:30]):
-            Image.fromarray((image * 255 / 16).round().astype(np.uint8)).save(tmp_path / "digits" / str(label) / f"{number}.png")
+            Image.fromarray((image * 255 / 16).round().astype(np.uint8)).save(
+                tmp_path / "digits" / str(label) / f"{number}.png"
+            )
     proposal, _ = schema.propose(schema.profile_images(tmp_path / "digits"))
     assert proposal["expectations"]["near_duplicate_max_distance"] == schema.NEAR_DUPLICATE_DISTANCE
     assert (proposal["expectations"]["image_height"], proposal["expectations"]["num_classes"]) == (8, 3)
@@ -129,18 +139,26 @@ def test_auto_sizes_follow_the_data_and_the_model():
     assert resolve_image_size(params, 25, 50, 28) == (28, 56)  # aspect kept
     assert resolve_image_size(params, 64, 64, 28) == (64, 64)  # never scaled down
     assert resolve_image_size(params, 8, 8, 0) == (8, 8)  # mlp: any size
-    assert resolve_image_size(parse_params({"preprocess": {"image_height": 20, "image_width": 20}}).preprocess, 8, 8, 28) == (20, 20)
+    assert resolve_image_size(
+        parse_params({"preprocess": {"image_height": 20, "image_width": 20}}).preprocess, 8, 8, 28
+    ) == (20, 20)
 
 
 def test_auto_schedules_suit_200_images_as_well_as_60000():
     train = parse_params({}).train
     mnist_5k = resolve_train_schedule(train, 4000)
-    assert (mnist_5k.batch_size, mnist_5k.epochs, mnist_5k.early_stopping_patience) == (64, 40, 6)  # the demo's tuned values
+    assert (mnist_5k.batch_size, mnist_5k.epochs, mnist_5k.early_stopping_patience) == (
+        64,
+        40,
+        6,
+    )  # the demo's tuned values
     tiny = resolve_train_schedule(train, 160)
     assert (tiny.batch_size, tiny.epochs) == (16, 250) and tiny.early_stopping_patience == 38
     large = resolve_train_schedule(train, 50_000)
     assert (large.batch_size, large.epochs) == (128, 20)
-    fixed = resolve_train_schedule(parse_params({"train": {"epochs": 3, "batch_size": 8, "early_stopping_patience": 2}}).train, 160)
+    fixed = resolve_train_schedule(
+        parse_params({"train": {"epochs": 3, "batch_size": 8, "early_stopping_patience": 2}}).train, 160
+    )
     assert (fixed.batch_size, fixed.epochs, fixed.early_stopping_patience) == (8, 3, 2)
 
 

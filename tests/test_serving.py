@@ -1,4 +1,6 @@
-"""`mlflow models serve` of the registry's champion answers a REST request with an image; predict reads models:/ URIs."""
+"""`mlflow models serve` of the registry's champion answers a REST request with an image; predict reads models:/
+URIs."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +31,7 @@ def band_images() -> np.ndarray:
     """One 12x12 image per class: class k is a bright band in the k-th third."""
     images = np.full((3, 12, 12, 1), 20, np.uint8)
     for label in range(3):
-        images[label, label * 4:(label + 1) * 4] = 220
+        images[label, label * 4 : (label + 1) * 4] = 220
     return images
 
 
@@ -50,8 +52,11 @@ def champion(tmp_path_factory):
         mlflow.set_tracking_uri(uri)
         with mlflow.start_run():
             version = export.register_serving_model(
-                export.ServingModule(build_band_model(), CLASS_NAMES), model_name=MODEL_NAME,
-                example_images=band_images()[:1], num_classes=3, tags={"blessed": "true"},
+                export.ServingModule(build_band_model(), CLASS_NAMES),
+                model_name=MODEL_NAME,
+                example_images=band_images()[:1],
+                num_classes=3,
+                tags={"blessed": "true"},
             )
         mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, tracking.CHAMPION_ALIAS, str(version))
     assert version == 1
@@ -74,25 +79,49 @@ def wait_for_ping(url: str, server: subprocess.Popen, timeout_s: float) -> None:
 
 def test_mlflow_models_serve_of_the_champion_classifies_an_image(champion):
     port = free_port()
-    environment = {**os.environ, "MLFLOW_TRACKING_URI": champion["uri"], "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    environment = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": champion["uri"],
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/{MODEL_NAME}@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=champion["root"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{MODEL_NAME}@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=champion["root"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,  # its own process group: the workers it forks are stopped with it
     )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_ping(url, server, SERVER_START_TIMEOUT_S)
-        request = urllib.request.Request(f"{url}/invocations", data=json.dumps({"inputs": band_images().tolist()}).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{url}/invocations",
+            data=json.dumps({"inputs": band_images().tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 predictions = json.loads(response.read())["predictions"]
         except urllib.error.HTTPError as error:
             os.killpg(server.pid, signal.SIGTERM)
-            raise AssertionError(f"/invocations answered {error.code}: {error.read().decode()[-500:]}\n"
-                                 f"server log:\n{server.communicate(timeout=15)[0][-3000:]}") from None
+            raise AssertionError(
+                f"/invocations answered {error.code}: {error.read().decode()[-500:]}\n"
+                f"server log:\n{server.communicate(timeout=15)[0][-3000:]}"
+            ) from None
         probabilities = np.array(predictions)
         assert probabilities.shape == (3, 3) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
         assert probabilities.argmax(axis=1).tolist() == [0, 1, 2]

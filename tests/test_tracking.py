@@ -1,4 +1,5 @@
 """Run status in every ending (finished, failed, SIGTERM, SIGKILL) and concurrent writers on SQLite."""
+
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ def test_finished_and_failed(mlflow_store, tmp_path, monkeypatch):
     assert _status(run.info.run_id) == "FINISHED"
     with pytest.raises(ZeroDivisionError):
         with tracking.stage_run("unit") as run:
-            1 / 0
+            1 / 0  # noqa: B018 (the expression raises ZeroDivisionError on purpose)
     assert _status(run.info.run_id) == "FAILED"
 
 
@@ -40,7 +41,9 @@ with getattr(tracking, sys.argv[1])("unit") as run:  # stage_run or background_s
 
 def _start_child(tmp_path, mlflow_store, run_context: str = "stage_run"):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_store}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, run_context], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, run_context], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
+    )
     return child, child.stdout.readline().strip()
 
 
@@ -76,10 +79,17 @@ print(run.info.run_id)
 def test_two_processes_log_1000_metrics_each_without_database_locked(mlflow_store, tmp_path):
     mlflow.set_tracking_uri(mlflow_store)
     experiment_id = mlflow.create_experiment("concurrent")
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, mlflow_store, experiment_id], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for _ in range(2)]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, mlflow_store, experiment_id],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [writer.communicate(timeout=300) for writer in writers]
-    for writer, (stdout, stderr) in zip(writers, outputs):
+    for writer, (_stdout, stderr) in zip(writers, outputs, strict=True):
         assert writer.returncode == 0, stderr[-2000:]
         assert "database is locked" not in stderr
     for stdout, _ in outputs:
@@ -116,7 +126,7 @@ def test_an_error_in_the_stage_ends_the_background_run_failed(mlflow_store, tmp_
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ZeroDivisionError):
         with tracking.background_stage_run("unit") as run:
-            1 / 0
+            1 / 0  # noqa: B018 (the expression raises ZeroDivisionError on purpose)
     assert _status(run.info.run_id) == "FAILED"
 
 
@@ -144,15 +154,22 @@ def _left_running(experiment: str, **tags) -> str:
     return run.info.run_id
 
 
-def test_stale_runs_of_every_experiment_are_marked_and_a_reused_pid_does_not_hide_one(mlflow_store, tmp_path, monkeypatch):
+def test_stale_runs_of_every_experiment_are_marked_and_a_reused_pid_does_not_hide_one(
+    mlflow_store, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     me = tracking.process_tags()
-    reused = _left_running("other-dataset", **{**me, "tfpipe.process_start": f"{float(me['tfpipe.process_start']) - 3600:.2f}"})
+    reused = _left_running(
+        "other-dataset", **{**me, "tfpipe.process_start": f"{float(me['tfpipe.process_start']) - 3600:.2f}"}
+    )
     alive = _left_running("other-dataset", **me)  # this very process: still running
     elsewhere = _left_running("other-dataset", **{**me, "tfpipe.host": "another-host"})  # only that host can tell
     with tracking.stage_run("unit"):  # a stage of another experiment opens the store
         pass
-    assert _status(reused) == "KILLED" and "died without ending the run" in mlflow.get_run(reused).data.tags["tfpipe.stale"]
+    assert (
+        _status(reused) == "KILLED"
+        and "died without ending the run" in mlflow.get_run(reused).data.tags["tfpipe.stale"]
+    )
     assert _status(alive) == "RUNNING" and _status(elsewhere) == "RUNNING"
 
 
@@ -164,10 +181,19 @@ def test_mark_stale_command_is_what_make_ui_runs_first(tmp_path):
     child.wait(timeout=30)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    result = subprocess.run([sys.executable, "-m", "pipelines.tracking", "mark-stale", "--store", str(tmp_path / "mlruns")],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.tracking", "mark-stale", "--store", str(tmp_path / "mlruns")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert f"1 run(s) left RUNNING by a killed process marked KILLED: {run_id}" in result.stdout
-    assert mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns/mlflow.db'}").get_run(run_id).info.status == "KILLED"
+    assert (
+        mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns/mlflow.db'}").get_run(run_id).info.status
+        == "KILLED"
+    )
     assert "pipelines.tracking mark-stale --store" in (ROOT / "Makefile").read_text().split("\nui:")[1].split("\n\n")[0]
 
 

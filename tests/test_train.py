@@ -1,4 +1,5 @@
 """Training: the input pipeline, the model, NaN handling and what a run records."""
+
 import json
 
 import mlflow
@@ -35,9 +36,15 @@ def test_no_augmentation_means_no_augmenter():
 
 def test_every_augmentation_keeps_shape_and_changes_pixels():
     images = tf.constant(np.random.default_rng(0).integers(0, 255, size=(16, 12, 12, 1)).astype(np.float32))
-    for params in [AugmentationParams(flip="horizontal"), AugmentationParams(rotation=0.1), AugmentationParams(zoom=0.2),
-                   AugmentationParams(translation=0.2), AugmentationParams(contrast=0.5), AugmentationParams(crop_padding=0.25),
-                   AugmentationParams(erasing=1.0)]:
+    for params in [
+        AugmentationParams(flip="horizontal"),
+        AugmentationParams(rotation=0.1),
+        AugmentationParams(zoom=0.2),
+        AugmentationParams(translation=0.2),
+        AugmentationParams(contrast=0.5),
+        AugmentationParams(crop_padding=0.25),
+        AugmentationParams(erasing=1.0),
+    ]:
         augmented = build_augmenter(params, seed=3)(images, training=True)
         assert augmented.shape == images.shape, params
         assert not np.array_equal(augmented.numpy(), images.numpy()), params
@@ -46,8 +53,15 @@ def test_every_augmentation_keeps_shape_and_changes_pixels():
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
 def test_every_optimizer_with_smoothing_and_clipping_trains(optimizer):
-    params = TrainParams(optimizer=optimizer, nesterov=True, label_smoothing=0.1, clipnorm=1.0, lr_schedule="exponential", epochs=2,
-                         early_stopping_patience=4)
+    params = TrainParams(
+        optimizer=optimizer,
+        nesterov=True,
+        label_smoothing=0.1,
+        clipnorm=1.0,
+        lr_schedule="exponential",
+        epochs=2,
+        early_stopping_patience=4,
+    )
     images = np.random.default_rng(0).integers(0, 255, size=(32, 12, 12, 1)).astype(np.float32)
     data = tf.data.Dataset.from_tensor_slices((images, np.arange(32) % 3)).batch(8)
     model = _tiny_model()
@@ -73,7 +87,9 @@ def test_nan_loss_fails_the_stage_instead_of_returning_a_model():
 
 
 def test_cosine_schedule_with_warmup_peaks_at_the_learning_rate():
-    schedule = train_schedule.build_learning_rate(TrainParams(learning_rate=0.01, lr_schedule="cosine", warmup_epochs=1, epochs=4), steps_per_epoch=10)
+    schedule = train_schedule.build_learning_rate(
+        TrainParams(learning_rate=0.01, lr_schedule="cosine", warmup_epochs=1, epochs=4), steps_per_epoch=10
+    )
     assert float(schedule(0)) == pytest.approx(0.001)
     assert float(schedule(10)) == pytest.approx(0.01)
     assert float(schedule(40)) < 0.001

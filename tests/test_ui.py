@@ -1,4 +1,5 @@
 """The MLflow UI as `make ui` serves it, checked in headless Chromium, through its REST API, and for safety."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,15 @@ from tests.conftest import free_port, stop_process_group
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright's own browser downloads are not used
 # Without the background-networking flags Chromium keeps calling Google's hosts, which a closed CI network refuses.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 EXPERIMENT = "mnist_5k"
 RUNS = {  # run name -> (params, per-epoch accuracy, test_accuracy)
     "lenet5-mnist_5k": ({"train.model": "lenet5", "train.epochs": "3"}, [0.81, 0.93, 0.96], 0.9731),
@@ -53,8 +61,9 @@ def _fill_store(mlruns: Path) -> tuple[str, dict[str, str]]:
 
 
 def _get(url: str, data: dict | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(data).encode() if data is not None else None, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, response.read()
@@ -72,8 +81,18 @@ def server(tmp_path_factory):
     port = free_port()
     log = (base / "server.log").open("w")
     # -o: the venv is there already; make must not reinstall it in the middle of a test run.
-    command = ["make", "-C", str(ROOT), "--no-print-directory", "-o", ".venv/.installed", "ui",
-               f"UI_PORT={port}", f"MLRUNS={mlruns}", f"BIN={Path(sys.executable).parent}"]
+    command = [
+        "make",
+        "-C",
+        str(ROOT),
+        "--no-print-directory",
+        "-o",
+        ".venv/.installed",
+        "ui",
+        f"UI_PORT={port}",
+        f"MLRUNS={mlruns}",
+        f"BIN={Path(sys.executable).parent}",
+    ]
     environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -88,9 +107,18 @@ def server(tmp_path_factory):
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"make ui did not answer on {url} within 180 s:\n{(base / 'server.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"make ui did not answer on {url} within 180 s:\n{(base / 'server.log').read_text()[-3000:]}"
+                )
             time.sleep(1)
-        yield {"url": url, "port": port, "pid": process.pid, "experiment_id": experiment_id, "run_ids": run_ids, "dir": base}
+        yield {
+            "url": url,
+            "port": port,
+            "pid": process.pid,
+            "experiment_id": experiment_id,
+            "run_ids": run_ids,
+            "dir": base,
+        }
     finally:
         stop_process_group(process, timeout=30)
         log.close()
@@ -101,8 +129,10 @@ def test_rest_api_lists_both_runs_with_their_metrics_and_artifacts(server):
     status, body = _get(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name={EXPERIMENT}")
     assert status == 200, body[:500]
     assert json.loads(body)["experiment"]["experiment_id"] == server["experiment_id"]
-    status, body = _get(f"{url}/api/2.0/mlflow/runs/search",
-                        {"experiment_ids": [server["experiment_id"]], "order_by": ["metrics.test_accuracy DESC"]})
+    status, body = _get(
+        f"{url}/api/2.0/mlflow/runs/search",
+        {"experiment_ids": [server["experiment_id"]], "order_by": ["metrics.test_accuracy DESC"]},
+    )
     assert status == 200, body[:500]
     runs = json.loads(body)["runs"]
     assert [run["info"]["run_name"] for run in runs] == ["lenet5-mnist_5k", "mlp-mnist_5k"]
@@ -115,7 +145,9 @@ def test_rest_api_lists_both_runs_with_their_metrics_and_artifacts(server):
     assert status == 200 and json.loads(body) == {"blessed": True}
 
 
-@pytest.mark.parametrize("path", ["../../etc/passwd", "../../../../../../etc/passwd", "/etc/passwd", "evaluate/../../../../etc/passwd"])
+@pytest.mark.parametrize(
+    "path", ["../../etc/passwd", "../../../../../../etc/passwd", "/etc/passwd", "evaluate/../../../../etc/passwd"]
+)
 def test_artifacts_outside_the_run_are_refused(server, path):
     run_id = server["run_ids"]["lenet5-mnist_5k"]
     status, body = _get(f"{server['url']}/get-artifact?path={urllib.parse.quote(path)}&run_uuid={run_id}")
@@ -127,8 +159,12 @@ def test_the_server_listens_on_loopback_only(server):
     import psutil
 
     children = psutil.Process(server["pid"]).children(recursive=True)
-    listening = {(connection.laddr.ip, connection.laddr.port) for process in children
-                 for connection in process.net_connections(kind="inet") if connection.status == psutil.CONN_LISTEN}
+    listening = {
+        (connection.laddr.ip, connection.laddr.port)
+        for process in children
+        for connection in process.net_connections(kind="inet")
+        if connection.status == psutil.CONN_LISTEN
+    }
     assert ("127.0.0.1", server["port"]) in listening
     assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
 
@@ -157,7 +193,9 @@ def test_the_experiment_page_shows_both_runs_and_their_metrics_in_chromium(serve
             page.screenshot(path=str(screenshots["runs"]))
 
             # The compare view puts both runs' params and metrics side by side.
-            query = urllib.parse.urlencode({"runs": json.dumps(sorted(server["run_ids"].values())), "experiments": json.dumps([experiment_id])})
+            query = urllib.parse.urlencode(
+                {"runs": json.dumps(sorted(server["run_ids"].values())), "experiments": json.dumps([experiment_id])}
+            )
             page.goto(f"{url}/#/compare-runs?{query}", wait_until="domcontentloaded")
             page.get_by_text("Comparing 2 Runs").first.wait_for(state="visible", timeout=90_000)
             for text in ("test_accuracy", "0.973", "0.916", "lenet5", "mlp"):  # metrics rounded to 3 decimals; params

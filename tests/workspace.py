@@ -1,4 +1,5 @@
 """Fresh copies of this repository (tracked files only, a new git repo), for end-to-end tests and benchmarks."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,18 +9,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(command: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs a command with this interpreter's venv first on PATH (dvc stages call `python`)."""
-    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    environment = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        **(env or {}),
+    }
     if env is None or "MLFLOW_TRACKING_URI" not in env:
         environment.pop("MLFLOW_TRACKING_URI", None)  # each copy has its own mlruns/
     result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True)
     if check and result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        raise RuntimeError(
+            f"{' '.join(command)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
     return result
 
 
@@ -66,8 +72,11 @@ def copy_reproduced(source: Path, destination: Path) -> Path:
             tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
             for table in tables:
                 for column in [row[1] for row in connection.execute(f'PRAGMA table_info("{table}")')]:
-                    connection.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
-                                       f'WHERE typeof("{column}") = \'text\' AND instr("{column}", ?) > 0', (old, new, old))
+                    connection.execute(
+                        f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                        f'WHERE typeof("{column}") = \'text\' AND instr("{column}", ?) > 0',
+                        (old, new, old),
+                    )
     for mlmodel in store.rglob("MLmodel") if store.is_dir() else []:
         text = mlmodel.read_text()
         if old in text:
