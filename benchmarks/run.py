@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipelines import cpu  # noqa: E402
 from tests.workspace import ROOT, copy_repository, run, set_params  # noqa: E402
 
 PYTHON = sys.executable
@@ -80,26 +81,44 @@ def measure(repeats: int) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="tfpipe-bench-") as directory:
         repo = copy_repository(Path(directory))
         full = timed([PYTHON, "-m", "dvc", "repro"], repo)
-        row("full pipeline `dvc repro` (default params)", "<= 120 s", full, "s", full <= 120)
+        row("full pipeline `dvc repro`, fresh copy (cold caches)", "-", full, "s", None)
         noop = median_of([PYTHON, "-m", "dvc", "repro"], repo, repeats)
         row("no-op `dvc repro`", "<= 3 s", noop, "s", noop <= 3)
+        # What a user sees rerunning everything: the export's variant cache is warm (same trained weights).
+        forced = [timed([PYTHON, "-m", "dvc", "repro", "-f", "--no-run-cache"], repo) for _ in range(2)]
+        row(
+            "`dvc repro -f --no-run-cache` (median of 2)",
+            "<= 90 s",
+            statistics.median(forced),
+            "s",
+            statistics.median(forced) <= 90,
+        )
 
         train_wall = timed([PYTHON, "-m", "components.train"], repo)  # again, alone: the process from start to exit
         epochs = json.loads((repo / "metrics/train.json").read_text())["epochs_run"]
         row(
             f"train stage wall time, default preset ({epochs} epochs, start-up and tracking included)",
-            "<= 60 s",
+            "-",
             train_wall,
             "s",
-            train_wall <= 60,
+            None,
         )
+        run([PYTHON, "-m", "dvc", "repro"], repo)  # evaluate and export the model just trained
         evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
+        model = json.loads((repo / "artifacts/train/model.json").read_text())["model"]
         row(
-            "test accuracy, default preset (mnist_5k + LeNet-5)",
-            ">= 0.985",
+            f"test accuracy, default preset (mnist_5k + {model})",
+            ">= 0.990",
             evaluate["accuracy"],
             "",
-            evaluate["accuracy"] >= 0.985,
+            evaluate["accuracy"] >= 0.990,
+        )
+        row(
+            "classical baseline's test accuracy (same splits)",
+            "<= network",
+            evaluate["baseline_accuracy"],
+            "",
+            evaluate["baseline_accuracy"] <= evaluate["accuracy"],
         )
         export = json.loads((repo / "metrics/export.json").read_text())
         float_tflite, int8, pruned = export["tflite_float32"], export["tflite_int8"], export["tflite_pruned_int8"]
@@ -118,14 +137,19 @@ def measure(repeats: int) -> list[dict]:
                 lambda v: v <= 0.10,
             ),
             (
-                "int8 latency p50 / float32 TFLite latency p50 (interpreter call only)",
+                "int8 invoke p50 / float32 invoke p50 (batch 1, interpreter call only)",
                 "<= 0.67",
-                int8.get("invoke_p50_ms", int8["latency_p50_ms"])
-                / float_tflite.get("invoke_p50_ms", float_tflite["latency_p50_ms"]),
+                int8["invoke_p50_ms"] / float_tflite["invoke_p50_ms"],
                 lambda v: v <= 0.67,
             ),
             (
-                "int8 latency p50 / float32 TFLite latency p50 (with Python input/output)",
+                f"int8 / float32 throughput (batch {export.get('throughput_batch_size', 64)})",
+                ">= 1.5",
+                int8["throughput_images_per_s"] / float_tflite["throughput_images_per_s"],
+                lambda v: v >= 1.5,
+            ),
+            (
+                "int8 latency p50 / float32 latency p50 (with Python input/output)",
                 "-",
                 int8["latency_p50_ms"] / float_tflite["latency_p50_ms"],
                 lambda v: None,
@@ -172,6 +196,22 @@ def measure(repeats: int) -> list[dict]:
                     "note": (ingest.stderr or "benchmarks/bench_ingest.py missing")[-300:],
                 }
             )
+        datasets = subprocess.run(
+            [PYTHON, "-m", "benchmarks.bench_datasets", "--json", str(Path(directory) / "datasets.json")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        for item in json.loads((Path(directory) / "datasets.json").read_text()) if datasets.returncode == 0 else []:
+            row(
+                f"own images, {item['dataset']} ({item['images']} images): network test accuracy (baseline "
+                f"{item.get('baseline_accuracy', float('nan')):.4f}, {item.get('test_images')} test images, "
+                f"`dvc repro` {item['seconds']['dvc repro']} s)",
+                ">= baseline",
+                item.get("accuracy", float("nan")),
+                "",
+                item.get("accuracy", 0) >= item.get("baseline_accuracy", 1),
+            )
     return rows
 
 
@@ -181,10 +221,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results.json")
     args = parser.parse_args()
     commit = run(["git", "rev-parse", "--short", "HEAD"], ROOT, check=False).stdout.strip()
+    machine_cpu = cpu.describe_cpu()
+    print(f"CPU: {cpu.format_cpu(machine_cpu)}")  # every speed figure below is this CPU's
     rows = measure(args.repeats)
-    table = Table(
-        title=f"tfpipe benchmarks — {platform.node()}, {platform.processor() or platform.machine()}, commit {commit}"
-    )
+    table = Table(title=f"tfpipe benchmarks, commit {commit}, CPU: {cpu.format_cpu(machine_cpu)}")
     for column in ("figure", "goal", "value", "met"):
         table.add_column(column)
     for item in rows:
@@ -195,7 +235,7 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": commit,
         "machine": platform.platform(),
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu": machine_cpu,
         "rows": rows,
     }
     args.output.write_text(json.dumps(result, indent=2) + "\n")
