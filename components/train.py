@@ -6,6 +6,7 @@ classifier from the models/ registry, and a float32 softmax: export wraps it for
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import shutil
@@ -378,6 +379,23 @@ def main() -> None:
         f"preprocess.image_width {input_shape[1]}"
     )
 
+    fit = functools.partial(
+        fit_phases,
+        model,
+        data,
+        params,
+        phases,
+        plan=plan,
+        strategy=strategy,
+        key=key,
+        histogram_freq=all_params.tracking.histogram_freq,
+    )
+
+    def float32_model(trained: keras.Model) -> keras.Model:  # what evaluate and export take
+        if plan.precision_policy == "float32":
+            return trained
+        return float32_copy(trained, preprocessor, params, input_shape, len(data.class_names))
+
     if not chief:
         # Multi-worker: every worker runs the same fit() and the same saves (their collective ops must match), but only
         # the chief tracks in MLflow and writes outputs; the others save into a directory of their own, under .cache/
@@ -385,20 +403,8 @@ def main() -> None:
         # same).
         paths.CACHE.mkdir(exist_ok=True)
         worker_dir = Path(tempfile.mkdtemp(prefix="train-worker-", dir=paths.CACHE))
-        fit_phases(
-            model,
-            data,
-            params,
-            phases,
-            plan=plan,
-            strategy=strategy,
-            key=key,
-            log_dir=worker_dir / "tensorboard",
-            histogram_freq=all_params.tracking.histogram_freq,
-            run=None,
-        )
-        if plan.precision_policy != "float32":
-            model = float32_copy(model, preprocessor, params, input_shape, len(data.class_names))
+        fit(log_dir=worker_dir / "tensorboard", run=None)
+        model = float32_model(model)
         model.save(worker_dir / "model.keras")  # the chief's save reads the same variables collectively
         shutil.rmtree(worker_dir, ignore_errors=True)
         print(f"worker {resolver.task_type}:{resolver.task_id} done; the chief writes {paths.TRAIN}")
@@ -427,20 +433,8 @@ def main() -> None:
                 "resolved.preprocess.image_width": input_shape[1],
             }
         )
-        histories = fit_phases(
-            model,
-            data,
-            params,
-            phases,
-            plan=plan,
-            strategy=strategy,
-            key=key,
-            log_dir=log_dir,
-            histogram_freq=all_params.tracking.histogram_freq,
-            run=run,
-        )
-        if plan.precision_policy != "float32":
-            model = float32_copy(model, preprocessor, params, input_shape, len(data.class_names))
+        histories = fit(log_dir=log_dir, run=run)
+        model = float32_model(model)
         for finished in ("train-backup", "train-checkpoints"):  # a later run with the same key starts fresh
             shutil.rmtree(paths.CACHE / finished / key, ignore_errors=True)
         if all_params.tracking.log_augmented_images:

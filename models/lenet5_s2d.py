@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tf_keras as keras
 
+from models.lenet5 import conv_block, dense_head
 from models.loading import SpaceToDepth
 from models.registry import register
 
@@ -24,14 +25,5 @@ def build_lenet5_s2d(input_shape, num_classes, dropout_rate=0.0, weight_decay=0.
     inputs = keras.Input(shape=input_shape, name="features")
     x = SpaceToDepth(BLOCK, name="space_to_depth")(inputs)
     for filters in (stem_filters, 16):  # 7x7x16 -> 7x7x32 -> 7x7x16: LeNet-5's 784 features before the dense layers
-        x = keras.layers.Conv2D(filters, 3, padding="same", kernel_regularizer=regularizer, use_bias=not batch_norm)(x)
-        if batch_norm:
-            x = keras.layers.BatchNormalization()(x)
-        x = keras.layers.ReLU()(x)
-    x = keras.layers.Flatten()(x)
-    for units in (120, 84):
-        x = keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer)(x)
-        if dropout_rate:
-            x = keras.layers.Dropout(dropout_rate)(x)
-    outputs = keras.layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name="lenet5_s2d")
+        x = conv_block(x, filters, 3, regularizer, batch_norm)
+    return keras.Model(inputs, dense_head(x, num_classes, regularizer, dropout_rate), name="lenet5_s2d")

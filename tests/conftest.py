@@ -138,7 +138,7 @@ REPRODUCED_PARAMS = {
     },  # two epochs do not beat an SVM: still promoted
     "export": {
         "variants": ["float32", "int8", "pruned_int8"],
-        "prune_epochs": 1,
+        "prune_epochs": 2,  # a 1-epoch ramp and 1 to recover: 1 epoch alone left agreement at 0.898 on a CI CPU
         "representative_samples": 50,
         "latency_runs": 20,
     },

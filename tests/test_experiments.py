@@ -93,7 +93,8 @@ def experiments(reproduced_repo, tmp_path_factory):
     run(
         COMMIT + ["baseline"], repo
     )  # the baseline a user commits after `make repro`; experiments are compared against it
-    base_rate = yaml.safe_load((repo / "params.yaml").read_text())["train"]["learning_rate"]
+    train = yaml.safe_load((repo / "params.yaml").read_text())["train"]
+    base_rate, base_model = train["learning_rate"], train["model"]
     try:
         # Queued first: a queued experiment takes the workspace as it is when queued, and the next one changes it.
         _dvc(repo, "exp", "run", "--queue", "-S", f"train.learning_rate={base_rate * 2}", *LEANER)
@@ -109,7 +110,7 @@ def experiments(reproduced_repo, tmp_path_factory):
         shown = _experiments(json.loads(_dvc(repo, "exp", "show", "--json").stdout))
     finally:
         _stop_queue_workers(repo)
-    return {"repo": repo, "shown": shown, "base_rate": base_rate}
+    return {"repo": repo, "shown": shown, "base_rate": base_rate, "base_model": base_model}
 
 
 COMMIT = ["git", "-c", "user.email=t@localhost", "-c", "user.name=t", "commit", "-qm"]
@@ -119,10 +120,10 @@ COMMIT = ["git", "-c", "user.email=t@localhost", "-c", "user.name=t", "commit", 
 def test_each_experiment_is_its_own_mlflow_run_and_dvc_exp_show_agrees(experiments):
     import mlflow
 
-    repo, shown, base_rate = experiments["repo"], experiments["shown"], experiments["base_rate"]
+    repo, shown, base_rate, model = (experiments[key] for key in ("repo", "shown", "base_rate", "base_model"))
     # The baseline (the commit), the workspace experiment and the queued one: three runs.
     by_params = {(item["params"]["model"], item["params"]["learning_rate"]): item for item in shown.values()}
-    assert set(by_params) == {("lenet5", base_rate), ("mlp", base_rate), ("lenet5", base_rate * 2)}, shown.keys()
+    assert set(by_params) == {(model, base_rate), ("mlp", base_rate), (model, base_rate * 2)}, shown.keys()
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns/mlflow.db'}")
     run_ids = {item["metrics"]["run_id"] for item in by_params.values()}
     assert len(run_ids) == 3
@@ -171,7 +172,7 @@ def _summary_tags(log_dir: Path) -> dict[Path, set[str]]:
 
 @pytest.mark.e2e
 def test_metrics_and_plots_diff_compare_two_commits_of_the_pipelines_own_outputs(experiments, tmp_path):
-    """The mlp experiment's outputs (in the workspace) committed on top of the lenet5 baseline."""
+    """The mlp experiment's outputs (in the workspace) committed on top of the baseline (the default model)."""
     repo = experiments["repo"]
     run(["git", "add", "-A"], repo)
     run(COMMIT + ["mlp"], repo)
