@@ -38,15 +38,21 @@ def _stop_queue_workers(repo: Path) -> None:
 
 
 def _experiments(shown: list) -> dict[str, dict]:
-    """`dvc exp show --json` -> {name: {'params': train section, 'metrics': metrics/evaluate.json}}."""
+    """`dvc exp show --json` -> {name: {'params': train section, 'metrics': metrics/evaluate.json,
+    'experiment': whether it is a DVC experiment (not the workspace or a commit)}}."""
     found = {}
     for commit in shown:
-        for entry in [commit] + [rev for experiment in (commit.get("experiments") or []) for rev in experiment["revs"]]:
+        experiments = [rev for experiment in (commit.get("experiments") or []) for rev in experiment["revs"]]
+        for entry in [commit] + experiments:
             data = entry.get("data") or {}
             metrics = (data.get("metrics") or {}).get("metrics/evaluate.json", {}).get("data")
             if metrics:
                 params = data["params"]["params.yaml"]["data"]["train"]
-                found[entry.get("name") or entry["rev"]] = {"params": params, "metrics": metrics}
+                found[entry.get("name") or entry["rev"]] = {
+                    "params": params,
+                    "metrics": metrics,
+                    "experiment": entry is not commit,
+                }
     return found
 
 
@@ -127,10 +133,13 @@ def test_each_experiment_is_its_own_mlflow_run_and_dvc_exp_show_agrees(experimen
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns/mlflow.db'}")
     run_ids = {item["metrics"]["run_id"] for item in by_params.values()}
     assert len(run_ids) == 3
-    # Runs are named by what tells them apart: each experiment's run by its DVC experiment name.
+    # Runs are named by what tells them apart: each experiment's run by its DVC experiment name, the
+    # others (the baseline's plain `dvc repro`, the workspace) by their params; no two alike.
+    names = {name: client.get_run(item["metrics"]["run_id"]).info.run_name for name, item in shown.items()}
+    assert len(set(names.values())) == 3, names
     for name, item in shown.items():
         mlflow_run = client.get_run(item["metrics"]["run_id"])
-        if name != "workspace" and len(name) < 40:  # an experiment (the baseline commit shows as its revision)
+        if item["experiment"]:
             assert mlflow_run.info.run_name == name, (name, mlflow_run.info.run_name)
         assert mlflow_run.data.tags["mlflow.note.content"].startswith("test accuracy ")
     for (model, learning_rate), item in by_params.items():
