@@ -141,6 +141,12 @@ def test_editing_code_a_stage_imports_reruns_it_and_logging_settings_retrain_not
         assert json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], repo).stdout) == {}
     finally:
         (repo / "params.yaml").write_text(params)
+    # Bytecode another Python (or a later import) writes beside the code is not code: `models` is a
+    # directory dependency, and its __pycache__ must not make a fresh clone's pipeline look stale.
+    cache = repo / "models/__pycache__"
+    cache.mkdir(exist_ok=True)
+    (cache / "registry.cpython-399.pyc").write_bytes(b"not the code")
+    assert json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], repo).stdout) == {}
 
 
 def test_bad_params_stop_before_any_work_and_leave_the_lock_alone(repo):
