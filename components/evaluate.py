@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import matplotlib
@@ -344,135 +345,161 @@ def write_tensorboard_summaries(log_dir: Path, confusion_png: bytes, metrics: di
                 tf.summary.scalar(f"test_{key}", value, step=0)
 
 
+def score(model_path: Path, images: np.ndarray, train_split: tuple[np.ndarray, np.ndarray], labels: np.ndarray):
+    """(the network's test probabilities, the classical baseline fit on the train split and scored on the test
+    split). libsvm fits without Python's lock: the baseline runs on a second core while the network predicts."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        baseline = pool.submit(fit_and_score, *train_split, images, labels)
+        probabilities = load_trained_model(model_path).predict(images.astype(np.float32), batch_size=256, verbose=0)
+        return probabilities, baseline.result()
+
+
+def describe_champion(check: dict, gate: dict, reference: dict) -> dict | None:
+    """blessing.json's champion entry: its version and run, whether it could be compared, and the comparison."""
+    champion = check["version"]
+    if champion is None:
+        return None
+    champion = {
+        **champion,
+        "comparable": check["metrics"] is not None,
+        "same_run": champion["run_id"] == reference["run_id"],
+        **(gate["comparison"] or {}),
+    }
+    if check["metrics"] is not None:
+        champion["per_class_recall"] = per_class_recall(check["metrics"])
+    return champion
+
+
+def write_outputs(
+    blessing: dict,
+    metrics: dict,
+    test: tuple[np.ndarray, np.ndarray, list[str]],
+    probabilities: np.ndarray,
+    class_names: list[str],
+) -> dict:
+    """artifacts/evaluate (blessing.json and the pictures, in one step), plots/confusion.csv and
+    metrics/evaluate.json; returns what the metrics file says of the champion."""
+    images, labels, files = test
+    predictions = probabilities.argmax(axis=1)
+    figures = {
+        "confusion_matrix.png": plot_confusion_matrix(
+            confusion_matrix(labels, predictions, labels=np.arange(len(class_names))), class_names
+        ),
+        "confident_mistakes.png": plot_confident_mistakes(images, labels, probabilities, class_names, files),
+        "reliability_diagram.png": plot_reliability_diagram(probabilities, labels),
+    }
+    with atomic_directory(paths.EVALUATE) as staging:
+        write_json(staging / "blessing.json", blessing)
+        for file_name, figure in figures.items():
+            figure.savefig(staging / file_name, dpi=120)
+            plt.close(figure)
+    write_csv(
+        paths.CONFUSION_PLOT,
+        pd.DataFrame({"actual": [class_names[i] for i in labels], "predicted": [class_names[i] for i in predictions]}),
+    )
+    compared = {
+        key: value
+        for key, value in (blessing["champion"] or {}).items()
+        if key in ("version", "accuracy", "accuracy_change", "max_class_recall_drop")
+    }
+    write_json(
+        paths.EVALUATE_METRICS,
+        {
+            **metrics,
+            "blessed": blessing["blessed"],
+            "run_id": blessing["candidate"]["run_id"],
+            "baseline_accuracy": blessing["baseline"]["accuracy"],
+            "margin_over_baseline": metrics["accuracy"] - blessing["baseline"]["accuracy"],
+            **({"champion": compared} if compared else {}),
+        },
+    )
+    return compared
+
+
+def log_to_mlflow(metrics: dict, blessing: dict, compared: dict, baseline_seconds: float, reference: dict) -> None:
+    """Into the model's run (open): test metrics, the baseline, the gate, the outputs and TensorBoard summaries."""
+    baseline = blessing["baseline"]
+    mlflow.log_metrics({f"test_{key}": value for key, value in metrics.items() if isinstance(value, float)})
+    mlflow.log_metrics({f"test_recall_{name}": item["recall"] for name, item in metrics["per_class"].items()})
+    mlflow.log_metrics(
+        {
+            "baseline_accuracy": baseline["accuracy"],
+            "margin_over_baseline": metrics["accuracy"] - baseline["accuracy"],
+            "baseline_seconds": baseline_seconds,
+            **{f"champion_{key}": value for key, value in compared.items() if key != "version"},  # version: a tag
+        }
+    )
+    training = mlflow.get_run(reference["run_id"]).data.tags.get("tfpipe.training", "")
+    headline = (
+        f"test accuracy {metrics['accuracy']:.4f} (classical baseline {baseline['accuracy']:.4f}), "
+        f"{'blessed' if blessing['blessed'] else 'not blessed'}"
+    )
+    mlflow.set_tags(
+        {
+            "mlflow.note.content": f"{headline}; {training}" if training else headline,  # the run's description
+            "blessed": str(blessing["blessed"]).lower(),
+            "gate.reasons": "\n".join(blessing["reasons"])[:5000],
+            "gate.champion_version": str(blessing["champion"]["version"]) if blessing["champion"] else "none",
+            "gate.registered_model": blessing["registered_model"],
+            "baseline.model": baseline["model"],
+        }
+    )
+    mlflow.log_artifacts(str(paths.EVALUATE), artifact_path="evaluate")
+    log_dir = tracking.tensorboard_dir(reference["tensorboard"]) / "evaluate"
+    write_tensorboard_summaries(
+        log_dir,
+        (paths.EVALUATE / "confusion_matrix.png").read_bytes(),
+        {**metrics, "baseline_accuracy": baseline["accuracy"]},
+    )
+    mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard/evaluate")
+    mlflow.log_artifact(str(paths.EVALUATE_METRICS), artifact_path="evaluate")
+
+
 def main() -> None:
     all_params = load_params()
     params, model_name = all_params.evaluate, registered_model_name(all_params)
-    model = load_trained_model(paths.TRAIN)
     class_names = records.read_manifest(paths.PREPARED)["class_names"]
-    images, labels, files = load_test_split(paths.PREPARED)
-    probabilities = model.predict(images.astype(np.float32), batch_size=256, verbose=0)
-    metrics = compute_metrics(probabilities, labels, class_names, params.top_k)
-    predictions = probabilities.argmax(axis=1)
-    train_images, train_labels = records.load_split_arrays(paths.PREPARED, "train")
-    baseline = fit_and_score(train_images, train_labels, images, labels)
-    # Outputs stay deterministic (DVC reruns nothing after a forced rerun): the time goes to MLflow only.
-    baseline_summary = {key: value for key, value in baseline.items() if key not in ("predictions", "seconds")}
+    test = load_test_split(paths.PREPARED)  # images, labels, file names
+    images, labels, _ = test
+    train_split = records.load_split_arrays(paths.PREPARED, "train")
+    probabilities, baseline = score(paths.TRAIN, images, train_split, labels)
     print(
         f"classical baseline: {baseline['model']}, test accuracy {baseline['accuracy']:.4f} "
         f"({baseline['train_examples']} train images, {baseline['features']} features, {baseline['seconds']} s)"
     )
+    metrics = compute_metrics(probabilities, labels, class_names, params.top_k)
     reference = tracking.read_run_reference(paths.TRAIN / "run.json")
-
     with tracking.stage_run(reference["experiment_name"], run_id=reference["run_id"]):
         check = evaluate_champion(model_name, images, labels, class_names, params.top_k)
         champion = check["version"]
-        label = f"champion v{champion['version']}" if champion else ""
         gate = decide_blessing(
             metrics,
             params,
             check["metrics"],
-            champion_label=label,
+            champion_label=f"champion v{champion['version']}" if champion else "",
             no_champion_reason=check["skip"],
             champion_error=check["error"],
             baseline=baseline,
         )
-        if champion is not None:
-            champion.update(
-                comparable=check["metrics"] is not None,
-                same_run=champion["run_id"] == reference["run_id"],
-                **(gate["comparison"] or {}),
-            )
-            if check["metrics"] is not None:
-                champion["per_class_recall"] = per_class_recall(check["metrics"])
         blessing = {
             "blessed": gate["blessed"],
             "reasons": gate["reasons"],
             "registered_model": model_name,
-            "champion": champion,
+            "champion": describe_champion(check, gate, reference),
             "champion_error": check["error"] or None,
-            "baseline": baseline_summary,
+            # Outputs stay deterministic (DVC reruns nothing after a forced rerun): the time goes to MLflow only.
+            "baseline": {key: value for key, value in baseline.items() if key not in ("predictions", "seconds")},
             "candidate": {
                 "run_id": reference["run_id"],
                 "accuracy": metrics["accuracy"],
                 "per_class_recall": per_class_recall(metrics),
             },
         }
-        figures = {
-            "confusion_matrix.png": plot_confusion_matrix(
-                confusion_matrix(labels, predictions, labels=np.arange(len(class_names))), class_names
-            ),
-            "confident_mistakes.png": plot_confident_mistakes(images, labels, probabilities, class_names, files),
-            "reliability_diagram.png": plot_reliability_diagram(probabilities, labels),
-        }
-        with atomic_directory(paths.EVALUATE) as staging:
-            write_json(staging / "blessing.json", blessing)
-            for file_name, figure in figures.items():
-                figure.savefig(staging / file_name, dpi=120)
-                plt.close(figure)
-        write_csv(
-            paths.CONFUSION_PLOT,
-            pd.DataFrame(
-                {"actual": [class_names[i] for i in labels], "predicted": [class_names[i] for i in predictions]}
-            ),
-        )
-        compared = {
-            key: value
-            for key, value in (champion or {}).items()
-            if key in ("version", "accuracy", "accuracy_change", "max_class_recall_drop")
-        }
-        write_json(
-            paths.EVALUATE_METRICS,
-            {
-                **metrics,
-                "blessed": gate["blessed"],
-                "run_id": reference["run_id"],
-                "baseline_accuracy": baseline["accuracy"],
-                "margin_over_baseline": metrics["accuracy"] - baseline["accuracy"],
-                **({"champion": compared} if compared else {}),
-            },
-        )
-        mlflow.log_metrics({f"test_{key}": value for key, value in metrics.items() if isinstance(value, float)})
-        mlflow.log_metrics({f"test_recall_{name}": item["recall"] for name, item in metrics["per_class"].items()})
-        mlflow.log_metrics(
-            {
-                "baseline_accuracy": baseline["accuracy"],
-                "margin_over_baseline": metrics["accuracy"] - baseline["accuracy"],
-                "baseline_seconds": baseline["seconds"],
-            }
-        )
-        mlflow.log_metrics(
-            {f"champion_{key}": value for key, value in compared.items() if key != "version"}
-        )  # version: a tag
-        training = mlflow.get_run(reference["run_id"]).data.tags.get("tfpipe.training", "")
-        headline = (
-            f"test accuracy {metrics['accuracy']:.4f} (classical baseline {baseline['accuracy']:.4f}), "
-            f"{'blessed' if gate['blessed'] else 'not blessed'}"
-        )
-        mlflow.set_tags(
-            {"mlflow.note.content": f"{headline}; {training}" if training else headline}
-        )  # the run's description
-        mlflow.set_tags(
-            {
-                "blessed": str(gate["blessed"]).lower(),
-                "gate.reasons": "\n".join(gate["reasons"])[:5000],
-                "gate.champion_version": str(champion["version"]) if champion else "none",
-                "gate.registered_model": model_name,
-                "baseline.model": baseline["model"],
-            }
-        )
-        mlflow.log_artifacts(str(paths.EVALUATE), artifact_path="evaluate")
-        log_dir = tracking.tensorboard_dir(reference["tensorboard"]) / "evaluate"
-        write_tensorboard_summaries(
-            log_dir,
-            (paths.EVALUATE / "confusion_matrix.png").read_bytes(),
-            {**metrics, "baseline_accuracy": baseline["accuracy"]},
-        )
-        mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard/evaluate")
-        mlflow.log_artifact(str(paths.EVALUATE_METRICS), artifact_path="evaluate")
-    verdict = "BLESSED" if gate["blessed"] else "NOT blessed"
+        compared = write_outputs(blessing, metrics, test, probabilities, class_names)
+        log_to_mlflow(metrics, blessing, compared, baseline["seconds"], reference)
     print(
-        f"test accuracy {metrics['accuracy']:.4f} on {metrics['num_examples']} images: {verdict}\n  "
-        + "\n  ".join(gate["reasons"])
+        f"test accuracy {metrics['accuracy']:.4f} on {metrics['num_examples']} images: "
+        f"{'BLESSED' if gate['blessed'] else 'NOT blessed'}\n  " + "\n  ".join(gate["reasons"])
     )
 
 

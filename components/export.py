@@ -10,7 +10,7 @@ variants.png. The version is the one the MLflow model registry gives the float m
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import matplotlib
@@ -326,12 +326,100 @@ def log_to_mlflow(
     )
 
 
+def stage_artifacts(
+    staging: Path, model, description: dict, params: ExportParams, model_name: str, test_images, log_dir: Path
+) -> tuple[Variants, ServingModule, Path, float]:
+    """Builds and measures the variants, writes their files and the SavedModel (as <name>/pending) into staging
+    and reads them back: (the variants, the serving module, the SavedModel's directory, serving parity)."""
+    variants = build_and_measure_variants(model, description, params, log_dir=log_dir)
+    for name, content in variants.files.items():
+        (staging / name).write_bytes(content)
+    module = ServingModule(model, description["class_names"])
+    saved_model = staging / "saved_model" / model_name / "pending"
+    tf.saved_model.save(module, str(saved_model), signatures={"serving_default": module.serve})
+    parity = check_serving_parity(saved_model, model, test_images)
+    check_written_files(staging, variants.files)
+    return variants, module, saved_model, parity
+
+
+def register(
+    module: ServingModule, saved_model: Path, model_name: str, blessing: dict, gate: dict, test_images, num_classes: int
+) -> int:
+    """A new version of the registered model (its champion alias untouched); the staged SavedModel's directory
+    takes the version's number (TF Serving's <name>/<version>/ layout)."""
+    version = register_serving_model(
+        module,
+        model_name=model_name,
+        example_images=test_images[:2],
+        num_classes=num_classes,
+        tags={
+            "blessed": str(blessing["blessed"]).lower(),
+            "int8_gate": "passed" if gate["passed"] else "failed",
+            "int8_gate.reasons": "; ".join(gate["reasons"]),
+        },
+    )
+    saved_model.rename(saved_model.with_name(str(version)))
+    return version
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The version registered and whether it becomes the champion (why_not: the reasons it does not)."""
+
+    model_name: str
+    version: int
+    promoted: bool
+    why_not: list[str]
+
+
+def write_report(
+    staging: Path, variants: Variants, params: ExportParams, baseline: dict | None, registration: Registration
+) -> None:
+    """report.md and variants.png."""
+    (staging / "report.md").write_text(
+        format_report(
+            variants.metrics,
+            **asdict(registration),
+            gate=variants.gate,
+            num_threads=params.num_threads,
+            notes=variants.notes,
+            baseline=baseline,
+            cpu_description=variants.cpu_description,
+            interpreter_settings=variants.settings,
+        )
+    )
+    figure = plot_variants(variants.metrics)
+    figure.savefig(staging / "variants.png", dpi=120)
+    plt.close(figure)
+
+
+def write_metrics(variants: Variants, blessing: dict, parity: float, registration: Registration) -> None:
+    """metrics/export.json: every variant's figures, the registration and promotion, the CPU they were timed on."""
+    gate = variants.gate
+    write_json(
+        paths.EXPORT_METRICS,
+        {
+            **variants.metrics,
+            "version": registration.version,
+            "registered_model": registration.model_name,
+            "blessed": bool(blessing["blessed"]),
+            "promoted": registration.promoted,
+            "not_promoted_because": registration.why_not,
+            "variant_notes": variants.notes,
+            "serving_parity_max_difference": parity,
+            "cpu": variants.cpu_description,
+            "slower_than_float32": variants.slower,
+            "variants_from_cache": variants.reused,
+            "int8_gate": {"passed": gate["passed"], "variant": gate["variant"], "reasons": gate["reasons"]},
+        },
+    )
+
+
 def main() -> None:
     all_params = load_params()
     params, model_name = all_params.export, registered_model_name(all_params)
     keras.utils.set_random_seed(params.seed)
-    with (paths.TRAIN / "model.json").open() as stream:
-        description = json.load(stream)
+    description = json.loads((paths.TRAIN / "model.json").read_text())
     run_reference = tracking.read_run_reference(paths.TRAIN / "run.json")
     blessing = read_blessing(run_reference["run_id"])
     model = load_trained_model(paths.TRAIN)
@@ -344,47 +432,15 @@ def main() -> None:
         atomic_directory(paths.EXPORT) as staging,
     ):
         log_dir = tracking.tensorboard_dir(run_reference["tensorboard"]) / "pruning"
-        variants = build_and_measure_variants(model, description, params, log_dir=log_dir)
-        for name, content in variants.files.items():
-            (staging / name).write_bytes(content)
-        module = ServingModule(model, description["class_names"])
-        pending = staging / "saved_model" / model_name / "pending"
-        tf.saved_model.save(module, str(pending), signatures={"serving_default": module.serve})
-        parity = check_serving_parity(pending, model, test_images)
-        check_written_files(staging, variants.files)
+        variants, module, saved_model, parity = stage_artifacts(
+            staging, model, description, params, model_name, test_images, log_dir
+        )
         promoted, why_not = promotion_decision(blessing, variants.gate, model_name)
-
-        gate = variants.gate
-        version = register_serving_model(
-            module,
-            model_name=model_name,
-            example_images=test_images[:2],
-            num_classes=len(description["class_names"]),
-            tags={
-                "blessed": str(blessing["blessed"]).lower(),
-                "int8_gate": "passed" if gate["passed"] else "failed",
-                "int8_gate.reasons": "; ".join(gate["reasons"]),
-            },
+        version = register(
+            module, saved_model, model_name, blessing, variants.gate, test_images, len(description["class_names"])
         )
-        pending.rename(pending.with_name(str(version)))  # TF Serving layout: <name>/<version>/, the registry's version
-        (staging / "report.md").write_text(
-            format_report(
-                variants.metrics,
-                model_name=model_name,
-                version=version,
-                promoted=promoted,
-                why_not=why_not,
-                gate=gate,
-                num_threads=params.num_threads,
-                notes=variants.notes,
-                baseline=blessing.get("baseline"),
-                cpu_description=variants.cpu_description,
-                interpreter_settings=variants.settings,
-            )
-        )
-        figure = plot_variants(variants.metrics)
-        figure.savefig(staging / "variants.png", dpi=120)
-        plt.close(figure)
+        registration = Registration(model_name, version, promoted, why_not)
+        write_report(staging, variants, params, blessing.get("baseline"), registration)
         log_to_mlflow(
             staging,
             variants,
@@ -395,31 +451,15 @@ def main() -> None:
             why_not=why_not,
             num_threads=params.num_threads,
         )
-        write_json(
-            paths.EXPORT_METRICS,
-            {
-                **variants.metrics,
-                "version": version,
-                "registered_model": model_name,
-                "blessed": bool(blessing["blessed"]),
-                "promoted": promoted,
-                "not_promoted_because": why_not,
-                "variant_notes": variants.notes,
-                "serving_parity_max_difference": parity,
-                "cpu": variants.cpu_description,
-                "slower_than_float32": variants.slower,
-                "variants_from_cache": variants.reused,
-                "int8_gate": {"passed": gate["passed"], "variant": gate["variant"], "reasons": gate["reasons"]},
-            },
-        )
+        write_metrics(variants, blessing, parity, registration)
     check_written_files(paths.EXPORT, variants.files)  # the export in place, read back
     if promoted:  # the last step: only a complete, checked export becomes the champion
         mlflow.MlflowClient().set_registered_model_alias(model_name, tracking.CHAMPION_ALIAS, str(version))
     print(
         f"{paths.EXPORT}: {model_name} version {version}, "
         f"{'champion' if promoted else 'not champion: ' + '; '.join(why_not)}; "
-        f"{'; '.join(gate['reasons'])}; variants from {VARIANT_CACHE_DIR}: {', '.join(variants.reused) or 'none'}"
-        + "".join(f"; {variant} slower than float32" for variant in variants.slower)
+        f"{'; '.join(variants.gate['reasons'])}; variants from {VARIANT_CACHE_DIR}: "
+        f"{', '.join(variants.reused) or 'none'}" + "".join(f"; {name} slower than float32" for name in variants.slower)
     )
 
 

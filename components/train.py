@@ -6,7 +6,6 @@ classifier from the models/ registry, and a float32 softmax: export wraps it for
 
 from __future__ import annotations
 
-import functools
 import json
 import platform
 import shutil
@@ -214,22 +213,28 @@ class TrainingData:
     image_shape: list[int]
 
 
+def train_split(params: TrainParams, cache: str, epochs: range, augmenter=None) -> tf.data.Dataset:
+    """The train split's batches for these epochs: shuffled per epoch by its seed, augmented (a new augmenter
+    with the params' settings and seed unless one is given)."""
+    return build_input_pipeline(
+        records.read_split(paths.PREPARED, "train"),
+        params.batch_size,
+        True,
+        params.shuffle_buffer,
+        params.seed,
+        build_augmenter(params.augmentation, params.seed) if augmenter is None else augmenter,
+        cache,
+        epochs=epochs,
+    )
+
+
 def prepare_data(params: TrainParams, manifest: dict, plan: hardware.HardwarePlan, cache: str) -> TrainingData:
     """tf.data pipelines of the train and val splits (batch size global: split across replicas)."""
     augmenter = build_augmenter(params.augmentation, params.seed)
     options = distribute_options(plan)
 
     def train(epochs: range) -> tf.data.Dataset:
-        dataset = build_input_pipeline(
-            records.read_split(paths.PREPARED, "train"),
-            params.batch_size,
-            True,
-            params.shuffle_buffer,
-            params.seed,
-            augmenter,
-            cache,
-            epochs=epochs,
-        )
+        dataset = train_split(params, cache, epochs, augmenter)
         return dataset if options is None else dataset.with_options(options)
 
     val = None
@@ -351,12 +356,51 @@ def write_outputs(
     write_json(paths.TRAIN_METRICS, {**final, "epochs_run": int(len(frame)), "run_id": run.info.run_id})
 
 
-def main() -> None:
-    all_params = load_params()
+@dataclass
+class Setup:
+    """What one training run works with, resolved once: train's params ("auto" settled), the phases, the hardware
+    plan and strategy, the run key, whether this process is the chief, the data and the model."""
+
+    params: TrainParams
+    phases: list[Phase]
+    plan: hardware.HardwarePlan
+    strategy: tf.distribute.Strategy
+    key: str
+    chief: bool
+    data: TrainingData
+    model: keras.Model
+    preprocessor: keras.Model
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.preprocessor.output_shape[1:]
+
+    def fit(self, log_dir: Path, run: tracking.BackgroundRun | None, histogram_freq: int) -> list:
+        return fit_phases(
+            self.model,
+            self.data,
+            self.params,
+            self.phases,
+            plan=self.plan,
+            strategy=self.strategy,
+            key=self.key,
+            log_dir=log_dir,
+            histogram_freq=histogram_freq,
+            run=run,
+        )
+
+    def float32_model(self) -> keras.Model:
+        """The trained model as evaluate and export take it (a float32 copy after mixed precision)."""
+        if self.plan.precision_policy == "float32":
+            return self.model
+        return float32_copy(self.model, self.preprocessor, self.params, self.input_shape, len(self.data.class_names))
+
+
+def set_up(all_params: Params) -> Setup:
+    """Seeds, hardware, data and model, in that order (the strategy must exist before the model)."""
     manifest = records.read_manifest(paths.PREPARED)
     params = resolve_train_schedule(all_params.train, manifest["splits"]["train"]["count"])  # the "auto" settings
     check_model_params(params)
-    phases = plan_phases(params)
     keras.utils.set_random_seed(params.seed)
     if params.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -364,105 +408,102 @@ def main() -> None:
     strategy = hardware.build_strategy(plan)
     chief, key = is_chief(strategy), run_key(all_params)
     resolver = strategy.cluster_resolver
-    data = prepare_data(
-        params,
-        manifest,
-        plan,
-        cache_location(params.cache, key, "" if chief else f"-{resolver.task_type}{resolver.task_id}"),
-    )
+    worker_suffix = "" if chief else f"-{resolver.task_type}{resolver.task_id}"
+    data = prepare_data(params, manifest, plan, cache_location(params.cache, key, worker_suffix))
     model, preprocessor = build_model(params, plan, strategy, len(data.class_names))
     plan = hardware.settle_jit_compile(plan, model, params.jit_compile, params.deterministic)
-    input_shape = preprocessor.output_shape[1:]
+    setup = Setup(params, plan_phases(params), plan, strategy, key, chief, data, model, preprocessor)
     print(
         f"resolved: train.batch_size {params.batch_size}, train.epochs {params.epochs}, train.early_stopping_patience "
-        f"{params.early_stopping_patience}, preprocess.image_height {input_shape[0]}, "
-        f"preprocess.image_width {input_shape[1]}"
+        f"{params.early_stopping_patience}, preprocess.image_height {setup.input_shape[0]}, "
+        f"preprocess.image_width {setup.input_shape[1]}"
+    )
+    return setup
+
+
+def train_as_worker(setup: Setup, histogram_freq: int) -> None:
+    """Multi-worker, not the chief: every worker runs the same fit() and the same saves (their collective ops must
+    match), but only the chief tracks in MLflow and writes outputs. The others save into a directory of their own
+    under .cache/ (ignored by git and DVC): Keras' multi-worker rule (BackupAndRestore, ModelCheckpoint and
+    TensorBoard do the same)."""
+    paths.CACHE.mkdir(exist_ok=True)
+    worker_dir = Path(tempfile.mkdtemp(prefix="train-worker-", dir=paths.CACHE))
+    setup.fit(worker_dir / "tensorboard", None, histogram_freq)
+    setup.float32_model().save(worker_dir / "model.keras")  # the chief's save reads the same variables collectively
+    shutil.rmtree(worker_dir, ignore_errors=True)
+    resolver = setup.strategy.cluster_resolver
+    print(f"worker {resolver.task_type}:{resolver.task_id} done; the chief writes {paths.TRAIN}")
+
+
+def describe_run(run: tracking.BackgroundRun, setup: Setup, flat_params: dict, experiment_name: str) -> None:
+    """The run's description (what was trained, which params differ from the commit; evaluate adds the result)
+    and the values "auto" resolved to."""
+    changed = tracking.changed_params(flat_params)
+    training = f"{setup.params.model} on {experiment_name}, " + (
+        f"params changed from the commit: {', '.join(changed)}" if changed else "params as committed"
+    )
+    run.set_tags({"tfpipe.training": training, "mlflow.note.content": training})
+    run.log_params(
+        {
+            "resolved.train.batch_size": setup.params.batch_size,
+            "resolved.train.epochs": setup.params.epochs,
+            "resolved.train.early_stopping_patience": setup.params.early_stopping_patience,
+            "resolved.preprocess.image_height": setup.input_shape[0],
+            "resolved.preprocess.image_width": setup.input_shape[1],
+        }
     )
 
-    fit = functools.partial(
-        fit_phases,
-        model,
-        data,
-        params,
-        phases,
-        plan=plan,
-        strategy=strategy,
-        key=key,
-        histogram_freq=all_params.tracking.histogram_freq,
-    )
 
-    def float32_model(trained: keras.Model) -> keras.Model:  # what evaluate and export take
-        if plan.precision_policy == "float32":
-            return trained
-        return float32_copy(trained, preprocessor, params, input_shape, len(data.class_names))
-
-    if not chief:
-        # Multi-worker: every worker runs the same fit() and the same saves (their collective ops must match), but only
-        # the chief tracks in MLflow and writes outputs; the others save into a directory of their own, under .cache/
-        # (ignored by git and DVC), Keras' multi-worker rule (BackupAndRestore, ModelCheckpoint and TensorBoard do the
-        # same).
-        paths.CACHE.mkdir(exist_ok=True)
-        worker_dir = Path(tempfile.mkdtemp(prefix="train-worker-", dir=paths.CACHE))
-        fit(log_dir=worker_dir / "tensorboard", run=None)
-        model = float32_model(model)
-        model.save(worker_dir / "model.keras")  # the chief's save reads the same variables collectively
-        shutil.rmtree(worker_dir, ignore_errors=True)
-        print(f"worker {resolver.task_type}:{resolver.task_id} done; the chief writes {paths.TRAIN}")
-        return
-
-    experiment_name = dataset_name(all_params)  # one MLflow experiment per dataset
+def train_as_chief(setup: Setup, all_params: Params) -> None:
+    """Fits the phases inside the model's MLflow run (its calls queued on the run's own thread, which works while
+    the model trains: tracking.BackgroundRun), then writes artifacts/train and the stage's metrics and plots."""
+    params, experiment_name = setup.params, dataset_name(all_params)  # one MLflow experiment per dataset
     flat_params = json.loads(json.dumps(asdict(all_params)))
     with tracking.background_stage_run(
         experiment_name, run_name=tracking.run_name(params.model, flat_params), system_metrics=True
     ) as run:
-        # Queued on the run's own thread, which works while the model trains (tracking.BackgroundRun).
         tensorboard, log_dir = start_tracking(
-            run, all_params, params, plan, strategy, phases, f"{params.model}-{experiment_name}"
+            run, all_params, params, setup.plan, setup.strategy, setup.phases, f"{params.model}-{experiment_name}"
         )
-        changed = tracking.changed_params(flat_params)
-        training = f"{params.model} on {experiment_name}, " + (
-            f"params changed from the commit: {', '.join(changed)}" if changed else "params as committed"
-        )
-        run.set_tags({"tfpipe.training": training, "mlflow.note.content": training})  # evaluate adds the result
-        run.log_params(
-            {
-                "resolved.train.batch_size": params.batch_size,
-                "resolved.train.epochs": params.epochs,
-                "resolved.train.early_stopping_patience": params.early_stopping_patience,
-                "resolved.preprocess.image_height": input_shape[0],
-                "resolved.preprocess.image_width": input_shape[1],
-            }
-        )
-        histories = fit(log_dir=log_dir, run=run)
-        model = float32_model(model)
+        describe_run(run, setup, flat_params, experiment_name)
+        histories = setup.fit(log_dir, run, all_params.tracking.histogram_freq)
+        model = setup.float32_model()
         for finished in ("train-backup", "train-checkpoints"):  # a later run with the same key starts fresh
-            shutil.rmtree(paths.CACHE / finished / key, ignore_errors=True)
+            shutil.rmtree(paths.CACHE / finished / setup.key, ignore_errors=True)
         if all_params.tracking.log_augmented_images:
             # After training, with an augmenter of its own (same settings and seed): logging
             # settings cannot change what the model was trained on (tracking is logging only).
-            first = build_input_pipeline(
-                records.read_split(paths.PREPARED, "train"),
-                params.batch_size,
-                True,
-                params.shuffle_buffer,
-                params.seed,
-                build_augmenter(params.augmentation, params.seed),
-                "none",
-                epochs=range(1),
-            )
+            first = train_split(params, "none", range(1))
             log_augmented_batch(first, log_dir, all_params.tracking.log_augmented_images)
         frame = pd.concat(
-            [history_frame(history, phase.name) for history, phase in zip(histories, phases, strict=True)],
+            [history_frame(history, phase.name) for history, phase in zip(histories, setup.phases, strict=True)],
             ignore_index=True,
         )
         write_outputs(
-            model, frame, data, params, key=key, run=run, experiment_name=experiment_name, tensorboard=tensorboard
+            model,
+            frame,
+            setup.data,
+            params,
+            key=setup.key,
+            run=run,
+            experiment_name=experiment_name,
+            tensorboard=tensorboard,
         )
         run.submit(lambda: run.client.log_artifact(run.run_id, str(paths.TRAIN / "history.csv")))
         run.submit(lambda: run.client.log_artifacts(run.run_id, str(log_dir), artifact_path="tensorboard"))
     print(
-        f"{paths.TRAIN}: {params.model} trained for {len(frame)} epochs on {plan.device}; MLflow run {run.info.run_id}"
+        f"{paths.TRAIN}: {params.model} trained for {len(frame)} epochs on {setup.plan.device}; "
+        f"MLflow run {run.info.run_id}"
     )
+
+
+def main() -> None:
+    all_params = load_params()
+    setup = set_up(all_params)
+    if setup.chief:
+        train_as_chief(setup, all_params)
+    else:
+        train_as_worker(setup, all_params.tracking.histogram_freq)
 
 
 if __name__ == "__main__":

@@ -452,3 +452,21 @@ def test_every_conversion_is_counted_in_the_report(project):
     assert statistics["source_modes"] == {"L": len(CLASS_NAMES) * NUM_PER_CLASS - 2, "RGB": 1, "RGBA": 1}
     assert statistics["converted_images"] == 2
     assert json.loads((project / "metrics/ingest.json").read_text())["converted_images"] == 2
+
+
+def test_the_sample_grid_draws_any_mix_of_sizes_channels_and_classes(tmp_path):
+    """One mosaic: thumbnails of different sizes, grey beside colour, a class without samples, many classes."""
+    from components import ingest_report
+
+    rng = np.random.default_rng(0)
+    samples = {
+        "grey": [rng.integers(0, 256, (28, 28, 1), dtype=np.uint8) for _ in range(8)],
+        "colour": [rng.integers(0, 256, (20, 64, 3), dtype=np.uint8)],
+    }
+    ingest_report.write_sample_grid(tmp_path / "few.png", samples, ["grey", "colour", "empty"])
+    many = [f"class {index}" for index in range(120)]
+    ingest_report.write_sample_grid(tmp_path / "many.png", {name: samples["grey"][:2] for name in many}, many)
+    few, lots = Image.open(tmp_path / "few.png"), Image.open(tmp_path / "many.png")
+    assert few.mode == "RGBA" and min(few.size) > 100
+    assert lots.height > few.height and lots.height < 2**16  # taller, still a picture a browser opens
+    assert len(np.unique(np.asarray(few.convert("L")))) > 50  # the thumbnails are drawn, not a blank canvas
