@@ -28,20 +28,15 @@ from models.loading import load_trained_model  # noqa: E402
 from pipelines import cpu, paths, records, tflite  # noqa: E402
 
 # (height, input channels, output channels, kernel): one factor varied at a time from LeNet-5's first convolution.
+# fmt: off
 CONVOLUTIONS = [
-    (28, 1, 6, 5),
-    (28, 16, 6, 5),
-    (28, 64, 6, 5),
-    (28, 68, 6, 5),
-    (28, 1, 64, 5),
-    (28, 1, 65, 5),
-    (14, 1, 6, 5),
-    (56, 1, 6, 5),
-    (28, 1, 6, 3),
-    (14, 6, 16, 5),
-    (7, 16, 32, 3),
-    (7, 32, 16, 3),
+    (28, 1, 6, 5), (28, 16, 6, 5), (28, 64, 6, 5), (28, 68, 6, 5),  # input channels
+    (28, 1, 64, 5), (28, 1, 65, 5),  # output channels
+    (14, 1, 6, 5), (56, 1, 6, 5),  # size
+    (28, 1, 6, 3),  # kernel
+    (14, 6, 16, 5), (7, 16, 32, 3), (7, 32, 16, 3),  # LeNet-5's second convolution, lenet5_s2d's two
 ]
+# fmt: on
 ROUNDS, CALLS = 7, 200
 
 

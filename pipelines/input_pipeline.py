@@ -10,6 +10,13 @@ import tf_keras as keras
 from pipelines.config import AugmentationParams
 
 
+def random_generator(seed: int | None) -> tf.random.Generator:
+    """A layer's own random generator: seeded (the same draws on every run) or, without a seed, not."""
+    if seed is None:
+        return tf.random.Generator.from_non_deterministic_state()
+    return tf.random.Generator.from_seed(seed)
+
+
 class RandomErasing(keras.layers.Layer):
     """Random erasing (Zhong et al., 2017): with probability `rate`, a random rectangle becomes `fill`.
 
@@ -19,11 +26,7 @@ class RandomErasing(keras.layers.Layer):
     def __init__(self, rate: float, max_fraction: float = 0.4, fill: float = 0.0, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.rate, self.max_fraction, self.fill, self.seed = rate, max_fraction, fill, seed
-        self.generator = (
-            tf.random.Generator.from_seed(seed)
-            if seed is not None
-            else tf.random.Generator.from_non_deterministic_state()
-        )
+        self.generator = random_generator(seed)
 
     def call(self, images, training=None):
         if not training:
@@ -55,11 +58,7 @@ class RandomCropWithPadding(keras.layers.Layer):
     def __init__(self, fraction: float, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.fraction = fraction
-        self.generator = (
-            tf.random.Generator.from_seed(seed)
-            if seed is not None
-            else tf.random.Generator.from_non_deterministic_state()
-        )
+        self.generator = random_generator(seed)
 
     def call(self, images, training=None):
         if not training:

@@ -406,35 +406,3 @@ def test_the_train_stage_runs_head_then_fine_tune_with_a_weights_file(
     assert model.get_layer("preprocessing").get_layer("raw_pixels") is not None, (
         "no dataset normalization before a backbone"
     )
-
-
-def test_a_left_out_gate_variant_fails_the_gate_and_the_report_says_why():
-    from components import export
-    from pipelines.config import ExportParams
-
-    params = ExportParams(variants=("int8", "qat_int8"), gate_variant="qat_int8")
-    gate = export.decide_int8_gate(
-        {"keras_float": {}, "tflite_int8": {"accuracy_drop": 0.0, "max_class_drop": 0.0}}, params
-    )
-    assert not gate["passed"] and "qat_int8 was not exported" in gate["reasons"][0]
-    row = {
-        "accuracy": 0.9,
-        "latency_p50_ms": 0.1,
-        "latency_p99_ms": 0.2,
-        "invoke_p50_ms": 0.1,
-        "size_bytes": 10,
-        "gzip_bytes": 5,
-        "throughput_images_per_s": 1.0,
-    }
-    note = "tfmot has no quantization-aware training for 1 layer(s): rescaling (Rescaling)"
-    report = export.format_report(
-        {"tflite_int8": row},
-        model_name="m",
-        version=1,
-        promoted=False,
-        why_not=gate["reasons"],
-        gate=gate,
-        num_threads=1,
-        notes={"qat_int8": note},
-    )
-    assert f"**qat_int8**: {note}." in report and "**not** `champion`" in report

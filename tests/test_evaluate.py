@@ -65,13 +65,15 @@ def metrics_with_recalls(**recalls: float) -> dict:
     }
 
 
-def test_gate_blesses_a_model_as_good_as_the_champion():
-    gate = evaluate.decide_blessing(
-        metrics_with_recalls(a=0.95, b=0.95, c=0.96),
-        GATE,
-        metrics_with_recalls(a=0.96, b=0.96, c=0.96),
-        champion_label="champion v3",
+def gate_against_champion(candidate: dict[str, float], champion: dict[str, float], version: int = 3) -> dict:
+    """The gate's decision for a candidate and a champion of these per-class recalls."""
+    return evaluate.decide_blessing(
+        metrics_with_recalls(**candidate), GATE, metrics_with_recalls(**champion), champion_label=f"champion v{version}"
     )
+
+
+def test_gate_blesses_a_model_as_good_as_the_champion():
+    gate = gate_against_champion({"a": 0.95, "b": 0.95, "c": 0.96}, {"a": 0.96, "b": 0.96, "c": 0.96})
     assert gate["blessed"] is True
     assert [reason.split(":")[0] for reason in gate["reasons"]] == ["PASS", "PASS", "PASS"]
     assert "vs champion v3's 0.9600 (change -0.0067)" in gate["reasons"][1]
@@ -79,12 +81,7 @@ def test_gate_blesses_a_model_as_good_as_the_champion():
 
 
 def test_gate_refuses_an_accuracy_regression_naming_the_champion_and_the_numbers():
-    gate = evaluate.decide_blessing(
-        metrics_with_recalls(a=0.92, b=0.92, c=0.92),
-        GATE,
-        metrics_with_recalls(a=0.96, b=0.96, c=0.96),
-        champion_label="champion v3",
-    )
+    gate = gate_against_champion({"a": 0.92, "b": 0.92, "c": 0.92}, {"a": 0.96, "b": 0.96, "c": 0.96})
     assert gate["blessed"] is False
     assert gate["reasons"][0].startswith("PASS: test accuracy 0.9200")  # min_accuracy alone would bless it
     assert gate["reasons"][1] == (
@@ -94,12 +91,7 @@ def test_gate_refuses_an_accuracy_regression_naming_the_champion_and_the_numbers
 
 
 def test_gate_refuses_a_class_recall_drop_even_when_accuracy_holds():
-    gate = evaluate.decide_blessing(
-        metrics_with_recalls(a=1.0, b=0.84, c=1.0),
-        GATE,
-        metrics_with_recalls(a=0.95, b=0.95, c=0.95),
-        champion_label="champion v1",
-    )
+    gate = gate_against_champion({"a": 1.0, "b": 0.84, "c": 1.0}, {"a": 0.95, "b": 0.95, "c": 0.95}, version=1)
     assert gate["blessed"] is False
     assert gate["reasons"][1].startswith("PASS")
     assert gate["reasons"][2] == (

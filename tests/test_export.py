@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -306,25 +307,7 @@ def test_a_failed_int8_gate_keeps_a_blessed_model_from_champion_and_says_why():
     assert export.decide_int8_gate({"tflite_int8": {"accuracy_drop": 1 / 500, "max_class_drop": 0.04}}, params)[
         "passed"
     ]
-    report = export.format_report(
-        {
-            "tflite_int8": {
-                "accuracy": 0.9,
-                "latency_p50_ms": 0.1,
-                "latency_p99_ms": 0.2,
-                "invoke_p50_ms": 0.1,
-                "size_bytes": 10,
-                "gzip_bytes": 5,
-                "throughput_images_per_s": 1.0,
-            }
-        },
-        model_name="m",
-        version=3,
-        promoted=False,
-        why_not=gate["reasons"],
-        gate=gate,
-        num_threads=1,
-    )
+    report = report_of_a_failed_gate(gate, version=3)
     assert "**not** `champion`" in report and "max_int8_class_drop" in report and "version 3" in report
 
 
@@ -488,6 +471,30 @@ def fabricated_row(invoke_us: float, images_per_s: float) -> dict:
     }
 
 
+def report_of_a_failed_gate(gate: dict, **options) -> str:
+    """export's report of a model not promoted because its int8 gate failed (options: version, notes)."""
+    return export.format_report(
+        {"tflite_int8": fabricated_row(100, 1.0)},
+        model_name="m",
+        promoted=False,
+        why_not=gate["reasons"],
+        gate=gate,
+        num_threads=1,
+        **options,
+    )
+
+
+def test_a_left_out_gate_variant_fails_the_gate_and_the_report_says_why():
+    params = ExportParams(variants=("int8", "qat_int8"), gate_variant="qat_int8")
+    gate = export.decide_int8_gate(
+        {"keras_float": {}, "tflite_int8": {"accuracy_drop": 0.0, "max_class_drop": 0.0}}, params
+    )
+    assert not gate["passed"] and "qat_int8 was not exported" in gate["reasons"][0]
+    note = "tfmot has no quantization-aware training for 1 layer(s): rescaling (Rescaling)"
+    report = report_of_a_failed_gate(gate, version=1, notes={"qat_int8": note})
+    assert f"**qat_int8**: {note}." in report and "**not** `champion`" in report
+
+
 def test_the_report_says_which_quantized_variant_is_slower_than_float32_and_its_fastest_setting():
     metrics = {
         "keras_float": fabricated_row(900, 1000),
@@ -519,17 +526,10 @@ def test_the_report_says_which_quantized_variant_is_slower_than_float32_and_its_
         "logical_cpus": 2,
         "flags": {"avx512_vnni": True, "amx_int8": True},
     }
-    report = export.format_report(
-        metrics,
-        model_name="m",
-        version=1,
-        promoted=True,
-        why_not=[],
-        gate=gate,
-        num_threads=1,
-        cpu_description=amx,
-        interpreter_settings=settings,
+    report_of = functools.partial(
+        export.format_report, model_name="m", version=1, promoted=True, why_not=[], gate=gate, num_threads=1
     )
+    report = report_of(metrics, cpu_description=amx, interpreter_settings=settings)
     assert (
         "**int8 is slower than float32 on this machine**: invoke p50 3.15× float32's, throughput 0.33× float32's "
         "(default XNNPACK delegate, num_threads=1). Fastest setting found for it: "
@@ -547,25 +547,14 @@ def test_the_report_says_which_quantized_variant_is_slower_than_float32_and_its_
 
     # Without the settings figures the sentence still says so; without AMX there is no AMX hint; nothing slower,
     # no sentence.
-    plain = export.format_report(
-        metrics,
-        model_name="m",
-        version=1,
-        promoted=True,
-        why_not=[],
-        gate=gate,
-        num_threads=1,
-        cpu_description={**amx, "flags": {"amx_int8": False}},
-    )
+    plain = report_of(metrics, cpu_description={**amx, "flags": {"amx_int8": False}})
     assert (
         "**int8 is slower than float32 on this machine**" in plain
         and "not timed with other interpreter settings" in plain
     )
     assert "AMX-INT8" not in plain
     metrics["tflite_int8"] = fabricated_row(20, 50000)
-    assert "slower than float32" not in export.format_report(
-        metrics, model_name="m", version=1, promoted=True, why_not=[], gate=gate, num_threads=1
-    )
+    assert "slower than float32" not in report_of(metrics)
 
 
 def test_variant_keys_follow_only_what_each_variant_reads():
