@@ -101,10 +101,8 @@ def find_champion(model_name: str):
     """The registry's champion ModelVersion, or None when there is none yet (no such registered model, or no
     alias); raises RegistryError when the registry cannot be read: "could not check" is not "no champion"."""
     try:
-        return mlflow.MlflowClient().get_model_version_by_alias(model_name, tracking.CHAMPION_ALIAS)
+        return tracking.champion_version(model_name)
     except MlflowException as error:
-        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None
         reason = error.message
     except Exception as error:  # noqa: BLE001  (an unreachable server raises requests' or the store's own errors)
         reason = f"{type(error).__name__}: {error}"
@@ -117,7 +115,8 @@ def predict_with_champion(model_uri: str, images: np.ndarray, class_names: list[
     model)."""
     try:
         with tempfile.TemporaryDirectory() as directory:
-            serving = mlflow.tensorflow.load_model(model_uri, dst_path=directory).signatures["serving_default"]
+            loaded = mlflow.tensorflow.load_model(model_uri, dst_path=directory)
+            serving = loaded.signatures["serving_default"]
     except Exception as error:  # noqa: BLE001  (any failure to load means: could not check, and say why)
         raise RegistryError(f"could not be loaded ({type(error).__name__}: {str(error)[:300]})") from None
     input_shape = tuple(serving.structured_input_signature[1]["images"].shape[1:])
@@ -127,13 +126,17 @@ def predict_with_champion(model_uri: str, images: np.ndarray, class_names: list[
         )
     outputs = [serving(images=tf.constant(images[start : start + 256])) for start in range(0, len(images), 256)]
     probabilities = np.concatenate([output["probabilities"].numpy() for output in outputs])
-    # The SavedModel keeps its class names only inside the graph: check those of the classes it predicts.
-    named = {
-        int(i): name.decode()
-        for output in outputs
-        for i, name in zip(output["class_ids"].numpy(), output["class_names"].numpy(), strict=True)
-    }
-    if probabilities.shape[1] != len(class_names) or any(class_names[i] != name for i, name in named.items()):
+    if hasattr(loaded, "class_names"):  # export's ServingModule keeps every class name in a variable
+        named = dict(enumerate(name.decode() for name in loaded.class_names.numpy()))
+    else:  # an older export: the names of the classes it predicts
+        named = {
+            int(i): name.decode()
+            for output in outputs
+            for i, name in zip(output["class_ids"].numpy(), output["class_names"].numpy(), strict=True)
+        }
+    if probabilities.shape[1] != len(class_names) or any(
+        index >= len(class_names) or class_names[index] != name for index, name in named.items()
+    ):
         raise RegistryError(
             f"has classes {[named.get(i, '?') for i in range(probabilities.shape[1])]}, the candidate "
             f"{class_names}: another dataset's model"

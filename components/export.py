@@ -21,7 +21,6 @@ import mlflow
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
-from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 
@@ -180,16 +179,6 @@ def check_written_files(directory: Path, expected: dict[str, bytes]) -> None:
             tflite.load_interpreter(path)
 
 
-def current_champion_version(model_name: str) -> int | None:
-    """The version the champion alias points to now, None without one (a registry that cannot be read raises)."""
-    try:
-        return int(mlflow.MlflowClient().get_model_version_by_alias(model_name, tracking.CHAMPION_ALIAS).version)
-    except MlflowException as error:
-        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None
-        raise
-
-
 def promotion_decision(blessing: dict, gate: dict, model_name: str) -> tuple[bool, list[str]]:
     """Champion only if evaluate blessed the model, the int8 gate passed, and the champion evaluate compared
     against is still the champion (another pipeline may have promoted since): the reasons say why not."""
@@ -197,7 +186,8 @@ def promotion_decision(blessing: dict, gate: dict, model_name: str) -> tuple[boo
     reasons += [] if gate["passed"] else gate["reasons"]
     compared = (blessing.get("champion") or {}).get("version")
     if not reasons:
-        now = current_champion_version(model_name)
+        champion = tracking.champion_version(model_name)  # now: another pipeline may have promoted since
+        now = None if champion is None else int(champion.version)
         if now != compared:
             reasons.append(
                 f"the champion of {model_name!r} changed since evaluate compared against "
@@ -234,11 +224,14 @@ class Variants:
     cpu_description: dict
 
 
-def build_and_measure_variants(model, description: dict, params: ExportParams, *, log_dir: Path) -> Variants:
-    """Every variant in params (reused from the cache when its inputs did not change), measured on the test split;
-    a quantized variant slower than float32 is timed again with each interpreter setting (~0.5 s a variant)."""
+def build_and_measure_variants(
+    model, description: dict, params: ExportParams, test: tuple[np.ndarray, np.ndarray], *, log_dir: Path
+) -> Variants:
+    """Every variant in params (reused from the cache when its inputs did not change), measured on the test split
+    (images, labels); a quantized variant slower than float32 is timed again with each interpreter setting (~0.5 s
+    a variant)."""
     train_images, train_labels = records.load_split_arrays(paths.PREPARED, "train")
-    test_images, test_labels = records.load_split_arrays(paths.PREPARED, "test")
+    test_images, test_labels = test
     converted, notes, reused = variants_lib.build_tflite_variants(
         model, description["model"], train_images, train_labels, params, log_dir=log_dir, cache_dir=VARIANT_CACHE_DIR
     )
@@ -327,17 +320,23 @@ def log_to_mlflow(
 
 
 def stage_artifacts(
-    staging: Path, model, description: dict, params: ExportParams, model_name: str, test_images, log_dir: Path
+    staging: Path,
+    model,
+    description: dict,
+    params: ExportParams,
+    model_name: str,
+    test: tuple[np.ndarray, np.ndarray],
+    log_dir: Path,
 ) -> tuple[Variants, ServingModule, Path, float]:
     """Builds and measures the variants, writes their files and the SavedModel (as <name>/pending) into staging
     and reads them back: (the variants, the serving module, the SavedModel's directory, serving parity)."""
-    variants = build_and_measure_variants(model, description, params, log_dir=log_dir)
+    variants = build_and_measure_variants(model, description, params, test, log_dir=log_dir)
     for name, content in variants.files.items():
         (staging / name).write_bytes(content)
     module = ServingModule(model, description["class_names"])
     saved_model = staging / "saved_model" / model_name / "pending"
     tf.saved_model.save(module, str(saved_model), signatures={"serving_default": module.serve})
-    parity = check_serving_parity(saved_model, model, test_images)
+    parity = check_serving_parity(saved_model, model, test[0])
     check_written_files(staging, variants.files)
     return variants, module, saved_model, parity
 
@@ -423,7 +422,8 @@ def main() -> None:
     run_reference = tracking.read_run_reference(paths.TRAIN / "run.json")
     blessing = read_blessing(run_reference["run_id"])
     model = load_trained_model(paths.TRAIN)
-    test_images, _ = records.load_split_arrays(paths.PREPARED, "test")
+    test = records.load_split_arrays(paths.PREPARED, "test")  # images, labels
+    test_images = test[0]
 
     # Everything is written and read back in a staging directory first; the model is registered only
     # then, and the champion alias moves last, so a failure at any step leaves the previous champion.
@@ -433,7 +433,7 @@ def main() -> None:
     ):
         log_dir = tracking.tensorboard_dir(run_reference["tensorboard"]) / "pruning"
         variants, module, saved_model, parity = stage_artifacts(
-            staging, model, description, params, model_name, test_images, log_dir
+            staging, model, description, params, model_name, test, log_dir
         )
         promoted, why_not = promotion_decision(blessing, variants.gate, model_name)
         version = register(

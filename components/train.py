@@ -277,9 +277,9 @@ def fit_phases(
     histogram_freq: int,
     run: tracking.BackgroundRun | None,
 ) -> list[keras.callbacks.History]:
-    """Fits each phase with backup and restore (a killed run resumes), TensorBoard, MLflow (run given: the chief),
-    the best-weights checkpoint and resumable early stopping, all keyed on `key`."""
-    backup_root, checkpoint_root = paths.CACHE / "train-backup" / key, paths.CACHE / "train-checkpoints" / key
+    """Fits each phase with backup and restore (a killed run resumes), TensorBoard, MLflow (run given: the chief)
+    and resumable early stopping (which keeps the best weights), all keyed on `key`."""
+    backup_root = paths.CACHE / "train-backup" / key
     histories = []
     for phase in phases:
         # Each phase has its own backup: a run killed in the fine-tune redoes the (deterministic)
@@ -302,12 +302,6 @@ def fit_phases(
             keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir)),
             keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=histogram_freq, profile_batch=0),
             *([tracking.mlflow_epoch_callback(run)] if run is not None else []),
-            keras.callbacks.ModelCheckpoint(
-                str(checkpoint_root / phase.name / "best.h5"),
-                save_best_only=True,
-                save_weights_only=True,
-                monitor="val_loss" if data.val is not None else "loss",
-            ),
         ]
         early_stopping = ResumableEarlyStopping(
             backup_dir / "early_stopping",
@@ -424,8 +418,8 @@ def set_up(all_params: Params) -> Setup:
 def train_as_worker(setup: Setup, histogram_freq: int) -> None:
     """Multi-worker, not the chief: every worker runs the same fit() and the same saves (their collective ops must
     match), but only the chief tracks in MLflow and writes outputs. The others save into a directory of their own
-    under .cache/ (ignored by git and DVC): Keras' multi-worker rule (BackupAndRestore, ModelCheckpoint and
-    TensorBoard do the same)."""
+    under .cache/ (ignored by git and DVC): Keras' multi-worker rule (BackupAndRestore and TensorBoard do
+    the same)."""
     paths.CACHE.mkdir(exist_ok=True)
     worker_dir = Path(tempfile.mkdtemp(prefix="train-worker-", dir=paths.CACHE))
     setup.fit(worker_dir / "tensorboard", None, histogram_freq)
@@ -435,10 +429,9 @@ def train_as_worker(setup: Setup, histogram_freq: int) -> None:
     print(f"worker {resolver.task_type}:{resolver.task_id} done; the chief writes {paths.TRAIN}")
 
 
-def describe_run(run: tracking.BackgroundRun, setup: Setup, flat_params: dict, experiment_name: str) -> None:
+def describe_run(run: tracking.BackgroundRun, setup: Setup, changed: list[str], experiment_name: str) -> None:
     """The run's description (what was trained, which params differ from the commit; evaluate adds the result)
     and the values "auto" resolved to."""
-    changed = tracking.changed_params(flat_params)
     training = f"{setup.params.model} on {experiment_name}, " + (
         f"params changed from the commit: {', '.join(changed)}" if changed else "params as committed"
     )
@@ -459,17 +452,17 @@ def train_as_chief(setup: Setup, all_params: Params) -> None:
     the model trains: tracking.BackgroundRun), then writes artifacts/train and the stage's metrics and plots."""
     params, experiment_name = setup.params, dataset_name(all_params)  # one MLflow experiment per dataset
     flat_params = json.loads(json.dumps(asdict(all_params)))
+    changed = tracking.changed_params(flat_params)  # from the committed params.yaml (a `git show`)
     with tracking.background_stage_run(
-        experiment_name, run_name=tracking.run_name(params.model, flat_params), system_metrics=True
+        experiment_name, run_name=tracking.run_name(params.model, flat_params, changed), system_metrics=True
     ) as run:
         tensorboard, log_dir = start_tracking(
             run, all_params, params, setup.plan, setup.strategy, setup.phases, f"{params.model}-{experiment_name}"
         )
-        describe_run(run, setup, flat_params, experiment_name)
+        describe_run(run, setup, changed, experiment_name)
         histories = setup.fit(log_dir, run, all_params.tracking.histogram_freq)
         model = setup.float32_model()
-        for finished in ("train-backup", "train-checkpoints"):  # a later run with the same key starts fresh
-            shutil.rmtree(paths.CACHE / finished / setup.key, ignore_errors=True)
+        shutil.rmtree(paths.CACHE / "train-backup" / setup.key, ignore_errors=True)  # the same key later: fresh
         if all_params.tracking.log_augmented_images:
             # After training, with an augmenter of its own (same settings and seed): logging
             # settings cannot change what the model was trained on (tracking is logging only).

@@ -79,11 +79,8 @@ BACKBONES = {
 
 
 def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
     with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "md5").hexdigest()
 
 
 class WeightsNotFound(FileNotFoundError):

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import pydantic
-import yaml
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
+from ruamel.yaml import YAML, YAMLError
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -256,32 +256,10 @@ def registered_model_name(params: Params) -> str:
     return params.export.model_name or f"{dataset_name(params)}-classifier"
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML reads YAML 1.1, where `1e-5` is a string and `on`, `off`, `yes`, `no` are booleans; YAML 1.2
-    (and DVC and update_params_file, which use ruamel) reads a number and four strings: `jit_compile: on`."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
-        r"|\.(?:inf|Inf|INF)|[-+]\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+0123456789."),
-)
-
-
 def yaml_load(text: str):
-    """A YAML document as plain data, numbers and booleans read as YAML 1.2 reads them (`1e-5` is a float, `on` a
-    string)."""
-    return yaml.load(text, Loader=_Loader)
+    """A YAML document as plain data, read as DVC reads params.yaml (ruamel.yaml's safe loader, YAML 1.2): `1e-5`
+    is a float, `on` a string (`jit_compile: on`), `010` is ten, so a stage sees what `dvc params diff` shows."""
+    return YAML(typ="safe").load(text)
 
 
 def _describe(error: pydantic.ValidationError, path: Path) -> str:
@@ -342,7 +320,7 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
         raise ParamsError(f"{path}: file not found (run from the repository root)")
     try:
         raw = yaml_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
+    except YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
     return parse_params(raw, path)
 
@@ -368,8 +346,6 @@ def update_params_file(
     """
     import difflib
     import io
-
-    from ruamel.yaml import YAML
 
     from pipelines.outputs import write_text
 

@@ -100,8 +100,5 @@ def write_csv(path: Path | str, frame) -> None:
 
 
 def file_sha256(path: Path | str) -> str:
-    digest = hashlib.sha256()
     with Path(path).open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()

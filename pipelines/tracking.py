@@ -21,6 +21,7 @@ import subprocess
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 
 from pipelines import paths
@@ -28,6 +29,20 @@ from pipelines import paths
 CHAMPION_ALIAS = (
     "champion"  # the registered model's alias that export moves to a promoted version, evaluate compares with
 )
+
+
+def champion_version(model_name: str):
+    """The ModelVersion the champion alias of `model_name` points to, or None when there is none yet (no such
+    registered model, or no alias); any other registry error (one that cannot be read) raises."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.MlflowClient().get_model_version_by_alias(model_name, CHAMPION_ALIAS)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
 
 
 def project_root(cwd: Path | None = None) -> Path:
@@ -393,25 +408,20 @@ def changed_params(params: dict, committed: str = "HEAD:params.yaml") -> list[st
     from pipelines.config import ParamsError, parse_params, yaml_load
 
     try:
-        before = flatten("", json.loads(json.dumps(_asdict(parse_params(yaml_load(text) or {})), default=str)))
+        before = flatten("", json.loads(json.dumps(asdict(parse_params(yaml_load(text) or {})), default=str)))
     except (ParamsError, ValueError):
         return []
     now = flatten("", params)
     return [f"{key}={value}" for key, value in now.items() if before.get(key) != value]
 
 
-def _asdict(params) -> dict:
-    from dataclasses import asdict
-
-    return asdict(params)
-
-
-def run_name(model: str, params: dict) -> str:
+def run_name(model: str, params: dict, changed: list[str] | None = None) -> str:
     """What tells this run apart in the MLflow UI: the DVC experiment's name when `dvc exp run` runs it, else the
-    params that differ from the committed params.yaml, else the model and a short hash of the params."""
+    params that differ from the committed params.yaml (`changed`, when the caller has them: changed_params), else
+    the model and a short hash of the params."""
     if os.environ.get("DVC_EXP_NAME"):
         return os.environ["DVC_EXP_NAME"]
-    changed = changed_params(params)
+    changed = changed_params(params) if changed is None else changed
     if changed:
         name = ", ".join(changed)
         return name if len(name) <= 80 else f"{name[:77]}..."

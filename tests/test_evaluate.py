@@ -318,6 +318,11 @@ def test_champion_predicts_like_the_model_it_serves_and_other_datasets_are_refus
         evaluate.RegistryError, match="has classes .* the candidate \\['x', 'y', 'z'\\]: another dataset's model"
     ):
         evaluate.predict_with_champion(uri, images, ["x", "y", "z"])
+    # One class renamed, which the champion never predicts on these images: still another class list.
+    never_last = images[probabilities.argmax(axis=1) != len(CLASS_NAMES) - 1]
+    assert len(never_last)
+    with pytest.raises(evaluate.RegistryError, match="another dataset's model"):
+        evaluate.predict_with_champion(uri, never_last, [*CLASS_NAMES[:-1], "renamed"])
     with pytest.raises(
         evaluate.RegistryError, match="shape \\(12, 12, 1\\), the candidate \\(6, 6, 1\\): another dataset's model"
     ):
