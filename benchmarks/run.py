@@ -212,6 +212,25 @@ def measure(repeats: int) -> list[dict]:
                 "",
                 item.get("accuracy", 0) >= item.get("baseline_accuracy", 1),
             )
+            reference = item.get("reference")
+            if reference:  # the colour-photo datasets: auto against the hand-written recipe on the same splits
+                search = item.get("search") or {}
+                row(
+                    f"own images, {item['dataset']}: auto ({search.get('model')} + {search.get('augmentation')}) "
+                    f"test accuracy vs the reference recipe's {reference['test_accuracy']:.4f}",
+                    ">= reference",
+                    item.get("accuracy", float("nan")),
+                    "",
+                    item.get("accuracy", 0) >= reference["test_accuracy"],
+                )
+                row(
+                    f"own images, {item['dataset']}: train stage (search included) vs the reference's "
+                    f"{reference['wall_seconds']:.1f} s",
+                    "<= reference, <= 180 s",
+                    item["seconds"].get("train stage", float("nan")),
+                    "s",
+                    item["seconds"].get("train stage", 1e9) <= min(reference["wall_seconds"], 180),
+                )
     return rows
 
 

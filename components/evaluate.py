@@ -190,12 +190,21 @@ def decide_blessing(
     evaluate.min_margin_over_baseline. Every check is a reason, passed or not.
     """
     accuracy = candidate["accuracy"]
-    passed = accuracy >= params.min_accuracy
-    reasons = [
-        f"{'PASS' if passed else 'FAIL'}: test accuracy {accuracy:.4f} is {'at or above' if passed else 'below'} "
-        f"evaluate.min_accuracy {params.min_accuracy}"
-    ]
-    if baseline is not None:
+    floor = resolve_floor(params, baseline)
+    passed = floor["value"] is not None and accuracy >= floor["value"] - 1e-9
+    if floor["value"] is None:
+        reasons = [f"FAIL: {floor['source']}"]
+    elif params.min_accuracy == "auto":
+        reasons = [
+            f"{'PASS' if passed else 'FAIL'}: test accuracy {accuracy:.4f} is {'at or above' if passed else 'below'} "
+            f"the floor {floor['value']:.4f} ({floor['source']})"
+        ]
+    else:
+        reasons = [
+            f"{'PASS' if passed else 'FAIL'}: test accuracy {accuracy:.4f} is "
+            f"{'at or above' if passed else 'below'} evaluate.min_accuracy {params.min_accuracy}"
+        ]
+    if baseline is not None and params.min_accuracy != "auto":  # with auto, the floor is this very check
         margin = accuracy - baseline["accuracy"]
         beaten = margin >= params.min_margin_over_baseline - 1e-9
         reasons.append(
@@ -250,6 +259,29 @@ def decide_blessing(
         "blessed": not any(reason.startswith("FAIL") for reason in reasons),
         "reasons": reasons,
         "comparison": comparison,
+        "floor": floor,
+    }
+
+
+def resolve_floor(params: EvaluateParams, baseline: dict | None) -> dict:
+    """The accuracy floor that applies and where it comes from: {"value": float or None, "source": words}.
+
+    A number in evaluate.min_accuracy is the user's floor for their dataset. `auto` is the classical baseline's
+    test accuracy (same splits) plus evaluate.min_margin_over_baseline, capped at 1: a floor that fits any
+    dataset. Without a baseline, auto cannot be resolved and the gate fails closed (value None).
+    """
+    if params.min_accuracy != "auto":
+        return {"value": float(params.min_accuracy), "source": "evaluate.min_accuracy"}
+    if baseline is None:
+        return {
+            "value": None,
+            "source": "evaluate.min_accuracy is auto, but there is no classical baseline to set the floor from",
+        }
+    value = min(1.0, baseline["accuracy"] + params.min_margin_over_baseline)
+    return {
+        "value": value,
+        "source": f"evaluate.min_accuracy: auto, the classical baseline's {baseline['accuracy']:.4f} + "
+        f"evaluate.min_margin_over_baseline {params.min_margin_over_baseline}",
     }
 
 
@@ -413,6 +445,7 @@ def write_outputs(
             "run_id": blessing["candidate"]["run_id"],
             "baseline_accuracy": blessing["baseline"]["accuracy"],
             "margin_over_baseline": metrics["accuracy"] - blessing["baseline"]["accuracy"],
+            "accuracy_floor": blessing["floor"]["value"],
             **({"champion": compared} if compared else {}),
         },
     )
@@ -442,6 +475,7 @@ def log_to_mlflow(metrics: dict, blessing: dict, compared: dict, baseline_second
             "mlflow.note.content": f"{headline}; {training}" if training else headline,  # the run's description
             "blessed": str(blessing["blessed"]).lower(),
             "gate.reasons": "\n".join(blessing["reasons"])[:5000],
+            "gate.floor": f"{blessing['floor']['value']} ({blessing['floor']['source']})"[:5000],
             "gate.champion_version": str(blessing["champion"]["version"]) if blessing["champion"] else "none",
             "gate.registered_model": blessing["registered_model"],
             "baseline.model": baseline["model"],
@@ -487,6 +521,7 @@ def main() -> None:
         blessing = {
             "blessed": gate["blessed"],
             "reasons": gate["reasons"],
+            "floor": gate["floor"],  # the accuracy floor that applied and where it came from
             "registered_model": model_name,
             "champion": describe_champion(check, gate, reference),
             "champion_error": check["error"] or None,

@@ -20,12 +20,16 @@ class ChannelMoments:
         self.total, self.total_squares = np.zeros(channels), np.zeros(channels)
 
     def add(self, image: np.ndarray) -> None:
-        if image.shape[2] != self.channels:  # a wrong channel count fails the suite; leave it out here
+        values = image.reshape(-1, image.shape[2]).astype(np.float64)
+        self.add_totals(len(values), values.sum(axis=0), np.square(values).sum(axis=0))
+
+    def add_totals(self, pixels: int, total: np.ndarray, total_squares: np.ndarray) -> None:
+        """One image's pixel count and per-channel sums (a wrong channel count fails the suite: left out here)."""
+        if len(total) != self.channels:
             return
-        values = image.reshape(-1, self.channels).astype(np.float64)
-        self.pixels += len(values)
-        self.total += values.sum(axis=0)
-        self.total_squares += np.square(values).sum(axis=0)
+        self.pixels += pixels
+        self.total += total
+        self.total_squares += total_squares
 
     def summary(self) -> dict:
         if not self.pixels:

@@ -1,80 +1,57 @@
 """Great Expectations over the ingest tables: reads the per-example rows; writes Data Docs (and nothing else).
 
-Three tables: "files" (one row per file: could it be read?), "examples" (one row per decoded image:
-label, size, channels, pixel range and mean, sha256, perceptual hash, near-duplicate partner) and
-"classes" (one row per class: count, share, count per split). Their suites come from
-`ingest.expectations`; a failure is reported, never raised, so Data Docs are written either way.
+Four tables: "files" (one row per file: could it be read?), "examples" (one row per kept image: label, size,
+channels, pixel range and mean, sha256, perceptual hash, near-duplicate group, and the file in another of the
+user's own splits it nearly duplicates), "duplicates" (one row per copy identical to another file after decoding)
+and "classes" (one row per class: count, share, count per split). Their suites come from `ingest.expectations`; a
+failure is reported, never raised, so Data Docs are written either way. `describe_failures` turns each failed
+expectation into a sentence that says what is wrong, with which files, and what to change: the expectation's
+own name stays in the Data Docs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from pipelines.config import ExpectationParams
+from components.ingest_split import DUPLICATE_COLUMNS, ExamplePlan
+from pipelines.config import ExpectationParams, IngestParams
 
 SPLITS = ("train", "val", "test")
-INDEX_COLUMNS = {"files": "file", "examples": "file", "classes": "class_name"}  # what a failure names, per table
-PRINTED_EXAMPLES = 5
-PRINTED_DETAILS = 20  # unreadable files and near-duplicate pairs printed with their reason
+INDEX_COLUMNS = {"files": "file", "examples": "file", "duplicates": "file", "classes": "class_name"}
+REQUIRED_COLUMNS = ("split", "label", "height", "width", "channels", "min", "max", "mean", "sha256", "phash")
+NAMED = 5  # files named in a sentence (the Data Docs and reports/ingest/*.csv list every one)
+SCHEMA_HINT = "`python -m pipelines.schema --force` proposes expectations for the folder as it is now"
 
 
-def find_near_duplicates(hashes: list[str], splits: np.ndarray, max_distance: int) -> np.ndarray:
-    """Per example, the index of the first example in another split whose hash is within max_distance bits, or -1.
-
-    Pigeonhole (multi-index hashing): two hashes within d bits agree exactly on at least one of d+1
-    bit blocks, so only examples sharing a block value are compared: no all-pairs distance matrix.
-    """
-    partner = np.full(len(hashes), -1)
-    if max_distance < 0 or len(hashes) < 2:
-        return partner
-    packed = np.frombuffer(bytes.fromhex("".join(hashes)), np.uint8).reshape(len(hashes), -1)
-    words, bits = packed.view(">u8"), np.unpackbits(packed, axis=1)
-    _, split_ids = np.unique(splits.astype(str), return_inverse=True)
-    for block in np.array_split(np.arange(bits.shape[1]), max_distance + 1):
-        keys = np.packbits(bits[:, block], axis=1)
-        _, group, sizes = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-        shared = np.flatnonzero(sizes[group] > 1)
-        for members in np.split(
-            shared[np.argsort(group[shared], kind="stable")], np.flatnonzero(np.diff(np.sort(group[shared]))) + 1
-        ):
-            if len(members) < 2 or len(np.unique(split_ids[members])) < 2:
-                continue
-            distance = np.bitwise_count(words[members][:, None, :] ^ words[members][None, :, :]).sum(axis=2)
-            close = (distance <= max_distance) & (split_ids[members][:, None] != split_ids[members][None, :])
-            for row, column in zip(*np.nonzero(close), strict=True):
-                if partner[members[row]] < 0 or members[column] < partner[members[row]]:
-                    partner[members[row]] = members[column]
-    return partner
-
-
-def build_tables(rows: list[dict], class_names: list[str], max_distance: int) -> dict[str, pd.DataFrame]:
-    """ "files" (one row per file: could it be read), "examples" (one per decoded image), "classes"."""
-    files = pd.DataFrame(rows, columns=["file", "split", "class_name", "label", "problem"])
-    examples = pd.DataFrame([row for row in rows if not row["problem"]]).drop(columns="problem", errors="ignore")
-    if examples.empty:
-        examples = pd.DataFrame(
-            columns=[
-                "file",
-                "split",
-                "class_name",
-                "label",
-                "height",
-                "width",
-                "channels",
-                "min",
-                "max",
-                "mean",
-                "sha256",
-                "phash",
-            ]
-        )
-    partner = find_near_duplicates(examples["phash"].tolist(), examples["split"].to_numpy(), max_distance)
-    examples["near_duplicate_of"] = [
-        examples["file"].iloc[j] + f" ({examples['split'].iloc[j]})" if j >= 0 else None for j in partner
-    ]
+def build_tables(rows: list[dict], plan: ExamplePlan, class_names: list[str]) -> dict[str, pd.DataFrame]:
+    """The four tables from ingest's rows and its plan (components/ingest_split.py)."""
+    candidates = plan.examples
+    split_of = dict(zip(candidates["file"], candidates["split"], strict=True))
+    files = pd.DataFrame(
+        [
+            {
+                "file": row["file"],
+                "split": split_of.get(row["file"], "dropped"),
+                "class_name": row["class_name"],
+                "label": row["label"],
+                "problem": row["problem"],
+            }
+            for row in rows
+            if not row.get("skipped")
+        ],
+        columns=["file", "split", "class_name", "label", "problem"],
+    )
+    examples = candidates[candidates["problem"].isna()].drop(columns=["problem", "skipped"], errors="ignore")
+    examples = examples.reset_index(drop=True)
+    for column in (*REQUIRED_COLUMNS, "near_duplicate_of", "near_duplicate_group", "file", "class_name"):
+        if column not in examples:
+            examples[column] = pd.Series(dtype=object)
+    leading = ["file", "split", "class_name", "label"]
+    examples = examples[leading + [column for column in examples.columns if column not in leading]]
     counts = (
         examples.groupby(["class_name", "split"])
         .size()
@@ -90,23 +67,35 @@ def build_tables(rows: list[dict], class_names: list[str], max_distance: int) ->
             **{split: counts[split].to_numpy() for split in SPLITS},
         }
     )
-    return {"files": files, "examples": examples, "classes": classes}
+    duplicates = plan.duplicates if len(plan.duplicates) else pd.DataFrame(columns=DUPLICATE_COLUMNS)
+    return {"files": files, "examples": examples, "duplicates": duplicates, "classes": classes}
 
 
-def build_suites(
-    expectations: ExpectationParams, num_classes: int, columns: list[str], has_val: bool
-) -> dict[str, list]:
-    """Expectations per table: "files", "examples" (one row per image) and "classes" (one row per class)."""
+def _listing(items: list[str], total: int, what: str) -> str:
+    shown = ", ".join(items[:NAMED])
+    return f"{shown}{f' and {total - NAMED} more' if total > NAMED else ''} (all in reports/ingest/{what})"
+
+
+def build_suites(expectations: ExpectationParams, num_classes: int, has_val: bool, changes: dict) -> dict[str, list]:
+    """Expectations per table. `changes` (ingest.describe_data_changes) goes into the notes, so the Data Docs say
+    which files were skipped, converted or kept once."""
     import great_expectations as gx
 
     e, x = expectations, gx.expectations
+    copies, groups = changes["duplicates"], changes["near_duplicate_groups"]
+    skipped = changes["skipped_files"]
     examples = [
         x.ExpectTableRowCountToBeBetween(min_value=1),
         x.ExpectColumnValuesToBeInSet(column="label", value_set=list(range(num_classes))),
-        *(x.ExpectColumnValuesToNotBeNull(column=column) for column in columns if column != "near_duplicate_of"),
+        *(x.ExpectColumnValuesToNotBeNull(column=column) for column in REQUIRED_COLUMNS),
         x.ExpectColumnValuesToBeBetween(column="height", min_value=e.image_height, max_value=e.image_height),
         x.ExpectColumnValuesToBeBetween(column="width", min_value=e.image_width, max_value=e.image_width),
-        x.ExpectColumnValuesToBeInSet(column="channels", value_set=[e.channels]),
+        x.ExpectColumnValuesToBeInSet(
+            column="channels",
+            value_set=[e.channels],
+            notes="Every image is converted to this channel count; converted: "
+            + (", ".join(f"{name} {count}" for name, count in changes["converted"].items()) or "none"),
+        ),
         x.ExpectColumnValuesToBeBetween(column="min", min_value=e.pixel_min),
         x.ExpectColumnValuesToBeBetween(column="max", max_value=e.pixel_max),
         x.ExpectColumnValuesToBeBetween(
@@ -115,16 +104,24 @@ def build_suites(
             max_value=e.image_mean_max,
             notes="A blank image has a mean near 0, an inverted one a high mean.",
         ),
-        x.ExpectColumnValuesToBeUnique(column="sha256", notes="Identical pixels; also rules out leaks across splits."),
+        x.ExpectColumnValuesToBeNull(
+            column="near_duplicate_of",
+            notes=f"Near-identical images (perceptual hashes within {e.near_duplicate_max_distance} of 256 bits, "
+            "exact copies too) are grouped and each group kept in one split; this fails only where your own "
+            f"train/ and test/ folders put a group on both sides. {groups['groups']} group(s) of "
+            f"{groups['images']} images (reports/ingest/near_duplicates.csv).",
+        ),
     ]
-    if e.near_duplicate_max_distance >= 0:
-        examples.append(
-            x.ExpectColumnValuesToBeNull(
-                column="near_duplicate_of",
-                notes=f"Perceptual hashes within {e.near_duplicate_max_distance} of 256 bits "
-                "of an image in another split: a likely leak between splits.",
-            )
+    duplicates = [
+        x.ExpectColumnPairValuesToBeEqual(
+            column_A="class_name",
+            column_B="duplicate_class",
+            notes=f"Files identical after decoding are kept once when their labels agree: {copies['copies_dropped']} "
+            f"cop{'y' if copies['copies_dropped'] == 1 else 'ies'} dropped"
+            + (f" ({', '.join(copies['files'][:10])})" if copies["files"] else "")
+            + "; identical files with different labels fail (reports/ingest/duplicates.csv).",
         )
+    ]
     classes = [
         x.ExpectTableRowCountToBeBetween(min_value=2, notes="A classifier needs at least two classes."),
         *(
@@ -143,8 +140,14 @@ def build_suites(
     ]
     if has_val:
         classes.append(x.ExpectColumnValuesToBeBetween(column="val", min_value=1))
-    files = [x.ExpectColumnValuesToBeNull(column="problem", notes="Files that could not be read as images.")]
-    return {"files": files, "examples": examples, "classes": classes}
+    files = [
+        x.ExpectColumnValuesToBeNull(
+            column="problem",
+            notes=f"Files that could not be read as images. {skipped['count']} file(s) that are not images were "
+            "skipped" + (f" ({', '.join(skipped['files'][:10])})" if skipped["files"] else "") + ".",
+        )
+    ]
+    return {"files": files, "examples": examples, "duplicates": duplicates, "classes": classes}
 
 
 def run_validation(tables: dict[str, pd.DataFrame], suites: dict[str, list], docs_dir: Path) -> dict:
@@ -177,28 +180,201 @@ def run_validation(tables: dict[str, pd.DataFrame], suites: dict[str, list], doc
     return results
 
 
-def describe_failures(results: dict, tables: dict[str, pd.DataFrame]) -> list[str]:
-    """One line per failed expectation: table, type, column, bounds, unexpected count, a few examples."""
-    lines = []
-    for table, result in results.items():
-        for item in (item for item in result.results if not item.success):
-            kwargs = {k: v for k, v in item.expectation_config.kwargs.items() if k != "batch_id"}
-            column = f"({kwargs.pop('column')})" if "column" in kwargs else ""
-            rows = (item.result.get("partial_unexpected_index_list") or [])[:PRINTED_EXAMPLES]
-            names = ", ".join(str(row[INDEX_COLUMNS[table]]) for row in rows)
-            detail = (
-                f"{item.result['unexpected_count']} unexpected, e.g. {names}"
-                if "unexpected_count" in item.result
-                else f"observed {item.result.get('observed_value')!r}"
+# --- Failures as sentences: what is wrong, which files, what to change ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The rows a failed expectation names (up to 20 of them) and how many rows failed it in all."""
+
+    frame: pd.DataFrame
+    total: int
+
+    def itertuples(self):
+        return self.frame.itertuples()
+
+
+def _rows(table: pd.DataFrame, item, column: str) -> Failed:
+    names = [row[column] for row in item.result.get("partial_unexpected_index_list") or []]
+    frame = table[table[column].isin(names)] if names else table.iloc[:0]
+    return Failed(frame, int(item.result.get("unexpected_count", len(frame))))
+
+
+def _size_sentence(rows: Failed, params: IngestParams, side: str) -> str:
+    e = params.expectations
+    expected = e.image_height if side == "height" else e.image_width
+    sizes = [f"{row.file} ({row.height}x{row.width})" for row in rows.itertuples()]
+    fix = (
+        "set ingest.resize: true to centre-crop and resize every image to "
+        f"{e.image_height}x{e.image_width}, or change ingest.expectations.image_height/image_width"
+        if not params.resize
+        else "this should not happen with ingest.resize: true; report it"
+    )
+    return (
+        f"{rows.total} image(s) are not {expected} px {'high' if side == 'height' else 'wide'}: "
+        f"{_listing(sizes, rows.total, 'data_docs')}. Fix: {fix} ({SCHEMA_HINT})."
+    )
+
+
+def _pixel_sentence(rows: Failed, params: IngestParams, column: str) -> str:
+    e = params.expectations
+    values = [f"{row.file} ({getattr(row, column)})" for row in rows.itertuples()]
+    if column == "mean":
+        return (
+            f"{rows.total} image(s) have a mean pixel value outside {e.image_mean_min}..{e.image_mean_max}: "
+            f"{_listing(values, rows.total, 'data_docs')}. Blank, nearly uniform or inverted images? Look at them; "
+            "if they belong in the data, widen ingest.expectations.image_mean_min/image_mean_max "
+            f"({SCHEMA_HINT})."
+        )
+    bound = f"pixel_min {e.pixel_min}" if column == "min" else f"pixel_max {e.pixel_max}"
+    return (
+        f"{rows.total} image(s) have pixels beyond ingest.expectations.{bound}: "
+        f"{_listing(values, rows.total, 'data_docs')}. If they are right, change {bound.split()[0]} ({SCHEMA_HINT})."
+    )
+
+
+def _class_sentence(rows: Failed, params: IngestParams, column: str, plan_sizes: int) -> str:
+    e = params.expectations
+    if column == "count":
+        listed = [f"{row.class_name} ({row.count})" for row in rows.itertuples()]
+        return (
+            f"{rows.total} class(es) have fewer than ingest.expectations.min_per_class = {e.min_per_class} images "
+            f"(identical copies count once): {_listing(listed, rows.total, 'statistics.json')}. Fix: add images "
+            "to these classes, or lower min_per_class."
+        )
+    if column == "share":
+        listed = [f"{row.class_name} ({row.share:.3f})" for row in rows.itertuples()]
+        return (
+            f"{rows.total} class(es) hold a share of the images outside "
+            f"{e.min_class_share}..{e.max_class_share}: {_listing(listed, rows.total, 'statistics.json')}. "
+            "Fix: rebalance the classes, or widen ingest.expectations.min_class_share/max_class_share."
+        )
+    listed = [f"{row.class_name} ({row.count} images)" for row in rows.itertuples()]
+    fraction = {"test": "ingest.test_fraction", "val": "ingest.val_fraction", "train": "the fractions"}[column]
+    groups = (
+        f"; near-duplicate groups stay whole (the largest holds {plan_sizes} images): a lower "
+        "ingest.expectations.near_duplicate_max_distance splits them finer"
+        if plan_sizes > 1
+        else ""
+    )
+    return (
+        f"{rows.total} class(es) have no {column} image: {_listing(listed, rows.total, 'statistics.json')}. "
+        f"Fix: add images to these classes (with your own train/ and test/ folders, to {column}/<class>/), or "
+        f"raise {fraction}{groups}."
+    )
+
+
+def _sentence(table: str, item, tables: dict[str, pd.DataFrame], params: IngestParams) -> str:
+    """One failed expectation as a sentence with its fix."""
+    kind = item.expectation_config.type
+    kwargs = item.expectation_config.kwargs
+    column = kwargs.get("column")
+    frame = tables[table]
+    rows = _rows(frame, item, INDEX_COLUMNS[table])
+    e = params.expectations
+    grouped = tables["examples"]["near_duplicate_group"]
+    largest_group = int(grouped[grouped >= 0].value_counts().max()) if (grouped >= 0).any() else 0
+    handlers: dict[tuple[str, str | None], Callable[[], str]] = {
+        ("files", "problem"): lambda: (
+            f"{rows.total} file(s) could not be read as images: "
+            + "; ".join(f"{row.file}: {row.problem}" for row in rows.frame.head(NAMED).itertuples())
+            + (f"; and {rows.total - NAMED} more (reports/ingest/data_docs)" if rows.total > NAMED else "")
+            + ". Fix: replace them with readable copies or remove them from the folder."
+        ),
+        ("examples", "height"): lambda: _size_sentence(rows, params, "height"),
+        ("examples", "width"): lambda: _size_sentence(rows, params, "width"),
+        ("examples", "mean"): lambda: _pixel_sentence(rows, params, "mean"),
+        ("examples", "min"): lambda: _pixel_sentence(rows, params, "min"),
+        ("examples", "max"): lambda: _pixel_sentence(rows, params, "max"),
+        ("examples", "near_duplicate_of"): lambda: (
+            f"{rows.total} image(s) in one of your split folders have a near-identical image in another, a leak "
+            "between the splits you gave: "
+            + _listing(
+                [f"{row.file} ~ {row.near_duplicate_of}" for row in rows.itertuples()],
+                rows.total,
+                "near_duplicates.csv",
             )
-            lines.append(f"  {table}: {item.expectation_config.type}{column} {kwargs}: {detail}")
-    problems = tables["files"].dropna(subset=["problem"])
-    lines += [f"    {row.file}: {row.problem}" for row in problems.head(PRINTED_DETAILS).itertuples()]
-    duplicates = tables["examples"].dropna(subset=["near_duplicate_of"])
-    lines += [
-        f"    {row.file} ({row.split}) ~ {row.near_duplicate_of}"
-        for row in duplicates.head(PRINTED_DETAILS).itertuples()
+            + ". Fix: move or remove one image of each pair (or, if they differ enough, lower "
+            f"ingest.expectations.near_duplicate_max_distance, now {e.near_duplicate_max_distance}; -1 turns off "
+            "the near-duplicate check, identical copies are still caught)."
+        ),
+        ("duplicates", None): lambda: (
+            f"{rows.total} file(s) are identical, after decoding, to a file with another label: "
+            + _listing(
+                [
+                    f"{row.file} ({row.class_name}) = {row.duplicate_of} ({row.duplicate_class})"
+                    for row in rows.itertuples()
+                ],
+                rows.total,
+                "duplicates.csv",
+            )
+            + ". Fix: one of each pair has the wrong label: move it to its class folder, or remove it."
+        ),
+        ("classes", "count"): lambda: _class_sentence(rows, params, "count", largest_group),
+        ("classes", "share"): lambda: _class_sentence(rows, params, "share", largest_group),
+        ("classes", "train"): lambda: _class_sentence(rows, params, "train", largest_group),
+        ("classes", "test"): lambda: _class_sentence(rows, params, "test", largest_group),
+        ("classes", "val"): lambda: _class_sentence(rows, params, "val", largest_group),
+    }
+    if table == "classes" and kind == "expect_table_row_count_to_be_between":
+        return (
+            f"only {len(frame)} class(es) found ({', '.join(frame['class_name'])}): a classifier needs at least two. "
+            "Fix: put each class's images in a folder of its own, data/raw/<class>/<image>."
+        )
+    if table == "classes" and kind == "expect_table_row_count_to_equal":
+        return (
+            f"{len(frame)} classes found, ingest.expectations.num_classes is {e.num_classes}: a class folder was "
+            f"added or removed (classes now: {', '.join(frame['class_name'][:20])}). Fix: if intended, set "
+            f"num_classes to {len(frame)} or null, or rerun the schema ({SCHEMA_HINT})."
+        )
+    if table == "examples" and kind == "expect_table_row_count_to_be_between":
+        return (
+            "no readable image in the folder. Fix: copy your images in with "
+            "`python -m pipelines.materialize --source folder --from DIR`."
+        )
+    handler = handlers.get((table, column if table != "duplicates" else None))
+    if handler is not None:
+        return handler()
+    return (
+        f"{rows.total} row(s) of the {table} table fail {kind} on {column}: "
+        f"{_listing(list(rows.frame[INDEX_COLUMNS[table]].astype(str)), rows.total, 'data_docs')} (an internal check; "
+        "please report it with the Data Docs)."
+    )
+
+
+def describe_failures(results: dict, tables: dict[str, pd.DataFrame], params: IngestParams) -> list[str]:
+    """One sentence per failed expectation: what is wrong, which files, and the param or command that fixes it."""
+    return [
+        f"  - {_sentence(table, item, tables, params)}"
+        for table, result in results.items()
+        for item in result.results
+        if not item.success
     ]
-    if hidden := max(0, len(problems) - PRINTED_DETAILS) + max(0, len(duplicates) - PRINTED_DETAILS):
-        lines.append(f"    ... and {hidden} more (see the Data Docs)")
-    return lines
+
+
+def describe_changes(metrics: dict) -> list[str]:
+    """What ingest did to the folder, in words, for the stage's summary (empty when it used every file as it was)."""
+    from pipelines.images import CONVERSIONS
+
+    notes = []
+    skipped = metrics.get("skipped_files", {})
+    if skipped.get("count"):
+        notes.append(
+            f"{skipped['count']} file(s) that are not images skipped, e.g. {', '.join(skipped['files'][:3])} "
+            "(reports/ingest/skipped_files.csv)"
+        )
+    for name, count in metrics.get("converted", {}).items():
+        notes.append(f"{count} image(s) {CONVERSIONS.get(name, name)}")
+    copies = metrics.get("duplicates", {})
+    if copies.get("copies_dropped"):
+        notes.append(
+            f"{copies['copies_dropped']} identical cop{'y' if copies['copies_dropped'] == 1 else 'ies'} kept once, "
+            f"e.g. {', '.join(copies['files'][:2])} (reports/ingest/duplicates.csv)"
+        )
+    groups = metrics.get("near_duplicate_groups", {})
+    if groups.get("groups"):
+        notes.append(
+            f"{groups['groups']} near-duplicate group(s) of {groups['images']} images, each kept in one split "
+            "(reports/ingest/near_duplicates.csv)"
+        )
+    return notes

@@ -76,14 +76,16 @@ def load_preprocessor(statistics_file: Path = STATISTICS_FILE, normalize: bool =
 
 
 def model_input_size(params: Params, data_height: int, data_width: int) -> tuple[int, int]:
-    """preprocess.image_height/width, with `auto` resolved for the data and train.model (models/registry.py)."""
+    """preprocess.image_height/width, with `auto` resolved for the data and train.model (models/registry.py); with
+    train.model: auto, for every model the search may choose, so that they all take the same input."""
+    from components.train_search import candidate_models
     from models import registry
 
     try:
-        minimum = registry.min_input_size(params.train.model)
+        minimum, maximum = registry.input_size_range(candidate_models(params.train))
     except ValueError as error:
         raise ParamsError(f"{PARAMS_FILE}: train.model: {error}") from None
-    return resolve_image_size(params.preprocess, data_height, data_width, minimum)
+    return resolve_image_size(params.preprocess, data_height, data_width, minimum, maximum)
 
 
 def main() -> None:

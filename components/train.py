@@ -6,10 +6,14 @@ classifier from the models/ registry, and a float32 softmax: export wraps it for
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
+import math
 import platform
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +23,7 @@ import pandas as pd
 import tensorflow as tf
 import tf_keras as keras
 
+from components import train_search
 from components.preprocess import load_preprocessor
 from components.train_resume import (
     ResumableEarlyStopping,
@@ -27,7 +32,15 @@ from components.train_resume import (
     run_key,
     verify_backup,
 )
-from components.train_schedule import Phase, check_model_params, compile_model, describe_phases, plan_phases
+from components.train_schedule import (
+    Phase,
+    check_model_options,
+    check_model_params,
+    compile_model,
+    describe_phases,
+    options_for,
+    plan_phases,
+)
 from models import applications, registry
 from pipelines import hardware, paths, records, tracking
 from pipelines.config import Params, TrainParams, dataset_name, load_params, resolve_train_schedule
@@ -61,6 +74,7 @@ def build_classifier(params: TrainParams, input_shape, num_classes: int, load_we
             "imagenet": backbone.weights == "imagenet",
             "min_image_size": backbone.min_image_size,
         }
+    options.update(options_for(params.model, params.model_options))
     return registry.get_builder(params.model)(
         input_shape=tuple(input_shape),
         num_classes=num_classes,
@@ -329,8 +343,19 @@ def write_outputs(
     run: tracking.BackgroundRun,
     experiment_name: str,
     tensorboard: str,
+    search: train_search.SearchResult | None = None,
 ) -> None:
     """artifacts/train (model, its sha256 and description, history, run reference), then the DVC metrics and plot."""
+    chosen = (
+        {
+            "model": search.chosen.model,
+            "augmentation": search.chosen.augmentation,
+            "reason": search.reason,
+            "val_accuracy": {trial.candidate.name: round(trial.val_accuracy, 4) for trial in search.trials},
+        }
+        if search is not None
+        else None
+    )
     with atomic_directory(paths.TRAIN) as staging:
         model.save(staging / "model.keras")
         write_json(
@@ -341,13 +366,17 @@ def write_outputs(
                 "image_shape": data.image_shape,
                 "model_sha256": file_sha256(staging / "model.keras"),
                 "run_key": key,
+                **({"search": chosen} if chosen else {}),
             },
         )
         write_csv(staging / "history.csv", frame)
         tracking.write_run_reference(staging / "run.json", run, experiment_name, tensorboard)
     write_csv(paths.HISTORY_PLOT, frame)
     final = {name: float(value) for name, value in frame.iloc[-1].items() if name not in ("epoch", "phase")}
-    write_json(paths.TRAIN_METRICS, {**final, "epochs_run": int(len(frame)), "run_id": run.info.run_id})
+    write_json(
+        paths.TRAIN_METRICS,
+        {**final, "epochs_run": int(len(frame)), "run_id": run.info.run_id, **({"search": chosen} if chosen else {})},
+    )
 
 
 @dataclass
@@ -364,6 +393,7 @@ class Setup:
     data: TrainingData
     model: keras.Model
     preprocessor: keras.Model
+    search: train_search.SearchResult | None = None  # what train.model / augmentation: auto chose, and why
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -390,27 +420,110 @@ class Setup:
         return float32_copy(self.model, self.preprocessor, self.params, self.input_shape, len(self.data.class_names))
 
 
+def train_candidate(
+    params: TrainParams,
+    candidate: train_search.Candidate,
+    round_number: int,
+    *,
+    manifest: dict,
+    plan: hardware.HardwarePlan,
+    strategy,
+) -> train_search.Trial:
+    """One search candidate's short run (params: Candidate.shortened's), scored on the validation split."""
+    keras.utils.set_random_seed(params.seed)
+    data = prepare_data(params, manifest, plan, "memory")
+    model, _ = build_model(params, plan, strategy, len(data.class_names))
+    candidate_plan = hardware.settle_jit_compile(plan, model, params.jit_compile, params.deterministic)
+    phase = plan_phases(params)[0]
+    with strategy.scope():
+        compile_model(model, params, data.steps_per_epoch, candidate_plan.jit_compile, phase)
+    epochs = phase.end_epoch  # params are the candidate's short run (Candidate.shortened)
+    started = time.time()
+    history = model.fit(
+        data.train(range(epochs)),
+        validation_data=data.val,
+        epochs=epochs,
+        steps_per_epoch=data.steps_per_epoch,
+        callbacks=[keras.callbacks.TerminateOnNaN()],
+        verbose=0,
+    )
+    seconds = time.time() - started
+    rows = [
+        {name: float(values[epoch]) for name, values in history.history.items()} for epoch in range(len(history.epoch))
+    ]
+    last = rows[-1] if rows else {}
+    trial = train_search.Trial(
+        candidate,
+        round_number,
+        val_accuracy=last.get("val_accuracy", math.nan) if math.isfinite(last.get("loss", math.nan)) else math.nan,
+        val_loss=last.get("val_loss", math.nan),
+        history=rows,
+        seconds=round(seconds, 2),
+        images_per_second=round(len(rows) * manifest["splits"]["train"]["count"] / max(seconds, 1e-9), 1),
+        started_ms=int(started * 1000),
+        ended_ms=int(time.time() * 1000),
+    )
+    print(
+        f"search round {round_number}: {candidate.name}: val_accuracy {trial.val_accuracy:.4f} after {len(rows)} "
+        f"epoch(s), {seconds:.1f} s ({trial.images_per_second:,.0f} images/s)"
+    )
+    return trial
+
+
+def search_candidates(
+    params: TrainParams, manifest: dict, plan: hardware.HardwarePlan, strategy, key: str
+) -> train_search.SearchResult:
+    """train.model / train.augmentation: auto resolved (components/train_search.py). The choice is cached under the
+    run key, so a killed run that resumes does not search again."""
+    cache = paths.CACHE / "train-search" / f"{key}.json"
+    if cache.is_file():
+        result = train_search.SearchResult.from_dict(json.loads(cache.read_text()))
+        print(f"search: the choice of a killed run with the same inputs: {result.chosen.name}")
+        return result
+    if manifest["splits"].get("val", {}).get("count", 0) == 0:
+        chosen = train_search.first_round(params)[0]
+        return train_search.SearchResult(
+            chosen, "no validation split (ingest.val_fraction is 0): the first candidate, not compared", [], 0
+        )
+    print(train_search.describe_budget(params))
+    train = functools.partial(train_candidate, manifest=manifest, plan=plan, strategy=strategy)
+    result = train_search.search(params, train)
+    write_json(cache, result.to_dict())
+    print(f"search: {result.chosen.name}, {result.reason}")
+    return result
+
+
 def set_up(all_params: Params) -> Setup:
-    """Seeds, hardware, data and model, in that order (the strategy must exist before the model)."""
+    """Seeds, hardware, the search when a choice is auto, data and model, in that order (the strategy must exist
+    before any model)."""
     manifest = records.read_manifest(paths.PREPARED)
     params = resolve_train_schedule(all_params.train, manifest["splits"]["train"]["count"])  # the "auto" settings
-    check_model_params(params)
+    candidates = train_search.candidate_models(params)
+    for model in candidates:
+        check_model_params(dataclasses.replace(params, model=model))
+    check_model_options(candidates, params.model_options)
     keras.utils.set_random_seed(params.seed)
     if params.deterministic:
         tf.config.experimental.enable_op_determinism()
     plan = hardware.plan_hardware(params.mixed_precision, params.jit_compile, params.distribute)
     strategy = hardware.build_strategy(plan)
     chief, key = is_chief(strategy), run_key(all_params)
+    search = None
+    if train_search.needs_search(params):
+        search = search_candidates(params, manifest, plan, strategy, key)
+        params = search.resolved(params)
+        keras.utils.set_random_seed(params.seed)  # the chosen run starts from the seed, as without a search
     resolver = strategy.cluster_resolver
     worker_suffix = "" if chief else f"-{resolver.task_type}{resolver.task_id}"
     data = prepare_data(params, manifest, plan, cache_location(params.cache, key, worker_suffix))
     model, preprocessor = build_model(params, plan, strategy, len(data.class_names))
     plan = hardware.settle_jit_compile(plan, model, params.jit_compile, params.deterministic)
-    setup = Setup(params, plan_phases(params), plan, strategy, key, chief, data, model, preprocessor)
+    setup = Setup(params, plan_phases(params), plan, strategy, key, chief, data, model, preprocessor, search)
     print(
-        f"resolved: train.batch_size {params.batch_size}, train.epochs {params.epochs}, train.early_stopping_patience "
-        f"{params.early_stopping_patience}, preprocess.image_height {setup.input_shape[0]}, "
-        f"preprocess.image_width {setup.input_shape[1]}"
+        f"resolved: train.model {params.model}, train.batch_size {params.batch_size}, train.epochs {params.epochs}, "
+        f"train.early_stopping_patience {params.early_stopping_patience}, preprocess.image_height "
+        f"{setup.input_shape[0]}, preprocess.image_width {setup.input_shape[1]}"
+        + (f", train.augmentation {search.chosen.augmentation}" if search else "")
     )
     return setup
 
@@ -436,8 +549,15 @@ def describe_run(run: tracking.BackgroundRun, setup: Setup, changed: list[str], 
         f"params changed from the commit: {', '.join(changed)}" if changed else "params as committed"
     )
     run.set_tags({"tfpipe.training": training, "mlflow.note.content": training})
+    search = setup.search
+    if search is not None:
+        run.set_tags({"search.chosen": search.chosen.name, "search.reason": search.reason[:5000]})
+        # run.client is made on the run's own thread, after the run opened the store (its tracking URI).
+        run.submit(lambda: tracking.log_child_runs(run.client, run.run_id, search.trials, search.chosen.name))
     run.log_params(
         {
+            "resolved.train.model": setup.params.model,
+            "resolved.train.augmentation": search.chosen.augmentation if search else "as set",
             "resolved.train.batch_size": setup.params.batch_size,
             "resolved.train.epochs": setup.params.epochs,
             "resolved.train.early_stopping_patience": setup.params.early_stopping_patience,
@@ -481,7 +601,9 @@ def train_as_chief(setup: Setup, all_params: Params) -> None:
             run=run,
             experiment_name=experiment_name,
             tensorboard=tensorboard,
+            search=setup.search,
         )
+        (paths.CACHE / "train-search" / f"{setup.key}.json").unlink(missing_ok=True)  # like the backup: done
         run.submit(lambda: run.client.log_artifact(run.run_id, str(paths.TRAIN / "history.csv")))
         run.submit(lambda: run.client.log_artifacts(run.run_id, str(log_dir), artifact_path="tensorboard"))
     print(

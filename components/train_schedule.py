@@ -6,6 +6,7 @@ Pure functions of TrainParams; components/train.py compiles and fits with them.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -27,9 +28,48 @@ class Phase:
     trainable_top_layers: int | None  # backbone layers that train; None: every layer (and any model without a backbone)
 
 
+# What every builder takes (components/train.build_classifier passes them); train.model_options holds the rest.
+COMMON_ARGUMENTS = ("input_shape", "num_classes", "dropout_rate", "weight_decay", "batch_norm")
+
+
+def model_options(model: str) -> dict[str, inspect.Parameter]:
+    """The options a registered model's builder takes beyond the common arguments (resnet_small: width, depth)."""
+    from models import applications
+
+    if applications.is_backbone(model):
+        return {}  # train.backbone configures them
+    signature = inspect.signature(registry.get_builder(model))
+    return {name: value for name, value in signature.parameters.items() if name not in COMMON_ARGUMENTS}
+
+
+def options_for(model: str, options: dict) -> dict:
+    """The train.model_options this model takes (with train.model: auto, each candidate takes its own)."""
+    accepted = model_options(model)
+    return {name: value for name, value in options.items() if name in accepted}
+
+
+def check_model_options(models: list[str], options: dict) -> None:
+    """Each option must be one a candidate model takes, of its default's type (an int for width, not 16.0)."""
+    for name, value in options.items():
+        takers = {model: model_options(model)[name] for model in models if name in model_options(model)}
+        if not takers:
+            known = {model: sorted(model_options(model)) for model in models}
+            raise ParamsError(
+                f"{PARAMS_FILE}: train.model_options.{name}: not an option of {' or '.join(models)} "
+                f"(their options: {known})"
+            )
+        for model, parameter in takers.items():
+            default = parameter.default
+            if default is not inspect.Parameter.empty and default is not None and type(value) is not type(default):
+                raise ParamsError(
+                    f"{PARAMS_FILE}: train.model_options.{name}: {value!r} is {type(value).__name__}, {model} expects "
+                    f"{type(default).__name__} (its default is {default!r})"
+                )
+
+
 def check_model_params(params: TrainParams) -> None:
     """The params that need the model registry (checked here, not in pipelines/config.py, so that
-    the other stages do not import model code): a known model, a backbone schedule that fits."""
+    the other stages do not import model code): a known model, its options, a backbone schedule that fits."""
     try:
         registry.get_builder(params.model)
     except ValueError as error:

@@ -27,7 +27,7 @@ def dense_head(x, num_classes: int, regularizer, dropout_rate: float):
     return keras.layers.Dense(num_classes, name="logits")(x)
 
 
-@register("lenet5", min_input_size=28)  # designed for 28-32 px digits
+@register("lenet5", min_input_size=28, max_input_size=32)  # designed for 28-32 px digits
 def build_lenet5(input_shape, num_classes, dropout_rate=0.0, weight_decay=0.0, batch_norm=False):
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
     inputs = keras.Input(shape=input_shape, name="features")

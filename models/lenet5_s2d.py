@@ -19,7 +19,7 @@ from models.registry import register
 BLOCK = 4  # 28x28x1 -> 7x7x16
 
 
-@register("lenet5_s2d", min_input_size=28)  # designed, like LeNet-5, for 28-32 px
+@register("lenet5_s2d", min_input_size=28, max_input_size=32)  # designed, like LeNet-5, for 28-32 px
 def build_lenet5_s2d(input_shape, num_classes, dropout_rate=0.0, weight_decay=0.0, batch_norm=False, stem_filters=32):
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
     inputs = keras.Input(shape=input_shape, name="features")

@@ -18,24 +18,39 @@ from pipelines.outputs import file_sha256
 @keras.utils.register_keras_serializable(package="tfpipe")
 class SpaceToDepth(keras.layers.Layer):
     """tf.nn.space_to_depth (TFLite SPACE_TO_DEPTH, which XNNPACK runs in float32 and int8). A side that is not
-    a multiple of the block is zero-padded at the bottom/right first. A registered layer, not a Lambda: the
-    stages load models in Keras' safe mode, which refuses Lambda layers."""
+    a multiple of the block is zero-padded at the bottom/right first, whether its size is static or known only at
+    run time. A registered layer, not a Lambda: the stages load models in Keras' safe mode, which refuses Lambda
+    layers."""
 
     def __init__(self, block_size: int = 4, **kwargs):
         super().__init__(**kwargs)
         self.block_size = block_size
 
     def call(self, inputs):
-        height, width = inputs.shape[1], inputs.shape[2]
-        pad_height, pad_width = -height % self.block_size, -width % self.block_size
-        if pad_height or pad_width:
-            inputs = tf.pad(inputs, [[0, 0], [0, pad_height], [0, pad_width], [0, 0]])
+        # Static sides give the same graph as always (the TFLite export has static shapes). A side only known at
+        # run time (a tf.data batch whose augmentation lost the static shape) is padded by a tensor instead.
+        pads = [self._padding(inputs, axis) for axis in (1, 2)]
+        if any(not isinstance(pad, int) or pad for pad in pads):
+            inputs = tf.pad(inputs, [[0, 0], [0, pads[0]], [0, pads[1]], [0, 0]])
         return tf.nn.space_to_depth(inputs, self.block_size)
 
+    def _padding(self, inputs, axis: int):
+        """Rows (axis 1) or columns (axis 2) to add so the side is a multiple of the block: an int when the side is
+        static, else a scalar tensor."""
+        side = inputs.shape[axis]
+        if side is not None:
+            return -side % self.block_size
+        return tf.math.floormod(-tf.shape(inputs)[axis], self.block_size)
+
     def compute_output_shape(self, input_shape):
+        batch, height, width, channels = tf.TensorShape(input_shape).as_list()
         block = self.block_size
+
+        def blocks(side):  # ceil(side / block); unknown stays unknown
+            return None if side is None else -(-side // block)
+
         return tf.TensorShape(
-            [input_shape[0], -(-input_shape[1] // block), -(-input_shape[2] // block), input_shape[3] * block * block]
+            [batch, blocks(height), blocks(width), None if channels is None else channels * block * block]
         )
 
     def get_config(self):

@@ -7,9 +7,9 @@ from collections.abc import Callable
 BUILDERS: dict[str, Callable] = {}
 
 
-def register(name: str, min_input_size: int = 0) -> Callable[[Callable], Callable]:
-    """Registers a builder under `name`; `min_input_size` is the smallest image side the architecture was
-    designed for (preprocess.image_height/width: auto resize smaller images up to it)."""
+def register(name: str, min_input_size: int = 0, max_input_size: int | None = None) -> Callable[[Callable], Callable]:
+    """Registers a builder under `name`; `min_input_size` and `max_input_size` bound the image side the
+    architecture was designed for (preprocess.image_height/width: auto resizes images up or down into them)."""
 
     def decorate(builder: Callable) -> Callable:
         if name in BUILDERS:
@@ -17,6 +17,7 @@ def register(name: str, min_input_size: int = 0) -> Callable[[Callable], Callabl
                 f"model {name!r} is registered twice ({BUILDERS[name].__module__} and {builder.__module__})"
             )
         builder.min_input_size = min_input_size
+        builder.max_input_size = max_input_size
         BUILDERS[name] = builder
         return builder
 
@@ -40,6 +41,14 @@ def min_input_size(name: str) -> int:
     return get_builder(name).min_input_size
 
 
+def input_size_range(names: list[str]) -> tuple[int, int | None]:
+    """The image sides every one of these models was designed for: (the largest minimum, the smallest maximum)."""
+    builders = [get_builder(name) for name in names]
+    minimum = max(builder.min_input_size for builder in builders)
+    maxima = [builder.max_input_size for builder in builders if builder.max_input_size is not None]
+    return minimum, max(minimum, min(maxima)) if maxima else None
+
+
 def names() -> list[str]:
     _import_all()
     return sorted(BUILDERS)
@@ -47,4 +56,4 @@ def names() -> list[str]:
 
 def _import_all() -> None:
     # Importing each architecture module runs its @register decorator.
-    from models import applications, lenet5, lenet5_s2d, mlp, resnet18, vgg13  # noqa: F401
+    from models import applications, lenet5, lenet5_s2d, mlp, resnet18, resnet_small, vgg13  # noqa: F401

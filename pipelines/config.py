@@ -68,8 +68,9 @@ class ExpectationParams:
     max_class_share: float = Field(0.5, gt=0, le=1)
     image_mean_min: float = Field(5.0, ge=0, le=255)
     image_mean_max: float = Field(200.0, ge=0, le=255)
-    # Bits that may differ between the 256-bit perceptual hashes of two images in different splits
-    # for them to count as near-duplicates; -1 turns the check off (exact duplicates still fail).
+    # Bits that may differ between the 256-bit perceptual hashes of two images for them to count as near
+    # duplicates: grouped into one split, and a leak when the user's own train/ and test/ folders part them.
+    # -1 turns near duplicates off (identical images are still grouped).
     near_duplicate_max_distance: int = Field(8, ge=-1, le=31)
 
     @pydantic.model_validator(mode="after")
@@ -95,6 +96,7 @@ class IngestParams:
     max_image_pixels: int = Field(25_000_000, ge=1, le=178_956_970)
     samples_per_class: int = Field(8, ge=1, le=32)  # columns of reports/ingest/samples.png
     resize: bool = False  # true: images of another size are centre-cropped and resized to the expected size
+    alpha_background: int = Field(255, ge=0, le=255)  # grey level transparent pixels are composited on (255 white)
     expectations: ExpectationParams = ExpectationParams()
 
     @pydantic.model_validator(mode="after")
@@ -130,6 +132,31 @@ class AugmentationParams:
     erasing: float = Field(0.0, ge=0, le=1)  # probability of erasing a random rectangle
 
 
+# The augmentation settings train.augmentation: auto chooses among (components/train_search.py holds each one's
+# transforms): shift (small rotation, zoom and translation: the digits' recipe), the same plus horizontal flips,
+# and CIFAR's random crop after 4 px of padding plus horizontal flips.
+AugmentationPreset = Literal["shift", "shift_flip", "crop_flip"]
+
+
+@dataclass(frozen=True, config=STRICT)
+class SearchParams:
+    """train.model: auto and train.augmentation: auto: a short seeded comparison on the validation split. Each
+    candidate trains `fraction` of the final run's epochs (at least one) on a learning-rate schedule of its own,
+    complete in that time; the winner then trains from the start."""
+
+    models: tuple[str, ...] = ("lenet5_s2d", "resnet_small")  # registered models (models/registry.py)
+    augmentations: tuple[AugmentationPreset, ...] = ("shift", "shift_flip", "crop_flip")
+    fraction: float = Field(0.1, gt=0, le=1)
+
+    @pydantic.model_validator(mode="after")
+    def _not_empty(self):
+        for name in ("models", "augmentations"):
+            values = getattr(self, name)
+            if not values or len(set(values)) != len(values):
+                raise ValueError(f"{name} must list at least one candidate, each once; got {list(values)}")
+        return self
+
+
 @dataclass(frozen=True, config=STRICT)
 class BackboneParams:
     """Keras Applications backbones only (models/applications.py); ignored by the other models."""
@@ -143,7 +170,10 @@ class BackboneParams:
 
 @dataclass(frozen=True, config=STRICT)
 class TrainParams:
-    model: str = "lenet5"
+    model: str = "lenet5"  # a registered model, or auto: the search picks one of search.models
+    # Options of the model's builder beyond the common ones (resnet_small: width, depth); checked against its
+    # signature when the stage starts.
+    model_options: dict[str, int | float | bool | str] = Field(default_factory=dict)
     epochs: Positive | Auto = "auto"  # auto: resolve_train_schedule (about 2,500 optimizer steps, 20..300 epochs)
     batch_size: Positive | Auto = "auto"  # auto: the power of two nearest sqrt(train images), 16..128
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
@@ -157,7 +187,8 @@ class TrainParams:
     dropout_rate: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)  # L2 on conv/dense kernels
     batch_norm: bool = False
-    augmentation: AugmentationParams = AugmentationParams()
+    augmentation: AugmentationParams | Auto = AugmentationParams()  # auto: the search picks a preset
+    search: SearchParams = SearchParams()
     early_stopping_patience: Positive | Auto = "auto"  # auto: 15% of the epochs, at least 6
     shuffle_buffer: int = Field(5000, ge=1)
     cache: str = "memory"  # memory | none | a file path prefix for splits larger than memory
@@ -184,7 +215,9 @@ class EvaluateParams:
     """The promotion gate's thresholds; the champion is compared on the candidate's own test split."""
 
     top_k: int = Field(3, ge=1)
-    min_accuracy: float = Field(0.97, ge=0, le=1)
+    # The floor: a number is the user's own; auto is the classical baseline's test accuracy plus
+    # min_margin_over_baseline (what the schema command writes for a dataset of the user's own).
+    min_accuracy: Annotated[float, Field(ge=0, le=1)] | Auto = 0.97
     max_accuracy_regression: float = Field(0.01, ge=0, le=1)  # vs the champion's test accuracy
     max_class_recall_drop: float = Field(0.1, ge=0, le=1)  # vs the champion's recall of each class
     # test accuracy - the classical baseline's (components/baseline.py, same splits) must be at least this
@@ -267,7 +300,10 @@ def _describe(error: pydantic.ValidationError, path: Path) -> str:
     for item in error.errors():
         # A union (an integer or "auto") reports one error per branch, tagged "constrained-int", "literal['auto']":
         # one line a key.
-        key = ".".join(str(part) for part in item["loc"] if not re.search(r"[-\[]", str(part)))
+        # A union with a section (a mapping or "auto") tags the section's branch by its class name.
+        key = ".".join(
+            str(part) for part in item["loc"] if not re.search(r"[-\[]", str(part)) and not str(part).endswith("Params")
+        )
         if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             moved = f"; it moved to {MOVED_KEYS[key]}" if key in MOVED_KEYS else ""
             seen[key] = f"  {key}: unknown key (check the spelling; see the schema in pipelines/config.py){moved}"
@@ -418,14 +454,20 @@ def resolve_train_schedule(params: TrainParams, train_count: int) -> TrainParams
 
 
 def resolve_image_size(
-    params: PreprocessParams, data_height: int, data_width: int, model_min_size: int
+    params: PreprocessParams, data_height: int, data_width: int, model_min_size: int, model_max_size: int | None = None
 ) -> tuple[int, int]:
-    """preprocess.image_height/width: an auto side is the data's, scaled up (both sides alike) until the
-    shorter side reaches model_min_size; a number is taken as it is."""
+    """preprocess.image_height/width: an auto side is the data's, scaled (both sides alike) until the shorter side
+    lies within the model's designed range: up to model_min_size, down to model_max_size (a CPU-sized model never
+    works on a photo's full size); a number is taken as it is."""
     shorter = max(1, min(data_height, data_width))
+    target = shorter
+    if shorter < model_min_size:
+        target = model_min_size
+    elif model_max_size is not None and shorter > model_max_size:
+        target = model_max_size
 
     def scaled(side: int) -> int:  # integer arithmetic: 25 x 28/25 is exactly 28
-        return side if shorter >= model_min_size else -(-side * model_min_size // shorter)
+        return side if target == shorter else max(1, -(-side * target // shorter))
 
     height = scaled(data_height) if params.image_height == "auto" else params.image_height
     width = scaled(data_width) if params.image_width == "auto" else params.image_width

@@ -48,7 +48,13 @@ class RandomErasing(keras.layers.Layer):
             & (columns < (left + box_w)[:, None, None])
             & apply[:, None, None]
         )
-        return tf.where(inside[..., None], tf.cast(self.fill, images.dtype), images)
+        erased = tf.where(inside[..., None], tf.cast(self.fill, images.dtype), images)
+        # Models that compute with the static shape (SpaceToDepth, Flatten before Dense) need it kept.
+        erased.set_shape(images.shape)
+        return erased
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
 
 class RandomCropWithPadding(keras.layers.Layer):
@@ -68,11 +74,18 @@ class RandomCropWithPadding(keras.layers.Layer):
         padded = tf.pad(images, [[0, 0], [pad[0], pad[0]], [pad[1], pad[1]], [0, 0]])
         seeds = self.generator.uniform_full_int([tf.shape(images)[0], 2], dtype=tf.int32)
         # keras.layers.RandomCrop uses one offset for the whole batch; this crops each image on its own.
-        return tf.map_fn(
+        cropped = tf.map_fn(
             lambda args: tf.image.stateless_random_crop(args[0], size, seed=args[1]),
             (padded, seeds),
             fn_output_signature=images.dtype,
         )
+        # The crop size is a tensor, so map_fn's result has no static shape at all; it is the input's. Without it, a
+        # model that computes with the static shape fails (SpaceToDepth: height None; Flatten before Dense).
+        cropped.set_shape(images.shape)
+        return cropped
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
 
 def build_augmenter(params: AugmentationParams, seed: int) -> keras.Sequential | None:

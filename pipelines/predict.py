@@ -6,7 +6,10 @@
 
 Reads SavedModel directories, .tflite files (class names from labels.txt beside them) and MLflow
 model URIs, nothing else: a .h5, .keras or pickle file can run arbitrary code when loaded. Each
-image is converted by the model's own rules: to its channel count (grayscale or RGB) and size.
+image is decoded by the one decoder ingest uses (pipelines/images.py) with the rules the model was trained
+with (exported with it: the SavedModel's `decoding`, decoding.json beside a .tflite): EXIF orientation
+applied, converted to the model's channel count, transparency composited on the same background, and an
+image of another size centre-cropped and resized to the model's, so serving sees the pixels training saw.
 `--invert auto` is for photos of dark digits on light paper (the textbook's "predict a given
 image"): MNIST digits are light on black, so an image whose border is light is inverted and its
 contrast stretched.
@@ -15,14 +18,15 @@ contrast stretched.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 import pipelines  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 from pipelines import tflite
+from pipelines.images import DecodeRules, NotAnImage, decode_image, fit_image
 
 INVERT_CHOICES = ("never", "auto", "always")
 
@@ -53,6 +57,8 @@ class SavedModelClassifier:
         self.image_shape = tuple(int(size) for size in spec.shape[1:])
         names = getattr(loaded, "class_names", None)
         self.class_names = [name.decode() for name in names.numpy()] if names is not None else None
+        decoding = getattr(loaded, "decoding", None)  # older exports have none: the defaults apply
+        self.decoding = json.loads(decoding.numpy().decode()) if decoding is not None else {}
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         import tensorflow as tf
@@ -65,6 +71,8 @@ class TFLiteFileClassifier(tflite.TFLiteClassifier):
         super().__init__(path)
         labels = path.parent / tflite.LABELS_FILE
         self.class_names = tflite.read_labels(labels) if labels.is_file() else None
+        decoding = path.parent / tflite.DECODING_FILE
+        self.decoding = json.loads(decoding.read_text()) if decoding.is_file() else {}
 
 
 def download_mlflow_model(uri: str) -> Path:
@@ -120,21 +128,26 @@ def should_invert(gray: np.ndarray) -> bool:
     return float(np.median(border)) > 127
 
 
-def load_image(path: Path, image_shape: tuple[int, int, int], invert: str = "never") -> np.ndarray:
-    """Any PNG/JPEG/... as uint8 [H,W,C] in the model's size and channel count."""
+def decode_rules(decoding: dict, channels: int) -> DecodeRules:
+    """The model's decoding rules (its channel count wins: it is what the serving signature takes)."""
+    return DecodeRules.from_dict({**decoding, "channels": channels})
+
+
+def load_image(
+    path: Path, image_shape: tuple[int, int, int], invert: str = "never", decoding: dict | None = None
+) -> np.ndarray:
+    """Any image file as uint8 [H,W,C] in the model's size and channel count, decoded as ingest decodes."""
     height, width, channels = image_shape
     try:
-        with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened)  # phone photos are often stored rotated
-            image = image.convert("L" if channels == 1 else "RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageLoadError(f"{path}: not an image that can be read (PNG, JPEG, ...): {error}") from None
-    gray = np.asarray(image.convert("L"))
+        image = decode_image(path.read_bytes(), decode_rules(decoding or {}, channels)).pixels
+    except (NotAnImage, OSError, ValueError) as error:
+        raise ImageLoadError(f"{path}: not an image that can be read (PNG, JPEG, WebP, TIFF, ...): {error}") from None
+    gray = image[..., 0] if channels == 1 else image.mean(axis=2)
     if invert == "always" or (invert == "auto" and should_invert(gray)):
-        image = Image.fromarray(clean_inverted(255 - np.asarray(image)))
-    image = image.resize((width, height), Image.Resampling.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)
-    return array.reshape(height, width, channels)
+        image = clean_inverted(255 - image)
+    if image.shape[:2] != (height, width):
+        image = fit_image(image, height, width)
+    return image
 
 
 def clean_inverted(array: np.ndarray) -> np.ndarray:
@@ -182,7 +195,7 @@ def main(argv=None) -> int:
     failed = 0
     for path in args.images:
         try:
-            image = load_image(path, classifier.image_shape, args.invert)
+            image = load_image(path, classifier.image_shape, args.invert, classifier.decoding)
         except ImageLoadError as error:
             print(f"error: {error}", file=sys.stderr)
             failed += 1

@@ -13,6 +13,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 LABELS_FILE = "labels.txt"  # written beside the .tflite files: one class name a line, in class-id order
+DECODING_FILE = "decoding.json"  # beside them too: how an image file becomes the input (pipelines/images.py)
 # TFLite ops whose input 1 is a weight tensor: the conv/dense kernels that sparsity is counted over.
 WEIGHT_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
 

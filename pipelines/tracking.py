@@ -359,6 +359,51 @@ def background_stage_run(experiment_name: str, run_name: str | None = None, syst
         run.finish(None)
 
 
+def log_child_runs(client, parent_run_id: str, trials, chosen: str) -> list[str]:
+    """Each search candidate (components/train_search.Trial) as a finished child run of the stage's run, with its
+    params, per-epoch metrics and real start and end times: the MLflow UI compares them side by side. Created and
+    ended in one call, with the process tags, so none is ever left RUNNING."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    parent = client.get_run(parent_run_id)
+    run_ids = []
+    for trial in trials:
+        tags = {
+            "mlflow.parentRunId": parent_run_id,
+            "mlflow.runName": f"search: {trial.candidate.name}",
+            "search.round": str(trial.round),
+            "search.chosen": str(trial.candidate.name == chosen).lower(),
+            **process_tags(),
+        }
+        child = client.create_run(parent.info.experiment_id, start_time=trial.started_ms, tags=tags)
+        try:
+            metrics = [
+                Metric(name, value, trial.started_ms + step, step)
+                for step, row in enumerate(trial.history)
+                for name, value in row.items()
+            ]
+            metrics += [
+                Metric("search_val_accuracy", trial.val_accuracy, trial.ended_ms, 0),
+                Metric("search_seconds", trial.seconds, trial.ended_ms, 0),
+                Metric("search_images_per_second", trial.images_per_second, trial.ended_ms, 0),
+            ]
+            params = [
+                Param("train.model", trial.candidate.model),
+                Param("train.augmentation", trial.candidate.augmentation),
+                Param("search.epochs", str(len(trial.history))),
+            ]
+            client.log_batch(
+                child.info.run_id,
+                metrics=[metric for metric in metrics if metric.value == metric.value],  # NaN: a diverged candidate
+                params=params,
+                tags=[RunTag("mlflow.note.content", f"search candidate: {trial.candidate.name}")],
+            )
+        finally:
+            client.set_terminated(child.info.run_id, status="FINISHED", end_time=trial.ended_ms)
+        run_ids.append(child.info.run_id)
+    return run_ids
+
+
 def git_tags() -> dict[str, str]:
     """Git commit and dirty flag, and the data.dvc hash, so a run can be traced to its inputs."""
     tags = {}

@@ -27,7 +27,11 @@ def test_repository_params_file_is_valid():
         ({"train": {"optimizer": "adagrad"}}, "train.optimizer", "'adam', 'adamw', 'sgd' or 'rmsprop'"),
         ({"ingest": {"expectations": {"channels": 2}}}, "ingest.expectations.channels", "1 or 3"),
         # Strict types: YAML's quoted "0.5" is a string, "yes" is not a boolean, true is not an integer.
-        ({"evaluate": {"min_accuracy": "0.5"}}, "evaluate.min_accuracy", "valid number (got '0.5', a string"),
+        (
+            {"evaluate": {"min_accuracy": "0.5"}},
+            "evaluate.min_accuracy",
+            "valid number, or input should be 'auto' (got '0.5', a string",
+        ),
         ({"ingest": {"resize": "yes"}}, "ingest.resize", "valid boolean (got 'yes', a string"),
         ({"evaluate": {"top_k": True}}, "evaluate.top_k", "valid integer (got True, a boolean)"),
         ({"train": {"epochs": 3.0}}, "train.epochs", "valid integer, or input should be 'auto' (got 3.0, a number)"),
@@ -52,11 +56,11 @@ def test_integers_are_numbers_and_lists_are_tuples():
 
 def test_an_unknown_model_is_refused_by_the_train_stage_naming_the_key_and_the_known_models():
     from components.train import check_model_params
+    from models import registry
 
     with pytest.raises(
         ParamsError,
-        match="params.yaml: train.model: unknown model 'alexnet'; known models: efficientnet_b0, lenet5, lenet5_s2d, "
-        "mlp, mobilenet_v2, resnet18, resnet50, vgg13",
+        match=f"params.yaml: train.model: unknown model 'alexnet'; known models: {', '.join(registry.names())}$",
     ):
         check_model_params(parse_params({"train": {"model": "alexnet"}}).train)
     with pytest.raises(ParamsError, match="train.backbone.head_epochs \\(3\\) is above train.epochs \\(2\\)"):

@@ -33,7 +33,7 @@ def test_unknown_model_lists_known_names():
     with pytest.raises(
         ValueError,
         match="unknown model 'alexnet'; known models: "
-        "efficientnet_b0, lenet5, lenet5_s2d, mlp, mobilenet_v2, resnet18, resnet50, vgg13",
+        "efficientnet_b0, lenet5, lenet5_s2d, mlp, mobilenet_v2, resnet18, resnet50, resnet_small, vgg13",
     ):
         registry.get_builder("alexnet")
 

@@ -49,11 +49,8 @@ def test_a_folder_of_new_images_passes_first_time_and_registers_under_its_own_na
     assert "ingest failed" not in repro.stdout + repro.stderr
 
     statistics = json.loads((repo / "artifacts/preprocess/statistics.json").read_text())
-    assert statistics["input_shape"] == [12, 12, 1] and statistics["output_shape"] == [
-        28,
-        28,
-        1,
-    ]  # lenet5's designed size
+    # train.model: auto (the schema's default for a dataset of one's own): the size every candidate was designed for
+    assert statistics["input_shape"] == [12, 12, 1] and statistics["output_shape"] == [32, 32, 1]
     evaluated = json.loads((repo / "metrics/evaluate.json").read_text())
     assert 0 <= evaluated["baseline_accuracy"] <= 1 and evaluated["margin_over_baseline"] == pytest.approx(
         evaluated["accuracy"] - evaluated["baseline_accuracy"]
@@ -70,7 +67,7 @@ def test_a_folder_of_new_images_passes_first_time_and_registers_under_its_own_na
     training = client.get_run(run_id)
     assert client.get_experiment(training.info.experiment_id).name == "shapes"
     assert (
-        training.data.params["resolved.preprocess.image_height"] == "28"
+        training.data.params["resolved.preprocess.image_height"] == "32"
         and "baseline_accuracy" in training.data.metrics
     )
     after = client.get_model_version_by_alias("mnist_5k-classifier", "champion")
