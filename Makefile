@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install install-gpu data repro test test-fast lint format ui tensorboard lock bench bench-gpu clean-outputs
+.PHONY: install install-gpu data repro test test-fast lint format ui tensorboard serve lock bench bench-gpu clean-outputs
 
 install: $(STAMP)
 
@@ -74,7 +74,15 @@ ui: install
 tensorboard: install
 	$(BIN)/tensorboard --host 127.0.0.1 --port $(TENSORBOARD_PORT) --logdir $(abspath logs/tensorboard)
 
-# Prints every figure we promise (a table) and writes benchmarks/results.json; ~15 minutes on 2 cores.
+# The champion over REST (MLflow's scoring server), read from the project's own store whatever
+# MLFLOW_TRACKING_URI says; SERVE_MODEL picks another model (models:/<name>@champion of your dataset).
+SERVE_MODEL ?= models:/mnist_5k-classifier@champion
+SERVE_PORT ?= 5001
+serve: install
+	MLFLOW_TRACKING_URI=sqlite:///$(abspath $(MLRUNS))/mlflow.db $(BIN)/mlflow models serve -m $(SERVE_MODEL) \
+		--env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
+
+# Prints every figure we promise (a table) and writes benchmarks/results.json; about 30 minutes on 2 cores.
 bench: install
 	$(BIN)/python benchmarks/run.py
 

@@ -28,9 +28,10 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from components.baseline import fit_and_score
 from models.loading import load_trained_model
-from pipelines import paths, records, tracking
+from pipelines import model_trust, paths, records, tracking
 from pipelines.config import EvaluateParams, load_params, registered_model_name
-from pipelines.outputs import atomic_directory, write_csv, write_json
+from pipelines.outputs import atomic_directory, run_stage, write_csv, write_json
+from pipelines.redaction import redact
 
 CALIBRATION_BINS = 15
 MISTAKES_SHOWN = 16
@@ -106,7 +107,7 @@ def find_champion(model_name: str):
         reason = error.message
     except Exception as error:  # noqa: BLE001  (an unreachable server raises requests' or the store's own errors)
         reason = f"{type(error).__name__}: {error}"
-    raise RegistryError(f"the model registry at {mlflow.get_tracking_uri()} could not be read ({reason[:300]})")
+    raise RegistryError(redact(f"the model registry at {mlflow.get_tracking_uri()} could not be read ({reason[:300]})"))
 
 
 def predict_with_champion(model_uri: str, images: np.ndarray, class_names: list[str]) -> np.ndarray:
@@ -115,10 +116,18 @@ def predict_with_champion(model_uri: str, images: np.ndarray, class_names: list[
     model)."""
     try:
         with tempfile.TemporaryDirectory() as directory:
-            loaded = mlflow.tensorflow.load_model(model_uri, dst_path=directory)
+            # A SavedModel runs its graph: only the one our export registered (its recorded digest) is loaded.
+            which, recorded = model_trust.registered_digest(model_uri)
+            saved_model = model_trust.download_mlflow_model(model_uri, Path(directory))
+            if recorded is None:
+                raise model_trust.UntrustedModel(
+                    f"{which} carries no digest of its SavedModel ({model_trust.DIGEST_TAG}); {model_trust.WHY}"
+                )
+            model_trust.check_saved_model(saved_model, recorded=recorded)
+            loaded = tf.saved_model.load(str(saved_model))
             serving = loaded.signatures["serving_default"]
     except Exception as error:  # noqa: BLE001  (any failure to load means: could not check, and say why)
-        raise RegistryError(f"could not be loaded ({type(error).__name__}: {str(error)[:300]})") from None
+        raise RegistryError(redact(f"could not be loaded ({type(error).__name__}: {str(error)[:300]})")) from None
     input_shape = tuple(serving.structured_input_signature[1]["images"].shape[1:])
     if input_shape != images.shape[1:]:
         raise RegistryError(
@@ -542,4 +551,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("evaluate", main)

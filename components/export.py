@@ -10,6 +10,7 @@ variants.png. The version is the one the MLflow model registry gives the float m
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,9 +29,9 @@ from components import export_variants as variants_lib
 from components.export_measure import measure_variants, slower_than_float32, time_interpreter_settings
 from components.export_report import describe_slower_variant, format_report, plot_variants
 from models.loading import load_trained_model
-from pipelines import cpu, paths, records, tflite, tracking
+from pipelines import cpu, model_trust, paths, records, tflite, tracking
 from pipelines.config import ExportParams, load_params, registered_model_name
-from pipelines.outputs import atomic_directory, write_json
+from pipelines.outputs import atomic_directory, run_stage, write_json
 
 BLESSING_FILE = paths.EVALUATE / "blessing.json"
 VARIANT_CACHE_DIR = paths.CACHE / "export"  # converted variants keyed on their inputs (components/export_cache.py)
@@ -143,6 +144,11 @@ def register_serving_model(
     if info.registered_model_version is None:
         raise RuntimeError(f"MLflow did not return a version for registered model {model_name!r}")
     version = int(info.registered_model_version)
+    # The digest of the SavedModel as MLflow stored it (its own save of the module), read back from the registry:
+    # predict and evaluate load a registered SavedModel only when it still matches (pipelines/model_trust.py).
+    with tempfile.TemporaryDirectory(prefix="tfpipe-model-") as scratch:
+        stored = model_trust.download_mlflow_model(f"models:/{model_name}/{version}", Path(scratch))
+        tags = {**tags, model_trust.DIGEST_TAG: model_trust.saved_model_digest(stored)}
     client = mlflow.MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(model_name, str(version), key, value)
@@ -448,6 +454,8 @@ def main() -> None:
             module, saved_model, model_name, blessing, variants.gate, test_images, len(description["class_names"])
         )
         registration = Registration(model_name, version, promoted, why_not)
+        # The record pipelines.predict checks before it loads this SavedModel (pipelines/model_trust.py).
+        model_trust.write_manifest(staging, staging / "saved_model" / model_name / str(version), variants.files)
         write_report(staging, variants, params, blessing.get("baseline"), registration)
         log_to_mlflow(
             staging,
@@ -472,4 +480,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("export", main)

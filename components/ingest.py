@@ -33,7 +33,7 @@ from components.ingest_layout import LayoutError, RawExample, RawLayout, read_la
 from pipelines import paths
 from pipelines.config import IngestParams, Params, load_params
 from pipelines.images import DecodeRules, NotAnImage, decode_image, describe_image, is_image_name
-from pipelines.outputs import atomic_directory, write_csv, write_json
+from pipelines.outputs import atomic_directory, run_stage, write_csv, write_json
 
 SPLITS = ("train", "val", "test")  # pipelines.records.SPLITS, without importing TensorFlow
 POOL_FILE = ".pool.tfrecord"  # the first pass's records, in the staging folder until the second pass routes them
@@ -372,4 +372,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("ingest", main)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,30 +50,88 @@ class RawLayout:
     kind: str  # "class_folders" | "split_folders" | "labels_file"
     class_names: list[str]
     examples: list[RawExample]  # sorted by file
-    hidden_files: int  # skipped by the dot rule
+    hidden: list[str]  # files skipped by the dot rule (a leading dot, `.DS_Store`, `...`), relative to data/raw
+
+    @property
+    def hidden_files(self) -> int:
+        return len(self.hidden)
 
 
-def list_files(folder: Path, root: Path) -> tuple[list[Path], dict[Path, str], int]:
-    """Non-hidden files below folder (sorted), the symlinks not followed with why, and the hidden count."""
-    files, problems, hidden = [], {}, 0
-    resolved_root = root.resolve()
+def hidden_files_below(folder: Path) -> list[Path]:
+    """Every file below a hidden folder (it is skipped whole)."""
+    return [Path(current) / name for current, _, names in os.walk(folder) for name in names]
+
+
+def file_problem(path: Path, root: Path) -> str | None:
+    """Why a non-hidden entry below root cannot be read as a file of the dataset, or None. Symlinks to a file
+    inside root are followed; everything else that is not a regular file is named, never read (a FIFO would
+    block the read forever)."""
+    if path.is_symlink():
+        try:
+            target = path.resolve(strict=True)
+        except RuntimeError:  # Python raises it for a loop
+            return f"a symlink loop ({os.readlink(path)})"
+        except OSError:
+            return f"a broken symlink ({os.readlink(path)})"
+        if not target.is_relative_to(root.resolve()):
+            return f"a symlink leading outside {root} ({os.readlink(path)})"
+        if target.is_dir():
+            return f"a symlink to a folder ({os.readlink(path)}); not followed"
+    mode = path.lstat().st_mode if not path.is_symlink() else path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = "named pipe (FIFO)" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device or special"
+        return f"a {kind} file, not a regular file; not read"
+    return None
+
+
+def list_files(folder: Path, root: Path) -> tuple[list[Path], dict[Path, str], list[Path]]:
+    """Non-hidden files below folder (sorted), the entries that cannot be read with why (symlinks not followed,
+    special files), and the hidden files skipped (below a hidden folder too)."""
+    files, problems, hidden = [], {}, []
     for current, directories, names in os.walk(folder):
         current = Path(current)
         for name in sorted(directories):
             if name.startswith("."):
                 directories.remove(name)
-                hidden += sum(len(found) for _, _, found in os.walk(current / name))
+                hidden += hidden_files_below(current / name)
             elif (current / name).is_symlink():  # os.walk does not descend into it: say so
-                problems[current / name] = f"a symlinked folder ({os.readlink(current / name)}); not followed"
+                problems[current / name] = file_problem(current / name, root) or "a symlinked folder; not followed"
         for name in names:
             path = current / name
             if name.startswith("."):
-                hidden += 1
-            elif path.is_symlink() and not path.resolve().is_relative_to(resolved_root):
-                problems[path] = f"a symlink leading outside {root} ({os.readlink(path)})"
+                hidden.append(path)
+            elif problem := file_problem(path, root):
+                problems[path] = problem
             else:
                 files.append(path)
-    return sorted(files), problems, hidden
+    return sorted(files), problems, sorted(hidden)
+
+
+# A class name becomes a folder, a label in reports, HTML and MLflow: no path separators or leading dot, no
+# characters markup gives a meaning to, no control characters. Letters of any script, digits and spaces are fine.
+CLASS_NAME_FORBIDDEN = set('<>&"`\\/')
+
+
+def class_name_problem(name: str) -> str | None:
+    """Why a class name is refused, or None (the rule above)."""
+    if not name or len(name) > 100:
+        return "1 to 100 characters"
+    if name.startswith(".") or name != name.strip():
+        return "no leading dot and no leading or trailing space"
+    if bad := sorted({char for char in name if char in CLASS_NAME_FORBIDDEN or unicodedata.category(char)[0] == "C"}):
+        return f"no {' '.join(repr(char) for char in bad)}"
+    return None
+
+
+def check_class_names(names: set[str], raw_dir: Path) -> None:
+    """Raises LayoutError naming every class name (folder or label) that the rule refuses, with the fix."""
+    refused = sorted((name, problem) for name in names if (problem := class_name_problem(name)))
+    if refused:
+        raise LayoutError(
+            f"{raw_dir}: {len(refused)} class name(s) cannot be used: "
+            + "; ".join(f"{name!r} ({problem})" for name, problem in refused[:10])
+            + ". Rename those folders (or labels): a class name becomes a folder, a label in reports and MLflow"
+        )
 
 
 def sort_class_names(names: set[str], raw_dir: Path) -> list[str]:
@@ -91,7 +151,7 @@ def sort_class_names(names: set[str], raw_dir: Path) -> list[str]:
 
 
 def read_class_folders(folders: list[Path], root: Path, split: str | None) -> tuple[list[RawExample], int]:
-    examples, hidden = [], 0
+    examples, hidden = [], []
     for folder in folders:
         if folder.is_symlink():
             examples.append(
@@ -174,6 +234,11 @@ def read_layout(raw_dir: Path) -> RawLayout:
             f"{raw_dir}: raw data folder not found (materialize the data first: python -m pipelines.materialize)"
         )
     entries = sorted(entry for entry in raw_dir.iterdir() if not entry.name.startswith("."))
+    # Hidden entries at the top too (`.git`, a folder named `...`): skipped, counted and listed like any other.
+    hidden_at_top = []
+    for entry in sorted(raw_dir.iterdir()):
+        if entry.name.startswith(".") and entry.name not in (CLASSES_FILE, *LABEL_FILES):
+            hidden_at_top += hidden_files_below(entry) if entry.is_dir() and not entry.is_symlink() else [entry]
     folders = [entry for entry in entries if entry.is_dir()]
     loose = [entry for entry in entries if not entry.is_dir() and entry.name != CLASSES_FILE]
     listings = [entry for entry in loose if entry.name in LABEL_FILES]
@@ -181,14 +246,14 @@ def read_layout(raw_dir: Path) -> RawLayout:
         raise LayoutError(f"{raw_dir}: both {' and '.join(p.name for p in listings)}; keep one")
     if listings:
         kind = "labels_file"
-        examples, hidden = read_labels_file(raw_dir, listings[0])
+        examples, hidden = read_labels_file(raw_dir, listings[0])  # its walk covers the top level
     elif loose:
         raise LayoutError(
             f"{raw_dir}: expected <class>/<image> or <split>/<class>/<image> folders, or a "
             f"labels.csv/labels.txt; found loose files: {', '.join(map(str, loose))}"
         )
     elif folders and {folder.name for folder in folders} <= set(SPLITS) and "train" in {f.name for f in folders}:
-        kind, examples, hidden = "split_folders", [], 0
+        kind, examples, hidden = "split_folders", [], list(hidden_at_top)
         if "test" not in {folder.name for folder in folders}:
             raise LayoutError(f"{raw_dir}: given splits need both train/ and test/ (val/ is optional)")
         if linked := [folder for folder in folders if folder.is_symlink()]:
@@ -211,6 +276,7 @@ def read_layout(raw_dir: Path) -> RawLayout:
     else:
         kind = "class_folders"
         examples, hidden = read_class_folders(folders, raw_dir, None)
+        hidden += hidden_at_top
     names = {example.class_name for example in examples}
     if kind == "class_folders":  # an empty class folder is still a class: the suite reports its 0 examples
         names |= {folder.name for folder in folders}
@@ -218,5 +284,7 @@ def read_layout(raw_dir: Path) -> RawLayout:
         names |= {
             p.name for split_dir in folders for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
         }
+    check_class_names(names, raw_dir)
     class_names = sort_class_names(names, raw_dir)
-    return RawLayout(kind, class_names, sorted(examples, key=lambda example: example.file), hidden)
+    hidden_names = sorted({path.relative_to(raw_dir).as_posix() for path in hidden})
+    return RawLayout(kind, class_names, sorted(examples, key=lambda example: example.file), hidden_names)

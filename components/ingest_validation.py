@@ -11,6 +11,7 @@ own name stays in the Data Docs.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,17 @@ def build_suites(expectations: ExpectationParams, num_classes: int, has_val: boo
     return {"files": files, "examples": examples, "duplicates": duplicates, "classes": classes}
 
 
+def escaped(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with its text HTML-escaped: Data Docs paste the values that fail an expectation into HTML as they
+    are, so a class folder named `<img src=x onerror=...>` would run in the reader's browser. Escaping both sides
+    of every comparison keeps the checks' outcome; `_rows` looks failures up escaped too."""
+    copy = table.copy()
+    for column in copy.columns:
+        if pd.api.types.is_string_dtype(copy[column]) or pd.api.types.is_object_dtype(copy[column]):
+            copy[column] = copy[column].map(lambda value: html.escape(value) if isinstance(value, str) else value)
+    return copy
+
+
 def run_validation(tables: dict[str, pd.DataFrame], suites: dict[str, list], docs_dir: Path) -> dict:
     """Validates each table with its suite and builds Data Docs into docs_dir; returns {table: result}."""
     import great_expectations as gx
@@ -173,7 +185,7 @@ def run_validation(tables: dict[str, pd.DataFrame], suites: dict[str, list], doc
         definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
         # Like a checkpoint, a validation reports failures in its result and never raises for them.
         results[name] = definition.run(
-            batch_parameters={"dataframe": table},
+            batch_parameters={"dataframe": escaped(table)},
             result_format={"result_format": "SUMMARY", "unexpected_index_column_names": [INDEX_COLUMNS[name]]},
         )
     context.build_data_docs(site_names=["ingest"])  # once for all tables: a build takes about a second
@@ -195,8 +207,8 @@ class Failed:
 
 
 def _rows(table: pd.DataFrame, item, column: str) -> Failed:
-    names = [row[column] for row in item.result.get("partial_unexpected_index_list") or []]
-    frame = table[table[column].isin(names)] if names else table.iloc[:0]
+    names = [row[column] for row in item.result.get("partial_unexpected_index_list") or []]  # escaped
+    frame = table[escaped(table[[column]])[column].isin(names)] if names else table.iloc[:0]
     return Failed(frame, int(item.result.get("unexpected_count", len(frame))))
 
 

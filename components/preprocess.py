@@ -19,7 +19,7 @@ import tf_keras as keras
 
 from pipelines import paths, records
 from pipelines.config import PARAMS_FILE, Params, ParamsError, load_params, resolve_image_size
-from pipelines.outputs import atomic_directory, write_json
+from pipelines.outputs import atomic_directory, run_stage, write_json
 
 STATISTICS_FILE = paths.PREPROCESS / "statistics.json"
 
@@ -121,4 +121,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("preprocess", main)

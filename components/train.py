@@ -45,7 +45,7 @@ from models import applications, registry
 from pipelines import hardware, paths, records, tracking
 from pipelines.config import Params, TrainParams, dataset_name, load_params, resolve_train_schedule
 from pipelines.input_pipeline import build_augmenter, build_input_pipeline
-from pipelines.outputs import atomic_directory, file_sha256, write_csv, write_json
+from pipelines.outputs import atomic_directory, file_sha256, run_stage, write_csv, write_json
 
 
 class TrainingDiverged(RuntimeError):
@@ -622,4 +622,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("train", main)

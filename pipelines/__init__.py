@@ -11,3 +11,8 @@ import os
 # must select the Keras 2 API (tf_keras) before TensorFlow is first imported.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# No secret leaves the process: credentials in a tracking URI are redacted from tracebacks and logs.
+from pipelines import redaction  # noqa: E402
+
+redaction.install()

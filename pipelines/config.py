@@ -18,6 +18,13 @@ PARAMS_FILE = Path("params.yaml")
 # parse_params validates in strict mode, so "0.5" is not a number and "yes" not a boolean.
 STRICT = ConfigDict(extra="forbid")
 Positive = Annotated[int, Field(ge=1)]
+# Every integer has a range: a typo such as `epochs: 1e23` or `seed: -1` is an error naming its key, not a
+# traceback deep inside TensorFlow. Seeds are what numpy and TensorFlow both take.
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Epochs = Annotated[int, Field(ge=1, le=10_000)]
+Side = Annotated[int, Field(ge=1, le=8192)]
+# A name that becomes a path and an MLflow name: letters, digits, '_', '.', '-', not starting with a dot.
+SAFE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
 Auto = Literal["auto"]  # resolved from the data when the stage runs; the resolved value is logged to MLflow
 # Keys that moved to another section: the error says where they went.
 MOVED_KEYS = {
@@ -31,6 +38,17 @@ class ParamsError(ValueError):
     """Raised when params.yaml is missing, unreadable or does not match the schema."""
 
 
+def check_safe_name(name: str | None, what: str) -> str | None:
+    """A name that becomes a path (and an MLflow name) matches SAFE_NAME: no separator, no leading dot, no `..`
+    to climb out of the project, at most 100 characters."""
+    if name is not None and not re.fullmatch(SAFE_NAME, name):
+        raise ValueError(
+            f"expected 1-100 letters, digits, '_', '.' or '-', starting with a letter or digit (it names {what}); "
+            "a path elsewhere is not a name"
+        )
+    return name
+
+
 @dataclass(frozen=True, config=STRICT)
 class DataParams:
     source: str = "mnist_5k"  # mnist_5k | tfds:<name> | folder (pipelines/materialize.py)
@@ -41,29 +59,30 @@ class DataParams:
     @pydantic.field_validator("source")
     @classmethod
     def _known_source(cls, source: str) -> str:
-        if source in ("mnist_5k", "folder") or (source.startswith("tfds:") and len(source) > len("tfds:")):
+        # tfds names: a builder, optionally a config and a version (cifar10, imagenet2012/subset, mnist:3.0.1).
+        if source in ("mnist_5k", "folder") or re.fullmatch(
+            r"tfds:[a-z0-9_]{1,80}(/[A-Za-z0-9_.]{1,80})?(:[0-9.]{1,20})?", source
+        ):
             return source
         raise ValueError("expected mnist_5k, folder or tfds:<name> (e.g. tfds:fashion_mnist)")
 
     @pydantic.field_validator("name")
     @classmethod
     def _usable_name(cls, name: str | None) -> str | None:
-        if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
-            raise ValueError(
-                "expected letters, digits, '_', '.' or '-' (it names an MLflow experiment and a registered model)"
-            )
-        return name
+        return check_safe_name(name, "an MLflow experiment, a registered model and a folder")
 
 
 @dataclass(frozen=True, config=STRICT)
 class ExpectationParams:
-    image_height: int = Field(28, gt=0)
-    image_width: int = Field(28, gt=0)
+    image_height: int = Field(28, ge=1, le=8192)
+    image_width: int = Field(28, ge=1, le=8192)
     channels: Literal[1, 3] = 1
     pixel_min: int = Field(0, ge=0, le=255)
     pixel_max: int = Field(255, ge=0, le=255)
-    num_classes: int | None = Field(None, ge=2)  # null: any number (at least 2); a class that disappears fails when set
-    min_per_class: int = Field(10, ge=1)
+    num_classes: int | None = Field(
+        None, ge=2, le=100_000
+    )  # null: any number (at least 2); a class that disappears fails when set
+    min_per_class: int = Field(10, ge=1, le=10_000_000)
     min_class_share: float = Field(0.0, ge=0, le=1)
     max_class_share: float = Field(0.5, gt=0, le=1)
     image_mean_min: float = Field(5.0, ge=0, le=255)
@@ -87,10 +106,10 @@ class ExpectationParams:
 
 @dataclass(frozen=True, config=STRICT)
 class IngestParams:
-    seed: int = 42
+    seed: Seed = 42
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, gt=0, lt=1)
-    num_shards: int = Field(2, ge=1)
+    num_shards: int = Field(2, ge=1, le=1024)
     # Decompression-bomb guard: an image with more pixels is an error before it is decoded
     # (at most Pillow's own hard limit, 2 x Image.MAX_IMAGE_PIXELS).
     max_image_pixels: int = Field(25_000_000, ge=1, le=178_956_970)
@@ -113,8 +132,8 @@ class PreprocessParams:
     """The model's input size. auto: the data's size, scaled up (aspect kept) to the smallest side the model was
     designed for (models/registry.py: lenet5 28, vgg13 and resnet18 32, the backbones 32, mlp any)."""
 
-    image_height: Positive | Auto = "auto"
-    image_width: Positive | Auto = "auto"
+    image_height: Side | Auto = "auto"
+    image_width: Side | Auto = "auto"
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -162,10 +181,12 @@ class BackboneParams:
     """Keras Applications backbones only (models/applications.py); ignored by the other models."""
 
     weights: str = "imagenet"  # imagenet (the Keras cache, never downloaded) | none | path to a .h5 weights file
-    head_epochs: int = Field(3, ge=0)  # phase 1: the new head trains on the frozen backbone
-    fine_tune_layers: int = Field(20, ge=0)  # phase 2: the top N backbone layers train too (batch norm stays frozen)
+    head_epochs: int = Field(3, ge=0, le=10_000)  # phase 1: the new head trains on the frozen backbone
+    fine_tune_layers: int = Field(
+        20, ge=0, le=10_000
+    )  # phase 2: the top N backbone layers train too (batch norm stays frozen)
     fine_tune_learning_rate: float = Field(1e-5, gt=0)  # phase 2's rate
-    min_image_size: int = Field(32, ge=32)  # smaller images are resized up to this inside the model
+    min_image_size: int = Field(32, ge=32, le=1024)  # smaller images are resized up to this inside the model
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -174,8 +195,10 @@ class TrainParams:
     # Options of the model's builder beyond the common ones (resnet_small: width, depth); checked against its
     # signature when the stage starts.
     model_options: dict[str, int | float | bool | str] = Field(default_factory=dict)
-    epochs: Positive | Auto = "auto"  # auto: resolve_train_schedule (about 2,500 optimizer steps, 20..300 epochs)
-    batch_size: Positive | Auto = "auto"  # auto: the power of two nearest sqrt(train images), 16..128
+    epochs: Epochs | Auto = "auto"  # auto: resolve_train_schedule (about 2,500 optimizer steps, 20..300 epochs)
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] | Auto = (
+        "auto"  # auto: the power of two nearest sqrt(train images), 16..128
+    )
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     learning_rate: float = Field(1e-3, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd and rmsprop
@@ -183,22 +206,22 @@ class TrainParams:
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     clipnorm: float | None = Field(None, gt=0)  # gradient clipping by norm; null disables
     lr_schedule: Literal["constant", "cosine", "exponential"] = "constant"
-    warmup_epochs: int = Field(0, ge=0)
+    warmup_epochs: int = Field(0, ge=0, le=10_000)
     dropout_rate: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)  # L2 on conv/dense kernels
     batch_norm: bool = False
     augmentation: AugmentationParams | Auto = AugmentationParams()  # auto: the search picks a preset
     search: SearchParams = SearchParams()
-    early_stopping_patience: Positive | Auto = "auto"  # auto: 15% of the epochs, at least 6
-    shuffle_buffer: int = Field(5000, ge=1)
+    early_stopping_patience: Epochs | Auto = "auto"  # auto: 15% of the epochs, at least 6
+    shuffle_buffer: int = Field(5000, ge=1, le=10_000_000)
     cache: str = "memory"  # memory | none | a file path prefix for splits larger than memory
-    seed: int = 42
+    seed: Seed = 42
     deterministic: bool = True
     # Hardware: "auto" picks mixed precision and XLA on a capable GPU, float32 and no XLA on CPU.
     mixed_precision: Literal["auto", "off", "mixed_float16", "mixed_bfloat16"] = "auto"
     jit_compile: Literal["auto", "on", "off"] = "auto"
     distribute: Literal["auto", "none", "mirrored", "multi_worker"] = "auto"
-    steps_per_execution: int = Field(1, ge=1)
+    steps_per_execution: int = Field(1, ge=1, le=10_000)
     backbone: BackboneParams = BackboneParams()
 
 
@@ -206,15 +229,15 @@ class TrainParams:
 class TrackingParams:
     """Logging only: train reads it, but no stage lists it in dvc.yaml, so changing it retrains nothing."""
 
-    log_augmented_images: int = Field(8, ge=0)  # an augmented batch shown in TensorBoard; 0 disables
-    histogram_freq: int = Field(0, ge=0)  # weight histograms in TensorBoard every N epochs; 0 disables
+    log_augmented_images: int = Field(8, ge=0, le=256)  # an augmented batch shown in TensorBoard; 0 disables
+    histogram_freq: int = Field(0, ge=0, le=10_000)  # weight histograms in TensorBoard every N epochs; 0 disables
 
 
 @dataclass(frozen=True, config=STRICT)
 class EvaluateParams:
     """The promotion gate's thresholds; the champion is compared on the candidate's own test split."""
 
-    top_k: int = Field(3, ge=1)
+    top_k: int = Field(3, ge=1, le=1000)
     # The floor: a number is the user's own; auto is the classical baseline's test accuracy plus
     # min_margin_over_baseline (what the schema command writes for a dataset of the user's own).
     min_accuracy: Annotated[float, Field(ge=0, le=1)] | Auto = 0.97
@@ -232,6 +255,12 @@ class ExportParams:
     """The exported variants, their fine-tunes, how they are measured, and the int8 promotion gate."""
 
     model_name: str | None = None  # the registered model; null: <data name>-classifier, one per dataset
+
+    @pydantic.field_validator("model_name")
+    @classmethod
+    def _usable_model_name(cls, name: str | None) -> str | None:
+        return check_safe_name(name, "a registered model and the folder artifacts/export/saved_model/<name>")
+
     variants: tuple[ExportVariant, ...] = (
         "float32",
         "float16",
@@ -241,18 +270,18 @@ class ExportParams:
         "qat_int8",
         "pqat_int8",
     )
-    representative_samples: int = Field(200, ge=1)  # train images that calibrate full-integer quantization
-    seed: int = 42
+    representative_samples: int = Field(200, ge=1, le=100_000)  # train images that calibrate full-integer quantization
+    seed: Seed = 42
     prune_target_sparsity: float = Field(0.75, ge=0, lt=1)
-    prune_epochs: int = Field(4, ge=1)
+    prune_epochs: int = Field(4, ge=1, le=1000)
     prune_end_fraction: float = Field(0.5, gt=0, le=1)  # the sparsity ramp ends here; the rest recovers accuracy
     prune_learning_rate: float = Field(2e-4, gt=0)
-    prune_min_weights: int = Field(1000, ge=0)  # smaller kernels (LeNet's first conv: 150) stay dense
-    qat_epochs: int = Field(1, ge=1)  # quantization-aware fine-tune, for qat_int8 and pqat_int8
+    prune_min_weights: int = Field(1000, ge=0, le=2**31 - 1)  # smaller kernels (LeNet's first conv: 150) stay dense
+    qat_epochs: int = Field(1, ge=1, le=1000)  # quantization-aware fine-tune, for qat_int8 and pqat_int8
     qat_learning_rate: float = Field(1e-4, gt=0)
-    num_threads: int = Field(1, ge=1)  # every variant is measured with the same interpreter settings
-    latency_runs: int = Field(300, ge=10)
-    throughput_batch_size: int = Field(64, ge=1)
+    num_threads: int = Field(1, ge=1, le=1024)  # every variant is measured with the same interpreter settings
+    latency_runs: int = Field(300, ge=10, le=1_000_000)
+    throughput_batch_size: int = Field(64, ge=1, le=65_536)
     gate_variant: ExportVariant = "int8"  # the int8 variant that must pass the gate for `champion`
     max_int8_accuracy_drop: float = Field(0.002, ge=0, le=1)  # vs the float Keras model, whole test split
     max_int8_class_drop: float = Field(0.04, ge=0, le=1)  # per-class recall vs the float model
@@ -289,9 +318,58 @@ def registered_model_name(params: Params) -> str:
     return params.export.model_name or f"{dataset_name(params)}-classifier"
 
 
-def yaml_load(text: str):
+MAX_PARAMS_BYTES = 1_000_000  # params.yaml is a page of settings; a megabyte is not a mistake
+MAX_PARAMS_NODES = 100_000  # values after YAML aliases expand: nested aliases reach billions ("billion laughs")
+
+
+def expanded_nodes(text: str) -> int:
+    """How many values the document holds once every alias (*name) is expanded, counted from the parser's events
+    without building anything (pure-Python parser: lazy)."""
+    from ruamel.yaml import events
+
+    sizes: dict[str, int] = {}  # anchor -> the values its node holds
+    stack: list[list] = []  # open collections: [anchor, values so far]
+    total = 0
+    for event in YAML(typ="rt", pure=True).parse(text):
+        if isinstance(event, events.CollectionStartEvent):
+            stack.append([event.anchor, 1])
+            continue
+        if isinstance(event, events.CollectionEndEvent):
+            anchor, count = stack.pop()
+        elif isinstance(event, events.ScalarEvent):
+            anchor, count = event.anchor, 1
+        elif isinstance(event, events.AliasEvent):
+            anchor, count = None, sizes.get(event.anchor, 1)
+        else:
+            continue
+        if anchor:
+            sizes[anchor] = count
+        if stack:
+            stack[-1][1] += count
+        else:
+            total += count
+    return total
+
+
+def yaml_load(text: str, path: Path | str = PARAMS_FILE):
     """A YAML document as plain data, read as DVC reads params.yaml (ruamel.yaml's safe loader, YAML 1.2): `1e-5`
-    is a float, `on` a string (`jit_compile: on`), `010` is ten, so a stage sees what `dvc params diff` shows."""
+    is a float, `on` a string (`jit_compile: on`), `010` is ten, so a stage sees what `dvc params diff` shows.
+
+    Its size, and its size once aliases expand, are bounded before anything is built (an alias bomb exhausts
+    memory in seconds): a ParamsError names the file and the limit."""
+    if len(text) > MAX_PARAMS_BYTES:
+        raise ParamsError(
+            f"{path}: {len(text):,} characters, more than the {MAX_PARAMS_BYTES:,} a params file may hold"
+        )
+    try:
+        nodes = expanded_nodes(text)
+    except YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+    if nodes > MAX_PARAMS_NODES:
+        raise ParamsError(
+            f"{path}: {nodes:,} values once its YAML aliases (*name) expand, more than {MAX_PARAMS_NODES:,}: nested "
+            "aliases expand exponentially (an alias bomb); write the values out"
+        )
     return YAML(typ="safe").load(text)
 
 
@@ -355,7 +433,7 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
     if not path.is_file():
         raise ParamsError(f"{path}: file not found (run from the repository root)")
     try:
-        raw = yaml_load(path.read_text()) or {}
+        raw = yaml_load(path.read_text(), path) or {}
     except YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML: {error}") from None
     return parse_params(raw, path)
@@ -388,7 +466,7 @@ def update_params_file(
     path = Path(path)
     before = path.read_text() if path.is_file() else ""
     if validate:
-        parse_params(merge(yaml_load(before) or {}, overrides), path)
+        parse_params(merge(yaml_load(before, path) or {}, overrides), path)
     round_trip = YAML()
     round_trip.width = 4096  # never re-wrap a long line or flow list
     round_trip.representer.add_representer(

@@ -12,13 +12,14 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 TEMPORARY_MARK = ".tmp-"  # staging names are .<name>.tmp-<random> (git-ignored)
 
 
-def _exchange(first: Path, second: Path) -> bool:
+def exchange(first: Path, second: Path) -> bool:
     """Swaps two existing paths in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
     try:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
@@ -42,7 +43,7 @@ def replace_directory(staging: Path, target: Path) -> None:
     if not target.exists() and not target.is_symlink():
         os.replace(staging, target)
         return
-    if _exchange(staging, target):
+    if exchange(staging, target):
         shutil.rmtree(staging)  # now holds the previous output
         return
     trash = Path(tempfile.mkdtemp(prefix=f".{target.name}{TEMPORARY_MARK}old-", dir=target.parent))
@@ -51,13 +52,48 @@ def replace_directory(staging: Path, target: Path) -> None:
     shutil.rmtree(trash)
 
 
+def sweep_staging(path: Path) -> list[Path]:
+    """Removes the staging folders of `path` (`.<name>.tmp-<pid>-*`) whose process no longer runs: what a killed
+    stage left. A live process's staging folder (another stage writing now) is left alone."""
+    import psutil
+
+    removed = []
+    for folder in path.parent.glob(f".{path.name}{TEMPORARY_MARK}*"):
+        owner = folder.name.removeprefix(f".{path.name}{TEMPORARY_MARK}").split("-", 1)[0]
+        if folder.is_dir() and (not owner.isdigit() or not psutil.pid_exists(int(owner))):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+STAGE_RESTORE_HINT = (
+    "DVC removed this stage's previous outputs before running it: `dvc checkout {stage}` restores them from the DVC "
+    "cache, and the next `dvc repro` that succeeds writes new ones"
+)
+
+
+def run_stage(stage: str, main) -> None:
+    """Runs a stage's main; on failure (Ctrl-C included) says what happened to its outputs before re-raising."""
+    try:
+        main()
+    except SystemExit as error:
+        if error.code not in (0, None):
+            print(f"{stage}: {STAGE_RESTORE_HINT.format(stage=stage)}", file=sys.stderr)
+        raise
+    except BaseException:
+        print(f"{stage}: {STAGE_RESTORE_HINT.format(stage=stage)}", file=sys.stderr)
+        raise
+
+
 @contextlib.contextmanager
 def atomic_directory(path: Path | str, replace_on: tuple[type[BaseException], ...] = ()):
     """Yields a temporary sibling directory that replaces `path` only if the block succeeds (or raises
     one of `replace_on`: a report that is complete also when it reports a failure)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}{TEMPORARY_MARK}", dir=path.parent))
+    sweep_staging(path)
+    # The owner's PID in the name: a later run removes the staging folders of processes that are gone (SIGKILL).
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}{TEMPORARY_MARK}{os.getpid()}-", dir=path.parent))
     staging.chmod(0o755)  # mkdtemp makes it owner-only; a model server often runs as another user
     try:
         yield staging

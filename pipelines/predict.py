@@ -5,7 +5,9 @@
     python -m pipelines.predict --model models:/mnist_5k-classifier@champion --invert auto photo.jpg
 
 Reads SavedModel directories, .tflite files (class names from labels.txt beside them) and MLflow
-model URIs, nothing else: a .h5, .keras or pickle file can run arbitrary code when loaded. Each
+model URIs, nothing else: a .h5, .keras or pickle file can run arbitrary code when loaded, and so can a
+SavedModel (its graph may read and write files): one loads only when its digest is what this project's export
+recorded (pipelines/model_trust.py), or with --trust-model, deliberately. Each
 image is decoded by the one decoder ingest uses (pipelines/images.py) with the rules the model was trained
 with (exported with it: the SavedModel's `decoding`, decoding.json beside a .tflite): EXIF orientation
 applied, converted to the model's channel count, transparency composited on the same background, and an
@@ -25,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 import pipelines  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from pipelines import tflite
+from pipelines import model_trust, tflite
 from pipelines.images import DecodeRules, NotAnImage, decode_image, fit_image
+from pipelines.redaction import redact
 
 INVERT_CHOICES = ("never", "auto", "always")
 
@@ -75,32 +78,45 @@ class TFLiteFileClassifier(tflite.TFLiteClassifier):
         self.decoding = json.loads(decoding.read_text()) if decoding.is_file() else {}
 
 
-def download_mlflow_model(uri: str) -> Path:
-    """The SavedModel directory inside an MLflow model (models:/name@alias, models:/name/version, runs:/...)."""
+def load_mlflow_model(uri: str, trust: bool = False) -> SavedModelClassifier:
+    """An MLflow model (models:/name@alias, models:/name/<version>, runs:/...), downloaded, checked against the
+    digest its export recorded on the registered version, then loaded."""
+    import tempfile
+
     import mlflow
-    import yaml
 
     from pipelines import tracking
 
     mlflow.set_tracking_uri(tracking.tracking_uri())
+    scratch = tempfile.mkdtemp(prefix="tfpipe-predict-")
     try:
         tracking.mark_stale_runs()  # wherever the project opens the store
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        which, recorded = model_trust.registered_digest(uri)
+        directory = model_trust.download_mlflow_model(uri, Path(scratch))
+    except ValueError as error:
+        raise ModelLoadError(str(error)) from None
     except Exception as error:  # noqa: BLE001  (MlflowException, or a store error: the message says which)
-        raise ModelLoadError(f"{uri}: cannot download the model from {tracking.tracking_uri()}: {error}") from None
-    description = yaml.safe_load((local / "MLmodel").read_text()) if (local / "MLmodel").is_file() else {}
-    flavor = description.get("flavors", {}).get("tensorflow")
-    if not flavor:
         raise ModelLoadError(
-            f"{uri}: not a TensorFlow MLflow model (flavors: {sorted(description.get('flavors', {}))})"
+            redact(f"{uri}: cannot download the model from {tracking.tracking_uri()}: {error}")
+        ) from None
+    if recorded is None and uri.startswith("models:/") and not trust:
+        raise ModelLoadError(
+            f"{uri}: {which} carries no digest of its SavedModel ({model_trust.DIGEST_TAG}: exported before tfpipe "
+            f"recorded one, or not by tfpipe); {model_trust.WHY}. Re-export it, or load it deliberately with "
+            "--trust-model"
         )
-    return local / flavor["saved_model_dir"]
+    try:
+        model_trust.check_saved_model(directory, recorded=recorded, trust=trust)
+    except model_trust.UntrustedModel as error:
+        raise ModelLoadError(str(error)) from None
+    return SavedModelClassifier(directory)
 
 
-def load_classifier(model: str):
-    """A SavedModel directory, a .tflite file or an MLflow model URI; anything else is refused by name."""
+def load_classifier(model: str, trust: bool = False):
+    """A SavedModel directory, a .tflite file or an MLflow model URI; anything else is refused by name. A SavedModel
+    loads only when its digest matches what our export recorded, unless trust (pipelines/model_trust.py)."""
     if model.startswith(("models:/", "runs:/")):
-        return SavedModelClassifier(download_mlflow_model(model))
+        return load_mlflow_model(model, trust)
     path = Path(model)
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
@@ -108,6 +124,10 @@ def load_classifier(model: str):
                 f"{path}: a directory without saved_model.pb; give a SavedModel version directory, "
                 "e.g. artifacts/export/saved_model/<name>/<version>"
             )
+        try:
+            model_trust.check_saved_model(path, trust=trust)
+        except model_trust.UntrustedModel as error:
+            raise ModelLoadError(str(error)) from None
         return SavedModelClassifier(path)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file or directory")
@@ -179,6 +199,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="never",
         help="invert light-background images: 'auto' for photos of digits on paper (default never)",
     )
+    parser.add_argument(
+        "--trust-model",
+        action="store_true",
+        help="load a SavedModel this project's export did not write (it runs its graph: only if you trust it)",
+    )
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
@@ -188,9 +213,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        classifier = load_classifier(args.model)
+        classifier = load_classifier(args.model, trust=args.trust_model)
     except (ModelLoadError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {redact(error)}", file=sys.stderr)
         return 2
     failed = 0
     for path in args.images:

@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipelines import paths
+from pipelines.redaction import redact
 
 CHAMPION_ALIAS = (
     "champion"  # the registered model's alias that export moves to a promoted version, evaluate compares with
@@ -316,7 +317,7 @@ class BackgroundRun:
 
     def raise_if_failed(self) -> None:
         if self._error is not None:
-            raise RuntimeError(f"MLflow tracking failed ({tracking_uri()}): {self._error}") from self._error
+            raise RuntimeError(redact(f"MLflow tracking failed ({tracking_uri()}): {self._error}")) from self._error
 
     @property
     def info(self):
@@ -586,7 +587,7 @@ def main(argv: list[str] | None = None) -> None:
     mlflow.set_tracking_uri(uri)
     stale = mark_stale_runs()
     print(
-        f"{mlflow.get_tracking_uri()}: {len(stale)} run(s) left RUNNING by a killed process marked KILLED"
+        f"{redact(mlflow.get_tracking_uri())}: {len(stale)} run(s) left RUNNING by a killed process marked KILLED"
         + (f": {', '.join(stale)}" if stale else "")
     )
 

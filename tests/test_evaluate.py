@@ -211,18 +211,19 @@ def stage_candidate(root: Path, model: keras.Model) -> str:
 
 
 def register_champion(module, run_id: str) -> None:
-    """Logs and registers the serving SavedModel as export does, and gives that version the champion alias."""
+    """Logs and registers the serving SavedModel as export does (its digest recorded), and gives that version the
+    champion alias."""
+    from components import export
+
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.tensorflow.log_model(
+        version = export.register_serving_model(
             module,
-            name="serving_model",
-            registered_model_name=MODEL_NAME,
-            saved_model_kwargs={"signatures": {"serving_default": module.serve}},
-            pip_requirements=[],
+            model_name=MODEL_NAME,
+            example_images=np.zeros((2, 12, 12, 1), np.uint8),
+            num_classes=len(CLASS_NAMES),
+            tags={},
         )
-    mlflow.MlflowClient().set_registered_model_alias(
-        MODEL_NAME, tracking.CHAMPION_ALIAS, str(info.registered_model_version)
-    )
+    mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, tracking.CHAMPION_ALIAS, str(version))
 
 
 @pytest.fixture(scope="module")
@@ -355,10 +356,29 @@ def test_a_champion_that_cannot_be_loaded_fails_the_gate_closed(registry, monkey
     def broken(*args, **kwargs):
         raise OSError("saved_model.pb: No such file or directory")
 
-    monkeypatch.setattr(mlflow.tensorflow, "load_model", broken)
+    monkeypatch.setattr(evaluate.tf.saved_model, "load", broken)
     check = evaluate.evaluate_champion(MODEL_NAME, registry["images"][:2], np.zeros(2, np.int64), CLASS_NAMES, top_k=1)
     assert check["version"]["version"] == 1 and check["metrics"] is None
     assert check["error"].startswith(f"champion v1 of '{MODEL_NAME}' could not be loaded (OSError: saved_model.pb")
+
+
+def test_a_champion_changed_after_its_export_is_never_loaded(registry, monkeypatch):
+    """A SavedModel runs its graph: the registry's copy must still have the digest its export recorded."""
+    from pipelines import model_trust
+
+    real = model_trust.download_mlflow_model
+
+    def tampered(uri, destination):
+        directory = real(uri, destination)
+        (directory / "saved_model.pb").write_bytes((directory / "saved_model.pb").read_bytes() + b"\0")
+        return directory
+
+    loaded = []
+    monkeypatch.setattr(model_trust, "download_mlflow_model", tampered)
+    monkeypatch.setattr(evaluate.tf.saved_model, "load", lambda *args, **kwargs: loaded.append(args))
+    check = evaluate.evaluate_champion(MODEL_NAME, registry["images"][:2], np.zeros(2, np.int64), CLASS_NAMES, top_k=1)
+    assert check["metrics"] is None and not loaded
+    assert "UntrustedModel" in check["error"] and "changed after it was exported" in check["error"]
 
 
 def test_an_unreachable_registry_fails_the_gate_closed_with_the_reason(monkeypatch):

@@ -21,7 +21,7 @@ def test_hidden_files_are_skipped_and_counted_and_paths_are_sorted(tmp_path):
     layout = read_layout(tmp_path)
     assert layout.kind == "class_folders" and layout.class_names == ["a", "b"]
     assert [example.file for example in layout.examples] == ["a/1.png", "b/1.png", "b/2.png"]
-    assert layout.hidden_files == 2
+    assert layout.hidden == [".hidden/x.png", "a/.DS_Store", "a/.cache/y.png"] and layout.hidden_files == 3
 
 
 def test_integer_class_names_sort_numerically_and_classes_txt_fixes_the_order(tmp_path):
@@ -88,7 +88,9 @@ def test_symlinks_outside_the_raw_folder_and_symlinked_folders_become_problems(t
     problems = {example.file: example.problem for example in read_layout(raw).examples}
     assert "symlink leading outside" in problems["a/link.png"]
     assert problems["a/inside.png"] is None  # inside data/raw: followed
-    assert "symlinked folder" in problems["b/folder"]
+    assert "symlink leading outside" in problems["b/folder"]
+    (raw / "b/inner").symlink_to(raw / "a", target_is_directory=True)
+    assert "a symlink to a folder" in {e.file: e.problem for e in read_layout(raw).examples}["b/inner"]
 
 
 def test_integer_labels_out_of_range_are_rejected_naming_the_file(tmp_path):

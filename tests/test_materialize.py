@@ -35,7 +35,7 @@ def test_folder_is_idempotent_and_exact(tmp_path, monkeypatch):
     assert materialize.write_image_folder(images, labels, ["zero", "one"], raw) == 0
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in raw.rglob("*.png")} == digest
     # A smaller dataset replaces the files this command wrote and removes the ones it no longer has.
-    assert materialize.write_image_folder(images[:2], labels[:2], ["zero", "one"], raw) == 0
+    assert materialize.write_image_folder(images[:2], labels[:2], ["zero", "one"], raw) == 2
     assert sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*.png")) == ["one/00001.png", "zero/00000.png"]
 
 
@@ -94,7 +94,7 @@ def test_from_refuses_symlinks_leading_out_of_the_folder_and_copies_ones_inside(
     secret.write_bytes(b"private")
     (source / "cat/c.png").symlink_to(secret)
     (source / "dog").symlink_to(tmp_path, target_is_directory=True)
-    with pytest.raises(ValueError, match="2 symlink\\(s\\) that would be copied from outside the folder") as error:
+    with pytest.raises(ValueError, match="2 entries that cannot be copied as image files") as error:
         materialize.materialize("folder", tmp_path / "raw", source)
     assert "cat/c.png" in str(error.value) and "dog" in str(error.value)
     assert not (tmp_path / "raw").exists()
@@ -158,3 +158,141 @@ def test_a_users_folder_is_copied_exactly_and_tracked_by_dvc(tmp_path, monkeypat
         "train/cat/a b.png",
     ]
     assert "nfiles: 2" in (project / "data.dvc").read_text()
+
+
+def _project(tmp_path, monkeypatch) -> Path:
+    """A project folder with DVC initialised and the repository's params.yaml; the working directory."""
+    import shutil
+    import subprocess
+    import sys
+
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", project / "params.yaml")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "--quiet"], check=True)
+    return project
+
+
+def _state(project: Path) -> dict:
+    """data/raw's files, data.dvc and params.yaml: what a failed run must leave as it was."""
+    raw = project / "data/raw"
+    return {
+        "raw": _tree(raw) if raw.exists() else None,
+        "data.dvc": (project / "data.dvc").read_text() if (project / "data.dvc").exists() else None,
+        "params": (project / "params.yaml").read_text(),
+    }
+
+
+def _folder(root: Path, files: dict[str, bytes]) -> Path:
+    for name, content in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(content)
+    return root
+
+
+def test_special_files_loops_and_long_names_are_named_and_change_nothing(tmp_path, monkeypatch):
+    import os
+
+    project = _project(tmp_path, monkeypatch)
+    materialize.main(["--source", "folder", "--from", str(_folder(tmp_path / "first", {"cat/a.png": b"a"}))])
+    before = _state(project)
+    source = _folder(tmp_path / "second", {"cat/b.png": b"b", f"dog/{'x' * 246}.png": b"long"})
+    os.mkfifo(source / "dog/pipe.png")
+    (source / "dog/loop").symlink_to(source / "dog/loop")
+    with pytest.raises(SystemExit) as error:
+        materialize.main(["--source", "folder", "--from", str(source)])
+    message = str(error.value)
+    assert "dog/pipe.png: a named pipe (FIFO) file, not a regular file" in message
+    assert "dog/loop: a symlink loop" in message and "Nothing was changed" in message
+    assert _state(project) == before
+    (source / "dog/pipe.png").unlink()
+    (source / "dog/loop").unlink()
+    materialize.main(["--source", "folder", "--from", str(source)])  # a 246-character name is fine
+    assert (project / f"data/raw/dog/{'x' * 246}.png").read_bytes() == b"long"
+    assert not materialize.staging_folders(project / "data/raw")
+
+
+def test_a_failure_at_any_step_leaves_raw_data_dvc_and_params_as_they_were(tmp_path, monkeypatch):
+    project = _project(tmp_path, monkeypatch)
+    materialize.main(["--source", "folder", "--from", str(_folder(tmp_path / "first", {"cat/a.png": b"a"}))])
+    before = _state(project)
+    second = _folder(tmp_path / "second", {"dog/b.png": b"b"})
+
+    def broken_dvc(*args):
+        raise KeyboardInterrupt  # Ctrl-C while DVC hashes the new files
+
+    monkeypatch.setattr(materialize, "_dvc", broken_dvc)
+    with pytest.raises(SystemExit, match="interrupted.*are as they were"):
+        materialize.main(["--source", "folder", "--from", str(second)])
+    assert _state(project) == before and not materialize.staging_folders(project / "data/raw")
+    monkeypatch.undo()
+    monkeypatch.chdir(project)
+
+    def unreadable(self):
+        raise OSError(5, "Input/output error", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", unreadable)  # a disk error while copying
+    with pytest.raises(SystemExit, match="Input/output error.*\\nNothing was changed"):
+        materialize.main(["--source", "folder", "--from", str(second)])
+    monkeypatch.undo()
+    monkeypatch.chdir(project)
+    assert _state(project) == before and not materialize.staging_folders(project / "data/raw")
+    # A killed run's staging folder is ours by its name: the next run removes it.
+    (project / "data/.raw.tmp-killed").mkdir()
+    materialize.main(["--source", "folder", "--from", str(second)])
+    assert _tree(project / "data/raw") == {"dog/b.png": b"b"} and not materialize.staging_folders(project / "data/raw")
+
+
+def test_switching_sources_back_and_forth_works(tmp_path, monkeypatch):
+    """folder -> mnist_5k -> folder: each switch replaces what the last one wrote, and mnist_5k hashes to the value
+    committed in this repository's data.dvc."""
+    import yaml
+
+    project = _project(tmp_path, monkeypatch)
+    folder = _folder(tmp_path / "photos", {"cat/a.png": b"a", "dog/b.png": b"b"})
+    materialize.main(["--source", "folder", "--from", str(folder)])
+    materialize.main(["--source", "mnist_5k"])
+    digest = yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
+    committed = yaml.safe_load((Path(__file__).resolve().parents[1] / "data.dvc").read_text())["outs"][0]["md5"]
+    assert digest == committed == materialize.MNIST_5K_DIGEST
+    assert len(_tree(project / "data/raw")) == 5000
+    materialize.main(["--source", "folder", "--from", str(folder)])
+    assert _tree(project / "data/raw") == {"cat/a.png": b"a", "dog/b.png": b"b"}
+    assert yaml.safe_load((project / "params.yaml").read_text())["data"] == {"source": "folder", "name": "photos"}
+
+
+def test_a_tfds_dataset_downloads_and_prepares_for_real_from_a_local_server(tmp_path, monkeypatch):
+    """Not a mock: tfds's own download manager fetches fashion_mnist's four files over HTTP (from a server on
+    127.0.0.1 serving small files in the MNIST format), extracts them and prepares the dataset, then materialize
+    writes it. A mock of tfds.load once hid a dependency the download path imports (importlib_resources)."""
+    import gzip
+    import http.server
+    import threading
+    from functools import partial
+
+    from tensorflow_datasets.image_classification import mnist
+
+    served = tmp_path / "served"
+    served.mkdir()
+    rng = np.random.default_rng(0)
+    counts = {"train": 20, "t10k": 10}
+    for prefix, count in counts.items():
+        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+        labels = np.arange(count, dtype=np.uint8) % 10
+        (served / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\0" * 16 + images.tobytes(), mtime=0))
+        (served / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\0" * 8 + labels.tobytes(), mtime=0))
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(mnist.FashionMNIST, "URL", f"http://127.0.0.1:{server.server_address[1]}/")
+        monkeypatch.setattr(mnist, "_TRAIN_EXAMPLES", counts["train"])
+        monkeypatch.setattr(mnist, "_TEST_EXAMPLES", counts["t10k"])
+        monkeypatch.chdir(tmp_path)
+        materialize.main(["--source", "tfds:fashion_mnist", "--no-dvc"])
+    finally:
+        server.shutdown()
+    raw = tmp_path / "data/raw"
+    assert len(list(raw.glob("train/*/*.png"))) == 20 and len(list(raw.glob("test/*/*.png"))) == 10
+    assert (tmp_path / "data/tfds/fashion_mnist").is_dir()  # prepared by tfds itself

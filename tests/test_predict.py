@@ -9,7 +9,7 @@ import tf_keras as keras
 from PIL import Image
 
 from components import export, export_variants
-from pipelines import predict, tflite
+from pipelines import model_trust, predict, tflite
 
 CLASS_NAMES = ["top", "middle", "bottom"]
 IMAGE_SHAPE = (12, 12, 1)
@@ -35,17 +35,36 @@ def build_band_model() -> keras.Model:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A SavedModel version directory and float/int8 .tflite files with labels.txt, as export writes them."""
-    root = tmp_path_factory.mktemp("export")
+def project(tmp_path_factory):
+    """A project folder whose artifacts/export holds what the export stage writes (its manifest included)."""
+    return tmp_path_factory.mktemp("project")
+
+
+@pytest.fixture
+def exported(project, monkeypatch):
+    """artifacts/export of the project (the working directory): a SavedModel version directory, float/int8 .tflite
+    files with labels.txt and the manifest that records the SavedModel's digest, as export writes them."""
+    monkeypatch.chdir(project)
+    root = project / "artifacts/export"
+    if not (root / model_trust.MANIFEST_FILE).is_file():
+        write_export(root)
+    return root
+
+
+def write_export(root):
     model = build_band_model()
     module = export.ServingModule(model, CLASS_NAMES)
     saved_model = root / "saved_model" / "bands" / "1"
     tf.saved_model.save(module, str(saved_model), signatures={"serving_default": module.serve})
     representative = np.stack([band_image(k % 3, seed=k) for k in range(30)])[..., np.newaxis].astype(np.float32)
-    (root / "model_float32.tflite").write_bytes(export_variants.convert_to_tflite(model, "float32"))
-    (root / "model_int8.tflite").write_bytes(export_variants.convert_to_tflite(model, "int8", representative))
-    (root / tflite.LABELS_FILE).write_text("".join(f"{name}\n" for name in CLASS_NAMES))
+    files = {
+        "model_float32.tflite": export_variants.convert_to_tflite(model, "float32"),
+        "model_int8.tflite": export_variants.convert_to_tflite(model, "int8", representative),
+        tflite.LABELS_FILE: "".join(f"{name}\n" for name in CLASS_NAMES).encode(),
+    }
+    for name, content in files.items():
+        (root / name).write_bytes(content)
+    model_trust.write_manifest(root, saved_model, files)
     images = root / "images"
     images.mkdir()
     for label, name in enumerate(CLASS_NAMES):
@@ -53,7 +72,6 @@ def exported(tmp_path_factory):
     # An RGB JPEG of another size: converted to the model's one channel and 12x12.
     rgb = np.repeat(band_image(2, size=(60, 45), seed=7)[..., np.newaxis], 3, axis=-1)
     Image.fromarray(rgb).save(images / "bottom_rgb.jpg", quality=95)
-    return root
 
 
 def run_predict(capsys, *args) -> tuple[int, str, str]:
@@ -125,3 +143,31 @@ def test_load_image_follows_the_model_shape(exported):
     image = predict.load_image(exported / "images/bottom_rgb.jpg", (12, 12, 1))
     assert image.shape == (12, 12, 1) and image.dtype == np.uint8
     assert predict.load_image(exported / "images/top.png", (8, 10, 3)).shape == (8, 10, 3)
+
+
+def test_a_saved_model_this_project_did_not_export_is_refused_unless_trusted(exported, capsys, tmp_path):
+    """A SavedModel runs its graph: one that writes a file when called, from outside this project's export."""
+
+    class Writer(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 12, 12, 1], tf.uint8, name="images")])
+        def serve(self, images):
+            tf.io.write_file(str(tmp_path / "written_by_the_model.txt"), "pwned")
+            return {"probabilities": tf.ones([tf.shape(images)[0], 3]) / 3}
+
+    writer = Writer()
+    foreign = tmp_path / "foreign/1"
+    tf.saved_model.save(writer, str(foreign), signatures={"serving_default": writer.serve})
+    code, out, err = run_predict(capsys, "--model", foreign, exported / "images/top.png")
+    assert code == 2 and out == "" and not (tmp_path / "written_by_the_model.txt").exists()
+    assert "not a SavedModel this project exported" in err and "--trust-model" in err and "runs its graph" in err
+    code, out, _ = run_predict(capsys, "--trust-model", "--model", foreign, exported / "images/top.png")
+    assert code == 0 and (tmp_path / "written_by_the_model.txt").exists()  # deliberately trusted: it ran
+    # Our own export, changed after it was written: refused too.
+    copy = exported / "saved_model/bands/2"
+    import shutil
+
+    shutil.copytree(exported / "saved_model/bands/1", copy)
+    (copy / "saved_model.pb").write_bytes((copy / "saved_model.pb").read_bytes() + b"\0")
+    code, _, err = run_predict(capsys, "--model", copy, exported / "images/top.png")
+    assert code == 2 and "not a SavedModel this project exported" in err
+    shutil.rmtree(copy)
