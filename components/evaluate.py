@@ -120,14 +120,17 @@ def predict_with_champion(model_uri: str, images: np.ndarray, class_names: list[
             which, recorded = model_trust.registered_digest(model_uri)
             saved_model = model_trust.download_mlflow_model(model_uri, Path(directory))
             if recorded is None:
+                name, number = which.split(" version ")
                 raise model_trust.UntrustedModel(
-                    f"{which} carries no digest of its SavedModel ({model_trust.DIGEST_TAG}); {model_trust.WHY}"
+                    f"{which} carries no digest of its SavedModel ({model_trust.DIGEST_TAG}: exported before tfpipe "
+                    f"recorded one); {model_trust.WHY}. If you trust it, record its digest: "
+                    f"python -m pipelines.tracking trust-version {name} {number}"
                 )
             model_trust.check_saved_model(saved_model, recorded=recorded)
             loaded = tf.saved_model.load(str(saved_model))
             serving = loaded.signatures["serving_default"]
     except Exception as error:  # noqa: BLE001  (any failure to load means: could not check, and say why)
-        raise RegistryError(redact(f"could not be loaded ({type(error).__name__}: {str(error)[:300]})")) from None
+        raise RegistryError(redact(f"could not be loaded ({type(error).__name__}: {str(error)[:600]})")) from None
     input_shape = tuple(serving.structured_input_signature[1]["images"].shape[1:])
     if input_shape != images.shape[1:]:
         raise RegistryError(

@@ -403,3 +403,23 @@ def test_an_unreachable_registry_fails_the_gate_closed_with_the_reason(monkeypat
     assert gate["blessed"] is False and any(
         reason.startswith("FAIL: could not check against the champion") for reason in gate["reasons"]
     )
+
+
+def test_a_champion_exported_before_digests_is_loaded_only_once_trusted_deliberately(registry):
+    """Upgrading keeps a way forward: an older export's version carries no digest; the gate says so and names the
+    command that records it (for a version you trust), after which the comparison runs."""
+    from pipelines import model_trust
+
+    client = mlflow.MlflowClient()
+    recorded = client.get_model_version(MODEL_NAME, "1").tags[model_trust.DIGEST_TAG]
+    client.delete_model_version_tag(MODEL_NAME, "1", model_trust.DIGEST_TAG)
+    try:
+        images = registry["images"][:4]
+        check = evaluate.evaluate_champion(MODEL_NAME, images, np.zeros(4, np.int64), CLASS_NAMES, top_k=1)
+        assert check["metrics"] is None
+        assert f"python -m pipelines.tracking trust-version {MODEL_NAME} 1" in check["error"]
+        assert tracking.trust_version(MODEL_NAME, "1") == recorded  # the same SavedModel, the same digest
+        check = evaluate.evaluate_champion(MODEL_NAME, images, np.zeros(4, np.int64), CLASS_NAMES, top_k=1)
+        assert check["metrics"] is not None and not check["error"]
+    finally:
+        client.set_model_version_tag(MODEL_NAME, "1", model_trust.DIGEST_TAG, recorded)
