@@ -64,10 +64,10 @@ UI_PORT ?= 5000
 TENSORBOARD_PORT ?= 6006
 
 # No job workers: they run GenAI judges and trace archival, and would start seven processes.
-# Runs left RUNNING by a killed process of this host are marked KILLED first (pipelines/tracking.py).
+# Runs left RUNNING by a killed process of this host are marked KILLED first (tfpipe/tracking.py).
 ui: install
 	mkdir -p $(abspath $(MLRUNS))
-	$(BIN)/python -m pipelines.tracking mark-stale --store $(abspath $(MLRUNS))
+	$(BIN)/python -m pipelines.store mark-stale --store $(abspath $(MLRUNS))
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///$(abspath $(MLRUNS))/mlflow.db \
 		--artifacts-destination $(abspath $(MLRUNS))/artifacts
 

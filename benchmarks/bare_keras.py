@@ -1,10 +1,12 @@
 """The baseline for the train-stage overhead figure: a bare Keras script, data in memory, no tracking.
 
-Same model (LeNet-5 from the registry behind the same normalization), same epochs, batch size and
+Same model (the registry's, behind the same preprocessing model), same epochs, batch size and
 optimizer as the train stage reads from params.yaml; what it leaves out is exactly what tfpipe adds:
 tf.data from TFRecords, MLflow, TensorBoard, checkpoints, backup and early stopping.
 """
 
+import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -15,26 +17,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import numpy as np  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from components.train.schedule import resolve_train_schedule  # noqa: E402
 from models import registry  # noqa: E402
-from pipelines import (
-    paths,  # noqa: E402
-    records,  # noqa: E402
-)
-from pipelines.config import load_params, resolve_train_schedule  # noqa: E402
+from models.preprocessing import load_preprocessor  # noqa: E402
+from tfpipe import paths, records  # noqa: E402
+from tfpipe.params_file import load_params  # noqa: E402
 
 
 def main() -> None:
+    manifest = records.read_manifest(paths.PREPARED)  # the data's own shape and classes, whatever the dataset
     images, labels = records.load_split_arrays(paths.PREPARED, "train")
     params = resolve_train_schedule(load_params().train, len(images))  # the same "auto" values as the stage
+    if params.model == "auto":  # the model the train stage's search chose, as it recorded it
+        params = dataclasses.replace(params, model=json.loads((paths.TRAIN / "model.json").read_text())["model"])
     keras.utils.set_random_seed(params.seed)
     val_images, val_labels = records.load_split_arrays(paths.PREPARED, "val")
     images, val_images = images.astype(np.float32), val_images.astype(np.float32)
-    normalize = keras.layers.Normalization(mean=float(images.mean()), variance=float(images.var()))
+    preprocessor = load_preprocessor()  # the same resize and normalization as the stage's model
     classifier = registry.get_builder(params.model)(
-        input_shape=images.shape[1:], num_classes=10, dropout_rate=params.dropout_rate, batch_norm=params.batch_norm
+        input_shape=preprocessor.output_shape[1:],
+        num_classes=len(manifest["class_names"]),
+        dropout_rate=params.dropout_rate,
+        batch_norm=params.batch_norm,
     )
     inputs = keras.Input(images.shape[1:])
-    model = keras.Model(inputs, keras.layers.Softmax()(classifier(normalize(inputs))))
+    model = keras.Model(inputs, keras.layers.Softmax()(classifier(preprocessor(inputs))))
     model.compile(
         optimizer=keras.optimizers.Adam(params.learning_rate),
         loss="sparse_categorical_crossentropy",

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipelines import tflite
+from tfpipe import tflite
 
 FIGURES = [
     (

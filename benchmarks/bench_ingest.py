@@ -31,7 +31,7 @@ CACHE = ROOT / ".cache" / "bench_ingest"
 
 def generate_folder(directory: Path, count: int, num_classes: int = 10, seed: int = 0) -> Path:
     """count distinct 28x28 grayscale PNGs in <class>/<index>.png (a stroke on noise); reused if complete."""
-    from pipelines.materialize import encode_png
+    from pipelines.sources import encode_png
 
     marker = directory / f".complete-{count}"
     if marker.is_file():
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(ROOT))
     rows = []
     if not args.skip_mnist:
-        from pipelines.materialize import load_mnist_5k, write_image_folder
+        from pipelines.sources import load_mnist_5k, write_image_folder
 
         mnist_dir = CACHE / "mnist_5k"
         images, labels = load_mnist_5k()

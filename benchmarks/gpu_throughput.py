@@ -51,7 +51,7 @@ def training_flops_per_image(model: keras.Model) -> float:
 
 
 def real_images(count: int) -> tuple[np.ndarray, np.ndarray]:
-    from pipelines.materialize import load_mnist_5k
+    from pipelines.sources import load_mnist_5k
 
     images, labels = load_mnist_5k()
     images = tf.image.resize(images[:count, :, :, None].astype(np.float32), (32, 32))

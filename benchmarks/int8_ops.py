@@ -23,9 +23,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import tf_keras as keras  # noqa: E402
 
-from components.export_variants import convert_to_tflite  # noqa: E402
+from components.export import cpu
+from components.export.variants import convert_to_tflite  # noqa: E402
 from models.loading import load_trained_model  # noqa: E402
-from pipelines import cpu, paths, records, tflite  # noqa: E402
+from pipelines import tflite  # noqa: E402
+from tfpipe import paths, records
 
 # (height, input channels, output channels, kernel): one factor varied at a time from LeNet-5's first convolution.
 # fmt: off

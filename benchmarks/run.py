@@ -41,23 +41,27 @@ def median_of(command: list[str], cwd: Path, repeats: int) -> float:
 def input_bound_share(repo: Path) -> float:
     """Share of a training epoch spent waiting for input: real tf.data pipeline vs the same batches in memory."""
     code = """
-import json, statistics, time, pipelines
-import tensorflow as tf, tf_keras as keras
-from components import train
-from pipelines import records
-from pipelines.config import load_params, resolve_train_schedule
-from pipelines.input_pipeline import build_augmenter, build_input_pipeline
-params = resolve_train_schedule(load_params().train, records.read_manifest("data/prepared")["splits"]["train"]["count"])
+import json, statistics, time, tfpipe
+import tensorflow as tf
+from components.train.data import build_augmenter, build_input_pipeline
+from components.train.model import build_classifier, build_training_model
+from components.train.schedule import compile_model, resolve_train_schedule
+from models.preprocessing import load_preprocessor
+from tfpipe import records
+from tfpipe.params_file import load_params
+manifest = records.read_manifest("data/prepared")  # the data's own size and classes, whatever the dataset
+train_count = manifest["splits"]["train"]["count"]
+params = resolve_train_schedule(load_params().train, train_count)
 split = records.read_split("data/prepared", "train")
 data = build_input_pipeline(split, params.batch_size, True, params.shuffle_buffer, params.seed,
                             build_augmenter(params.augmentation, params.seed))
 in_memory = tf.data.Dataset.from_tensor_slices(tuple(tf.concat(t, 0) for t in zip(*list(data))))
 in_memory = in_memory.batch(params.batch_size).cache().prefetch(tf.data.AUTOTUNE)
 list(in_memory)
-from components.preprocess import load_preprocessor
-model = train.build_training_model(load_preprocessor(),
-                                   train.build_classifier(params, (28, 28, 1), 10))
-train.compile_model(model, params, steps_per_epoch=63, jit_compile=False)
+preprocessor = load_preprocessor()
+model = build_training_model(preprocessor,
+                             build_classifier(params, preprocessor.output_shape[1:], len(manifest["class_names"])))
+compile_model(model, params, steps_per_epoch=-(-train_count // params.batch_size), jit_compile=False)
 model.fit(data, epochs=1, verbose=0)
 times = {"pipeline": [], "memory": []}
 for _ in range(3):

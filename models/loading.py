@@ -12,7 +12,7 @@ from pathlib import Path
 import tensorflow as tf
 import tf_keras as keras
 
-from pipelines.outputs import file_sha256
+from tfpipe.outputs import file_sha256
 
 
 @keras.utils.register_keras_serializable(package="tfpipe")

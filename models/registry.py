@@ -55,5 +55,12 @@ def names() -> list[str]:
 
 
 def _import_all() -> None:
-    # Importing each architecture module runs its @register decorator.
-    from models import applications, lenet5, lenet5_s2d, mlp, resnet18, resnet_small, vgg13  # noqa: F401
+    """Imports every module of the models package, which runs each architecture's @register: adding a model is
+    adding its file, with no list to keep."""
+    import importlib
+    import pkgutil
+
+    import models
+
+    for module in pkgutil.iter_modules(models.__path__):
+        importlib.import_module(f"models.{module.name}")

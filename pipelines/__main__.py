@@ -11,7 +11,7 @@ TOOLS = {
     "schema": "propose ingest.expectations from the images in data/raw, into params.yaml (comments kept)",
     "presets": "list, show or apply the textbook workloads' params (mnist, fashion_mnist, cifar10, your folder)",
     "predict": "classify image files with an exported SavedModel, .tflite file or MLflow model",
-    "tracking": "MLflow store upkeep: mark-stale marks runs of killed processes KILLED",
+    "store": "MLflow store upkeep: mark-stale (runs of killed processes -> KILLED), trust-version (a legacy version)",
 }
 
 

@@ -7,8 +7,8 @@
 Reads SavedModel directories, .tflite files (class names from labels.txt beside them) and MLflow
 model URIs, nothing else: a .h5, .keras or pickle file can run arbitrary code when loaded, and so can a
 SavedModel (its graph may read and write files): one loads only when its digest is what this project's export
-recorded (pipelines/model_trust.py), or with --trust-model, deliberately. Each
-image is decoded by the one decoder ingest uses (pipelines/images.py) with the rules the model was trained
+recorded (tfpipe/model_trust.py), or with --trust-model, deliberately. Each
+image is decoded by the one decoder ingest uses (tfpipe/images.py) with the rules the model was trained
 with (exported with it: the SavedModel's `decoding`, decoding.json beside a .tflite): EXIF orientation
 applied, converted to the model's channel count, transparency composited on the same background, and an
 image of another size centre-cropped and resized to the model's, so serving sees the pixels training saw.
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-import pipelines  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from pipelines import model_trust, tflite
-from pipelines.images import DecodeRules, NotAnImage, decode_image, fit_image
-from pipelines.redaction import redact
+import tfpipe  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from tfpipe import model_trust, tflite
+from tfpipe.images import DecodeRules, NotAnImage, decode_image, fit_image
+from tfpipe.redaction import redact
 
 INVERT_CHOICES = ("never", "auto", "always")
 
@@ -85,12 +85,11 @@ def load_mlflow_model(uri: str, trust: bool = False) -> SavedModelClassifier:
 
     import mlflow
 
-    from pipelines import tracking
+    from tfpipe import tracking
 
     mlflow.set_tracking_uri(tracking.tracking_uri())
     scratch = tempfile.mkdtemp(prefix="tfpipe-predict-")
     try:
-        tracking.mark_stale_runs()  # wherever the project opens the store
         which, recorded = model_trust.registered_digest(uri)
         directory = model_trust.download_mlflow_model(uri, Path(scratch))
     except ValueError as error:
@@ -114,7 +113,7 @@ def load_mlflow_model(uri: str, trust: bool = False) -> SavedModelClassifier:
 
 def load_classifier(model: str, trust: bool = False):
     """A SavedModel directory, a .tflite file or an MLflow model URI; anything else is refused by name. A SavedModel
-    loads only when its digest matches what our export recorded, unless trust (pipelines/model_trust.py)."""
+    loads only when its digest matches what our export recorded, unless trust (tfpipe/model_trust.py)."""
     if model.startswith(("models:/", "runs:/")):
         return load_mlflow_model(model, trust)
     path = Path(model)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.config import PARAMS_FILE, update_params_file, yaml_load
+from tfpipe.config import PARAMS_FILE
+from tfpipe.params_file import update_params_file, yaml_load
 
 PRESETS_DIR = Path(__file__).with_name("presets")
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python -m pytest` adds it already; the `pytest` script does not
     sys.path.insert(0, str(ROOT))
 
-import pipelines  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before any test imports TensorFlow)
+import tfpipe  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before any test imports TensorFlow)
 
 
 def free_port() -> int:
@@ -63,7 +63,7 @@ def write_prepared(
     """Writes shards + manifest.json in the format ingest produces (80/10/10 split)."""
     import tensorflow as tf
 
-    from pipelines import records
+    from tfpipe import records
 
     directory.mkdir(parents=True, exist_ok=True)
     order = np.random.default_rng(seed).permutation(len(images))

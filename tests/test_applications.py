@@ -9,13 +9,16 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from components import export_variants
-from components.preprocess import build_preprocessor
-from components.train import build_classifier, build_training_model, compile_model, fit_model
-from components.train_schedule import plan_phases
+from components.export import fine_tune as export_fine_tune
+from components.export import variants as export_variants
+from components.train.fit import fit_model
+from components.train.model import build_classifier, build_training_model
+from components.train.schedule import compile_model, plan_phases
 from models import applications, registry
-from pipelines import tflite
-from pipelines.config import BackboneParams, TrainParams
+from models.preprocessing import build_preprocessor
+from tfpipe import tflite
+from tfpipe.config import BackboneParams, TrainParams
+from tfpipe.params_file import yaml_load
 
 BACKBONES = sorted(applications.BACKBONES)
 NUM_CLASSES = 3
@@ -37,6 +40,7 @@ def train_params(model: str, **backbone) -> TrainParams:
     return TrainParams(
         model=model,
         epochs=2,
+        early_stopping_patience=2,  # resolved, as the stage's set-up resolves "auto" before any fit
         batch_size=8,
         learning_rate=1e-3,
         dropout_rate=0.1,
@@ -238,7 +242,7 @@ def test_pruning_reaches_the_backbone_convs_and_leaves_depthwise_kernels_dense(t
         "seed": 0,
         "log_dir": tmp_path / "pruning",
     }
-    mobilenet = export_variants.prune_classifier(
+    mobilenet = export_fine_tune.prune_classifier(
         build_model(train_params("mobilenet_v2", weights="none"), (32, 32, 3)),
         "mobilenet_v2",
         images,
@@ -254,7 +258,7 @@ def test_pruning_reaches_the_backbone_convs_and_leaves_depthwise_kernels_dense(t
     ]
     assert all(np.count_nonzero(kernel) == kernel.size for kernel in depthwise)
     assert np.mean([np.mean(kernel == 0) for kernel in pointwise]) == pytest.approx(0.5, abs=0.02)
-    assert export_variants.weight_kernel(keras.layers.Rescaling(1.0)) is None
+    assert export_fine_tune.weight_kernel(keras.layers.Rescaling(1.0)) is None
 
 
 def test_layers_tfmot_cannot_train_stay_float_and_are_named():
@@ -262,7 +266,7 @@ def test_layers_tfmot_cannot_train_stay_float_and_are_named():
     import tensorflow_model_optimization as tfmot
 
     classifier = build_classifier(train_params("efficientnet_b0", weights="none"), (32, 32, 3), NUM_CLASSES)
-    quantized, float_layers = export_variants.quantize_apply_skipping(
+    quantized, float_layers = export_fine_tune.quantize_apply_skipping(
         classifier, tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
     )
     kinds = {entry.split(" (")[1].rstrip(")") for entry in float_layers}
@@ -272,11 +276,11 @@ def test_layers_tfmot_cannot_train_stay_float_and_are_named():
     float_names = {entry.split(" (")[0] for entry in float_layers}
     assert len(wrapped) > 100
     for layer in wrapped:  # the float ones carry a config that quantizes nothing
-        assert isinstance(layer.quantize_config, export_variants.float_quantize_config_class()) == (
+        assert isinstance(layer.quantize_config, export_fine_tune.float_quantize_config_class()) == (
             layer.layer.name in float_names
         ), layer.name
     assert (
-        export_variants.layers_without_quantize_config(
+        export_fine_tune.layers_without_quantize_config(
             build_classifier(train_params("resnet50", weights="none"), (32, 32, 3), NUM_CLASSES),
             tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme(),
         )
@@ -319,8 +323,6 @@ def test_folder_mobilenet_v2_preset_runs_end_to_end_with_weights_none(tmp_path):
     import json
     import sys
 
-    import yaml
-
     from pipelines import presets
     from tests import workspace
 
@@ -354,7 +356,7 @@ def test_folder_mobilenet_v2_preset_runs_end_to_end_with_weights_none(tmp_path):
 
     examples = (repo / "data/prepared/examples.csv").read_text()
     assert "source_height" in examples.splitlines()[0]
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = yaml_load((repo / "params.yaml").read_text())
     assert params["train"]["model"] == "mobilenet_v2" and params["data"]["source"] == "folder"
     export = json.loads((repo / "metrics/export.json").read_text())
     assert export["promoted"] and "tflite_int8" in export
@@ -378,7 +380,8 @@ def test_the_train_stage_runs_head_then_fine_tune_with_a_weights_file(
 
     import mlflow
 
-    from components import preprocess, train
+    from components.preprocess import stage as preprocess
+    from components.train import stage as train
 
     save_backbone_weights("mobilenet_v2", tmp_path / "backbone.h5")
     monkeypatch.chdir(tmp_path)
@@ -396,13 +399,13 @@ def test_the_train_stage_runs_head_then_fine_tune_with_a_weights_file(
     run = mlflow.get_run(json.loads((tmp_path / "artifacts/train/run.json").read_text())["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["train.phases"] == (
-        "head: epochs 1-1, lr 0.001, backbone frozen; "
+        "head: epochs 1-1, lr 0.002, backbone frozen; "
         "fine_tune: epochs 2-2, lr 1e-05, top 10 backbone layers (batch norm frozen)"
     )
     assert not list((tmp_path / ".cache/train-backup").rglob("*.index")), (
         "both phases' backups are removed after success"
     )
-    model = keras.models.load_model(tmp_path / "artifacts/train/model.keras")
+    model = keras.models.load_model(tmp_path / "artifacts/train/model.keras", compile=False)
     assert model.get_layer("preprocessing").get_layer("raw_pixels") is not None, (
         "no dataset normalization before a backbone"
     )

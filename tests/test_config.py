@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import ParamsError, load_params, parse_params
+from tfpipe.config import ParamsError
+from tfpipe.params_file import load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +56,7 @@ def test_integers_are_numbers_and_lists_are_tuples():
 
 
 def test_an_unknown_model_is_refused_by_the_train_stage_naming_the_key_and_the_known_models():
-    from components.train import check_model_params
+    from components.train.stage import check_model_params
     from models import registry
 
     with pytest.raises(
@@ -68,7 +69,7 @@ def test_an_unknown_model_is_refused_by_the_train_stage_naming_the_key_and_the_k
 
 
 def test_the_registered_model_follows_the_dataset_unless_named():
-    from pipelines.config import dataset_name, registered_model_name
+    from tfpipe.config import dataset_name, registered_model_name
 
     assert registered_model_name(parse_params({})) == "mnist_5k-classifier"
     assert registered_model_name(parse_params({"data": {"source": "tfds:cifar10"}})) == "tfds-cifar10-classifier"
@@ -99,7 +100,7 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_on_and_off_are_the_values_the_schema_names_as_dvc_reads_them(tmp_path):
     """PyYAML alone reads YAML 1.1, where an unquoted `on` is True: `jit_compile: on` was refused as a boolean."""
-    from pipelines.config import update_params_file
+    from tfpipe.params_file import update_params_file
 
     path = tmp_path / "params.yaml"
     path.write_text(

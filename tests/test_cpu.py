@@ -1,8 +1,8 @@
-"""Tests for pipelines/cpu.py: the build machine's CPU model and instruction-set flags from /proc/cpuinfo text."""
+"""Tests for components/export/cpu.py: the build machine's CPU model and instruction-set flags from /proc/cpuinfo."""
 
 from __future__ import annotations
 
-from pipelines import cpu
+from components.export import cpu
 
 EMERALD_RAPIDS = """processor\t: 0
 vendor_id\t: GenuineIntel

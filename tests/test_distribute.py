@@ -22,7 +22,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
-from components import preprocess, train
+from components.preprocess import stage as preprocess
+from components.train import stage as train
 preprocess.main()
 train.main()
 """

@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from components import evaluate
-from pipelines import tracking
-from pipelines.config import EvaluateParams
-from pipelines.outputs import file_sha256, write_json
+from components.evaluate import gate as evaluate_gate
+from components.evaluate import metrics as evaluate_metrics
+from components.evaluate import report as evaluate_report
+from components.evaluate import stage as evaluate
 from tests.conftest import make_images, write_prepared
+from tfpipe import run_records, tracking
+from tfpipe.config import EvaluateParams
+from tfpipe.outputs import file_sha256, write_json
 
 CLASS_NAMES = ["a", "b", "c"]
 GATE = EvaluateParams(min_accuracy=0.9, max_accuracy_regression=0.01, max_class_recall_drop=0.1)
@@ -35,7 +38,7 @@ def test_metrics_on_known_predictions():
             [0.1, 0.1, 0.8],
         ]
     )
-    metrics = evaluate.compute_metrics(probabilities, labels, CLASS_NAMES, top_k=2)
+    metrics = evaluate_metrics.compute_metrics(probabilities, labels, CLASS_NAMES, top_k=2)
     assert metrics["accuracy"] == pytest.approx(5 / 6)
     assert metrics["top_2_accuracy"] == 1.0
     assert metrics["per_class"]["b"]["recall"] == 0.5
@@ -47,14 +50,14 @@ def test_metrics_on_known_predictions():
 def test_calibration_error_is_zero_for_calibrated_and_large_for_overconfident():
     labels = np.array([0, 1] * 50)
     confident_and_right = np.eye(2)[labels]
-    assert evaluate.expected_calibration_error(confident_and_right, labels) == pytest.approx(0.0)
+    assert evaluate_metrics.expected_calibration_error(confident_and_right, labels) == pytest.approx(0.0)
     confident_and_wrong = np.eye(2)[1 - labels]
-    assert evaluate.expected_calibration_error(confident_and_wrong, labels) == pytest.approx(1.0)
+    assert evaluate_metrics.expected_calibration_error(confident_and_wrong, labels) == pytest.approx(1.0)
 
 
 def test_empty_test_split_is_an_error():
     with pytest.raises(ValueError, match="test split is empty"):
-        evaluate.compute_metrics(np.zeros((0, 3)), np.zeros((0,), int), CLASS_NAMES, top_k=1)
+        evaluate_metrics.compute_metrics(np.zeros((0, 3)), np.zeros((0,), int), CLASS_NAMES, top_k=1)
 
 
 def metrics_with_recalls(**recalls: float) -> dict:
@@ -67,7 +70,7 @@ def metrics_with_recalls(**recalls: float) -> dict:
 
 def gate_against_champion(candidate: dict[str, float], champion: dict[str, float], version: int = 3) -> dict:
     """The gate's decision for a candidate and a champion of these per-class recalls."""
-    return evaluate.decide_blessing(
+    return evaluate_gate.decide_blessing(
         metrics_with_recalls(**candidate), GATE, metrics_with_recalls(**champion), champion_label=f"champion v{version}"
     )
 
@@ -103,45 +106,45 @@ def test_gate_refuses_a_class_recall_drop_even_when_accuracy_holds():
 
 def test_gate_without_a_champion_decides_by_the_thresholds_alone_and_says_why():
     why = "no champion: registered model 'x' has no 'champion' version yet"
-    good = evaluate.decide_blessing(metrics_with_recalls(a=0.9, b=0.9, c=0.93), GATE, None, no_champion_reason=why)
+    good = evaluate_gate.decide_blessing(metrics_with_recalls(a=0.9, b=0.9, c=0.93), GATE, None, no_champion_reason=why)
     assert good["blessed"] is True and good["comparison"] is None
     assert (
         good["reasons"][1]
         == f"SKIP: accuracy regression and per-class recall drop checks: {why}; the thresholds alone decide"
     )
-    weak = evaluate.decide_blessing(metrics_with_recalls(a=0.5, b=0.5, c=0.5), GATE, None, no_champion_reason=why)
+    weak = evaluate_gate.decide_blessing(metrics_with_recalls(a=0.5, b=0.5, c=0.5), GATE, None, no_champion_reason=why)
     assert weak["blessed"] is False
     assert weak["reasons"][0] == "FAIL: test accuracy 0.5000 is below evaluate.min_accuracy 0.9"
 
 
 def test_gate_fails_closed_when_the_champion_could_not_be_checked():
     error = "the model registry at http://127.0.0.1:9 could not be read (ConnectionError: refused)"
-    gate = evaluate.decide_blessing(metrics_with_recalls(a=1.0, b=1.0, c=1.0), GATE, None, champion_error=error)
+    gate = evaluate_gate.decide_blessing(metrics_with_recalls(a=1.0, b=1.0, c=1.0), GATE, None, champion_error=error)
     assert gate["blessed"] is False
     assert gate["reasons"][1] == f"FAIL: could not check against the champion: {error}"
 
 
 def test_gate_refuses_a_network_that_does_not_beat_the_classical_baseline():
     baseline = {"model": "SVC(kernel='rbf') on downscaled pixels", "accuracy": 0.95}
-    weak = evaluate.decide_blessing(metrics_with_recalls(a=0.93, b=0.93, c=0.93), GATE, None, baseline=baseline)
+    weak = evaluate_gate.decide_blessing(metrics_with_recalls(a=0.93, b=0.93, c=0.93), GATE, None, baseline=baseline)
     assert weak["blessed"] is False
     assert weak["reasons"][1] == (
         "FAIL: test accuracy 0.9300 vs the classical baseline's 0.9500 (SVC(kernel='rbf') on downscaled pixels, "
         "same splits): margin -0.0200 is below evaluate.min_margin_over_baseline 0.0"
     )
-    tie = evaluate.decide_blessing(metrics_with_recalls(a=0.95, b=0.95, c=0.95), GATE, None, baseline=baseline)
+    tie = evaluate_gate.decide_blessing(metrics_with_recalls(a=0.95, b=0.95, c=0.95), GATE, None, baseline=baseline)
     assert tie["blessed"] is True and tie["reasons"][1].startswith("PASS")
     demanding = EvaluateParams(min_accuracy=0.9, min_margin_over_baseline=0.01)
     assert (
-        evaluate.decide_blessing(metrics_with_recalls(a=0.955, b=0.955, c=0.955), demanding, None, baseline=baseline)[
-            "blessed"
-        ]
+        evaluate_gate.decide_blessing(
+            metrics_with_recalls(a=0.955, b=0.955, c=0.955), demanding, None, baseline=baseline
+        )["blessed"]
         is False
     )
 
 
 def test_the_baseline_is_an_svm_on_downscaled_pixels_fit_on_train_and_scored_on_test():
-    from components import baseline
+    from components.evaluate import baseline
 
     images, labels = make_images(num_classes=3, per_class=40, shape=(12, 12, 1))
     order = np.random.default_rng(0).permutation(len(labels))
@@ -166,8 +169,8 @@ def test_gate_params_reject_out_of_range_tolerances():
 def test_confident_mistakes_are_the_wrong_predictions_most_confident_first():
     labels = np.array([0, 1, 2, 0])
     probabilities = np.array([[0.9, 0.1, 0.0], [0.7, 0.3, 0.0], [0.1, 0.9, 0.0], [0.2, 0.8, 0.0]])
-    assert evaluate.select_confident_mistakes(probabilities, labels, count=5).tolist() == [2, 3, 1]
-    assert evaluate.select_confident_mistakes(probabilities, labels, count=1).tolist() == [2]
+    assert evaluate_report.select_confident_mistakes(probabilities, labels, count=5).tolist() == [2, 3, 1]
+    assert evaluate_report.select_confident_mistakes(probabilities, labels, count=1).tolist() == [2]
 
 
 def test_pictures_show_labels_and_calibration():
@@ -206,14 +209,14 @@ def stage_candidate(root: Path, model: keras.Model) -> str:
         {"model": "tiny", "model_sha256": file_sha256(root / "artifacts/train/model.keras")},
     )
     with tracking.stage_run(EXPERIMENT, run_name="train") as run:
-        tracking.write_run_reference(root / "artifacts/train/run.json", run, EXPERIMENT, tensorboard="train")
+        run_records.write_run_reference(root / "artifacts/train/run.json", run, EXPERIMENT, tensorboard="train")
     return run.info.run_id
 
 
 def register_champion(module, run_id: str) -> None:
     """Logs and registers the serving SavedModel as export does (its digest recorded), and gives that version the
     champion alias."""
-    from components import export
+    from components.export import stage as export
 
     with mlflow.start_run(run_id=run_id):
         version = export.register_serving_model(
@@ -230,7 +233,7 @@ def register_champion(module, run_id: str) -> None:
 def workspace(tmp_path_factory):
     """Runs the evaluate stage twice: a good model with no champion (then registered champion), then a worse one."""
     # The champion is export's serving module; imported here because export pulls in tfmot and TFLite.
-    from components import export
+    from components.export import stage as export
 
     root = tmp_path_factory.mktemp("evaluate")
     images, labels = make_images(num_classes=3, per_class=40)
@@ -311,34 +314,34 @@ def registry(workspace):
 
 def test_champion_predicts_like_the_model_it_serves_and_other_datasets_are_refused(registry):
     uri, images = f"models:/{MODEL_NAME}/1", registry["images"][:8]
-    probabilities = evaluate.predict_with_champion(uri, images, CLASS_NAMES)
+    probabilities = evaluate_gate.predict_with_champion(uri, images, CLASS_NAMES)
     np.testing.assert_allclose(
         probabilities, registry["good_model"].predict(images.astype(np.float32), verbose=0), atol=1e-5
     )
     with pytest.raises(
-        evaluate.RegistryError, match="has classes .* the candidate \\['x', 'y', 'z'\\]: another dataset's model"
+        evaluate_gate.RegistryError, match="has classes .* the candidate \\['x', 'y', 'z'\\]: another dataset's model"
     ):
-        evaluate.predict_with_champion(uri, images, ["x", "y", "z"])
+        evaluate_gate.predict_with_champion(uri, images, ["x", "y", "z"])
     # One class renamed, which the champion never predicts on these images: still another class list.
     never_last = images[probabilities.argmax(axis=1) != len(CLASS_NAMES) - 1]
     assert len(never_last)
-    with pytest.raises(evaluate.RegistryError, match="another dataset's model"):
-        evaluate.predict_with_champion(uri, never_last, [*CLASS_NAMES[:-1], "renamed"])
+    with pytest.raises(evaluate_gate.RegistryError, match="another dataset's model"):
+        evaluate_gate.predict_with_champion(uri, never_last, [*CLASS_NAMES[:-1], "renamed"])
     with pytest.raises(
-        evaluate.RegistryError, match="shape \\(12, 12, 1\\), the candidate \\(6, 6, 1\\): another dataset's model"
+        evaluate_gate.RegistryError, match="shape \\(12, 12, 1\\), the candidate \\(6, 6, 1\\): another dataset's model"
     ):
-        evaluate.predict_with_champion(uri, images[:, :6, :6], CLASS_NAMES)
+        evaluate_gate.predict_with_champion(uri, images[:, :6, :6], CLASS_NAMES)
     # Another dataset registered under this name: not comparable, so the gate fails closed and says why.
-    check = evaluate.evaluate_champion(MODEL_NAME, images, np.zeros(8, np.int64), ["x", "y", "z"], top_k=1)
+    check = evaluate_gate.evaluate_champion(MODEL_NAME, images, np.zeros(8, np.int64), ["x", "y", "z"], top_k=1)
     assert check["version"]["version"] == 1 and check["metrics"] is None
     assert "another dataset's model" in check["error"] and "data.name or export.model_name" in check["error"]
 
 
 def test_a_missing_model_or_alias_means_no_champion(registry):
-    version = evaluate.find_champion(MODEL_NAME)
+    version = evaluate_gate.find_champion(MODEL_NAME)
     assert version is not None and int(version.version) == 1
-    assert evaluate.find_champion("never_registered") is None
-    check = evaluate.evaluate_champion(
+    assert evaluate_gate.find_champion("never_registered") is None
+    check = evaluate_gate.evaluate_champion(
         "never_registered", registry["images"][:2], np.zeros(2, np.int64), CLASS_NAMES, top_k=1
     )
     assert (
@@ -347,7 +350,7 @@ def test_a_missing_model_or_alias_means_no_champion(registry):
     )
     mlflow.MlflowClient().delete_registered_model_alias(MODEL_NAME, tracking.CHAMPION_ALIAS)
     try:
-        assert evaluate.find_champion(MODEL_NAME) is None
+        assert evaluate_gate.find_champion(MODEL_NAME) is None
     finally:
         mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, tracking.CHAMPION_ALIAS, "1")
 
@@ -356,15 +359,17 @@ def test_a_champion_that_cannot_be_loaded_fails_the_gate_closed(registry, monkey
     def broken(*args, **kwargs):
         raise OSError("saved_model.pb: No such file or directory")
 
-    monkeypatch.setattr(evaluate.tf.saved_model, "load", broken)
-    check = evaluate.evaluate_champion(MODEL_NAME, registry["images"][:2], np.zeros(2, np.int64), CLASS_NAMES, top_k=1)
+    monkeypatch.setattr(evaluate_gate.tf.saved_model, "load", broken)
+    check = evaluate_gate.evaluate_champion(
+        MODEL_NAME, registry["images"][:2], np.zeros(2, np.int64), CLASS_NAMES, top_k=1
+    )
     assert check["version"]["version"] == 1 and check["metrics"] is None
     assert check["error"].startswith(f"champion v1 of '{MODEL_NAME}' could not be loaded (OSError: saved_model.pb")
 
 
 def test_a_champion_changed_after_its_export_is_never_loaded(registry, monkeypatch):
     """A SavedModel runs its graph: the registry's copy must still have the digest its export recorded."""
-    from pipelines import model_trust
+    from tfpipe import model_trust
 
     real = model_trust.download_mlflow_model
 
@@ -375,8 +380,10 @@ def test_a_champion_changed_after_its_export_is_never_loaded(registry, monkeypat
 
     loaded = []
     monkeypatch.setattr(model_trust, "download_mlflow_model", tampered)
-    monkeypatch.setattr(evaluate.tf.saved_model, "load", lambda *args, **kwargs: loaded.append(args))
-    check = evaluate.evaluate_champion(MODEL_NAME, registry["images"][:2], np.zeros(2, np.int64), CLASS_NAMES, top_k=1)
+    monkeypatch.setattr(evaluate_gate.tf.saved_model, "load", lambda *args, **kwargs: loaded.append(args))
+    check = evaluate_gate.evaluate_champion(
+        MODEL_NAME, registry["images"][:2], np.zeros(2, np.int64), CLASS_NAMES, top_k=1
+    )
     assert check["metrics"] is None and not loaded
     assert "UntrustedModel" in check["error"] and "changed after it was exported" in check["error"]
 
@@ -387,9 +394,11 @@ def test_an_unreachable_registry_fails_the_gate_closed_with_the_reason(monkeypat
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri("http://127.0.0.1:9")  # the discard port: nothing listens
     try:
-        with pytest.raises(evaluate.RegistryError, match="the model registry at http://127.0.0.1:9 could not be read"):
-            evaluate.find_champion(MODEL_NAME)
-        check = evaluate.evaluate_champion(
+        with pytest.raises(
+            evaluate_gate.RegistryError, match="the model registry at http://127.0.0.1:9 could not be read"
+        ):
+            evaluate_gate.find_champion(MODEL_NAME)
+        check = evaluate_gate.evaluate_champion(
             MODEL_NAME, np.zeros((1, 12, 12, 1), np.uint8), np.zeros(1, np.int64), CLASS_NAMES, top_k=1
         )
     finally:
@@ -397,7 +406,7 @@ def test_an_unreachable_registry_fails_the_gate_closed_with_the_reason(monkeypat
     assert check["version"] is None and check["error"].startswith(
         "the model registry at http://127.0.0.1:9 could not be read"
     )
-    gate = evaluate.decide_blessing(
+    gate = evaluate_gate.decide_blessing(
         metrics_with_recalls(a=1.0, b=1.0, c=1.0), GATE, None, champion_error=check["error"]
     )
     assert gate["blessed"] is False and any(
@@ -408,18 +417,19 @@ def test_an_unreachable_registry_fails_the_gate_closed_with_the_reason(monkeypat
 def test_a_champion_exported_before_digests_is_loaded_only_once_trusted_deliberately(registry):
     """Upgrading keeps a way forward: an older export's version carries no digest; the gate says so and names the
     command that records it (for a version you trust), after which the comparison runs."""
-    from pipelines import model_trust
+    from pipelines import store
+    from tfpipe import model_trust
 
     client = mlflow.MlflowClient()
     recorded = client.get_model_version(MODEL_NAME, "1").tags[model_trust.DIGEST_TAG]
     client.delete_model_version_tag(MODEL_NAME, "1", model_trust.DIGEST_TAG)
     try:
         images = registry["images"][:4]
-        check = evaluate.evaluate_champion(MODEL_NAME, images, np.zeros(4, np.int64), CLASS_NAMES, top_k=1)
+        check = evaluate_gate.evaluate_champion(MODEL_NAME, images, np.zeros(4, np.int64), CLASS_NAMES, top_k=1)
         assert check["metrics"] is None
-        assert f"python -m pipelines.tracking trust-version {MODEL_NAME} 1" in check["error"]
-        assert tracking.trust_version(MODEL_NAME, "1") == recorded  # the same SavedModel, the same digest
-        check = evaluate.evaluate_champion(MODEL_NAME, images, np.zeros(4, np.int64), CLASS_NAMES, top_k=1)
+        assert f"python -m pipelines.store trust-version {MODEL_NAME} 1" in check["error"]
+        assert store.trust_version(MODEL_NAME, "1") == recorded  # the same SavedModel, the same digest
+        check = evaluate_gate.evaluate_champion(MODEL_NAME, images, np.zeros(4, np.int64), CLASS_NAMES, top_k=1)
         assert check["metrics"] is not None and not check["error"]
     finally:
         client.set_model_version_tag(MODEL_NAME, "1", model_trust.DIGEST_TAG, recorded)

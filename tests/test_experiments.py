@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import tracking
 from tests.workspace import run
+from tfpipe import run_records
+from tfpipe.params_file import yaml_load
 
 # Each experiment also trains one epoch and exports two variants (the baseline: two epochs, three
 # variants): seconds less per stage, and nothing below depends on either.
@@ -63,11 +64,11 @@ def test_dvc_lock_tags_name_each_output_of_the_upstream_stages(tmp_path):
         "  preprocess:\n    outs:\n    - path: artifacts/preprocess\n      md5: def.dir\n"
         "  train:\n    outs:\n    - path: artifacts/train\n      md5: stale.dir\n"
     )
-    assert tracking.dvc_lock_tags(("ingest", "preprocess"), lock) == {
+    assert run_records.dvc_lock_tags(("ingest", "preprocess"), lock) == {
         "dvc.lock.ingest.data/prepared": "abc.dir",
         "dvc.lock.preprocess.artifacts/preprocess": "def.dir",
     }
-    assert tracking.dvc_lock_tags(lock_file=tmp_path / "missing.lock") == {}
+    assert run_records.dvc_lock_tags(lock_file=tmp_path / "missing.lock") == {}
 
 
 def test_flatten_keeps_types_for_the_hparams_dashboard():
@@ -75,8 +76,8 @@ def test_flatten_keeps_types_for_the_hparams_dashboard():
         "train": {"epochs": 3, "nesterov": False, "clipnorm": None, "augmentation": {"flip": "none"}},
         "variants": ["a"],
     }
-    assert tracking.flatten("", nested)["train.epochs"] == "3"
-    assert tracking.flatten("", nested, as_text=False) == {
+    assert run_records.flatten("", nested)["train.epochs"] == "3"
+    assert run_records.flatten("", nested, as_text=False) == {
         "train.epochs": 3,
         "train.nesterov": False,
         "train.clipnorm": "null",
@@ -90,7 +91,6 @@ def experiments(reproduced_repo, tmp_path_factory):
     """A copy of the session's reproduced repository (tests/conftest.py: `dvc repro` of the whole pipeline,
     2 epochs, weight histograms on), committed as the baseline, then a queued experiment (learning rate x2)
     and a workspace one (mlp), which each rerun train, evaluate and export. The workspace keeps the mlp's outputs."""
-    import yaml
 
     from tests.workspace import copy_reproduced
 
@@ -99,7 +99,7 @@ def experiments(reproduced_repo, tmp_path_factory):
     run(
         COMMIT + ["baseline"], repo
     )  # the baseline a user commits after `make repro`; experiments are compared against it
-    train = yaml.safe_load((repo / "params.yaml").read_text())["train"]
+    train = yaml_load((repo / "params.yaml").read_text())["train"]
     base_rate, base_model = train["learning_rate"], train["model"]
     try:
         # Queued first: a queued experiment takes the workspace as it is when queued, and the next one changes it.

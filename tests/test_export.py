@@ -1,4 +1,4 @@
-"""Tests for components/export.py on a tiny fabricated dataset, trained model, evaluate blessing and MLflow run."""
+"""Tests for components/export/stage.py on a tiny fabricated dataset, trained model, evaluate blessing, MLflow run."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import functools
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,17 @@ import tf_keras as keras
 from ai_edge_litert.interpreter import Interpreter
 from mlflow import MlflowClient
 
-from components import export, export_cache, export_measure, export_variants
+from components.export import cache as export_cache
+from components.export import fine_tune as export_fine_tune
+from components.export import measure as export_measure
+from components.export import serving
+from components.export import stage as export
+from components.export import variants as export_variants
 from models.lenet5 import build_lenet5
-from pipelines import records, tflite, tracking
-from pipelines.config import ExportParams
-from pipelines.outputs import file_sha256
+from tfpipe import records, run_records, tflite, tracking
+from tfpipe.config import ExportParams, ParamsError
+from tfpipe.outputs import file_sha256
+from tfpipe.params_file import parse_params
 
 CLASS_NAMES = ["top", "middle", "bottom"]
 IMAGE_SHAPE = (12, 12, 1)
@@ -120,7 +127,7 @@ def write_workspace(root: Path, *, blessed: bool) -> str:
         )
     )
     with tracking.stage_run(EXPERIMENT, run_name="train") as run:
-        tracking.write_run_reference(train_dir / "run.json", run, EXPERIMENT, tensorboard="train")
+        run_records.write_run_reference(train_dir / "run.json", run, EXPERIMENT, tensorboard="train")
     evaluate_dir = root / "artifacts/evaluate"
     evaluate_dir.mkdir(parents=True)
     write_blessing(root, blessed=blessed, run_id=run.info.run_id)
@@ -324,7 +331,7 @@ def test_pruning_schedule_reaches_the_target_at_a_mask_update_step():
         (4000, 4, 0.5),
         (50000, 3, 0.3),
     ]:
-        schedule = export_variants.build_pruning_schedule(
+        schedule = export_fine_tune.build_pruning_schedule(
             num_examples, batch_size=64, epochs=epochs, target_sparsity=0.5, end_fraction=end_fraction
         )
         total_steps = -(-num_examples // 64) * epochs
@@ -435,7 +442,7 @@ def test_serving_parity_catches_a_saved_model_that_serves_another_model(tmp_path
     module = export.ServingModule(model, CLASS_NAMES)
     tf.saved_model.save(module, str(tmp_path / "served"), signatures={"serving_default": module.serve})
     assert export.check_serving_parity(tmp_path / "served", model, images) <= 1e-4
-    with pytest.raises(export.ExportCheckFailed, match="serving_default differs from the trained model"):
+    with pytest.raises(serving.ExportCheckFailed, match="serving_default differs from the trained model"):
         export.check_serving_parity(tmp_path / "served", other, images)
 
 
@@ -529,7 +536,7 @@ def test_the_report_says_which_quantized_variant_is_slower_than_float32_and_its_
     report_of = functools.partial(
         export.format_report, model_name="m", version=1, promoted=True, why_not=[], gate=gate, num_threads=1
     )
-    report = report_of(metrics, cpu_description=amx, interpreter_settings=settings)
+    report = report_of(metrics, cpu_description=amx, slower=slower)
     assert (
         "**int8 is slower than float32 on this machine**: invoke p50 3.15× float32's, throughput 0.33× float32's "
         "(default XNNPACK delegate, num_threads=1). Fastest setting found for it: "
@@ -547,14 +554,18 @@ def test_the_report_says_which_quantized_variant_is_slower_than_float32_and_its_
 
     # Without the settings figures the sentence still says so; without AMX there is no AMX hint; nothing slower,
     # no sentence.
-    plain = report_of(metrics, cpu_description={**amx, "flags": {"amx_int8": False}})
+    plain = report_of(
+        metrics,
+        cpu_description={**amx, "flags": {"amx_int8": False}},
+        slower=export_measure.slower_than_float32(metrics),
+    )
     assert (
         "**int8 is slower than float32 on this machine**" in plain
         and "not timed with other interpreter settings" in plain
     )
     assert "AMX-INT8" not in plain
     metrics["tflite_int8"] = fabricated_row(20, 50000)
-    assert "slower than float32" not in report_of(metrics)
+    assert "slower than float32" not in report_of(metrics, slower=export_measure.slower_than_float32(metrics))
 
 
 def test_variant_keys_follow_only_what_each_variant_reads():
@@ -620,3 +631,26 @@ def test_the_model_digest_follows_the_weights_and_the_architecture():
     wider = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense", activation="relu")])
     wider.set_weights(model.get_weights())
     assert export_cache.model_digest(wider) != export_cache.model_digest(model)
+
+
+def test_a_new_variant_is_one_entry_in_the_table(tmp_path, monkeypatch):
+    """Declared once (tfpipe/variants.py), a variant is accepted by the params, built, cached and keyed on what it
+    reads, with no other change: here the pruned model with float16 weights."""
+    from tfpipe import variants
+
+    monkeypatch.setitem(
+        variants.VARIANTS, "pruned_float16", variants.Variant("pruned_float16", quantization="float16", base="pruned")
+    )
+    images, labels = make_images(10, seed=5)
+    model = build_trained_model(images, labels)
+    params = ExportParams(variants=("int8", "pruned_float16"), prune_epochs=1, representative_samples=8)
+    converted, _, _ = export_variants.build_tflite_variants(
+        model, "lenet5", images, labels, params, log_dir=tmp_path / "logs", cache_dir=tmp_path / "cache"
+    )
+    assert set(converted) == {"int8", "pruned_float16"} and converted["pruned_float16"][4:8] == b"TFL3"
+    parts = {"model": "a", "train_digest": "b", "code": "c", "libraries": {}}
+    key = export_cache.variant_key("pruned_float16", params=params, **parts)
+    assert export_cache.variant_key("pruned_float16", params=replace(params, prune_epochs=2), **parts) != key
+    assert export_cache.variant_key("pruned_float16", params=replace(params, qat_epochs=3), **parts) == key
+    with pytest.raises(ParamsError, match="unknown variant\\(s\\) \\['pruned_int16'\\]"):
+        parse_params({"export": {"variants": ["int8", "pruned_int16"]}})

@@ -13,11 +13,15 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from components import export_variants, train
+from components.export import variants as export_variants
+from components.train import fit as train_fit
+from components.train import hardware, schedule
+from components.train import model as train_model
+from components.train import stage as train
 from models.loading import load_trained_model
-from pipelines import hardware, records
-from pipelines.config import ParamsError
-from pipelines.tflite import TFLiteClassifier
+from tfpipe import records
+from tfpipe.config import ParamsError
+from tfpipe.tflite import TFLiteClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
 # LeNet-5 or the MLP with batch norm (its moving statistics are non-trainable weights float32_copy must carry
@@ -64,19 +68,19 @@ def prepared_images(prepared_dir: Path) -> np.ndarray:
 
 def run_train_stage(tmp_path: Path, monkeypatch, mixed_precision: str, jit_compile: str, model: str = "lenet5") -> dict:
     """preprocess and train in tmp_path; returns the MLflow run, the compiled (trained) model and the saved model."""
-    from components import preprocess
+    from components.preprocess import stage as preprocess
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(
         PARAMS.format(model=model, mixed_precision=mixed_precision, jit_compile=jit_compile)
     )
-    compiled, original_compile = [], train.compile_model
+    compiled, original_compile = [], schedule.compile_model
 
     def compile_and_keep(model, *args, **kwargs):  # the model that trains, before any float32 copy
         original_compile(model, *args, **kwargs)
         compiled.append(model)
 
-    monkeypatch.setattr(train, "compile_model", compile_and_keep)
+    monkeypatch.setattr(train_fit, "compile_model", compile_and_keep)  # the fit of each phase compiles
     preprocess.main()
     train.main()
     run_id = json.loads((tmp_path / "artifacts/train/run.json").read_text())["run_id"]
@@ -172,7 +176,7 @@ def test_xla_or_determinism_for_a_model_with_max_pooling(prepared_dir, tmp_path,
 
     from models import registry
 
-    lenet = train.build_training_model(
+    lenet = train_model.build_training_model(
         keras.Sequential([keras.Input((28, 28, 1))], name="preprocessing"),
         registry.get_builder("lenet5")(input_shape=(28, 28, 1), num_classes=3),
     )
@@ -181,7 +185,7 @@ def test_xla_or_determinism_for_a_model_with_max_pooling(prepared_dir, tmp_path,
         hardware.settle_jit_compile(on_a_gpu, lenet, "auto", deterministic=True).jit_compile is False
     )  # determinism wins
     assert hardware.settle_jit_compile(on_a_gpu, lenet, "auto", deterministic=False) == on_a_gpu
-    mlp = train.build_training_model(
+    mlp = train_model.build_training_model(
         keras.Sequential([keras.Input((28, 28, 1))], name="preprocessing"),
         registry.get_builder("mlp")(input_shape=(28, 28, 1), num_classes=3),
     )

@@ -1,4 +1,4 @@
-"""Tests for components/ingest.py on tiny generated image folders."""
+"""Tests for components/ingest/stage.py on tiny generated image folders."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components import ingest
-from pipelines import records
+from components.ingest import stage as ingest
+from tfpipe import records
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ["cat", "dog", "emu"]
@@ -36,6 +36,7 @@ ingest:
     channels: 1
     pixel_min: 0
     pixel_max: 255
+    num_classes: null
     min_per_class: 5
     min_class_share: 0.1
     max_class_share: 0.5
@@ -395,7 +396,7 @@ def test_every_conversion_is_counted_in_the_report(project):
 
 def test_the_sample_grid_draws_any_mix_of_sizes_channels_and_classes(tmp_path):
     """One mosaic: thumbnails of different sizes, grey beside colour, a class without samples, many classes."""
-    from components import ingest_report
+    from components.ingest import report as ingest_report
 
     rng = np.random.default_rng(0)
     samples = {

@@ -1,4 +1,4 @@
-"""Tests for components/ingest_layout.py: which files become examples, with which class and split."""
+"""Tests for components/ingest/layout.py: which files become examples, with which class and split."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from components.ingest_layout import LayoutError, read_layout
+from components.ingest.layout import LayoutError, read_layout
 
 
 def touch(root: Path, *names: str) -> None:

@@ -1,11 +1,11 @@
-"""Duplicates, near-duplicate groups and the group-aware split (components/ingest_split.py) on in-memory rows."""
+"""Duplicates, near-duplicate groups and the group-aware split (components/ingest/split.py) on in-memory rows."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from components import ingest_split
-from components.ingest_split import SPLITS, assign_splits, connected_groups, near_duplicate_pairs
+from components.ingest import split as ingest_split
+from components.ingest.split import SPLITS, assign_splits, connected_groups, near_duplicate_pairs
 
 
 def random_hash(rng: np.random.Generator) -> list[int]:

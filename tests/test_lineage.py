@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import lineage
+from tfpipe import lineage
+from tfpipe.params_file import yaml_load
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -22,7 +23,7 @@ def test_every_module_a_stage_imports_is_one_of_its_deps(stage):
     entry = STAGES[stage]
     module = entry["cmd"].removeprefix("python -m ")
     closure = lineage.import_closure(module)
-    assert Path(module.replace(".", "/") + ".py") in closure
+    assert Path(module.replace(".", "/")) / "__main__.py" in closure  # `python -m components.<stage>` runs it
     missing = [str(path) for path in closure if not covered(path, entry["deps"])]
     assert not missing, f"dvc.yaml: stage {stage!r} imports {missing} but does not list them as deps"
     code_deps = [dep for dep in entry["deps"] if dep.split("/")[0] in lineage.PACKAGES]
@@ -49,4 +50,4 @@ def test_logging_only_params_retrain_nothing():
     for stage, entry in STAGES.items():
         params = entry.get("params", [])
         assert not any(str(param).split(".")[0] == "tracking" for param in params), stage
-    assert "tracking" in yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert "tracking" in yaml_load((ROOT / "params.yaml").read_text())

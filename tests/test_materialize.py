@@ -7,18 +7,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import materialize
+from pipelines import materialize, raw_folder, sources
+from tfpipe.params_file import yaml_load
 
 
 def test_mnist_5k_is_shipped_in_the_wheel():
-    images, labels = materialize.load_mnist_5k()
+    images, labels = sources.load_mnist_5k()
     assert images.shape == (5000, 28, 28) and images.dtype == np.uint8
     assert np.bincount(labels).tolist() == [500] * 10
 
 
 def test_png_encoding_is_deterministic_and_lossless(tmp_path):
     image = np.random.default_rng(0).integers(0, 256, size=(28, 28)).astype(np.uint8)
-    first, second = materialize.encode_png(image), materialize.encode_png(image.copy())
+    first, second = sources.encode_png(image), sources.encode_png(image.copy())
     assert first == second
     path = tmp_path / "x.png"
     path.write_bytes(first)
@@ -30,12 +31,12 @@ def test_folder_is_idempotent_and_exact(tmp_path, monkeypatch):
     images = np.random.default_rng(1).integers(0, 256, size=(6, 4, 4)).astype(np.uint8)
     labels = np.array([0, 1, 0, 1, 0, 1])
     raw = tmp_path / "raw"
-    assert materialize.write_image_folder(images, labels, ["zero", "one"], raw) == 6
+    assert sources.write_image_folder(images, labels, ["zero", "one"], raw) == 6
     digest = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in raw.rglob("*.png")}
-    assert materialize.write_image_folder(images, labels, ["zero", "one"], raw) == 0
+    assert sources.write_image_folder(images, labels, ["zero", "one"], raw) == 0
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in raw.rglob("*.png")} == digest
     # A smaller dataset replaces the files this command wrote and removes the ones it no longer has.
-    assert materialize.write_image_folder(images[:2], labels[:2], ["zero", "one"], raw) == 2
+    assert sources.write_image_folder(images[:2], labels[:2], ["zero", "one"], raw) == 2
     assert sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*.png")) == ["one/00001.png", "zero/00000.png"]
 
 
@@ -48,14 +49,14 @@ def test_files_it_did_not_write_stop_it_before_anything_changes(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     images = np.random.default_rng(1).integers(0, 256, size=(4, 4, 4)).astype(np.uint8)
     raw = tmp_path / "data/raw"
-    materialize.write_image_folder(images, np.array([0, 1, 0, 1]), ["zero", "one"], raw)
+    sources.write_image_folder(images, np.array([0, 1, 0, 1]), ["zero", "one"], raw)
     (raw / "my_photos").mkdir()
     (raw / "my_photos/holiday.jpg").write_bytes(b"the user's photo")
     (raw / "one/00001.png").write_bytes(b"edited by hand")  # a file it wrote, changed since: the user's now
     before = _tree(raw)
 
-    with pytest.raises(materialize.ForeignFilesError) as error:
-        materialize.write_image_folder(images[:2], np.array([0, 1]), ["zero", "one"], raw, source="mnist_5k")
+    with pytest.raises(raw_folder.ForeignFilesError) as error:
+        sources.write_image_folder(images[:2], np.array([0, 1]), ["zero", "one"], raw, source="mnist_5k")
     message = str(error.value)
     assert "holds 2 file(s)" in message and "my_photos/holiday.jpg" in message and "one/00001.png" in message
     assert "Nothing was changed" in message and "--source folder" in message
@@ -81,7 +82,7 @@ def test_files_dvc_can_restore_may_be_replaced(tmp_path, monkeypatch):
     Path("data.dvc").write_text("outs:\n- path: data/raw\n")
     subprocess.run([sys.executable, "-m", "dvc", "commit", "--quiet", "--force", "data.dvc"], check=True)
     images = np.random.default_rng(1).integers(0, 256, size=(2, 4, 4)).astype(np.uint8)
-    materialize.write_image_folder(images, np.array([0, 1]), ["zero", "one"], raw)
+    sources.write_image_folder(images, np.array([0, 1]), ["zero", "one"], raw)
     assert sorted(_tree(raw)) == ["one/00001.png", "zero/00000.png"]
 
 
@@ -95,12 +96,12 @@ def test_from_refuses_symlinks_leading_out_of_the_folder_and_copies_ones_inside(
     (source / "cat/c.png").symlink_to(secret)
     (source / "dog").symlink_to(tmp_path, target_is_directory=True)
     with pytest.raises(ValueError, match="2 entries that cannot be copied as image files") as error:
-        materialize.materialize("folder", tmp_path / "raw", source)
+        sources.materialize("folder", tmp_path / "raw", source)
     assert "cat/c.png" in str(error.value) and "dog" in str(error.value)
     assert not (tmp_path / "raw").exists()
     (source / "cat/c.png").unlink()
     (source / "dog").unlink()
-    materialize.materialize("folder", tmp_path / "raw", source)
+    sources.materialize("folder", tmp_path / "raw", source)
     assert _tree(tmp_path / "raw") == {"cat/a.png": b"a", "cat/b.png": b"a"}
     assert not any(path.is_symlink() for path in (tmp_path / "raw").rglob("*"))
 
@@ -108,7 +109,7 @@ def test_from_refuses_symlinks_leading_out_of_the_folder_and_copies_ones_inside(
 def test_tfds_dataset_is_written_in_split_folders_with_its_class_order(tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
 
-    from components.ingest_layout import read_layout
+    from components.ingest.layout import read_layout
 
     monkeypatch.chdir(tmp_path)
     raw = tmp_path / "data/raw"
@@ -128,7 +129,7 @@ def test_rgb_tfds_dataset_keeps_three_channels(tmp_path):
 
     raw = tmp_path / "raw"
     with tfds.testing.mock_data(num_examples=3):
-        materialize.write_files(materialize.iter_tfds("cifar10", tmp_path / "tfds"), raw)
+        raw_folder.write_files(sources.iter_tfds("cifar10", tmp_path / "tfds"), raw)
     image = next(raw.glob("train/*/*.png"))
     assert np.asarray(Image.open(image)).shape == (32, 32, 3)
 
@@ -210,7 +211,7 @@ def test_special_files_loops_and_long_names_are_named_and_change_nothing(tmp_pat
     (source / "dog/loop").unlink()
     materialize.main(["--source", "folder", "--from", str(source)])  # a 246-character name is fine
     assert (project / f"data/raw/dog/{'x' * 246}.png").read_bytes() == b"long"
-    assert not materialize.staging_folders(project / "data/raw")
+    assert not raw_folder.staging_folders(project / "data/raw")
 
 
 def test_a_failure_at_any_step_leaves_raw_data_dvc_and_params_as_they_were(tmp_path, monkeypatch):
@@ -225,7 +226,7 @@ def test_a_failure_at_any_step_leaves_raw_data_dvc_and_params_as_they_were(tmp_p
     monkeypatch.setattr(materialize, "_dvc", broken_dvc)
     with pytest.raises(SystemExit, match="interrupted.*are as they were"):
         materialize.main(["--source", "folder", "--from", str(second)])
-    assert _state(project) == before and not materialize.staging_folders(project / "data/raw")
+    assert _state(project) == before and not raw_folder.staging_folders(project / "data/raw")
     monkeypatch.undo()
     monkeypatch.chdir(project)
 
@@ -237,11 +238,11 @@ def test_a_failure_at_any_step_leaves_raw_data_dvc_and_params_as_they_were(tmp_p
         materialize.main(["--source", "folder", "--from", str(second)])
     monkeypatch.undo()
     monkeypatch.chdir(project)
-    assert _state(project) == before and not materialize.staging_folders(project / "data/raw")
+    assert _state(project) == before and not raw_folder.staging_folders(project / "data/raw")
     # A killed run's staging folder is ours by its name: the next run removes it.
     (project / "data/.raw.tmp-killed").mkdir()
     materialize.main(["--source", "folder", "--from", str(second)])
-    assert _tree(project / "data/raw") == {"dog/b.png": b"b"} and not materialize.staging_folders(project / "data/raw")
+    assert _tree(project / "data/raw") == {"dog/b.png": b"b"} and not raw_folder.staging_folders(project / "data/raw")
 
 
 def test_switching_sources_back_and_forth_works(tmp_path, monkeypatch):
@@ -259,7 +260,7 @@ def test_switching_sources_back_and_forth_works(tmp_path, monkeypatch):
     assert len(_tree(project / "data/raw")) == 5000
     materialize.main(["--source", "folder", "--from", str(folder)])
     assert _tree(project / "data/raw") == {"cat/a.png": b"a", "dog/b.png": b"b"}
-    assert yaml.safe_load((project / "params.yaml").read_text())["data"] == {"source": "folder", "name": "photos"}
+    assert yaml_load((project / "params.yaml").read_text())["data"] == {"source": "folder", "name": "photos"}
 
 
 def test_a_tfds_dataset_downloads_and_prepares_for_real_from_a_local_server(tmp_path, monkeypatch):

@@ -15,16 +15,17 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from components.export_variants import convert_to_tflite
-from components.preprocess import build_preprocessor, compute_statistics
-from components.train import build_classifier, build_training_model
-from components.train_schedule import compile_model
+from components.export.variants import convert_to_tflite
+from components.preprocess.stage import compute_statistics
+from components.train.data import build_augmenter, build_input_pipeline
+from components.train.model import build_classifier, build_training_model
+from components.train.schedule import compile_model
 from models import applications, registry
 from models.loading import SpaceToDepth
-from pipelines import records, tflite
-from pipelines.config import AugmentationParams, BackboneParams, TrainParams
-from pipelines.input_pipeline import build_augmenter, build_input_pipeline
+from models.preprocessing import build_preprocessor
 from tests.conftest import make_images, write_prepared
+from tfpipe import records, tflite
+from tfpipe.config import AugmentationParams, BackboneParams, TrainParams
 
 IMAGE_SHAPE = (32, 32, 3)  # the smallest size every registered model accepts (the backbones' minimum)
 NUM_CLASSES = 3

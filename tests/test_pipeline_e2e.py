@@ -64,7 +64,7 @@ def test_savedmodel_classifies_uint8_images_and_int8_tflite_has_int8_io(repo):
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
-    from pipelines import records
+    from tfpipe import records
 
     images, labels = records.load_split_arrays(repo / "data/prepared", "test")
     versions = sorted((repo / "artifacts/export/saved_model").glob("*/*"))
@@ -83,9 +83,9 @@ def test_the_served_model_gives_the_training_pipelines_output_on_the_test_split(
     by the training code's own input pipeline (TFRecords -> tf.data, no augmentation)."""
     import tensorflow as tf
 
+    from components.train.data import build_input_pipeline
     from models.loading import load_trained_model
-    from pipelines import records
-    from pipelines.input_pipeline import build_input_pipeline
+    from tfpipe import records
 
     model = load_trained_model(repo / "artifacts/train")
     batches = build_input_pipeline(records.read_split(repo / "data/prepared", "test"), batch_size=64, training=False)
@@ -103,7 +103,7 @@ def test_every_tflite_variant_serves_like_the_exported_saved_model(repo):
     agreement measured here is the one the export report states (it measured against the trained model)."""
     import tensorflow as tf
 
-    from pipelines import records, tflite
+    from tfpipe import records, tflite
 
     images, _ = records.load_split_arrays(repo / "data/prepared", "test")
     (version,) = (repo / "artifacts/export/saved_model").glob("*/*")
@@ -128,14 +128,14 @@ def test_every_tflite_variant_serves_like_the_exported_saved_model(repo):
 
 
 def test_editing_code_a_stage_imports_reruns_it_and_logging_settings_retrain_nothing(repo):
-    original = (repo / "pipelines/records.py").read_text()
+    original = (repo / "tfpipe/records.py").read_text()
     params = (repo / "params.yaml").read_text()
     try:
-        (repo / "pipelines/records.py").write_text(original + "\n# edited\n")
+        (repo / "tfpipe/records.py").write_text(original + "\n# edited\n")
         changed = json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], repo).stdout)
         assert set(changed) == {"ingest", "preprocess", "evaluate", "export", "train"}, changed
     finally:
-        (repo / "pipelines/records.py").write_text(original)
+        (repo / "tfpipe/records.py").write_text(original)
     try:
         set_params(repo, {"tracking": {"histogram_freq": 5, "log_augmented_images": 0}})
         assert json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], repo).stdout) == {}

@@ -8,8 +8,10 @@ import tensorflow as tf
 import tf_keras as keras
 from PIL import Image
 
-from components import export, export_variants
-from pipelines import model_trust, predict, tflite
+from components.export import stage as export
+from components.export import variants as export_variants
+from pipelines import predict
+from tfpipe import model_trust, tflite
 
 CLASS_NAMES = ["top", "middle", "bottom"]
 IMAGE_SHAPE = (12, 12, 1)

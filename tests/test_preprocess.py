@@ -3,7 +3,8 @@
 import numpy as np
 import tf_keras as keras
 
-from components import preprocess
+from components.preprocess import stage as preprocess
+from models.preprocessing import build_preprocessor, load_preprocessor
 
 
 def test_statistics_and_normalization():
@@ -11,14 +12,14 @@ def test_statistics_and_normalization():
     statistics = preprocess.compute_statistics(images, 10, 10)
     assert np.allclose(statistics["mean"], images.mean(), atol=1e-3)
     assert np.allclose(statistics["variance"], images.astype(np.float64).var(), rtol=1e-4)
-    model = preprocess.build_preprocessor([10, 10, 1], 10, 10, statistics["mean"], statistics["variance"])
+    model = build_preprocessor([10, 10, 1], 10, 10, statistics["mean"], statistics["variance"])
     normalized = model.predict(images.astype(np.float32), verbose=0)
     assert abs(normalized.mean()) < 1e-3 and abs(normalized.std() - 1) < 1e-2
 
 
 def test_resize_is_part_of_the_model_and_survives_saving(tmp_path):
     images = np.full((2, 8, 8, 3), 100, dtype=np.uint8)
-    model = preprocess.build_preprocessor([8, 8, 3], 16, 16, [100, 100, 100], [25, 25, 25])
+    model = build_preprocessor([8, 8, 3], 16, 16, [100, 100, 100], [25, 25, 25])
     assert model.output_shape == (None, 16, 16, 3)
     model.save(tmp_path / "p.keras")
     restored = keras.models.load_model(tmp_path / "p.keras")
@@ -31,7 +32,7 @@ def test_main_writes_the_model_from_the_train_split(prepared_dir, tmp_path, monk
     preprocess.main()
     statistics = (tmp_path / "artifacts/preprocess/statistics.json").read_text()
     assert '"num_images": 72' in statistics  # 80% of 90 images: the train split only
-    rebuilt = preprocess.load_preprocessor(tmp_path / "artifacts/preprocess/statistics.json")
+    rebuilt = load_preprocessor(tmp_path / "artifacts/preprocess/statistics.json")
     assert rebuilt.name == "preprocessing" and rebuilt.output_shape == (None, 12, 12, 1)
     first = (tmp_path / "artifacts/preprocess/statistics.json").read_bytes()
     preprocess.main()
@@ -42,14 +43,14 @@ def test_serving_and_training_see_the_same_tensor(prepared_dir):
     """No train/serve skew: the uint8 serving path and the tf.data training path feed identical features."""
     import tensorflow as tf
 
-    from components.export import ServingModule
-    from components.train import build_training_model
-    from pipelines import records
-    from pipelines.input_pipeline import build_input_pipeline
+    from components.export.serving import ServingModule
+    from components.train.data import build_input_pipeline
+    from components.train.model import build_training_model
+    from tfpipe import records
 
     images, _ = records.load_split_arrays(prepared_dir, "train")
     statistics = preprocess.compute_statistics(images, 12, 12)
-    preprocessor = preprocess.build_preprocessor([12, 12, 1], 12, 12, statistics["mean"], statistics["variance"])
+    preprocessor = build_preprocessor([12, 12, 1], 12, 12, statistics["mean"], statistics["variance"])
     classifier = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Flatten(), keras.layers.Dense(3)], name="mlp")
     model = build_training_model(preprocessor, classifier)
 

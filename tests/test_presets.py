@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.preprocess.stage import resolve_image_size
+from components.train.schedule import resolve_train_schedule
 from pipelines import presets
-from pipelines.config import load_params, merge, parse_params, resolve_image_size, resolve_train_schedule
+from tfpipe.params_file import load_params, merge, parse_params, yaml_load
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +34,7 @@ def test_every_preset_validates_against_the_schema(name):
         base = yaml.safe_load(stream)
     params = parse_params(merge(base, presets.load_preset(name)))
     assert params.train.model in name
-    from components.train import check_model_params
+    from components.train.stage import check_model_params
 
     check_model_params(params.train)  # a known model, a schedule that fits
 
@@ -70,13 +72,15 @@ def test_every_preset_trains_a_step_with_its_model_optimizer_and_augmentation(na
     import numpy as np
     import tensorflow as tf
 
-    from components.preprocess import build_preprocessor
-    from components.train import build_classifier, build_training_model, compile_model, fit_model
+    from components.train.data import build_augmenter
+    from components.train.fit import fit_model
+    from components.train.model import build_classifier, build_training_model
+    from components.train.schedule import compile_model
     from models import registry
-    from pipelines.input_pipeline import build_augmenter
+    from models.preprocessing import build_preprocessor
 
     with (ROOT / "params.yaml").open() as stream:
-        params = parse_params(merge(yaml.safe_load(stream), presets.load_preset(name)))
+        params = parse_params(merge(yaml_load(stream.read()), presets.load_preset(name)))
     # No ImageNet weights offline: a pretrained-backbone preset trains a step from scratch here.
     train_params = dataclasses.replace(
         resolve_train_schedule(params.train, 16),

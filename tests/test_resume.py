@@ -13,7 +13,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from tests.conftest import make_images, write_prepared
 
@@ -27,6 +26,8 @@ train:
   epochs: {EPOCHS}
   batch_size: 16
   early_stopping_patience: 100
+  dropout_rate: 0.0     # no random layers: a resumed run is bit-identical
+  augmentation: {{rotation: 0.0, zoom: 0.0, translation: 0.0}}
 tracking:
   log_augmented_images: 0
 """
@@ -138,9 +139,9 @@ def test_a_backup_of_other_data_is_never_resumed(workspace):
 
 
 def test_the_run_key_follows_data_params_and_code(workspace, tmp_path):
-    from components import train
-    from pipelines import lineage
-    from pipelines.config import load_params, parse_params
+    from components.train import stage as train
+    from tfpipe import lineage
+    from tfpipe.params_file import load_params, parse_params, yaml_load
 
     directory, _ = workspace
     os.chdir(directory)
@@ -148,13 +149,13 @@ def test_the_run_key_follows_data_params_and_code(workspace, tmp_path):
         params = load_params()
         key = train.run_key(params)
         assert train.run_key(params) == key
-        changed = parse_params({**yaml.safe_load(Path("params.yaml").read_text()), "tracking": {"histogram_freq": 3}})
+        changed = parse_params({**yaml_load(Path("params.yaml").read_text()), "tracking": {"histogram_freq": 3}})
         assert train.run_key(changed) == key  # logging only
         assert (
             train.run_key(
                 parse_params(
                     {
-                        "train": {**yaml.safe_load(Path("params.yaml").read_text())["train"], "seed": 7},
+                        "train": {**yaml_load(Path("params.yaml").read_text())["train"], "seed": 7},
                         "preprocess": {"image_height": 28, "image_width": 28},
                     }
                 )
@@ -169,7 +170,7 @@ def test_the_run_key_follows_data_params_and_code(workspace, tmp_path):
     for package in lineage.PACKAGES:  # the code: a copy of the project's modules, one of them edited
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     before = lineage.code_digest("components.train", tmp_path)
-    with (tmp_path / "pipelines/records.py").open("a") as stream:
+    with (tmp_path / "tfpipe/records.py").open("a") as stream:
         stream.write("\n# edited\n")
     assert lineage.code_digest("components.train", tmp_path) != before
     with (tmp_path / "pipelines/predict.py").open("a") as stream:  # not imported by train
@@ -178,7 +179,7 @@ def test_the_run_key_follows_data_params_and_code(workspace, tmp_path):
 
 
 def test_a_tf_data_cache_file_is_keyed_and_a_killed_runs_partial_cache_removed(tmp_path):
-    from components.train import cache_location
+    from components.train.stage import cache_location
 
     assert cache_location("memory", "abc") == "memory" and cache_location("none", "abc") == "none"
     prefix = tmp_path / "cache/train"
@@ -191,8 +192,8 @@ def test_a_tf_data_cache_file_is_keyed_and_a_killed_runs_partial_cache_removed(t
 
 
 def test_corrupted_backup_fails_loudly_instead_of_restarting(workspace):
-    from components import train
-    from pipelines.config import load_params
+    from components.train import stage as train
+    from tfpipe.params_file import load_params
 
     directory, env = workspace
     os.chdir(directory)

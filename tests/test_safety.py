@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import outputs
-from pipelines.config import ParamsError, load_params, parse_params
+from tfpipe import outputs
+from tfpipe.config import ParamsError
+from tfpipe.params_file import load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKUP = "<img src=x onerror=alert(1)>"
@@ -53,7 +54,7 @@ def test_an_alias_bomb_is_refused_before_it_expands(tmp_path):
 
 
 def test_class_names_with_markup_or_a_leading_dot_are_named_not_used(tmp_path):
-    from components.ingest_layout import LayoutError, read_layout
+    from components.ingest.layout import LayoutError, read_layout
 
     for name in ("cat", MARKUP, "...", "..a", "dog"):
         (tmp_path / name).mkdir()
@@ -68,7 +69,7 @@ def test_class_names_with_markup_or_a_leading_dot_are_named_not_used(tmp_path):
 
 
 def test_file_names_with_markup_are_escaped_in_everything_ingest_renders(tmp_path, monkeypatch):
-    from components import ingest
+    from components.ingest import stage as ingest
 
     rng = np.random.default_rng(0)
     for name in ("cat", "dog"):
@@ -97,7 +98,7 @@ def test_file_names_with_markup_are_escaped_in_everything_ingest_renders(tmp_pat
 def test_credentials_in_the_tracking_uri_never_reach_a_message_tag_or_traceback(monkeypatch, capsys):
     import mlflow
 
-    from components import evaluate
+    from components.evaluate import stage as evaluate
     from pipelines import predict
 
     uri = f"http://alice:{SECRET}@127.0.0.1:9"  # the discard port: nothing listens

@@ -10,9 +10,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from components import ingest
-from pipelines import schema
-from pipelines.config import load_params, parse_params, resolve_image_size, resolve_train_schedule
+from components.ingest import stage as ingest
+from components.preprocess.stage import resolve_image_size
+from components.train.schedule import resolve_train_schedule
+from pipelines import schema, schema_inference
+from tfpipe.params_file import load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +103,7 @@ def test_bad_inputs_still_fail_validation_against_inferred_expectations(project,
 
 def test_mixed_sizes_and_colour_photos(tmp_path):
     write_folder(tmp_path / "raw", {"a": 12, "b": 12}, mode="RGB", sizes=[(40, 60), (48, 64), (50, 70)])
-    proposal, notes = schema.propose(schema.profile_images(tmp_path / "raw"))
+    proposal, notes = schema_inference.propose(schema_inference.profile_images(tmp_path / "raw"))
     expectations = proposal["ingest"]["expectations"]
     assert proposal["ingest"]["resize"] is True and expectations["channels"] == 3
     assert (expectations["image_height"], expectations["image_width"]) == (48, 64)  # the median
@@ -116,9 +118,9 @@ def test_images_the_perceptual_hash_cannot_tell_apart_lower_the_near_duplicate_d
         base = rng.integers(30, 180, (16, 16))
         for number in range(40):
             Image.fromarray((base + number).astype(np.uint8)).save(tmp_path / "raw" / name / f"{number}.png")
-    proposal, notes = schema.propose(schema.profile_images(tmp_path / "raw"))
+    proposal, notes = schema_inference.propose(schema_inference.profile_images(tmp_path / "raw"))
     distance = proposal["ingest"]["expectations"]["near_duplicate_max_distance"]
-    assert 0 <= distance < schema.NEAR_DUPLICATE_DISTANCE  # lowered, never turned off
+    assert 0 <= distance < schema_inference.NEAR_DUPLICATE_DISTANCE  # lowered, never turned off
     assert any("in groups too large to keep whole in one split" in note for note in notes)
     # Real small images that ship with scikit-learn (8x8 digits) are told apart: the distance stays.
     from sklearn.datasets import load_digits
@@ -130,9 +132,9 @@ def test_images_the_perceptual_hash_cannot_tell_apart_lower_the_near_duplicate_d
             Image.fromarray((image * 255 / 16).round().astype(np.uint8)).save(
                 tmp_path / "digits" / str(label) / f"{number}.png"
             )
-    proposal, _ = schema.propose(schema.profile_images(tmp_path / "digits"))
+    proposal, _ = schema_inference.propose(schema_inference.profile_images(tmp_path / "digits"))
     expectations = proposal["ingest"]["expectations"]
-    assert expectations["near_duplicate_max_distance"] == schema.NEAR_DUPLICATE_DISTANCE
+    assert expectations["near_duplicate_max_distance"] == schema_inference.NEAR_DUPLICATE_DISTANCE
     assert (expectations["image_height"], expectations["num_classes"]) == (8, 3)
 
 
@@ -166,7 +168,7 @@ def test_auto_schedules_suit_200_images_as_well_as_60000():
 
 
 def test_the_preprocess_stage_resolves_auto_for_the_model(prepared_dir, monkeypatch):
-    from components import preprocess
+    from components.preprocess import stage as preprocess
 
     root = prepared_dir.parents[1]
     monkeypatch.chdir(root)

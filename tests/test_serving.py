@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from components import export
-from pipelines import predict, tracking
+from components.export import stage as export
+from pipelines import predict
 from tests.conftest import free_port, stop_process_group
+from tfpipe import tracking
 
 CLASS_NAMES = ["top", "middle", "bottom"]
 MODEL_NAME = "serving_test"

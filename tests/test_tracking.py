@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipelines import tracking
+from tfpipe import run_records, tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def test_finished_and_failed(mlflow_store, tmp_path, monkeypatch):
 
 CHILD = """
 import sys, time, mlflow
-from pipelines import tracking
+from tfpipe import tracking
 with getattr(tracking, sys.argv[1])("unit") as run:  # stage_run or background_stage_run
     print(run.info.run_id, flush=True)
     time.sleep(60)
@@ -182,7 +182,7 @@ def test_mark_stale_command_is_what_make_ui_runs_first(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.tracking", "mark-stale", "--store", str(tmp_path / "mlruns")],
+        [sys.executable, "-m", "pipelines.store", "mark-stale", "--store", str(tmp_path / "mlruns")],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -194,7 +194,7 @@ def test_mark_stale_command_is_what_make_ui_runs_first(tmp_path):
         mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns/mlflow.db'}").get_run(run_id).info.status
         == "KILLED"
     )
-    assert "pipelines.tracking mark-stale --store" in (ROOT / "Makefile").read_text().split("\nui:")[1].split("\n\n")[0]
+    assert "pipelines.store mark-stale --store" in (ROOT / "Makefile").read_text().split("\nui:")[1].split("\n\n")[0]
 
 
 def test_runs_are_named_by_what_differs(tmp_path, monkeypatch):
@@ -202,7 +202,7 @@ def test_runs_are_named_by_what_differs(tmp_path, monkeypatch):
 
     import yaml
 
-    from pipelines.config import parse_params
+    from tfpipe.params_file import parse_params
 
     monkeypatch.chdir(tmp_path)
     subprocess.run(["git", "init", "-q"], check=True)
@@ -213,7 +213,7 @@ def test_runs_are_named_by_what_differs(tmp_path, monkeypatch):
 
     same = json.loads(json.dumps(asdict(parse_params({"train": {"learning_rate": 0.002}}))))
     changed = json.loads(json.dumps(asdict(parse_params({"train": {"learning_rate": 0.004}}))))
-    assert tracking.run_name("lenet5_s2d", same).startswith("lenet5_s2d-")
-    assert tracking.run_name("lenet5_s2d", changed) == "train.learning_rate=0.004"
+    assert run_records.run_name("lenet5_s2d", same).startswith("lenet5_s2d-")
+    assert run_records.run_name("lenet5_s2d", changed) == "train.learning_rate=0.004"
     monkeypatch.setenv("DVC_EXP_NAME", "gaunt-kern")
-    assert tracking.run_name("lenet5_s2d", changed) == "gaunt-kern"
+    assert run_records.run_name("lenet5_s2d", changed) == "gaunt-kern"

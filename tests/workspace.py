@@ -48,7 +48,7 @@ def copy_repository(destination: Path, materialize: bool = True) -> Path:
 def set_params(repo: Path, overrides: dict) -> None:
     """Merges {section: {key: value}} into the copy's params.yaml (nested sections merge too), keeping its comments.
     Not validated: tests also write params the pipeline must refuse."""
-    from pipelines.config import update_params_file
+    from tfpipe.params_file import update_params_file
 
     update_params_file(overrides, repo / "params.yaml", validate=False)
 

@@ -1,0 +1,298 @@
+"""Reads data/prepared, artifacts/train and artifacts/evaluate; writes artifacts/export and metrics/export.json.
+
+artifacts/export holds the serving SavedModel in TF Serving layout (saved_model/<name>/<version>/),
+one model_<variant>.tflite per variant in params (components/export/variants.py makes them or takes
+them from .cache/export/, components/export/measure.py measures them), labels.txt, report.md and
+variants.png. The version is the one the MLflow model registry gives the float model; it becomes
+`champion` only if evaluate blessed it AND the int8 gate passes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from components.export import cpu
+from components.export import variants as variants_lib
+from components.export.gate import decide_int8_gate, promotion_decision, read_blessing
+from components.export.measure import measure_variants, slower_than_float32, time_interpreter_settings
+from components.export.report import describe_slower_variant, format_report, plot_variants
+from components.export.serving import ServingModule, check_serving_parity, check_written_files, register_serving_model
+from models.loading import load_trained_model
+from tfpipe import model_trust, paths, records, run_records, tflite, tracking
+from tfpipe.config import ExportParams, registered_model_name
+from tfpipe.outputs import atomic_directory, write_json
+from tfpipe.params_file import load_params
+
+VARIANT_CACHE_DIR = paths.CACHE / "export"  # converted variants keyed on their inputs (components/export/cache.py)
+
+
+def tflite_file(variant: str) -> str:
+    return f"model_{variant}.tflite"
+
+
+@dataclass
+class Variants:
+    """The TFLite variants, built (or reused) and measured: what the report, the metrics and MLflow show."""
+
+    files: dict[str, bytes]  # file name in the export -> content (.tflite files and labels.txt)
+    notes: dict[str, str]
+    reused: list[str]
+    metrics: dict[str, dict]
+    gate: dict
+    slower: dict[str, dict]
+    settings: dict
+    cpu_description: dict
+
+
+def build_and_measure_variants(
+    model, description: dict, params: ExportParams, test: tuple[np.ndarray, np.ndarray], *, log_dir: Path
+) -> Variants:
+    """Every variant in params (reused from the cache when its inputs did not change), measured on the test split
+    (images, labels); a quantized variant slower than float32 is timed again with each interpreter setting (~0.5 s
+    a variant)."""
+    train_images, train_labels = records.load_split_arrays(paths.PREPARED, "train")
+    test_images, test_labels = test
+    converted, notes, reused = variants_lib.build_tflite_variants(
+        model, description["model"], train_images, train_labels, params, log_dir=log_dir, cache_dir=VARIANT_CACHE_DIR
+    )
+    files = {tflite_file(variant): content for variant, content in converted.items()}
+    files[tflite.LABELS_FILE] = "".join(f"{name}\n" for name in description["class_names"]).encode()
+    files[tflite.DECODING_FILE] = (json.dumps(description["decoding"], indent=2, sort_keys=True) + "\n").encode()
+    metrics = measure_variants(
+        model,
+        (paths.TRAIN / "model.keras").stat().st_size,
+        converted,
+        test_images,
+        test_labels,
+        num_threads=params.num_threads,
+        latency_runs=params.latency_runs,
+        batch_size=params.throughput_batch_size,
+    )
+    slower = slower_than_float32(metrics)
+    settings = (
+        time_interpreter_settings(
+            {variant: converted[variant] for variant in ("float32", *slower)},
+            test_images,
+            num_threads=params.num_threads,
+            latency_runs=params.latency_runs,
+            batch_size=params.throughput_batch_size,
+        )
+        if slower
+        else {}
+    )
+    return Variants(
+        files,
+        notes,
+        reused,
+        metrics,
+        decide_int8_gate(metrics, params),
+        slower_than_float32(metrics, settings),
+        settings,
+        cpu.describe_cpu(),
+    )
+
+
+def log_to_mlflow(
+    staging: Path,
+    variants: Variants,
+    *,
+    log_dir: Path,
+    parity: float,
+    version: int,
+    promoted: bool,
+    why_not: list[str],
+    num_threads: int,
+) -> None:
+    """The report, the files, every figure and the decisions into the model's run (the active one)."""
+    for file_name in ["report.md", "variants.png", *variants.files]:
+        mlflow.log_artifact(str(staging / file_name), artifact_path="export")
+    if log_dir.is_dir():
+        mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard/pruning")
+    # One call for the metrics and one for the tags: each is a transaction of the (sqlite) tracking store.
+    mlflow.log_metrics(
+        {
+            **{
+                f"export.{name}.{key}": value
+                for name, row in variants.metrics.items()
+                for key, value in row.items()
+                if value is not None
+            },
+            "export.serving_parity_max_difference": parity,
+        }
+    )
+    mlflow.set_tags(
+        {
+            **{f"export.{variant}.note": note[:5000] for variant, note in variants.notes.items()},
+            **{
+                f"export.{variant}.slower_than_float32": describe_slower_variant(variant, facts, num_threads)[:5000]
+                for variant, facts in variants.slower.items()
+            },
+            "export.cpu": cpu.format_cpu(variants.cpu_description)[:5000],
+            "export.cpu.flags": ",".join(
+                flag for flag, present in variants.cpu_description["flags"].items() if present
+            ),
+            "export.variants_from_cache": ",".join(variants.reused),
+            "export.version": str(version),
+            "export.promoted": str(promoted).lower(),
+            "export.int8_gate": "; ".join(variants.gate["reasons"]),
+            "export.not_promoted_because": "; ".join(why_not)[:5000],
+        }
+    )
+
+
+def stage_artifacts(
+    staging: Path,
+    model,
+    description: dict,
+    params: ExportParams,
+    model_name: str,
+    test: tuple[np.ndarray, np.ndarray],
+    log_dir: Path,
+) -> tuple[Variants, ServingModule, Path, float]:
+    """Builds and measures the variants, writes their files and the SavedModel (as <name>/pending) into staging
+    and reads them back: (the variants, the serving module, the SavedModel's directory, serving parity)."""
+    variants = build_and_measure_variants(model, description, params, test, log_dir=log_dir)
+    for name, content in variants.files.items():
+        (staging / name).write_bytes(content)
+    module = ServingModule(model, description["class_names"], description["decoding"])
+    saved_model = staging / "saved_model" / model_name / "pending"
+    tf.saved_model.save(module, str(saved_model), signatures={"serving_default": module.serve})
+    parity = check_serving_parity(saved_model, model, test[0])
+    check_written_files(staging, variants.files)
+    return variants, module, saved_model, parity
+
+
+def register(
+    module: ServingModule, saved_model: Path, model_name: str, blessing: dict, gate: dict, test_images, num_classes: int
+) -> int:
+    """A new version of the registered model (its champion alias untouched); the staged SavedModel's directory
+    takes the version's number (TF Serving's <name>/<version>/ layout)."""
+    version = register_serving_model(
+        module,
+        model_name=model_name,
+        example_images=test_images[:2],
+        num_classes=num_classes,
+        tags={
+            "blessed": str(blessing["blessed"]).lower(),
+            "int8_gate": "passed" if gate["passed"] else "failed",
+            "int8_gate.reasons": "; ".join(gate["reasons"]),
+        },
+    )
+    saved_model.rename(saved_model.with_name(str(version)))
+    return version
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The version registered and whether it becomes the champion (why_not: the reasons it does not)."""
+
+    model_name: str
+    version: int
+    promoted: bool
+    why_not: list[str]
+
+
+def write_report(
+    staging: Path, variants: Variants, params: ExportParams, baseline: dict | None, registration: Registration
+) -> None:
+    """report.md and variants.png."""
+    (staging / "report.md").write_text(
+        format_report(
+            variants.metrics,
+            **asdict(registration),
+            gate=variants.gate,
+            num_threads=params.num_threads,
+            notes=variants.notes,
+            baseline=baseline,
+            cpu_description=variants.cpu_description,
+            slower=variants.slower,
+        )
+    )
+    figure = plot_variants(variants.metrics)
+    figure.savefig(staging / "variants.png", dpi=120)
+    plt.close(figure)
+
+
+def write_metrics(variants: Variants, blessing: dict, parity: float, registration: Registration) -> None:
+    """metrics/export.json: every variant's figures, the registration and promotion, the CPU they were timed on."""
+    gate = variants.gate
+    write_json(
+        paths.EXPORT_METRICS,
+        {
+            **variants.metrics,
+            "version": registration.version,
+            "registered_model": registration.model_name,
+            "blessed": bool(blessing["blessed"]),
+            "promoted": registration.promoted,
+            "not_promoted_because": registration.why_not,
+            "variant_notes": variants.notes,
+            "serving_parity_max_difference": parity,
+            "cpu": variants.cpu_description,
+            "slower_than_float32": variants.slower,
+            "variants_from_cache": variants.reused,
+            "int8_gate": {"passed": gate["passed"], "variant": gate["variant"], "reasons": gate["reasons"]},
+        },
+    )
+
+
+def main() -> None:
+    all_params = load_params()
+    params, model_name = all_params.export, registered_model_name(all_params)
+    keras.utils.set_random_seed(params.seed)
+    description = json.loads((paths.TRAIN / "model.json").read_text())
+    description["decoding"] = records.read_manifest(paths.PREPARED).get("decoding", {})
+    run_reference = run_records.read_run_reference(paths.TRAIN / "run.json")
+    blessing = read_blessing(run_reference["run_id"])
+    model = load_trained_model(paths.TRAIN)
+    test = records.load_split_arrays(paths.PREPARED, "test")  # images, labels
+    test_images = test[0]
+
+    # Everything is written and read back in a staging directory first; the model is registered only
+    # then, and the champion alias moves last, so a failure at any step leaves the previous champion.
+    with (
+        tracking.stage_run(run_reference["experiment_name"], run_id=run_reference["run_id"]),
+        atomic_directory(paths.EXPORT) as staging,
+    ):
+        log_dir = run_records.tensorboard_dir(run_reference["tensorboard"]) / "pruning"
+        variants, module, saved_model, parity = stage_artifacts(
+            staging, model, description, params, model_name, test, log_dir
+        )
+        promoted, why_not = promotion_decision(blessing, variants.gate, model_name)
+        version = register(
+            module, saved_model, model_name, blessing, variants.gate, test_images, len(description["class_names"])
+        )
+        registration = Registration(model_name, version, promoted, why_not)
+        # The record pipelines.predict checks before it loads this SavedModel (tfpipe/model_trust.py).
+        model_trust.write_manifest(staging, staging / "saved_model" / model_name / str(version), variants.files)
+        write_report(staging, variants, params, blessing.get("baseline"), registration)
+        log_to_mlflow(
+            staging,
+            variants,
+            log_dir=log_dir,
+            parity=parity,
+            version=version,
+            promoted=promoted,
+            why_not=why_not,
+            num_threads=params.num_threads,
+        )
+        write_metrics(variants, blessing, parity, registration)
+    check_written_files(paths.EXPORT, variants.files)  # the export in place, read back
+    if promoted:  # the last step: only a complete, checked export becomes the champion
+        mlflow.MlflowClient().set_registered_model_alias(model_name, tracking.CHAMPION_ALIAS, str(version))
+    print(
+        f"{paths.EXPORT}: {model_name} version {version}, "
+        f"{'champion' if promoted else 'not champion: ' + '; '.join(why_not)}; "
+        f"{'; '.join(variants.gate['reasons'])}; variants from {VARIANT_CACHE_DIR}: "
+        f"{', '.join(variants.reused) or 'none'}" + "".join(f"; {name} slower than float32" for name in variants.slower)
+    )

@@ -1,0 +1,240 @@
+"""Train stage: reads data/prepared and artifacts/preprocess, writes artifacts/train/ and an MLflow run.
+
+The trained model takes raw pixels (float32, 0..255) and contains the preprocessing model, the
+classifier from the models/ registry, and a float32 softmax: export wraps it for uint8 serving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import tensorflow as tf
+import tf_keras as keras
+
+from components.train import hardware
+from components.train import search as train_search
+from components.train.candidates import search_candidates
+from components.train.fit import TrainingData, fit_phases, history_frame, prepare_data, train_split
+from components.train.model import build_model, float32_copy
+from components.train.resume import (
+    cache_location,
+    run_key,
+)
+from components.train.run_log import describe_run, log_augmented_batch, start_tracking
+from components.train.schedule import (
+    Phase,
+    check_model_options,
+    check_model_params,
+    plan_phases,
+    resolve_train_schedule,
+)
+from tfpipe import paths, records, run_records, tracking
+from tfpipe.config import Params, TrainParams, dataset_name, model_candidates
+from tfpipe.outputs import atomic_directory, file_sha256, write_csv, write_json
+from tfpipe.params_file import load_params
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """False only on a MultiWorkerMirroredStrategy worker that is not the chief (task chief, or worker 0 without
+    one)."""
+    resolver = strategy.cluster_resolver
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def write_outputs(
+    model: keras.Model,
+    frame: pd.DataFrame,
+    data: TrainingData,
+    params: TrainParams,
+    *,
+    key: str,
+    run: tracking.BackgroundRun,
+    experiment_name: str,
+    tensorboard: str,
+    search: train_search.SearchResult | None = None,
+) -> None:
+    """artifacts/train (model, its sha256 and description, history, run reference), then the DVC metrics and plot."""
+    chosen = (
+        {
+            "model": search.chosen.model,
+            "augmentation": search.chosen.augmentation,
+            "reason": search.reason,
+            "val_accuracy": {trial.candidate.name: round(trial.val_accuracy, 4) for trial in search.trials},
+        }
+        if search is not None
+        else None
+    )
+    with atomic_directory(paths.TRAIN) as staging:
+        model.save(staging / "model.keras")
+        write_json(
+            staging / "model.json",
+            {
+                "model": params.model,
+                "class_names": data.class_names,
+                "image_shape": data.image_shape,
+                "model_sha256": file_sha256(staging / "model.keras"),
+                "run_key": key,
+                **({"search": chosen} if chosen else {}),
+            },
+        )
+        write_csv(staging / "history.csv", frame)
+        run_records.write_run_reference(staging / "run.json", run, experiment_name, tensorboard)
+    write_csv(paths.HISTORY_PLOT, frame)
+    final = {name: float(value) for name, value in frame.iloc[-1].items() if name not in ("epoch", "phase")}
+    write_json(
+        paths.TRAIN_METRICS,
+        {**final, "epochs_run": int(len(frame)), "run_id": run.info.run_id, **({"search": chosen} if chosen else {})},
+    )
+
+
+@dataclass
+class Setup:
+    """What one training run works with, resolved once: train's params ("auto" settled), the phases, the hardware
+    plan and strategy, the run key, whether this process is the chief, the data and the model."""
+
+    params: TrainParams
+    phases: list[Phase]
+    plan: hardware.HardwarePlan
+    strategy: tf.distribute.Strategy
+    key: str
+    chief: bool
+    data: TrainingData
+    model: keras.Model
+    preprocessor: keras.Model
+    search: train_search.SearchResult | None = None  # what train.model / augmentation: auto chose, and why
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.preprocessor.output_shape[1:]
+
+    def fit(self, log_dir: Path, run: tracking.BackgroundRun | None, histogram_freq: int) -> list:
+        return fit_phases(
+            self.model,
+            self.data,
+            self.params,
+            self.phases,
+            plan=self.plan,
+            strategy=self.strategy,
+            key=self.key,
+            log_dir=log_dir,
+            histogram_freq=histogram_freq,
+            run=run,
+        )
+
+    def float32_model(self) -> keras.Model:
+        """The trained model as evaluate and export take it (a float32 copy after mixed precision)."""
+        if self.plan.precision_policy == "float32":
+            return self.model
+        return float32_copy(self.model, self.preprocessor, self.params, self.input_shape, len(self.data.class_names))
+
+
+def set_up(all_params: Params) -> Setup:
+    """Seeds, hardware, the search when a choice is auto, data and model, in that order (the strategy must exist
+    before any model)."""
+    manifest = records.read_manifest(paths.PREPARED)
+    params = resolve_train_schedule(all_params.train, manifest["splits"]["train"]["count"])  # the "auto" settings
+    candidates = model_candidates(params)
+    for model in candidates:
+        check_model_params(dataclasses.replace(params, model=model))
+    check_model_options(candidates, params.model_options)
+    keras.utils.set_random_seed(params.seed)
+    if params.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    plan = hardware.plan_hardware(params.mixed_precision, params.jit_compile, params.distribute)
+    strategy = hardware.build_strategy(plan)
+    chief, key = is_chief(strategy), run_key(all_params)
+    search = None
+    if train_search.needs_search(params):
+        search = search_candidates(params, manifest, plan, strategy, key)
+        params = search.resolved(params)
+        keras.utils.set_random_seed(params.seed)  # the chosen run starts from the seed, as without a search
+    resolver = strategy.cluster_resolver
+    worker_suffix = "" if chief else f"-{resolver.task_type}{resolver.task_id}"
+    data = prepare_data(params, manifest, plan, cache_location(params.cache, key, worker_suffix))
+    model, preprocessor = build_model(params, plan, strategy, len(data.class_names))
+    plan = hardware.settle_jit_compile(plan, model, params.jit_compile, params.deterministic)
+    setup = Setup(params, plan_phases(params), plan, strategy, key, chief, data, model, preprocessor, search)
+    print(
+        f"resolved: train.model {params.model}, train.batch_size {params.batch_size}, train.epochs {params.epochs}, "
+        f"train.early_stopping_patience {params.early_stopping_patience}, preprocess.image_height "
+        f"{setup.input_shape[0]}, preprocess.image_width {setup.input_shape[1]}"
+        + (f", train.augmentation {search.chosen.augmentation}" if search else "")
+    )
+    return setup
+
+
+def train_as_worker(setup: Setup, histogram_freq: int) -> None:
+    """Multi-worker, not the chief: every worker runs the same fit() and the same saves (their collective ops must
+    match), but only the chief tracks in MLflow and writes outputs. The others save into a directory of their own
+    under .cache/ (ignored by git and DVC): Keras' multi-worker rule (BackupAndRestore and TensorBoard do
+    the same)."""
+    paths.CACHE.mkdir(exist_ok=True)
+    worker_dir = Path(tempfile.mkdtemp(prefix="train-worker-", dir=paths.CACHE))
+    setup.fit(worker_dir / "tensorboard", None, histogram_freq)
+    setup.float32_model().save(worker_dir / "model.keras")  # the chief's save reads the same variables collectively
+    shutil.rmtree(worker_dir, ignore_errors=True)
+    resolver = setup.strategy.cluster_resolver
+    print(f"worker {resolver.task_type}:{resolver.task_id} done; the chief writes {paths.TRAIN}")
+
+
+def train_as_chief(setup: Setup, all_params: Params) -> None:
+    """Fits the phases inside the model's MLflow run (its calls queued on the run's own thread, which works while
+    the model trains: tracking.BackgroundRun), then writes artifacts/train and the stage's metrics and plots."""
+    params, experiment_name = setup.params, dataset_name(all_params)  # one MLflow experiment per dataset
+    flat_params = json.loads(json.dumps(asdict(all_params)))
+    changed = run_records.changed_params(flat_params)  # from the committed params.yaml (a `git show`)
+    with tracking.background_stage_run(
+        experiment_name, run_name=run_records.run_name(params.model, flat_params, changed), system_metrics=True
+    ) as run:
+        tensorboard, log_dir = start_tracking(
+            run, all_params, params, setup.plan, setup.strategy, setup.phases, f"{params.model}-{experiment_name}"
+        )
+        describe_run(run, setup, changed, experiment_name)
+        histories = setup.fit(log_dir, run, all_params.tracking.histogram_freq)
+        model = setup.float32_model()
+        shutil.rmtree(paths.CACHE / "train-backup" / setup.key, ignore_errors=True)  # the same key later: fresh
+        if all_params.tracking.log_augmented_images:
+            # After training, with an augmenter of its own (same settings and seed): logging
+            # settings cannot change what the model was trained on (tracking is logging only).
+            first = train_split(params, "none", range(1))
+            log_augmented_batch(first, log_dir, all_params.tracking.log_augmented_images)
+        frame = pd.concat(
+            [history_frame(history, phase.name) for history, phase in zip(histories, setup.phases, strict=True)],
+            ignore_index=True,
+        )
+        write_outputs(
+            model,
+            frame,
+            setup.data,
+            params,
+            key=setup.key,
+            run=run,
+            experiment_name=experiment_name,
+            tensorboard=tensorboard,
+            search=setup.search,
+        )
+        (paths.CACHE / "train-search" / f"{setup.key}.json").unlink(missing_ok=True)  # like the backup: done
+        run.submit(lambda: run.client.log_artifact(run.run_id, str(paths.TRAIN / "history.csv")))
+        run.submit(lambda: run.client.log_artifacts(run.run_id, str(log_dir), artifact_path="tensorboard"))
+    print(
+        f"{paths.TRAIN}: {params.model} trained for {len(frame)} epochs on {setup.plan.device}; "
+        f"MLflow run {run.info.run_id}"
+    )
+
+
+def main() -> None:
+    all_params = load_params()
+    setup = set_up(all_params)
+    if setup.chief:
+        train_as_chief(setup, all_params)
+    else:
+        train_as_worker(setup, all_params.tracking.histogram_freq)

