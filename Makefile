@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install install-gpu data repro test test-fast lint format ui tensorboard serve lock bench bench-gpu clean-outputs
+.PHONY: install install-gpu data repro test test-fast lint format ui tensorboard serve lock bench bench-scale bench-gpu clean-outputs
 
 install: $(STAMP)
 
@@ -82,9 +82,16 @@ serve: install
 	MLFLOW_TRACKING_URI=sqlite:///$(abspath $(MLRUNS))/mlflow.db $(BIN)/mlflow models serve -m $(SERVE_MODEL) \
 		--env-manager local --host 127.0.0.1 --port $(SERVE_PORT)
 
-# Prints every figure we promise (a table) and writes benchmarks/results.json; about 30 minutes on 2 cores.
+# Prints every figure we promise (a table, with where the pipeline's time goes) and writes benchmarks/results.json,
+# then the pipeline at scale (benchmarks/bench_scale.py) on SCALE_SIZES generated images: about 60 minutes on
+# 2 cores in all (the scale part ~25). `make bench SCALE_SIZES=5000` for a quick look; 500000 takes hours.
+SCALE_SIZES ?= 5000 50000
 bench: install
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python -m benchmarks.bench_scale --sizes $(SCALE_SIZES) --json benchmarks/scale_results.json
+
+bench-scale: install
+	$(BIN)/python -m benchmarks.bench_scale --sizes $(SCALE_SIZES) --json benchmarks/scale_results.json
 
 # On a GPU machine: ResNet18 images/s in float32, mixed precision and mixed precision + XLA (fails if TensorFlow sees no GPU).
 bench-gpu: install-gpu

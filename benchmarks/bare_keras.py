@@ -1,8 +1,9 @@
 """The baseline for the train-stage overhead figure: a bare Keras script, data in memory, no tracking.
 
-Same model (the registry's, behind the same preprocessing model), same epochs, batch size and
-optimizer as the train stage reads from params.yaml; what it leaves out is exactly what tfpipe adds:
-tf.data from TFRecords, MLflow, TensorBoard, checkpoints, backup and early stopping.
+Same model (the registry's, behind the same preprocessing model), same epochs, batch size, optimizer and
+augmentation (the same Keras layers, on batches, as a hand-written script would apply them) as the train stage
+reads from params.yaml; what it leaves out is exactly what tfpipe adds: tf.data from TFRecords, MLflow,
+TensorBoard, checkpoints, backup and early stopping.
 """
 
 import dataclasses
@@ -15,8 +16,10 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repo root
 
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from components.train.data import build_augmenter  # noqa: E402
 from components.train.schedule import resolve_train_schedule  # noqa: E402
 from models import registry  # noqa: E402
 from models.preprocessing import load_preprocessor  # noqa: E402
@@ -48,9 +51,13 @@ def main() -> None:
         metrics=["accuracy"],
         steps_per_execution=params.steps_per_execution,
     )
+    batches = tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(len(images), seed=params.seed)
+    batches = batches.batch(params.batch_size)
+    augmenter = build_augmenter(params.augmentation, params.seed)
+    if augmenter is not None:
+        batches = batches.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     model.fit(
-        images,
-        labels,
+        batches.prefetch(tf.data.AUTOTUNE),
         validation_data=(val_images, val_labels),
         epochs=params.epochs,
         batch_size=params.batch_size,

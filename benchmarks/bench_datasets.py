@@ -138,15 +138,16 @@ def measure(name: str, scratch: Path) -> dict:
         "seconds": {key: round(value, 1) for key, value in times.items()},
     }
     if repro.returncode == 0:
-        evaluated = json.loads((repo / "metrics/evaluate.json").read_text())
-        trained = json.loads((repo / "metrics/train.json").read_text())
-        exported = json.loads((repo / "metrics/export.json").read_text())
+        evaluated = json.loads((repo / "artifacts/evaluate/evaluation.json").read_text())
+        trained = json.loads((repo / "artifacts/train/model.json").read_text())
+        exported = json.loads((repo / "artifacts/export/summary.json").read_text())
         resolved = [line for line in output.splitlines() if line.startswith("resolved: ")]
         row.update(
             test_images=evaluated["num_examples"],
             accuracy=evaluated["accuracy"],
             baseline_accuracy=evaluated["baseline_accuracy"],
             margin=evaluated["accuracy"] - evaluated["baseline_accuracy"],
+            likely_label_errors=evaluated["likely_label_errors"]["confirmed"],
             blessed=evaluated["blessed"],
             promoted=exported["promoted"],
             resolved=resolved[-1].removeprefix("resolved: ") if resolved else "",

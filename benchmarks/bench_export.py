@@ -1,4 +1,4 @@
-"""Prints the export figures from metrics/export.json and re-times the .tflite files of artifacts/export.
+"""Prints the export figures from artifacts/export/summary.json and re-times the .tflite files of artifacts/export.
 
     python benchmarks/bench_export.py [--repo DIR] [--rounds 7] [--json]
 
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON line at the end")
     args = parser.parse_args()
-    metrics = json.loads((args.repo / "metrics/export.json").read_text())
+    metrics = json.loads((args.repo / "artifacts/export/summary.json").read_text())
     rows = []
     for figure, goal, compute, limit in FIGURES:
         value = compute(metrics)

@@ -2,6 +2,7 @@
 
     python -m pipelines.store mark-stale [--store DIR]        # runs a killed process left RUNNING -> KILLED
     python -m pipelines.store trust-version NAME VERSION      # record a legacy version's SavedModel digest
+    python -m pipelines.store champion [NAME]                 # the champion now, and is the workspace's export it
 
 `make ui` runs mark-stale before it serves the store. trust-version is for a registered version exported before
 tfpipe recorded SavedModel digests (tfpipe/model_trust.py): evaluate and predict load none without one.
@@ -39,9 +40,33 @@ def trust_version(model_name: str, version: str) -> str:
     return digest
 
 
+def describe_champion(model_name: str, summary_file: Path) -> str:
+    """The registry's champion of `model_name` now, and whether the export in the workspace (its summary.json,
+    perhaps restored by DVC from its run-cache) is that version."""
+    import json
+
+    from tfpipe.tracking import champion_version
+
+    champion = champion_version(model_name)
+    now = f"{model_name}: champion is version {champion.version}" if champion else f"{model_name}: no champion yet"
+    if not summary_file.is_file():
+        return f"{now}; no export in this workspace ({summary_file} missing)"
+    summary = json.loads(summary_file.read_text())
+    if summary.get("registered_model") != model_name:
+        return f"{now}; the workspace's export registered {summary.get('registered_model')}, another model"
+    version, when = summary.get("version"), summary.get("exported_at", "an earlier run")
+    if champion and str(version) == str(champion.version):
+        return f"{now}: the workspace's export (exported {when})"
+    return (
+        f"{now}; the workspace's export is version {version} (exported {when}, "
+        f"{'promoted then, replaced since' if summary.get('promoted') else 'not promoted'})"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m pipelines.store mark-stale [--store DIR]`: what `make ui` runs before serving the store;
-    `python -m pipelines.store trust-version NAME VERSION`: record a legacy version's SavedModel digest."""
+    `python -m pipelines.store trust-version NAME VERSION`: record a legacy version's SavedModel digest;
+    `python -m pipelines.store champion [NAME]`: the champion, and whether the workspace's export is it."""
     import argparse
 
     parser = argparse.ArgumentParser(description="MLflow store maintenance")
@@ -53,7 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     trust.add_argument("name")
     trust.add_argument("version")
-    for command in (mark, trust):
+    champion = commands.add_parser("champion", help="the registry's champion, and whether the workspace's export is it")
+    champion.add_argument("name", nargs="?", help="the registered model (default: from params.yaml)")
+    for command in (mark, trust, champion):
         command.add_argument(
             "--store", type=Path, help="a local store directory (default: MLFLOW_TRACKING_URI, else <repo>/mlruns)"
         )
@@ -66,6 +93,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "trust-version":
         digest = trust_version(args.name, args.version)
         print(f"{args.name} version {args.version}: SavedModel digest {digest} recorded; evaluate and predict load it")
+        return
+    if args.command == "champion":
+        from tfpipe import paths
+        from tfpipe.config import registered_model_name
+        from tfpipe.params_file import load_params
+
+        print(describe_champion(args.name or registered_model_name(load_params()), paths.EXPORT / "summary.json"))
         return
     stale = mark_stale_runs()
     print(

@@ -11,6 +11,7 @@ import tf_keras as keras
 
 from components.export import fine_tune as export_fine_tune
 from components.export import variants as export_variants
+from components.export.examples import Examples
 from components.train.fit import fit_model
 from components.train.model import build_classifier, build_training_model
 from components.train.schedule import compile_model, plan_phases
@@ -245,8 +246,7 @@ def test_pruning_reaches_the_backbone_convs_and_leaves_depthwise_kernels_dense(t
     mobilenet = export_fine_tune.prune_classifier(
         build_model(train_params("mobilenet_v2", weights="none"), (32, 32, 3)),
         "mobilenet_v2",
-        images,
-        labels,
+        Examples.from_arrays(images, labels),
         **options,
     )
     layers = mobilenet.get_layer("mobilenet_v2").layers
@@ -358,7 +358,7 @@ def test_folder_mobilenet_v2_preset_runs_end_to_end_with_weights_none(tmp_path):
     assert "source_height" in examples.splitlines()[0]
     params = yaml_load((repo / "params.yaml").read_text())
     assert params["train"]["model"] == "mobilenet_v2" and params["data"]["source"] == "folder"
-    export = json.loads((repo / "metrics/export.json").read_text())
+    export = json.loads((repo / "artifacts/export/summary.json").read_text())
     assert export["promoted"] and "tflite_int8" in export
     interpreter = tflite.TFLiteClassifier(repo / "artifacts/export/model_int8.tflite")
     assert interpreter.image_shape == (32, 32, 3)

@@ -57,6 +57,12 @@ RULES = [
     (r"^python -m pipelines\.predict ", RUN, ""),
     (r"^dvc repro$", COVERED, "tests/test_pipeline_e2e.py::test_forced_rerun_without_run_cache_is_deterministic"),
     (
+        r"^dvc (exp run -S export\.max_int8|exp show --only-changed$|metrics diff$)",
+        COVERED,
+        "tests/test_experiments.py::test_exp_show_only_changed_and_metrics_diff_fit_a_120_column_terminal",
+    ),
+    (r"^python -m pipelines\.store champion$", RUN, ""),
+    (
         r"^dvc (exp|queue) ",
         COVERED,
         "tests/test_experiments.py::test_each_experiment_is_its_own_mlflow_run_and_dvc_exp_show_agrees",

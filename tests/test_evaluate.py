@@ -270,7 +270,7 @@ def test_first_model_is_blessed_by_the_thresholds_alone_with_its_report(workspac
         "PASS: test accuracy 1.0000 vs the classical baseline's 1.0000"
     )
     metrics = json.loads(workspace["good"]["metrics/evaluate.json"])
-    assert "champion" not in metrics and metrics["baseline_accuracy"] == 1.0 and metrics["margin_over_baseline"] == 0.0
+    assert metrics["baseline"] == 1.0 and metrics["margin"] == 0.0 and metrics["blessed"] is True
     run = mlflow.MlflowClient(tracking_uri=workspace["uri"]).get_run(workspace["good_run"])
     assert run.data.tags["blessed"] == "true" and "SKIP" in run.data.tags["gate.reasons"]
     assert run.data.metrics["baseline_accuracy"] == 1.0
@@ -287,14 +287,15 @@ def test_worse_model_is_refused_against_the_champion_but_still_gets_its_report(w
         for reason in blessing["reasons"]
     )
     assert any(reason.startswith("FAIL: recall of class 'b'") for reason in blessing["reasons"])
-    metrics = json.loads((root / "metrics/evaluate.json").read_text())
+    assert json.loads((root / "metrics/evaluate.json").read_text())["blessed"] is False
+    metrics = json.loads((root / "artifacts/evaluate/evaluation.json").read_text())
     assert (
         metrics["blessed"] is False
         and metrics["champion"]["version"] == 1
         and metrics["champion"]["accuracy_change"] < -0.5
     )
     pictures = {path.name for path in (root / "artifacts/evaluate").glob("*.png")}
-    assert pictures == {"confusion_matrix.png", "confident_mistakes.png", "reliability_diagram.png"}
+    assert pictures == {"confusion_matrix.png", "confident_mistakes.png", "reliability_diagram.png", "label_issues.png"}
     assert (root / "plots/confusion.csv").read_text().startswith("actual,predicted\n")
     client = mlflow.MlflowClient(tracking_uri=workspace["uri"])
     run = client.get_run(workspace["worse_run"])

@@ -131,6 +131,17 @@ def test_each_experiment_is_its_own_mlflow_run_and_dvc_exp_show_agrees(experimen
     by_params = {(item["params"]["model"], item["params"]["learning_rate"]): item for item in shown.values()}
     assert set(by_params) == {(model, base_rate), ("mlp", base_rate), (model, base_rate * 2)}, shown.keys()
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns/mlflow.db'}")
+    # The DVC metrics are the headline and name no run; each run is found by the params that tell it apart.
+    runs = {
+        (mlflow_run.data.params["train.model"], float(mlflow_run.data.params["train.learning_rate"])): mlflow_run
+        for mlflow_run in client.search_runs(
+            [client.get_experiment_by_name("mnist_5k").experiment_id],
+            filter_string="attributes.status = 'FINISHED'",
+        )
+        if "mlflow.parentRunId" not in mlflow_run.data.tags
+    }
+    for item in shown.values():
+        item["metrics"]["run_id"] = runs[(item["params"]["model"], item["params"]["learning_rate"])].info.run_id
     run_ids = {item["metrics"]["run_id"] for item in by_params.values()}
     assert len(run_ids) == 3
     # Runs are named by what tells them apart: each experiment's run by its DVC experiment name, the
@@ -195,8 +206,8 @@ def test_metrics_and_plots_diff_compare_two_commits_of_the_pipelines_own_outputs
         evaluate["accuracy"]["old"] == committed["HEAD~1"]["accuracy"]
         and evaluate["accuracy"]["new"] == committed["HEAD"]["accuracy"]
     )
-    assert evaluate["baseline_accuracy"]["old"] == evaluate["baseline_accuracy"]["new"]  # same splits, same baseline
-    assert "val_accuracy" in diff["metrics/train.json"] and "tflite_int8.accuracy" in diff["metrics/export.json"]
+    assert evaluate["baseline"]["old"] == evaluate["baseline"]["new"]  # same splits, same baseline
+    assert "val_accuracy" in diff["metrics/train.json"] and "int8.accuracy" in diff["metrics/export.json"]
 
     rendered = json.loads(_dvc(repo, "plots", "diff", "HEAD~1", "HEAD", "--json", "--split").stdout)
     assert not rendered.get("errors"), rendered.get("errors")
@@ -215,3 +226,46 @@ def test_metrics_and_plots_diff_compare_two_commits_of_the_pipelines_own_outputs
     _dvc(repo, "plots", "diff", "HEAD~1", "HEAD", "-o", str(tmp_path / "html"))
     page = (tmp_path / "html/index.html").read_text()
     assert "Confusion matrix (test split)" in page and "reliability_diagram.png" in page
+
+
+@pytest.fixture(scope="module")
+def two_experiments(reproduced_repo, tmp_path_factory):
+    """A copy of the reproduced repository committed as the baseline, then two experiments that differ from it and
+    from each other in one param: the int8 gate's threshold (export reruns; the variants come from its cache)."""
+    from tests.workspace import copy_reproduced
+
+    repo = copy_reproduced(reproduced_repo, tmp_path_factory.mktemp("two") / "repo")
+    run(["git", "add", "-A"], repo)
+    run(COMMIT + ["baseline"], repo)
+    for threshold in ("0.01", "0.5"):
+        _dvc(repo, "exp", "run", "-S", f"export.max_int8_accuracy_drop={threshold}")
+    return repo
+
+
+@pytest.mark.e2e
+def test_exp_show_only_changed_and_metrics_diff_fit_a_120_column_terminal(two_experiments):
+    """What `dvc exp show --only-changed` and `dvc metrics diff` print in a terminal 120 columns wide: every changed
+    column shown whole (DVC collapses the columns that do not fit into "…"), and the headline's values in it."""
+    repo = two_experiments
+    narrow = {"COLUMNS": "120", "LINES": "50"}
+    shown = run([sys.executable, "-m", "dvc", "exp", "show", "--only-changed", "--no-pager"], repo, env=narrow).stdout
+    lines = [line.rstrip() for line in shown.splitlines() if line.strip()]
+    assert max(len(line) for line in lines) <= 120, shown
+    assert "…" not in shown, shown  # no collapsed column
+    header = lines[1]
+    assert "export.max_int8_accuracy_drop" in header and "int8.p50_us" in header, shown
+    assert sum("[" in line for line in lines) == 2, shown  # the two experiments, each named
+    diff = run([sys.executable, "-m", "dvc", "metrics", "diff"], repo, env=narrow, check=False)
+    assert diff.returncode == 0 and max(map(len, diff.stdout.splitlines() or [""])) <= 120, diff.stdout
+    (values,) = [revision["data"] for revision in json.loads(_dvc(repo, "metrics", "show", "--json").stdout).values()]
+    assert sum(len(_flat(file["data"])) for file in values.values()) <= 40
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -17,11 +17,13 @@ from ai_edge_litert.interpreter import Interpreter
 from mlflow import MlflowClient
 
 from components.export import cache as export_cache
+from components.export import examples as export_examples
 from components.export import fine_tune as export_fine_tune
 from components.export import measure as export_measure
 from components.export import serving
 from components.export import stage as export
 from components.export import variants as export_variants
+from components.export.examples import Examples
 from models.lenet5 import build_lenet5
 from tfpipe import records, run_records, tflite, tracking
 from tfpipe.config import ExportParams, ParamsError
@@ -135,7 +137,21 @@ def write_workspace(root: Path, *, blessed: bool) -> str:
 
 
 def write_blessing(root: Path, *, blessed: bool, run_id: str, champion_version: int | None = None) -> None:
-    """evaluate's decision about the run, as the evaluate stage writes it."""
+    """evaluate's decision about the run and its evaluation (what the model card reports), as the evaluate stage
+    writes them."""
+    (root / "artifacts/evaluate/evaluation.json").write_text(
+        json.dumps(
+            {
+                "accuracy": 0.9,
+                "macro_f1": 0.89,
+                "expected_calibration_error": 0.03,
+                "num_examples": 30,
+                "baseline_accuracy": 0.8,
+                "per_class": {name: {"recall": 0.9, "precision": 0.9, "support": 10} for name in CLASS_NAMES},
+                "most_confused": [{"actual": CLASS_NAMES[0], "predicted": CLASS_NAMES[1], "images": 1, "share": 0.1}],
+            }
+        )
+    )
     (root / "artifacts/evaluate/blessing.json").write_text(
         json.dumps(
             {
@@ -214,7 +230,7 @@ def test_int8_tflite_has_int8_input_and_output_and_runs(blessed_export, file_nam
 
 def test_metrics_and_report_list_every_variant(blessed_export):
     root = blessed_export["root"]
-    metrics = json.loads((root / "metrics/export.json").read_text())
+    metrics = json.loads((root / "artifacts/export/summary.json").read_text())
     assert VARIANTS <= set(metrics) and metrics["version"] == 1 and metrics["promoted"] is True
     for variant in VARIANTS:
         row = metrics[variant]
@@ -266,7 +282,7 @@ def test_metrics_and_report_list_every_variant(blessed_export):
 
 def test_pruned_models_reach_the_target_sparsity(blessed_export):
     root = blessed_export["root"]
-    metrics = json.loads((root / "metrics/export.json").read_text())
+    metrics = json.loads((root / "artifacts/export/summary.json").read_text())
     for variant in ("tflite_pruned_int8", "tflite_pqat_int8"):  # the zeros survived conversion (and QAT)
         assert metrics[variant]["sparsity"] >= 0.9 * TARGET_SPARSITY
         assert metrics[variant]["gzip_bytes"] < 0.6 * metrics["tflite_int8"]["gzip_bytes"]
@@ -296,7 +312,7 @@ def test_unblessed_model_is_registered_but_not_champion(unblessed_export):
     client = unblessed_export["client"]
     (version,) = client.search_model_versions("name='test_classifier'")
     assert int(version.version) == 1 and version.aliases == []
-    metrics = json.loads((unblessed_export["root"] / "metrics/export.json").read_text())
+    metrics = json.loads((unblessed_export["root"] / "artifacts/export/summary.json").read_text())
     assert metrics["promoted"] is False and metrics["blessed"] is False
     assert set(metrics) & VARIANTS == {"keras_float", "tflite_float32", "tflite_int8"}, (
         "variants not in params were exported"
@@ -415,7 +431,7 @@ def test_promotion_is_the_last_step_so_a_failure_after_registration_keeps_the_ch
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     MlflowClient().set_registered_model_alias("test_classifier", tracking.CHAMPION_ALIAS, "2")
     export.main()
-    metrics = json.loads((root / "metrics/export.json").read_text())
+    metrics = json.loads((root / "artifacts/export/summary.json").read_text())
     assert metrics["version"] == 3 and metrics["promoted"] is False
     assert metrics["variants_from_cache"] == [
         "float32",
@@ -597,7 +613,12 @@ def test_cached_variants_are_reused_and_a_damaged_entry_is_rebuilt(tmp_path):
 
     def build(trained=model):
         return export_variants.build_tflite_variants(
-            trained, "lenet5", images, labels, params, log_dir=tmp_path / "logs", cache_dir=tmp_path / "cache"
+            trained,
+            "lenet5",
+            Examples.from_arrays(images, labels),
+            params,
+            log_dir=tmp_path / "logs",
+            cache_dir=tmp_path / "cache",
         )
 
     first, _, reused = build()
@@ -620,6 +641,30 @@ def test_cached_variants_are_reused_and_a_damaged_entry_is_rebuilt(tmp_path):
     )
     export_cache.prune_entries(tmp_path / "cache", keep=1)
     assert [path.name for path in (tmp_path / "cache").iterdir()] == [entry.name]  # the most recently used
+
+
+def test_the_train_split_is_streamed_with_the_results_of_the_arrays_in_memory(tmp_path, monkeypatch):
+    """Export reads the train split as a stream (a split of any size costs one shuffle buffer): its digest,
+    calibration sample and fine-tune order are the in-memory arrays' while the split fits the buffer."""
+    images, labels = make_images(12, seed=3)
+    write_prepared(tmp_path / "prepared", {"train": (images, labels)})
+    streamed, in_memory = Examples.from_split(tmp_path / "prepared", "train"), Examples.from_arrays(images, labels)
+    assert streamed.count == len(images) and streamed.digest() == export_cache.array_digest(images, labels)
+    np.testing.assert_array_equal(
+        streamed.sample(5, seed=2), export_variants.select_representative_images(images, 5, 2)
+    )
+
+    def order(examples):
+        return [label for _, label in examples.dataset().shuffle(examples.shuffle_buffer(), seed=4).as_numpy_iterator()]
+
+    assert order(streamed) == order(in_memory)
+    # Evaluate's readers: the labels without the images, and the images of a sample only.
+    read_labels, files = records.read_labels(tmp_path / "prepared", "train")
+    np.testing.assert_array_equal(read_labels, labels)
+    assert files[:2] == ["train/0.png", "train/1.png"]
+    np.testing.assert_array_equal(records.gather_images(tmp_path / "prepared", "train", [1, 5, 35]), images[[1, 5, 35]])
+    monkeypatch.setattr(export_examples, "SHUFFLE_BYTES", 10 * int(np.prod(IMAGE_SHAPE)))
+    assert streamed.shuffle_buffer() == 10  # a larger split: the buffer holds what fits the budget
 
 
 def test_the_model_digest_follows_the_weights_and_the_architecture():
@@ -645,7 +690,12 @@ def test_a_new_variant_is_one_entry_in_the_table(tmp_path, monkeypatch):
     model = build_trained_model(images, labels)
     params = ExportParams(variants=("int8", "pruned_float16"), prune_epochs=1, representative_samples=8)
     converted, _, _ = export_variants.build_tflite_variants(
-        model, "lenet5", images, labels, params, log_dir=tmp_path / "logs", cache_dir=tmp_path / "cache"
+        model,
+        "lenet5",
+        Examples.from_arrays(images, labels),
+        params,
+        log_dir=tmp_path / "logs",
+        cache_dir=tmp_path / "cache",
     )
     assert set(converted) == {"int8", "pruned_float16"} and converted["pruned_float16"][4:8] == b"TFL3"
     parts = {"model": "a", "train_digest": "b", "code": "c", "libraries": {}}

@@ -140,8 +140,8 @@ def test_perceptual_hash_matches_imagehash_and_survives_small_changes():
 def test_ingest_and_predict_decode_every_kind_of_file_identically(tmp_path):
     """The train/serve promise: the pixels ingest stores are the pixels predict feeds, file by file, for EXIF-rotated,
     grayscale-in-colour, RGBA, LA, palette, CMYK, 16-bit, WebP, TIFF and uppercase-extension files."""
+    from components.ingest.decode import read_example
     from components.ingest.layout import read_layout
-    from components.ingest.passes import read_example
     from pipelines import predict
     from tests.photos import write_messy_folder
 

@@ -106,7 +106,15 @@ def test_success_writes_shards_manifest_examples_and_data_docs(project):
     assert json.loads((project / "reports/ingest/validation.json").read_text())["success"] is True
     for picture in ("samples.png", "class_distribution.png"):
         assert Image.open(project / "reports/ingest" / picture).size[0] > 100
-    metrics = json.loads((project / "metrics/ingest.json").read_text())
+    headline = json.loads((project / "metrics/ingest.json").read_text())
+    assert headline == {
+        "images": {split: manifest["splits"][split]["count"] for split in ("train", "val", "test")},
+        "classes": 3,
+        "copies_dropped": 0,
+        "converted": 0,
+        "skipped": 0,
+    }
+    metrics = json.loads((project / "reports/ingest/summary.json").read_text())
     assert metrics["num_examples"] == manifest["num_examples"] and metrics["num_classes"] == 3
     assert metrics["layout"] == "class_folders"
     assert metrics["class_counts"]["train"] == manifest["splits"]["train"]["class_counts"]
@@ -222,7 +230,8 @@ def test_identical_images_with_the_same_label_are_kept_once_and_listed(project):
     kept = split_of(project)
     assert "cat/00.png" in kept and "cat/zz_copy.png" not in kept and "dog/03_again.bmp" not in kept
     assert records.read_manifest(project / "data/prepared")["num_examples"] == len(CLASS_NAMES) * NUM_PER_CLASS
-    metrics = json.loads((project / "metrics/ingest.json").read_text())
+    assert json.loads((project / "metrics/ingest.json").read_text())["copies_dropped"] == 2
+    metrics = json.loads((project / "reports/ingest/summary.json").read_text())
     assert metrics["duplicates"] == {
         "copies_dropped": 2,
         "files": ["cat/zz_copy.png = cat/00.png", "dog/03_again.bmp = dog/03.png"],
@@ -391,7 +400,7 @@ def test_every_conversion_is_counted_in_the_report(project):
     statistics = json.loads((project / "reports/ingest/statistics.json").read_text())
     assert statistics["source_modes"] == {"L": len(CLASS_NAMES) * NUM_PER_CLASS - 2, "RGB": 1, "RGBA": 1}
     assert statistics["converted_images"] == 2 and statistics["converted"] == {"rgb_to_grayscale": 2}
-    assert json.loads((project / "metrics/ingest.json").read_text())["converted_images"] == 2
+    assert json.loads((project / "metrics/ingest.json").read_text())["converted"] == 2
 
 
 def test_the_sample_grid_draws_any_mix_of_sizes_channels_and_classes(tmp_path):

@@ -35,6 +35,30 @@ def test_near_duplicate_pairs_finds_every_close_pair_and_no_other():
     assert near_duplicate_pairs([as_hex(words) for words in many], 8).tolist() == expected
 
 
+def test_a_crowded_hash_bucket_is_split_again_and_every_close_pair_still_found(monkeypatch):
+    """A folder of similar pictures puts many images in one block's bucket: the bucket is searched again on the bits
+    not yet used (sub-quadratic), and the pairs are the all-pairs answer."""
+    from components.ingest import split
+
+    rng = np.random.default_rng(2)
+    centres = rng.integers(0, 256, size=(6, 32), dtype=np.uint8)
+    packed = np.repeat(centres, 150, axis=0)  # 900 hashes in 6 clusters: every block's buckets hold 150+
+    noise = rng.random((len(packed), 256)) < 0.02  # ~5 bits each from its centre
+    packed = np.packbits(np.unpackbits(packed, axis=1) ^ noise, axis=1)
+    words = packed.view(">u8")
+    distances = np.bitwise_count(words[:, None, :] ^ words[None, :, :]).sum(axis=2)
+    rows, columns = np.nonzero(np.triu(distances <= 8, k=1))
+    compared = []
+    original = split._compare
+    monkeypatch.setattr(split, "BUCKET", 64)
+    monkeypatch.setattr(
+        split, "_compare", lambda bucket, *args: (compared.append(len(bucket)), original(bucket, *args))
+    )
+    pairs = near_duplicate_pairs([bytes(row).hex() for row in packed], 8)
+    assert sorted(map(tuple, pairs.tolist())) == sorted(zip(rows.tolist(), columns.tolist(), strict=True))
+    assert max(compared) < 150  # no bucket of a whole cluster was compared all-pairs
+
+
 def test_connected_groups_link_chains_and_number_groups_by_first_member():
     groups = connected_groups(6, np.array([[4, 5], [0, 2], [2, 3]]))
     assert groups.tolist() == [0, 1, 0, 0, 2, 2]

@@ -52,13 +52,13 @@ def test_a_folder_of_new_images_passes_first_time_and_registers_under_its_own_na
     # train.model: auto (the schema's default for a dataset of one's own): the size every candidate was designed for
     assert statistics["input_shape"] == [12, 12, 1] and statistics["output_shape"] == [32, 32, 1]
     evaluated = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert 0 <= evaluated["baseline_accuracy"] <= 1 and evaluated["margin_over_baseline"] == pytest.approx(
-        evaluated["accuracy"] - evaluated["baseline_accuracy"]
+    assert 0 <= evaluated["baseline"] <= 1 and evaluated["margin"] == pytest.approx(
+        evaluated["accuracy"] - evaluated["baseline"]
     )
     blessing = json.loads((repo / "artifacts/evaluate/blessing.json").read_text())
     assert blessing["registered_model"] == "shapes-classifier" and blessing["champion"] is None
     assert any("classical baseline" in reason for reason in blessing["reasons"])
-    exported = json.loads((repo / "metrics/export.json").read_text())
+    exported = json.loads((repo / "artifacts/export/summary.json").read_text())
     assert exported["registered_model"] == "shapes-classifier" and exported["version"] == 1
     assert (repo / "artifacts/export/saved_model/shapes-classifier/1/saved_model.pb").is_file()
     assert "Classical baseline" in (repo / "artifacts/export/report.md").read_text()

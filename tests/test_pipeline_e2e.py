@@ -33,8 +33,40 @@ def test_repro_runs_every_stage_and_writes_the_promised_outputs(repo):
     assert (repo / "reports/ingest/data_docs/index.html").is_file()
     assert (repo / "artifacts/evaluate/blessing.json").is_file()
     assert list((repo / "artifacts/export").glob("*.tflite"))
-    shown = run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], repo).stdout
-    assert "accuracy" in shown
+    shown = json.loads(run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], repo).stdout)
+    (files,) = [revision["data"] for revision in shown.values()]  # the workspace only
+    assert set(files) == {f"metrics/{stage}.json" for stage in ("ingest", "train", "evaluate", "export")}
+    values = [value for file in files.values() for value in _leaves(file["data"])]
+    assert 20 <= len(values) <= 40, values  # the headline only: what a user compares across experiments
+    assert files["metrics/evaluate.json"]["data"]["accuracy"] == metrics["accuracy"]
+
+
+def _leaves(tree) -> list:
+    if isinstance(tree, dict):
+        return [leaf for value in tree.values() for leaf in _leaves(value)]
+    return [tree]
+
+
+def test_the_model_card_is_written_logged_and_the_registered_versions_description(repo):
+    card = (repo / "artifacts/export/model_card.md").read_text()
+    summary = json.loads((repo / "artifacts/export/summary.json").read_text())
+    client = _store(repo)
+    version = client.get_model_version("mnist_5k-classifier", str(summary["version"]))
+    assert version.description == card
+    assert card.startswith(f"# Model card: mnist\\_5k-classifier version {summary['version']}\n")
+    sections = ("## Model details", "## Datasets", "## Quantitative analysis", "## Gate verdict", "### Limitations")
+    for section in sections:
+        assert f"\n{section}\n" in card, section
+    data_md5 = yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]["md5"]
+    assert data_md5 in card and "| 0 | 400 | 50 | 50 |" in card  # the fingerprint, counts per class and split
+    assert "Previous champion: none" in card and "Classical baseline" in card
+    logged = [item.path for item in client.list_artifacts(summary["run_id"], "export")]
+    assert "export/model_card.md" in logged and "export/summary.json" in logged
+    issues = (repo / "artifacts/evaluate/label_issues.csv").read_text().splitlines()
+    assert issues[0].startswith("file,split,given,suggested,")
+    assert {"evaluate/label_issues.csv", "evaluate/label_issues.png"} <= {
+        item.path for item in client.list_artifacts(summary["run_id"], "evaluate")
+    }
 
 
 def test_second_repro_runs_nothing_and_status_is_clean(repo):
@@ -94,7 +126,7 @@ def test_the_served_model_gives_the_training_pipelines_output_on_the_test_split(
     serving = tf.saved_model.load(str(version)).signatures["serving_default"]
     images, _ = records.load_split_arrays(repo / "data/prepared", "test")
     served = serving(images=tf.constant(images))["probabilities"].numpy()
-    assert len(served) == len(expected) == json.loads((repo / "metrics/evaluate.json").read_text())["num_examples"]
+    assert len(served) == len(expected) == json.loads((repo / "metrics/ingest.json").read_text())["images"]["test"]
     np.testing.assert_allclose(served, expected, atol=1e-5)
 
 
@@ -112,7 +144,7 @@ def test_every_tflite_variant_serves_like_the_exported_saved_model(repo):
         .signatures["serving_default"](images=tf.constant(images))["probabilities"]
         .numpy()
     )
-    reported = json.loads((repo / "metrics/export.json").read_text())
+    reported = json.loads((repo / "artifacts/export/summary.json").read_text())
     files = sorted((repo / "artifacts/export").glob("model_*.tflite"))
     assert [path.stem.removeprefix("model_") for path in files] == sorted(["float32", "int8", "pruned_int8"])
     for path in files:
@@ -253,7 +285,7 @@ def test_forced_rerun_without_run_cache_is_deterministic(repo):
         # data/prepared (the shards) must be byte-identical; Data Docs and .keras files carry timestamps.
         hashes = {"ingest": [out["md5"] for out in lock["ingest"]["outs"] if out["path"] == "data/prepared"]}
         weights = keras.models.load_model(repo / "artifacts/train/model.keras", compile=False).get_weights()
-        metrics = json.loads((repo / "metrics/evaluate.json").read_text())
+        metrics = json.loads((repo / "artifacts/evaluate/evaluation.json").read_text())
         metrics.pop("run_id", None)
         return hashes, weights, metrics
 
@@ -265,3 +297,85 @@ def test_forced_rerun_without_run_cache_is_deterministic(repo):
     assert hashes_a["ingest"] == hashes_b["ingest"]
     assert all(np.array_equal(a, b) for a, b in zip(weights_a, weights_b, strict=True))
     assert metrics_a == metrics_b
+
+
+def _store(repo: Path):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns/mlflow.db'}")
+
+
+def test_a_stage_sigkilled_then_restored_from_the_run_cache_leaves_no_running_run(repo):
+    """kill -9 of the evaluate stage while its run is open, then `dvc repro`, which restores evaluate's outputs from
+    DVC's run-cache and runs no project code: nothing but the stage's watcher is left to end the run, and it does."""
+    import signal
+
+    import psutil
+
+    run([sys.executable, "-m", "dvc", "repro"], repo)  # everything up to date first (earlier tests changed things)
+    client = _store(repo)
+    run_id = json.loads((repo / "artifacts/train/run.json").read_text())["run_id"]
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    environment.pop("MLFLOW_TRACKING_URI", None)
+    repro = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "evaluate"],
+        cwd=repo,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while client.get_run(run_id).info.status != "RUNNING":  # evaluate has reopened the model's run
+            assert repro.poll() is None and time.monotonic() < deadline, "evaluate never opened its run"
+            time.sleep(0.2)
+        (stage,) = [
+            child
+            for child in psutil.Process(repro.pid).children(recursive=True)
+            if "components.evaluate" in child.cmdline()
+        ]
+        stage.send_signal(signal.SIGKILL)
+        assert repro.wait(timeout=60) != 0
+    finally:
+        if repro.poll() is None:
+            repro.kill()
+    restored = run([sys.executable, "-m", "dvc", "repro"], repo)
+    assert "Stage 'evaluate' is cached - skipping run, checking out outputs" in restored.stdout, restored.stdout
+    assert "Running stage" not in restored.stdout
+    deadline = time.monotonic() + 60
+    while client.get_run(run_id).info.status == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    killed = client.get_run(run_id)
+    assert killed.info.status == "KILLED" and "marked KILLED by its watcher" in killed.data.tags["tfpipe.stale"]
+    running = client.search_runs(
+        [experiment.experiment_id for experiment in client.search_experiments()],
+        filter_string="attributes.status = 'RUNNING'",
+    )
+    assert not running, [item.info.run_id for item in running]
+
+
+def test_an_export_restored_from_the_run_cache_never_contradicts_the_registry(repo):
+    """A gate param changed (evaluate and export rerun: a new version becomes champion), then changed back: `dvc
+    repro` restores the older evaluate and export from the run-cache, running no code. The restored DVC metrics state
+    facts of that model only; which version is champion, the registry says, and `pipelines.store champion` tells the
+    workspace's export apart from it."""
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    regression = yaml.safe_load((repo / "params.yaml").read_text())["evaluate"]["max_accuracy_regression"]
+    before = json.loads((repo / "artifacts/export/summary.json").read_text())
+    set_params(repo, {"evaluate": {"max_accuracy_regression": regression + 0.01}})
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    newer = json.loads((repo / "artifacts/export/summary.json").read_text())
+    assert newer["version"] > before["version"] and newer["promoted"], newer["not_promoted_because"]
+    set_params(repo, {"evaluate": {"max_accuracy_regression": regression}})
+    restored = run([sys.executable, "-m", "dvc", "repro"], repo)
+    assert "Stage 'export' is cached - skipping run, checking out outputs" in restored.stdout, restored.stdout
+    assert "Running stage" not in restored.stdout, restored.stdout
+    summary = json.loads((repo / "artifacts/export/summary.json").read_text())
+    assert summary["version"] == before["version"] and summary["exported_at"] == before["exported_at"]
+    assert "registry's state when this export ran" in summary["registry_note"]
+    headline = json.loads((repo / "metrics/export.json").read_text())
+    assert set(headline) <= {"float32", "int8", "gate_passed"}, headline  # no version, no promotion: model facts only
+    champion = _store(repo).get_model_version_by_alias("mnist_5k-classifier", "champion")
+    assert int(champion.version) == newer["version"]
+    told = run([sys.executable, "-m", "pipelines.store", "champion"], repo).stdout
+    assert f"champion is version {newer['version']}; the workspace's export is version {before['version']}" in told

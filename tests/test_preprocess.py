@@ -17,6 +17,18 @@ def test_statistics_and_normalization():
     assert abs(normalized.mean()) < 1e-3 and abs(normalized.std() - 1) < 1e-2
 
 
+def test_statistics_streamed_in_batches_equal_the_whole_split_at_once():
+    """The stage reads the train split in batches (memory for one batch, whatever the split's size)."""
+    images = np.random.default_rng(1).integers(0, 256, size=(700, 8, 8, 3)).astype(np.uint8)
+    whole = preprocess.compute_statistics(images, 8, 8)
+    pixels = images.reshape(-1, 3).astype(np.float64)
+    assert whole["mean"] == pixels.mean(axis=0).tolist() and whole["variance"] == pixels.var(axis=0).tolist()
+    streamed = preprocess.compute_statistics(iter([images[:100], images[100:450], images[450:]]), 8, 8)
+    assert streamed["num_images"] == 700
+    np.testing.assert_allclose(streamed["mean"], whole["mean"], rtol=1e-12)
+    np.testing.assert_allclose(streamed["variance"], whole["variance"], rtol=1e-12)
+
+
 def test_resize_is_part_of_the_model_and_survives_saving(tmp_path):
     images = np.full((2, 8, 8, 3), 100, dtype=np.uint8)
     model = build_preprocessor([8, 8, 3], 16, 16, [100, 100, 100], [25, 25, 25])

@@ -178,6 +178,17 @@ def test_the_run_key_follows_data_params_and_code(workspace, tmp_path):
     assert lineage.code_digest("components.train", tmp_path) == lineage.code_digest("components.train", tmp_path)
 
 
+def test_cache_auto_keeps_the_splits_in_memory_only_while_they_fit_the_budget(monkeypatch):
+    from components.train import resume
+
+    manifest = {"image_shape": [32, 32, 3], "splits": {"train": {"count": 40_000}, "val": {"count": 5_000}}}
+    assert resume.resolve_cache("auto", manifest) == "memory"  # 132 MiB
+    monkeypatch.setattr(resume, "MEMORY_CACHE_BYTES", 100 * 2**20)
+    assert resume.resolve_cache("auto", manifest) == "none"
+    assert resume.resolve_cache("memory", manifest) == "memory"  # the user's choice stands
+    assert 0 < resume.memory_cache_budget() <= 100 * 2**20
+
+
 def test_a_tf_data_cache_file_is_keyed_and_a_killed_runs_partial_cache_removed(tmp_path):
     from components.train.stage import cache_location
 

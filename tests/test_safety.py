@@ -147,3 +147,27 @@ def test_a_failing_stage_says_how_to_get_its_previous_outputs_back(capsys):
     with pytest.raises(SystemExit):
         outputs.run_stage("train", failing)
     assert "`dvc checkout train` restores them from the DVC cache" in capsys.readouterr().err
+
+
+def test_a_finished_stage_exits_at_once_with_everything_it_printed_and_wrote(tmp_path):
+    """run_stage skips the interpreter's teardown after a main that returned (1-3 s a stage), not what it wrote."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, sys; from tfpipe.outputs import run_stage, write_text\n"
+        "def main():\n"
+        "    print('printed', end=''); print('to stderr', file=sys.stderr, end='')\n"
+        "    logging.basicConfig(filename=sys.argv[1] + '/log.txt'); logging.warning('logged')\n"
+        "    write_text(sys.argv[1] + '/out.txt', 'written')\n"
+        "    import atexit; atexit.register(lambda: open(sys.argv[1] + '/exit.txt', 'w').write('handled'))\n"
+        "    from joblib import Parallel, delayed\n"  # a worker pool that outlives its call (evaluate's SVM folds)
+        "    assert Parallel(n_jobs=2)(delayed(abs)(-value) for value in range(4)) == [0, 1, 2, 3]\n"
+        "run_stage('x', main)\n"
+        "print('never reached')\n"
+    )
+    # With the pool's workers left running, reading the output would wait for their idle timeout (300 s).
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == "printed" and result.stderr == "to stderr"
+    assert (tmp_path / "out.txt").read_text() == "written" and "logged" in (tmp_path / "log.txt").read_text()
+    assert (tmp_path / "exit.txt").read_text() == "handled"  # exit handlers run (joblib's pool: no orphans)

@@ -54,8 +54,58 @@ def test_sigterm_ends_the_run_killed(mlflow_store, tmp_path):
     assert _status(run_id) == "KILLED"
 
 
-def test_a_run_left_running_by_sigkill_is_marked_on_the_next_start(mlflow_store, tmp_path, monkeypatch):
+def _watchers(run_id: str) -> list:
+    import psutil
+
+    return [
+        process
+        for process in psutil.process_iter(["cmdline"])
+        if "tfpipe.run_watch" in (process.info["cmdline"] or []) and run_id in (process.info["cmdline"] or [])
+    ]
+
+
+def _wait_for_status(run_id: str, status: str, seconds: float = 60) -> str:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while _status(run_id) != status and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return _status(run_id)
+
+
+@pytest.mark.parametrize("run_context", ["stage_run", "background_stage_run"])
+def test_a_sigkilled_stage_run_is_marked_killed_by_its_watcher_with_no_other_code_running(
+    mlflow_store, tmp_path, run_context
+):
+    """No later stage, `make ui` or sweep runs here: only the watcher the stage started can end the run."""
+    child, run_id = _start_child(tmp_path, mlflow_store, run_context)
+    assert len(_watchers(run_id)) == 1
+    child.kill()
+    child.wait(timeout=30)
+    assert _wait_for_status(run_id, "KILLED") == "KILLED"
+    assert "marked KILLED by its watcher" in mlflow.get_run(run_id).data.tags["tfpipe.stale"]
+    assert "marked KILLED" in (tmp_path / ".cache/run_watch.log").read_text()
+
+
+def test_a_run_that_ends_itself_leaves_no_watcher_and_its_status_alone(mlflow_store, tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    with tracking.stage_run("unit") as run:
+        run_id = run.info.run_id
+        assert len(_watchers(run_id)) == 1
+    deadline = time.monotonic() + 30
+    while _watchers(run_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _watchers(run_id) and _status(run_id) == "FINISHED"
+    assert "tfpipe.stale" not in mlflow.get_run(run_id).data.tags
+
+
+def test_a_run_left_running_when_its_watcher_died_too_is_marked_on_the_next_start(mlflow_store, tmp_path, monkeypatch):
+    """A reboot kills the stage and its watcher: the next stage (or `make ui`) marks the run."""
     child, run_id = _start_child(tmp_path, mlflow_store)
+    for watcher in _watchers(run_id):
+        watcher.kill()
     child.kill()
     child.wait(timeout=30)
     assert _status(run_id) == "RUNNING"
@@ -174,9 +224,11 @@ def test_stale_runs_of_every_experiment_are_marked_and_a_reused_pid_does_not_hid
 
 
 def test_mark_stale_command_is_what_make_ui_runs_first(tmp_path):
-    """kill -9 during `dvc repro -f --no-run-cache train`, then `dvc repro` restores outputs from the run cache and
-    runs no stage: the next thing that opens the store, `make ui` included, marks the killed run."""
+    """The stage and its watcher killed (a reboot), then `dvc repro` restores outputs from the run cache and runs no
+    stage: the next thing that opens the store, `make ui` included, marks the killed run."""
     child, run_id = _start_child(tmp_path, f"sqlite:///{tmp_path / 'mlruns/mlflow.db'}")
+    for watcher in _watchers(run_id):
+        watcher.kill()
     child.kill()
     child.wait(timeout=30)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

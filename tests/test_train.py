@@ -116,5 +116,8 @@ def test_main_trains_and_records_the_run(prepared_dir, tmp_path, monkeypatch, ml
     assert list((tmp_path / run.data.tags["tensorboard.dir"] / "train").glob("events.out.tfevents.*"))
     model = keras.models.load_model(tmp_path / "artifacts/train/model.keras", compile=False)
     assert model.output_shape == (None, 3)
-    assert json.loads((tmp_path / "metrics/train.json").read_text())["epochs_run"] == 2
+    assert json.loads((tmp_path / "metrics/train.json").read_text())["epochs"] == 2
+    described = json.loads((tmp_path / "artifacts/train/model.json").read_text())
+    assert described["epochs_run"] == 2 and described["run_id"] == run.info.run_id
+    assert described["params"]["epochs"] == 2 and "val_accuracy" in described["final_epoch"]
     assert not (tmp_path / ".cache/train-backup").exists() or not any((tmp_path / ".cache/train-backup").iterdir())

@@ -38,8 +38,12 @@ RUNS = {  # run name -> (params, per-epoch accuracy, test_accuracy)
 pytestmark = pytest.mark.e2e
 
 
-def _fill_store(mlruns: Path) -> tuple[str, dict[str, str]]:
-    """Two finished runs laid out as train/evaluate leave them: params, epoch metrics, test metrics, an artifact."""
+MODEL = "mnist_5k-classifier"
+
+
+def _fill_store(mlruns: Path, model_card: str) -> tuple[str, dict[str, str]]:
+    """Two finished runs laid out as train/evaluate leave them: params, epoch metrics, test metrics, an artifact;
+    and a registered model version whose description is a model card the export stage wrote."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{mlruns / 'mlflow.db'}")
@@ -57,6 +61,10 @@ def _fill_store(mlruns: Path) -> tuple[str, dict[str, str]]:
         client.log_artifact(run.info.run_id, str(blessing), artifact_path="evaluate")
         client.set_terminated(run.info.run_id, "FINISHED")
         run_ids[name] = run.info.run_id
+    client.create_registered_model(MODEL)
+    client.create_model_version(
+        MODEL, f"runs:/{run_ids['lenet5-mnist_5k']}/model", run_id=run_ids["lenet5-mnist_5k"], description=model_card
+    )
     return experiment_id, run_ids
 
 
@@ -72,12 +80,13 @@ def _get(url: str, data: dict | None = None) -> tuple[int, bytes]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`make ui` on a free port against a store of two runs; stopped (the whole process group) afterwards."""
+def server(tmp_path_factory, reproduced_repo):
+    """`make ui` on a free port against a store of two runs and a registered version carrying the model card of the
+    session's reproduced pipeline; stopped (the whole process group) afterwards."""
     base = tmp_path_factory.mktemp("ui")
     mlruns = base / "mlruns"
     mlruns.mkdir()
-    experiment_id, run_ids = _fill_store(mlruns)
+    experiment_id, run_ids = _fill_store(mlruns, (reproduced_repo / "artifacts/export/model_card.md").read_text())
     port = free_port()
     log = (base / "server.log").open("w")
     # -o: the venv is there already; make must not reinstall it in the middle of a test run.
@@ -207,3 +216,29 @@ def test_the_experiment_page_shows_both_runs_and_their_metrics_in_chromium(serve
     for screenshot in screenshots.values():
         assert screenshot.stat().st_size > 10_000
         shutil.copy(screenshot, Path(tempfile.gettempdir()) / screenshot.name)  # the latest ones, to look at
+
+
+def test_the_model_version_page_shows_the_model_card_in_chromium(server):
+    """The card renders as Markdown on the version's page: its headings, the per-class table and the gate."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium; .ci/run does)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package (dev extra) is not installed")
+    screenshot = server["dir"] / "mlflow_ui_model_card.png"
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1200})
+            page.goto(f"{server['url']}/#/models/{MODEL}/versions/1", wait_until="domcontentloaded")
+            heading = page.get_by_role("heading", name=f"Model card: {MODEL} version")
+            heading.first.wait_for(state="visible", timeout=90_000)
+            for name in ("Quantitative analysis", "Variants and their trade-offs", "Gate verdict", "Limitations"):
+                page.get_by_role("heading", name=name).first.wait_for(state="visible", timeout=30_000)
+            # The per-class table is a table, not pipes in a paragraph; the escaped names read as typed.
+            page.get_by_role("columnheader", name="test recall").first.wait_for(state="visible", timeout=30_000)
+            assert page.get_by_text("evaluate.min_accuracy", exact=False).count() >= 1
+            assert page.get_by_text("\\_", exact=False).count() == 0  # no escape shows through
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    assert screenshot.stat().st_size > 10_000
+    shutil.copy(screenshot, Path(tempfile.gettempdir()) / screenshot.name)

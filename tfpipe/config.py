@@ -214,7 +214,7 @@ class TrainParams:
     search: SearchParams = SearchParams()
     early_stopping_patience: Epochs | Auto = "auto"  # auto: 15% of the epochs, at least 6
     shuffle_buffer: int = Field(5000, ge=1, le=10_000_000)
-    cache: str = "memory"  # memory | none | a file path prefix for splits larger than memory
+    cache: str = "auto"  # auto (memory when the splits fit a budget, else none) | memory | none | a file path prefix
     seed: Seed = 42
     deterministic: bool = True
     # Hardware: "auto" picks mixed precision and XLA on a capable GPU, float32 and no XLA on CPU.

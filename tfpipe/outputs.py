@@ -72,8 +72,9 @@ STAGE_RESTORE_HINT = (
 )
 
 
-def run_stage(stage: str, main) -> None:
-    """Runs a stage's main; on failure (Ctrl-C included) says what happened to its outputs before re-raising."""
+def run_stage(stage: str, main, exit_when_done: bool = True) -> None:
+    """Runs a stage's main; on failure (Ctrl-C included) says what happened to its outputs before re-raising. After
+    a main that returned, exits at once (exit_now)."""
     try:
         main()
     except SystemExit as error:
@@ -83,6 +84,29 @@ def run_stage(stage: str, main) -> None:
     except BaseException:
         print(f"{stage}: {STAGE_RESTORE_HINT.format(stage=stage)}", file=sys.stderr)
         raise
+    if exit_when_done:
+        exit_now()
+
+
+def exit_now() -> None:
+    """Ends a stage's process that has finished: every output is written, renamed into place and closed, its MLflow
+    run ended and its queued logging done, its TensorBoard writers flushed. The exit handlers still run (logging's,
+    joblib's worker pool's, multiprocessing's: no process of ours is left behind); what is skipped, as os._exit
+    does, is the interpreter's teardown (every imported module's finalizers, TensorFlow's above all), which writes
+    nothing of ours and took 1-3 s a stage here (benchmarks/run.py's profile)."""
+    import atexit
+    import threading
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # What the interpreter's exit does first, in its order: threading's exit hooks (joblib's loky pool stops its
+    # workers there; skipped, they would outlive the stage for their 300 s idle timeout, holding its output pipe),
+    # joining the other threads, then the atexit handlers. Only the teardown after them is skipped.
+    threading._shutdown()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @contextlib.contextmanager

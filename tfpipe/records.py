@@ -96,6 +96,30 @@ def read_split(directory: Path | str, split: str, with_file: bool = False):
     return records.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
+def read_labels(directory: Path | str, split: str) -> tuple[np.ndarray, list[str]]:
+    """One split's labels int32 [N] and file names, read in one pass without keeping its images."""
+    labels, files = [], []
+    for _, label_batch, file_batch in read_split(directory, split, with_file=True).batch(4096).as_numpy_iterator():
+        labels.append(label_batch)
+        files.extend(name.decode() for name in file_batch)
+    return (np.concatenate(labels) if labels else np.zeros(0, np.int32)), files
+
+
+def gather_images(directory: Path | str, split: str, indices: np.ndarray) -> np.ndarray:
+    """The images at `indices` (ascending positions in the split), read in one pass: memory for those alone."""
+    indices = np.asarray(indices, np.int64)
+    picked, start = [], 0
+    for image_batch, _ in read_split(directory, split).batch(4096).as_numpy_iterator():
+        inside = indices[(indices >= start) & (indices < start + len(image_batch))] - start
+        picked.append(image_batch[inside])
+        start += len(image_batch)
+        if start > (indices[-1] if len(indices) else -1):
+            break
+    if not picked:
+        return np.zeros((0, *read_manifest(directory)["image_shape"]), np.uint8)
+    return np.concatenate(picked)
+
+
 def load_split_arrays(directory: Path | str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """A whole split in memory as (images uint8 [N,H,W,C], labels int32 [N])."""
     images, labels = [], []

@@ -19,7 +19,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from tfpipe import paths
+from tfpipe import paths, run_watch
 from tfpipe.redaction import redact
 from tfpipe.stale_runs import mark_stale_runs, process_tags
 
@@ -127,6 +127,7 @@ def _start_run(experiment_name: str, run_id: str | None, run_name: str | None, s
         log_system_metrics=system_metrics,
     )
     mlflow.set_tags(process_tags())
+    run_watch.watch(run.info.run_id, mlflow.get_tracking_uri())  # marks the run KILLED if this process dies
     return run
 
 
@@ -166,8 +167,10 @@ def stage_run(
             yield run
         except BaseException as error:
             mlflow.end_run(status=_end_status(error))
+            run_watch.release(run.info.run_id)
             raise
         mlflow.end_run(status="FINISHED")
+        run_watch.release(run.info.run_id)
 
 
 class BackgroundRun:
@@ -266,8 +269,10 @@ class BackgroundRun:
             try:
                 import mlflow
 
-                if mlflow.active_run() is not None:  # this thread's run, also when a call after the start failed
+                active = mlflow.active_run()
+                if active is not None:  # this thread's run, also when a call after the start failed
                     mlflow.end_run(status=_end_status(error or self._error))
+                    run_watch.release(active.info.run_id)
             except Exception:
                 if error is None and self._error is None:
                     raise  # otherwise the error that stopped the stage or the queue is the one to report

@@ -17,13 +17,39 @@ from tfpipe import records
 CALIBRATION_BINS = 15
 
 
-def load_test_split(directory: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """The test split in memory: images uint8 [N,H,W,C], labels [N], file names [N]."""
-    batches = list(records.read_split(directory, "test", with_file=True).batch(1024).as_numpy_iterator())
+def load_split(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One split in memory: images uint8 [N,H,W,C], labels [N], file names [N] (empty arrays for an empty split)."""
+    batches = list(records.read_split(directory, split, with_file=True).batch(1024).as_numpy_iterator())
     if not batches:
-        raise ValueError("the test split is empty: nothing to evaluate")
+        shape = records.read_manifest(directory)["image_shape"]
+        return np.zeros((0, *shape), np.uint8), np.zeros(0, np.int32), []
     images, labels, files = (np.concatenate(parts) for parts in zip(*batches, strict=True))
     return images, labels, [name.decode() for name in files]
+
+
+def load_test_split(directory: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The test split in memory: images uint8 [N,H,W,C], labels [N], file names [N]."""
+    test = load_split(directory, "test")
+    if not len(test[1]):
+        raise ValueError("the test split is empty: nothing to evaluate")
+    return test
+
+
+def most_confused(labels: np.ndarray, predictions: np.ndarray, class_names: list[str], count: int = 5) -> list[dict]:
+    """The class pairs the model mixes up most on the test split: {"actual", "predicted", "images", "share"}."""
+    from sklearn.metrics import confusion_matrix
+
+    matrix = confusion_matrix(labels, predictions, labels=np.arange(len(class_names)))
+    np.fill_diagonal(matrix, 0)
+    totals = np.bincount(labels, minlength=len(class_names))
+    pairs = sorted(
+        ((int(matrix[a, p]), a, p) for a in range(len(class_names)) for p in range(len(class_names))), reverse=True
+    )
+    return [
+        {"actual": class_names[a], "predicted": class_names[p], "images": n, "share": round(n / max(1, totals[a]), 4)}
+        for n, a, p in pairs[:count]
+        if n > 0
+    ]
 
 
 def compute_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str], top_k: int) -> dict:

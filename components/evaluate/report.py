@@ -20,6 +20,8 @@ from components.evaluate.metrics import (
     expected_calibration_error,
 )
 
+matplotlib.rcParams["text.parse_math"] = False  # file and class names are drawn as text, never as mathtext
+
 MISTAKES_SHOWN = 16
 
 
@@ -104,11 +106,12 @@ def plot_reliability_diagram(
     return figure
 
 
-def write_tensorboard_summaries(log_dir: Path, confusion_png: bytes, metrics: dict) -> None:
-    """The confusion matrix (Images tab) and the test metrics (with the baseline's accuracy), which the HParams
-    dashboard shows beside each run's params."""
+def write_tensorboard_summaries(log_dir: Path, pictures: dict[str, bytes], metrics: dict) -> None:
+    """The pictures (PNG bytes by name: the Images tab shows them side by side) and the test metrics (with the
+    baseline's accuracy), which the HParams dashboard shows beside each run's params."""
     with tf.summary.create_file_writer(str(log_dir)).as_default():
-        tf.summary.image("confusion_matrix", tf.image.decode_png(confusion_png, channels=4)[tf.newaxis], step=0)
+        for name, png in pictures.items():
+            tf.summary.image(name, tf.image.decode_png(png, channels=4)[tf.newaxis], step=0)
         for key, value in metrics.items():
             if isinstance(value, float):
                 tf.summary.scalar(f"test_{key}", value, step=0)

@@ -1,17 +1,17 @@
-"""Evaluate stage: reads artifacts/train, the train and test splits and the registry's champion;
-writes metrics, plots and the gate decision.
+"""Evaluate stage: reads artifacts/train, every split and the registry's champion; writes metrics, plots and the
+gate decision.
 
-Writes metrics/evaluate.json (DVC metrics), plots/confusion.csv (DVC confusion plot) and
-artifacts/evaluate/ (blessing.json, which export reads, and three PNGs: confusion matrix, most
-confident mistakes, reliability diagram); logs all of it into the model's MLflow run. The gate
-compares the model with the registry's champion of the same dataset and with a classical
+Writes metrics/evaluate.json (the headline DVC metrics), plots/confusion.csv (DVC confusion plot) and
+artifacts/evaluate/: blessing.json (which export reads), evaluation.json (every test metric, per class too, and the
+classes most confused), label_issues.csv (the likely label errors of every split) and four PNGs (confusion matrix,
+most confident mistakes, reliability diagram, likely label errors); logs all of it into the model's MLflow run and
+TensorBoard. The gate compares the model with the registry's champion of the same dataset and with a classical
 baseline (components/evaluate/baseline.py) fit on the same train split.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import matplotlib
 
@@ -22,12 +22,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
-from components.evaluate.baseline import fit_and_score
+from components.evaluate.baseline import MAX_TRAIN_EXAMPLES, fit_and_score, sample_per_class
 from components.evaluate.gate import decide_blessing, evaluate_champion, per_class_recall
-from components.evaluate.metrics import (
-    compute_metrics,
-    load_test_split,
-)
+from components.evaluate.label_issues import MAX_EXAMPLES, find_likely_label_errors, plot_label_issues
+from components.evaluate.metrics import compute_metrics, load_test_split, most_confused
 from components.evaluate.report import (
     plot_confident_mistakes,
     plot_confusion_matrix,
@@ -35,19 +33,22 @@ from components.evaluate.report import (
     write_tensorboard_summaries,
 )
 from models.loading import load_trained_model
-from tfpipe import paths, records, run_records, tracking
+from tfpipe import paths, records, run_records, timing, tracking
 from tfpipe.config import registered_model_name
 from tfpipe.outputs import atomic_directory, write_csv, write_json
 from tfpipe.params_file import load_params
 
 
-def score(model_path: Path, images: np.ndarray, train_split: tuple[np.ndarray, np.ndarray], labels: np.ndarray):
+def score(model, images: np.ndarray, train_split: tuple[np.ndarray, np.ndarray], labels: np.ndarray):
     """(the network's test probabilities, the classical baseline fit on the train split and scored on the test
     split). libsvm fits without Python's lock: the baseline runs on a second core while the network predicts."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         baseline = pool.submit(fit_and_score, *train_split, images, labels)
-        probabilities = load_trained_model(model_path).predict(images.astype(np.float32), batch_size=256, verbose=0)
-        return probabilities, baseline.result()
+        return predict(model, images), baseline.result()
+
+
+def predict(model, images: np.ndarray) -> np.ndarray:
+    return model.predict(images.astype(np.float32), batch_size=256, verbose=0)
 
 
 def describe_champion(check: dict, gate: dict, reference: dict) -> dict | None:
@@ -66,16 +67,66 @@ def describe_champion(check: dict, gate: dict, reference: dict) -> dict | None:
     return champion
 
 
+def find_label_errors(
+    split_labels: dict[str, tuple[np.ndarray, list[str]]],
+    test_images: np.ndarray,
+    class_names: list[str],
+    model,
+    seed: int,
+) -> tuple[pd.DataFrame, dict, np.ndarray]:
+    """(the likely label errors of every split, what was checked, the images they index into). Only a stratified
+    sample of MAX_EXAMPLES images is read (train and val streamed from their shards), so the memory is bounded
+    whatever the dataset's size."""
+    labels = np.concatenate([labels for labels, _ in split_labels.values()])
+    files = [file for _, split_files in split_labels.values() for file in split_files]
+    names = [name for name, (labels_of, _) in split_labels.items() for _ in labels_of]
+    chosen = sample_per_class(labels, MAX_EXAMPLES, seed)
+    images, start = [], 0
+    for split, (labels_of, _) in split_labels.items():
+        inside = chosen[(chosen >= start) & (chosen < start + len(labels_of))] - start
+        images.append(test_images[inside] if split == "test" else records.gather_images(paths.PREPARED, split, inside))
+        start += len(labels_of)
+    images = np.concatenate(images)
+    issues, checked = find_likely_label_errors(
+        images,
+        labels[chosen],
+        [files[index] for index in chosen],
+        [names[index] for index in chosen],
+        class_names,
+        lambda batch: predict(model, batch),
+        seed,
+        total=len(labels),
+    )
+    return issues, checked, images
+
+
+def describe_label_errors(issues: pd.DataFrame, checked: dict) -> str:
+    """The stage's summary of the likely label errors: how many, and the first few named."""
+    if checked.get("skipped"):
+        return f"likely label errors: not checked ({checked['skipped']})"
+    confirmed = issues[issues["confirmed"].astype(bool)]
+    return (
+        f"likely label errors: {checked['confirmed']} ({checked['candidates']} candidates of {checked['checked']} "
+        f"images checked; {paths.EVALUATE / 'label_issues.csv'}, label_issues.png)"
+        + "".join(
+            f"\n  {row.split}: {row.file} labelled {row.given}, likely {row.suggested}"
+            for row in confirmed.head(5).itertuples()
+        )
+    )
+
+
 def write_outputs(
     blessing: dict,
     metrics: dict,
     test: tuple[np.ndarray, np.ndarray, list[str]],
     probabilities: np.ndarray,
     class_names: list[str],
+    label_errors: tuple[pd.DataFrame, dict, np.ndarray],
 ) -> dict:
-    """artifacts/evaluate (blessing.json and the pictures, in one step), plots/confusion.csv and
-    metrics/evaluate.json; returns what the metrics file says of the champion."""
+    """artifacts/evaluate (blessing.json, evaluation.json, label_issues.csv and the pictures, in one step),
+    plots/confusion.csv and metrics/evaluate.json (headline values only); returns what is said of the champion."""
     images, labels, files = test
+    issues, checked, issue_images = label_errors
     predictions = probabilities.argmax(axis=1)
     figures = {
         "confusion_matrix.png": plot_confusion_matrix(
@@ -83,9 +134,27 @@ def write_outputs(
         ),
         "confident_mistakes.png": plot_confident_mistakes(images, labels, probabilities, class_names, files),
         "reliability_diagram.png": plot_reliability_diagram(probabilities, labels),
+        "label_issues.png": plot_label_issues(issue_images, issues),
+    }
+    compared = {
+        key: value
+        for key, value in (blessing["champion"] or {}).items()
+        if key in ("version", "accuracy", "accuracy_change", "max_class_recall_drop")
+    }
+    evaluation = {
+        **metrics,
+        "most_confused": most_confused(labels, predictions, class_names),
+        "blessed": blessing["blessed"],
+        "run_id": blessing["candidate"]["run_id"],
+        "baseline_accuracy": blessing["baseline"]["accuracy"],
+        "accuracy_floor": blessing["floor"]["value"],
+        "likely_label_errors": checked,
+        **({"champion": compared} if compared else {}),
     }
     with atomic_directory(paths.EVALUATE) as staging:
         write_json(staging / "blessing.json", blessing)
+        write_json(staging / "evaluation.json", evaluation)
+        write_csv(staging / "label_issues.csv", issues.drop(columns="index"))
         for file_name, figure in figures.items():
             figure.savefig(staging / file_name, dpi=120)
             plt.close(figure)
@@ -93,27 +162,29 @@ def write_outputs(
         paths.CONFUSION_PLOT,
         pd.DataFrame({"actual": [class_names[i] for i in labels], "predicted": [class_names[i] for i in predictions]}),
     )
-    compared = {
-        key: value
-        for key, value in (blessing["champion"] or {}).items()
-        if key in ("version", "accuracy", "accuracy_change", "max_class_recall_drop")
-    }
+    # The headline: what a user compares across experiments (`dvc exp show`, `dvc metrics diff`), named short so
+    # that a table of them fits a terminal; the rest is in artifacts/evaluate/evaluation.json and MLflow.
     write_json(
         paths.EVALUATE_METRICS,
         {
-            **metrics,
+            "accuracy": metrics["accuracy"],
+            "macro_f1": metrics["macro_f1"],
+            "ece": metrics["expected_calibration_error"],
+            "baseline": blessing["baseline"]["accuracy"],
+            "margin": metrics["accuracy"] - blessing["baseline"]["accuracy"],
             "blessed": blessing["blessed"],
-            "run_id": blessing["candidate"]["run_id"],
-            "baseline_accuracy": blessing["baseline"]["accuracy"],
-            "margin_over_baseline": metrics["accuracy"] - blessing["baseline"]["accuracy"],
-            "accuracy_floor": blessing["floor"]["value"],
-            **({"champion": compared} if compared else {}),
+            "label_errors": checked["confirmed"],
         },
     )
     return compared
 
 
-def log_to_mlflow(metrics: dict, blessing: dict, compared: dict, baseline_seconds: float, reference: dict) -> None:
+TENSORBOARD_IMAGES = ("confusion_matrix", "confident_mistakes", "label_issues")  # the Images tab, side by side
+
+
+def log_to_mlflow(
+    metrics: dict, blessing: dict, compared: dict, baseline_seconds: float, reference: dict, label_errors: dict
+) -> None:
     """Into the model's run (open): test metrics, the baseline, the gate, the outputs and TensorBoard summaries."""
     baseline = blessing["baseline"]
     mlflow.log_metrics({f"test_{key}": value for key, value in metrics.items() if isinstance(value, float)})
@@ -123,6 +194,8 @@ def log_to_mlflow(metrics: dict, blessing: dict, compared: dict, baseline_second
             "baseline_accuracy": baseline["accuracy"],
             "margin_over_baseline": metrics["accuracy"] - baseline["accuracy"],
             "baseline_seconds": baseline_seconds,
+            "likely_label_errors": label_errors["confirmed"],
+            "label_error_candidates": label_errors["candidates"],
             **{f"champion_{key}": value for key, value in compared.items() if key != "version"},  # version: a tag
         }
     )
@@ -146,7 +219,7 @@ def log_to_mlflow(metrics: dict, blessing: dict, compared: dict, baseline_second
     log_dir = run_records.tensorboard_dir(reference["tensorboard"]) / "evaluate"
     write_tensorboard_summaries(
         log_dir,
-        (paths.EVALUATE / "confusion_matrix.png").read_bytes(),
+        {name: (paths.EVALUATE / f"{name}.png").read_bytes() for name in TENSORBOARD_IMAGES},
         {**metrics, "baseline_accuracy": baseline["accuracy"]},
     )
     mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard/evaluate")
@@ -154,22 +227,35 @@ def log_to_mlflow(metrics: dict, blessing: dict, compared: dict, baseline_second
 
 
 def main() -> None:
+    timing.start()
     all_params = load_params()
     params, model_name = all_params.evaluate, registered_model_name(all_params)
     class_names = records.read_manifest(paths.PREPARED)["class_names"]
     test = load_test_split(paths.PREPARED)  # images, labels, file names
     images, labels, _ = test
-    train_split = records.load_split_arrays(paths.PREPARED, "train")
-    probabilities, baseline = score(paths.TRAIN, images, train_split, labels)
+    # train and val are read for their labels; only the samples the baseline and the label check use keep images.
+    split_labels = {split: records.read_labels(paths.PREPARED, split) for split in ("train", "val")}
+    split_labels["test"] = (labels, test[2])
+    train_labels = split_labels["train"][0]
+    baseline_sample = sample_per_class(train_labels, MAX_TRAIN_EXAMPLES, seed=0)
+    train_sample = (records.gather_images(paths.PREPARED, "train", baseline_sample), train_labels[baseline_sample])
+    model = load_trained_model(paths.TRAIN)
+    timing.lap("read the splits and the model")
+    probabilities, baseline = score(model, images, train_sample, labels)
+    timing.lap("network and classical baseline on test")
     print(
         f"classical baseline: {baseline['model']}, test accuracy {baseline['accuracy']:.4f} "
         f"({baseline['train_examples']} train images, {baseline['features']} features, {baseline['seconds']} s)"
     )
     metrics = compute_metrics(probabilities, labels, class_names, params.top_k)
+    label_errors = find_label_errors(split_labels, images, class_names, model, seed=0)
+    print(describe_label_errors(*label_errors[:2]))
+    timing.lap("likely label errors (cross-validated SVM)")
     reference = run_records.read_run_reference(paths.TRAIN / "run.json")
     with tracking.stage_run(reference["experiment_name"], run_id=reference["run_id"]):
         check = evaluate_champion(model_name, images, labels, class_names, params.top_k)
         champion = check["version"]
+        timing.lap("MLflow: run and champion")
         gate = decide_blessing(
             metrics,
             params,
@@ -194,9 +280,12 @@ def main() -> None:
                 "per_class_recall": per_class_recall(metrics),
             },
         }
-        compared = write_outputs(blessing, metrics, test, probabilities, class_names)
-        log_to_mlflow(metrics, blessing, compared, baseline["seconds"], reference)
+        compared = write_outputs(blessing, metrics, test, probabilities, class_names, label_errors)
+        timing.lap("outputs (report, plots)")
+        log_to_mlflow(metrics, blessing, compared, baseline["seconds"], reference, label_errors[1])
+        timing.lap("MLflow and TensorBoard: logging")
     print(
         f"test accuracy {metrics['accuracy']:.4f} on {metrics['num_examples']} images: "
         f"{'BLESSED' if gate['blessed'] else 'NOT blessed'}\n  " + "\n  ".join(gate["reasons"])
     )
+    timing.write("evaluate")

@@ -1,7 +1,7 @@
 """The tfmot fine-tunes some variants start from: pruning (prune_low_magnitude on a polynomial ramp, then
 strip_pruning) and quantization-aware training (pruning-preserving on a pruned model), on the classifier alone with
-the trained model's preprocessing and softmax put back around it; reads the train arrays it is given, writes pruning
-summaries for TensorBoard.
+the trained model's preprocessing and softmax put back around it; reads the train examples it is given (Examples:
+streamed from the prepared split, or arrays in a test), writes pruning summaries for TensorBoard.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import math
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+
+from components.export.examples import Examples
 
 FINE_TUNE_BATCH_SIZE = 64
 
@@ -71,23 +73,22 @@ def build_pruning_schedule(
 
 def fine_tune(
     model: keras.Model,
-    images: np.ndarray,
-    labels: np.ndarray,
+    train: Examples,
     *,
     epochs: int,
     learning_rate: float,
     seed: int,
     callbacks=(),
 ):
-    """A few epochs of (uint8 images, labels) at a low rate; the variants start from trained weights."""
+    """A few epochs of the train examples at a low rate; the variants start from trained weights."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=["accuracy"],
     )
     dataset = (
-        tf.data.Dataset.from_tensor_slices((images, labels))
-        .shuffle(len(images), seed=seed)
+        train.dataset()
+        .shuffle(train.shuffle_buffer(), seed=seed)
         .batch(FINE_TUNE_BATCH_SIZE)
         .map(lambda image, label: (tf.cast(image, tf.float32), label), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
@@ -99,8 +100,7 @@ def fine_tune(
 def prune_classifier(
     model,
     classifier_name,
-    images,
-    labels,
+    train: Examples,
     *,
     target_sparsity,
     epochs,
@@ -120,7 +120,7 @@ def prune_classifier(
     import tensorflow_model_optimization as tfmot
 
     schedule = build_pruning_schedule(
-        len(images),
+        train.count,
         batch_size=FINE_TUNE_BATCH_SIZE,
         epochs=epochs,
         target_sparsity=target_sparsity,
@@ -143,8 +143,7 @@ def prune_classifier(
     callbacks = [tfmot.sparsity.keras.UpdatePruningStep(), tfmot.sparsity.keras.PruningSummaries(log_dir=str(log_dir))]
     fine_tune(
         wrap_classifier(model, prunable, "pruning"),
-        images,
-        labels,
+        train,
         epochs=epochs,
         learning_rate=learning_rate,
         seed=seed,
@@ -229,7 +228,7 @@ def quantize_apply_skipping(classifier: keras.Model, scheme) -> tuple[keras.Mode
 
 
 def quantization_aware_classifier(
-    model, images, labels, classifier_name, *, preserve_sparsity: bool, epochs: int, learning_rate: float, seed: int
+    model, train: Examples, classifier_name, *, preserve_sparsity: bool, epochs: int, learning_rate: float, seed: int
 ) -> tuple[keras.Model, list[str]]:
     """QAT fine-tune (fake-quantized weights and activations); with preserve_sparsity (PQAT) the
     zero weights of an already pruned classifier stay zero. The converter turns the result into int8.
@@ -246,7 +245,7 @@ def quantization_aware_classifier(
     )
     quantized, float_layers = quantize_apply_skipping(classifier, scheme)
     qat_model = wrap_classifier(model, quantized, "pqat_model" if preserve_sparsity else "qat_model")
-    return fine_tune(qat_model, images, labels, epochs=epochs, learning_rate=learning_rate, seed=seed), float_layers
+    return fine_tune(qat_model, train, epochs=epochs, learning_rate=learning_rate, seed=seed), float_layers
 
 
 def keras_weight_sparsity(model: keras.Model) -> float:

@@ -13,6 +13,8 @@ from components.export import cpu
 from components.export.measure import REFERENCE, SLOWER_MARGIN
 from tfpipe import tracking
 
+matplotlib.rcParams["text.parse_math"] = False  # file and class names are drawn as text, never as mathtext
+
 
 def plot_variants(metrics: dict[str, dict]) -> plt.Figure:
     """Accuracy against gzipped size and against single-image latency, one labelled point a variant."""

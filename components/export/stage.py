@@ -24,12 +24,14 @@ import tf_keras as keras
 
 from components.export import cpu
 from components.export import variants as variants_lib
+from components.export.examples import Examples
 from components.export.gate import decide_int8_gate, promotion_decision, read_blessing
 from components.export.measure import measure_variants, slower_than_float32, time_interpreter_settings
 from components.export.report import describe_slower_variant, format_report, plot_variants
 from components.export.serving import ServingModule, check_serving_parity, check_written_files, register_serving_model
+from components.export.summary import headline, write_model_card, write_summary
 from models.loading import load_trained_model
-from tfpipe import model_trust, paths, records, run_records, tflite, tracking
+from tfpipe import model_trust, paths, records, run_records, tflite, timing, tracking
 from tfpipe.config import ExportParams, registered_model_name
 from tfpipe.outputs import atomic_directory, write_json
 from tfpipe.params_file import load_params
@@ -61,11 +63,16 @@ def build_and_measure_variants(
     """Every variant in params (reused from the cache when its inputs did not change), measured on the test split
     (images, labels); a quantized variant slower than float32 is timed again with each interpreter setting (~0.5 s
     a variant)."""
-    train_images, train_labels = records.load_split_arrays(paths.PREPARED, "train")
     test_images, test_labels = test
     converted, notes, reused = variants_lib.build_tflite_variants(
-        model, description["model"], train_images, train_labels, params, log_dir=log_dir, cache_dir=VARIANT_CACHE_DIR
+        model,
+        description["model"],
+        Examples.from_split(paths.PREPARED, "train"),  # streamed: a split of any size fits
+        params,
+        log_dir=log_dir,
+        cache_dir=VARIANT_CACHE_DIR,
     )
+    timing.lap("variants: build (fine-tunes, conversions) or reuse")
     files = {tflite_file(variant): content for variant, content in converted.items()}
     files[tflite.LABELS_FILE] = "".join(f"{name}\n" for name in description["class_names"]).encode()
     files[tflite.DECODING_FILE] = (json.dumps(description["decoding"], indent=2, sort_keys=True) + "\n").encode()
@@ -91,6 +98,7 @@ def build_and_measure_variants(
         if slower
         else {}
     )
+    timing.lap("variants: accuracy, latency and throughput")
     return Variants(
         files,
         notes,
@@ -115,7 +123,7 @@ def log_to_mlflow(
     num_threads: int,
 ) -> None:
     """The report, the files, every figure and the decisions into the model's run (the active one)."""
-    for file_name in ["report.md", "variants.png", *variants.files]:
+    for file_name in ["report.md", "model_card.md", "summary.json", "variants.png", *variants.files]:
         mlflow.log_artifact(str(staging / file_name), artifact_path="export")
     if log_dir.is_dir():
         mlflow.log_artifacts(str(log_dir), artifact_path="tensorboard/pruning")
@@ -170,6 +178,7 @@ def stage_artifacts(
     tf.saved_model.save(module, str(saved_model), signatures={"serving_default": module.serve})
     parity = check_serving_parity(saved_model, model, test[0])
     check_written_files(staging, variants.files)
+    timing.lap("SavedModel: save, serving parity")
     return variants, module, saved_model, parity
 
 
@@ -224,29 +233,8 @@ def write_report(
     plt.close(figure)
 
 
-def write_metrics(variants: Variants, blessing: dict, parity: float, registration: Registration) -> None:
-    """metrics/export.json: every variant's figures, the registration and promotion, the CPU they were timed on."""
-    gate = variants.gate
-    write_json(
-        paths.EXPORT_METRICS,
-        {
-            **variants.metrics,
-            "version": registration.version,
-            "registered_model": registration.model_name,
-            "blessed": bool(blessing["blessed"]),
-            "promoted": registration.promoted,
-            "not_promoted_because": registration.why_not,
-            "variant_notes": variants.notes,
-            "serving_parity_max_difference": parity,
-            "cpu": variants.cpu_description,
-            "slower_than_float32": variants.slower,
-            "variants_from_cache": variants.reused,
-            "int8_gate": {"passed": gate["passed"], "variant": gate["variant"], "reasons": gate["reasons"]},
-        },
-    )
-
-
 def main() -> None:
+    timing.start()
     all_params = load_params()
     params, model_name = all_params.export, registered_model_name(all_params)
     keras.utils.set_random_seed(params.seed)
@@ -257,6 +245,7 @@ def main() -> None:
     model = load_trained_model(paths.TRAIN)
     test = records.load_split_arrays(paths.PREPARED, "test")  # images, labels
     test_images = test[0]
+    timing.lap("read the test split and the model")
 
     # Everything is written and read back in a staging directory first; the model is registered only
     # then, and the champion alias moves last, so a failure at any step leaves the previous champion.
@@ -273,9 +262,13 @@ def main() -> None:
             module, saved_model, model_name, blessing, variants.gate, test_images, len(description["class_names"])
         )
         registration = Registration(model_name, version, promoted, why_not)
+        timing.lap("MLflow: register the model version")
         # The record pipelines.predict checks before it loads this SavedModel (tfpipe/model_trust.py).
         model_trust.write_manifest(staging, staging / "saved_model" / model_name / str(version), variants.files)
+        summary = write_summary(staging, variants, blessing, parity, registration, run_reference["run_id"])
         write_report(staging, variants, params, blessing.get("baseline"), registration)
+        card = write_model_card(staging, model, description, blessing, variants, summary, params.num_threads)
+        timing.lap("outputs (summary, report, model card)")
         log_to_mlflow(
             staging,
             variants,
@@ -286,8 +279,10 @@ def main() -> None:
             why_not=why_not,
             num_threads=params.num_threads,
         )
-        write_metrics(variants, blessing, parity, registration)
+        mlflow.MlflowClient().update_model_version(model_name, str(version), description=card)
+        timing.lap("MLflow: logging")
     check_written_files(paths.EXPORT, variants.files)  # the export in place, read back
+    write_json(paths.EXPORT_METRICS, headline(variants))
     if promoted:  # the last step: only a complete, checked export becomes the champion
         mlflow.MlflowClient().set_registered_model_alias(model_name, tracking.CHAMPION_ALIAS, str(version))
     print(
@@ -296,3 +291,4 @@ def main() -> None:
         f"{'; '.join(variants.gate['reasons'])}; variants from {VARIANT_CACHE_DIR}: "
         f"{', '.join(variants.reused) or 'none'}" + "".join(f"; {name} slower than float32" for name in variants.slower)
     )
+    timing.write("export")

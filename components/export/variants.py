@@ -18,10 +18,8 @@ import tf_keras as keras
 
 from components.export import cache as export_cache
 from components.export.cache import CachedVariant
-from components.export.fine_tune import (
-    prune_classifier,
-    quantization_aware_classifier,
-)
+from components.export.examples import Examples
+from components.export.fine_tune import prune_classifier, quantization_aware_classifier
 from tfpipe import lineage, tflite
 from tfpipe.variants import VARIANTS
 
@@ -31,8 +29,7 @@ from tfpipe.variants import VARIANTS
 
 def select_representative_images(images: np.ndarray, count: int, seed: int) -> np.ndarray:
     """`count` images drawn without replacement, as float32 raw pixel values (what the model takes)."""
-    indices = np.random.default_rng(seed).choice(len(images), size=min(count, len(images)), replace=False)
-    return images[np.sort(indices)].astype(np.float32)
+    return Examples.from_arrays(images, np.zeros(len(images), np.int32)).sample(count, seed)
 
 
 def convert_to_tflite(model: keras.Model, quantization: str, representative_images: np.ndarray | None = None) -> bytes:
@@ -57,21 +54,21 @@ def convert_to_tflite(model: keras.Model, quantization: str, representative_imag
 
 
 def build_tflite_variants(
-    model, classifier_name, train_images, train_labels, params, *, log_dir: Path, cache_dir: Path
+    model, classifier_name, train: Examples, params, *, log_dir: Path, cache_dir: Path
 ) -> tuple[dict[str, bytes], dict[str, str], list[str]]:
     """{variant: .tflite bytes} for every variant in params, in the order params lists them; {variant: note} for the
     QAT variants where tfmot could not train some layers (see quantize_apply_skipping), such a variant being left out
     if the interpreter cannot run it; and the variants reused from cache_dir instead of built.
 
-    The cache is keyed on the model's architecture and weights, the train arrays, the params and the code
+    The cache is keyed on the model's architecture and weights, the train examples, the params and the code
     (export_cache.variant_key). Each fine-tune is seeded on its own, so a variant is the same whether or
     not the ones before it came from the cache.
     """
-    representative = select_representative_images(train_images, params.representative_samples, params.seed)
+    representative = train.sample(params.representative_samples, params.seed)
     key_parts = {
         "params": params,
         "model": export_cache.model_digest(model),
-        "train_digest": export_cache.array_digest(train_images, train_labels),
+        "train_digest": train.digest(),
         "code": lineage.code_digest("components.export.variants"),
         "libraries": export_cache.library_versions(),
     }
@@ -85,8 +82,7 @@ def build_tflite_variants(
                 prune_classifier(
                     model,
                     classifier_name,
-                    train_images,
-                    train_labels,
+                    train,
                     target_sparsity=params.prune_target_sparsity,
                     epochs=params.prune_epochs,
                     end_fraction=params.prune_end_fraction,
@@ -107,7 +103,7 @@ def build_tflite_variants(
             return CachedVariant(convert_to_tflite(base, variant.quantization, representative))
         keras.utils.set_random_seed(params.seed)
         qat, float_layers = quantization_aware_classifier(
-            base, train_images, train_labels, classifier_name, preserve_sparsity=variant.base == "pruned", **fine_tune
+            base, train, classifier_name, preserve_sparsity=variant.base == "pruned", **fine_tune
         )
         content = convert_to_tflite(qat, variant.quantization, representative)
         if not float_layers:

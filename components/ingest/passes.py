@@ -1,10 +1,11 @@
-"""Ingest's two passes over data/raw: the first decodes every file once with the shared decoder (tfpipe/images.py),
-describes it and appends its record to a pool file; the second copies each kept record to its split's shards. Reads
-data/raw, writes into the staging folder.
+"""Ingest's two passes over data/raw: the first decodes every file once with the shared decoder (tfpipe/images.py,
+on every core: components/ingest/decode.py), describes it and appends its record to a pool file; the second copies
+each kept record to its split's shards. Reads data/raw, writes into the staging folder.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,77 +13,20 @@ import numpy as np
 import pandas as pd
 
 from components.ingest import report as ingest_report
-from components.ingest.layout import RawExample, RawLayout
+from components.ingest.decode import decode_rules, read_examples, target_size
+from components.ingest.layout import RawLayout
 from tfpipe.config import IngestParams, Params
-from tfpipe.images import DecodeRules, NotAnImage, decode_image, describe_image, is_image_name
 from tfpipe.records import SPLITS
 
 POOL_FILE = ".pool.tfrecord"  # the first pass's records, in the staging folder until the second pass routes them
 
 
-def decode_rules(params: IngestParams) -> DecodeRules:
-    """The decoding every reader of this dataset's images applies (recorded in the manifest, exported with the
-    model, applied by pipelines.predict)."""
-    return DecodeRules(
-        channels=params.expectations.channels,
-        alpha_background=params.alpha_background,
-        max_pixels=params.max_image_pixels,
-    )
-
-
-def target_size(params: IngestParams) -> tuple[int, int] | None:
-    """The size images are fitted to (ingest.resize), or None: sizes are checked, not changed."""
-    expectations = params.expectations
-    return (expectations.image_height, expectations.image_width) if params.resize else None
-
-
-def read_example(
-    example: RawExample, rules: DecodeRules, size: tuple[int, int] | None
-) -> tuple[dict, np.ndarray | None]:
-    """One raw file's row (its `problem` or `skipped` reason set when it has no pixels) and its decoded pixels."""
-    row = {
-        "file": example.file,
-        "class_name": example.class_name,
-        "given_split": example.split,
-        "problem": example.problem,
-        "skipped": None,
-    }
-    if example.problem:
-        return row, None
-    try:
-        decoded = decode_image(example.path.read_bytes(), rules, size)
-    except NotAnImage as error:
-        if is_image_name(example.file):
-            row["problem"] = f"named like an image, but {error}"
-        else:
-            row["skipped"] = f"not an image ({Path(example.file).suffix or 'no extension'})"
-        return row, None
-    except (OSError, ValueError) as error:
-        row["problem"] = str(error)
-        return row, None
-    pixels = decoded.pixels
-    row.update(
-        # Stored as grayscale, or colour whose channels agree (a grey picture saved as RGB): the schema's test.
-        grayscale=decoded.source_grayscale or (pixels.shape[2] == 3 and bool((pixels == pixels[..., :1]).all())),
-        source_mode=decoded.source_mode,
-        source_height=decoded.source_height,
-        source_width=decoded.source_width,
-        source_grayscale=decoded.source_grayscale,
-        orientation=decoded.orientation,
-        conversions=";".join(decoded.conversions),
-        **describe_image(decoded.pixels),
-    )
-    return row, decoded.pixels
-
-
 def read_rows(layout: RawLayout, params: IngestParams) -> list[dict]:
     """Every file's row, decoded by ingest's rules, without writing anything (the schema command's pass)."""
-    rules, size = decode_rules(params), target_size(params)
     label_of = {name: label for label, name in enumerate(layout.class_names)}
-    rows = []
-    for example in layout.examples:
-        row, _ = read_example(example, rules, size)
-        rows.append({**row, "label": label_of[example.class_name]})
+    rows = [{}] * len(layout.examples)
+    for index, row, _ in read_examples(layout.examples, decode_rules(params), target_size(params)):
+        rows[index] = {**row, "label": label_of[row["class_name"]]}
     return rows
 
 
@@ -97,20 +41,23 @@ class FirstPass:
 
 def decode_to_pool(layout: RawLayout, params: Params, pool: Path) -> FirstPass:
     """Decodes each file once, in the seeded shard order, and appends its record to the pool file."""
+    rules, size = decode_rules(params.ingest), target_size(params.ingest)
+    order = np.random.default_rng(params.ingest.seed).permutation(len(layout.examples))
+    # The workers start (and decode their first chunks) while this process imports TensorFlow (~2 s).
+    decoded = read_examples(layout.examples, rules, size, order.tolist())
+    first = next(decoded, None)
     import tensorflow as tf
 
     from tfpipe.records import serialize_example
 
-    rules, size = decode_rules(params.ingest), target_size(params.ingest)
     label_of = {name: label for label, name in enumerate(layout.class_names)}
     result = FirstPass(rows=[{}] * len(layout.examples), thumbnails={name: [] for name in layout.class_names})
     # Twice the samples shown: some may be dropped copies of others.
     keep_thumbnails = 2 * params.ingest.samples_per_class
     with tf.io.TFRecordWriter(str(pool)) as writer:
         records = 0
-        for index in np.random.default_rng(params.ingest.seed).permutation(len(layout.examples)):
+        for index, row, pixels in itertools.chain([first] if first else [], decoded):
             example = layout.examples[index]
-            row, pixels = read_example(example, rules, size)
             row["label"] = label_of[example.class_name]
             result.rows[index] = row
             if pixels is None:

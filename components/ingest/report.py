@@ -63,6 +63,7 @@ def write_class_distribution(path: Path, statistics: dict, class_names: list[str
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # file and class names are drawn as text, never as mathtext
     from matplotlib import pyplot
 
     figure, axes = pyplot.subplots(figsize=(max(4.0, 0.5 * len(class_names) + 2), 3.2))

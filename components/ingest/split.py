@@ -26,31 +26,59 @@ import pandas as pd
 
 from tfpipe.records import SPLITS
 
+BUCKET = 512  # images sharing one block value beyond this are split further by the bits not yet used
+COMPARED = 1 << 22  # hash pairs compared at once: bounds the memory of one comparison (~128 MiB)
+
 
 def near_duplicate_pairs(hashes: list[str], max_distance: int) -> np.ndarray:
     """Index pairs (i < j) whose hashes differ in at most max_distance bits, as an int array [P, 2].
 
-    Pigeonhole (multi-index hashing): two hashes within d bits agree exactly on at least one of d+1
-    bit blocks, so only examples sharing a block value are compared: no all-pairs distance matrix.
+    Pigeonhole (multi-index hashing): two hashes within d bits agree exactly on at least one of d+1 bit blocks, so
+    only examples sharing a block value are compared: no all-pairs distance matrix. When many images share a block
+    value (a folder of similar pictures), that bucket is searched again the same way on the bits not yet used (the
+    pair differs in at most d of those too), so the cost stays sub-quadratic unless the hashes themselves are
+    nearly all alike; a bucket that cannot be split further is compared in slices of bounded memory.
     """
     if max_distance < 0 or len(hashes) < 2:
         return np.zeros((0, 2), dtype=np.int64)
     packed = np.frombuffer(bytes.fromhex("".join(hashes)), np.uint8).reshape(len(hashes), -1)
     words, bits = packed.view(">u8"), np.unpackbits(packed, axis=1)
-    found = set()
-    for block in np.array_split(np.arange(bits.shape[1]), max_distance + 1):
-        keys = np.packbits(bits[:, block], axis=1)
+    found: set[tuple[int, int]] = set()
+    _search(np.arange(len(hashes)), np.arange(bits.shape[1]), words, bits, max_distance, found)
+    return np.array(sorted(found), dtype=np.int64).reshape(-1, 2)
+
+
+def _search(
+    members: np.ndarray, columns: np.ndarray, words: np.ndarray, bits: np.ndarray, max_distance: int, found: set
+) -> None:
+    for block in np.array_split(columns, max_distance + 1):
+        keys = np.packbits(bits[np.ix_(members, block)], axis=1)
+        if keys.shape[1] <= 8:  # one integer per key: np.unique on rows (axis=0) is ~10x slower
+            keys = np.pad(keys, ((0, 0), (0, 8 - keys.shape[1]))).view(">u8").reshape(-1)
         _, group, sizes = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
         group = group.reshape(-1)
         shared = np.flatnonzero(sizes[group] > 1)
         order = shared[np.argsort(group[shared], kind="stable")]
-        for members in np.split(order, np.flatnonzero(np.diff(group[order])) + 1):
-            if len(members) < 2:
+        rest = np.setdiff1d(columns, block)
+        for bucket in np.split(members[order], np.flatnonzero(np.diff(group[order])) + 1):
+            if len(bucket) < 2:
                 continue
-            distance = np.bitwise_count(words[members][:, None, :] ^ words[members][None, :, :]).sum(axis=2)
-            rows, columns = np.nonzero(np.triu(distance <= max_distance, k=1))
-            found.update(zip(members[rows].tolist(), members[columns].tolist(), strict=True))
-    return np.array(sorted(found), dtype=np.int64).reshape(-1, 2)
+            if len(bucket) > BUCKET and len(rest) >= 4 * (max_distance + 1) and len(bucket) < len(members):
+                _search(bucket, rest, words, bits, max_distance, found)
+            else:
+                _compare(bucket, words, max_distance, found)
+
+
+def _compare(bucket: np.ndarray, words: np.ndarray, max_distance: int, found: set) -> None:
+    """Every close pair inside one bucket, a slice of rows at a time."""
+    step = max(1, COMPARED // len(bucket))
+    for start in range(0, len(bucket), step):
+        rows = bucket[start : start + step]
+        distance = np.bitwise_count(words[rows][:, None, :] ^ words[bucket][None, :, :]).sum(axis=2)
+        row, column = np.nonzero(distance <= max_distance)
+        first, second = rows[row], bucket[column]
+        keep = first < second
+        found.update(zip(first[keep].tolist(), second[keep].tolist(), strict=True))
 
 
 def connected_groups(count: int, pairs: np.ndarray) -> np.ndarray:
@@ -91,6 +119,11 @@ def assign_splits(
     splits = np.full(len(labels), "train", dtype=object) if given is None else np.asarray(given, dtype=object).copy()
     carve_val = given is not None and not (splits == "val").any() and val_fraction > 0
     placed = np.zeros(len(sizes), dtype=bool)
+    by_group = np.argsort(groups, kind="stable")  # a group's members without scanning every example
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+
+    def members_of(group: int) -> np.ndarray:
+        return by_group[bounds[group] : bounds[group + 1]]
 
     def place(members: np.ndarray, quotas: dict[str, int]) -> None:
         taken = dict.fromkeys(quotas, 0)
@@ -104,7 +137,7 @@ def assign_splits(
                 (split for split, quota in quotas.items() if 2 * (quota - taken[split]) >= sizes[group] > 0),
                 "train",
             )
-            splits[groups == group] = target
+            splits[members_of(group)] = target
             if target in taken:
                 taken[target] += sizes[group]
 
@@ -137,6 +170,7 @@ def find_exact_duplicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, set[str]]:
     """(the duplicates table, the files to drop) by the module docstring's rule; frame rows are decoded examples
     (file, class_name, sha256, given_split) sorted by file."""
     rows, dropped = [], set()
+    frame = frame[frame["sha256"].duplicated(keep=False)]  # only copies: a groupby over every image is slow
     for _, members in frame.groupby("sha256", sort=False):
         if len(members) < 2:
             continue
@@ -166,8 +200,9 @@ def find_leaks(examples: pd.DataFrame, groups: np.ndarray) -> list[str | None]:
     )
     frame["rank"] = frame["split"].map(order)
     spanning = frame.groupby("group")["split"].nunique()
-    for group in spanning.index[spanning > 1]:
-        members = frame[frame["group"] == group].sort_values(["rank", "file"])
+    leaking = frame[frame["group"].isin(spanning.index[spanning > 1])]
+    for _, members in leaking.groupby("group"):
+        members = members.sort_values(["rank", "file"])
         first = members.iloc[0]
         for position in members.index[members["rank"] > first["rank"]]:
             partner[position] = f"{first['file']} ({first['split']})"
@@ -197,6 +232,7 @@ def plan_examples(
     pairs = decoded_index[near_duplicate_pairs(hashes, max_distance)] if len(hashes) else np.zeros((0, 2), np.int64)
     # Exact copies in two given splits are linked whatever the distance (even -1: the check is off for near ones).
     shas = candidates.loc[decoded_mask, "sha256"]
+    shas = shas[shas.duplicated(keep=False)]
     for _, members in shas.groupby(shas, sort=False):
         if len(members) > 1:
             first = members.index[0]
@@ -213,7 +249,7 @@ def plan_examples(
     )
     candidates["split"] = splits
     sizes = pd.Series(groups).value_counts()
-    candidates["near_duplicate_group"] = [int(group) if sizes[group] > 1 else -1 for group in groups]
+    candidates["near_duplicate_group"] = np.where(np.bincount(groups)[groups] > 1, groups, -1).astype(int)
     candidates["near_duplicate_of"] = find_leaks(candidates, groups)
     split_of = dict(zip(candidates["file"], splits, strict=True))
     duplicates["split"] = [split_of.get(kept, "") for kept in duplicates["duplicate_of"]]

@@ -1,5 +1,5 @@
 """Reads data/raw (any layout of components/ingest/layout.py); writes data/prepared, reports/ingest,
-metrics/ingest.json.
+metrics/ingest.json (the headline) and reports/ingest/summary.json (the rest).
 
 Two passes, no pixels kept in memory. The first reads every file in a seeded order and decodes it with the one
 decoder every reader of user images shares (tfpipe/images.py: EXIF orientation applied, converted to
@@ -30,15 +30,16 @@ from components.ingest import failures as ingest_failures
 from components.ingest import report as ingest_report
 from components.ingest import split as ingest_split
 from components.ingest import validation as ingest_validation
+from components.ingest.decode import decode_rules
 from components.ingest.layout import LayoutError, RawLayout, read_layout
-from components.ingest.passes import POOL_FILE, FirstPass, decode_rules, decode_to_pool, split_moments, write_shards
-from tfpipe import paths
+from components.ingest.passes import POOL_FILE, FirstPass, decode_to_pool, split_moments, write_shards
+from tfpipe import paths, timing
 from tfpipe.config import IngestParams, Params
 from tfpipe.outputs import atomic_directory, write_csv, write_json
 from tfpipe.params_file import load_params
 from tfpipe.records import SPLITS
 
-LISTED = 20  # files listed per kind in metrics/ingest.json (every one is in the reports' CSV files)
+LISTED = 20  # files listed per kind in reports/ingest/summary.json (every one is in the reports' CSV files)
 
 
 class IngestError(ValueError):
@@ -160,7 +161,8 @@ def write_reports(
 
 
 def ingest(params: Params) -> dict:
-    """The whole stage; returns the metrics, raises IngestError on bad data (after writing the reports)."""
+    """The whole stage; returns its summary (reports/ingest/summary.json), raises IngestError on bad data (after
+    writing the reports)."""
     from tfpipe.records import MANIFEST
 
     raw_dir = paths.RAW
@@ -177,6 +179,7 @@ def ingest(params: Params) -> dict:
         start = time.perf_counter()
         pool = staging / POOL_FILE
         first = decode_to_pool(layout, params, pool)
+        timing.lap("read, decode and describe the files")
         seconds = time.perf_counter() - start
         print(
             f"ingest: read {len(first.rows):,} files in {seconds:.1f} s "
@@ -185,7 +188,9 @@ def ingest(params: Params) -> dict:
         example_plan = plan(first, params.ingest)
         tables = ingest_validation.build_tables(first.rows, example_plan, layout.class_names)
         changes = describe_data_changes(first.rows, example_plan)
+        timing.lap("duplicates, near duplicates, split")
         results, statistics = write_reports(reports, first, tables, layout, params, changes)
+        timing.lap("validation (Great Expectations), Data Docs, pictures")
         outcomes = [item.success for result in results.values() for item in result.results]
         validation = {"evaluated": len(outcomes), "passed": sum(outcomes)}
         write_json(
@@ -199,6 +204,7 @@ def ingest(params: Params) -> dict:
                 f"(details: {paths.INGEST_REPORTS / 'data_docs/index.html'}):\n" + "\n".join(failures)
             )
         write_shards(pool, tables["examples"], staging, params.ingest.num_shards)
+        timing.lap("write the shards")
         pool.unlink()
         manifest = build_manifest(tables, layout.class_names, params.ingest, params.data.source, layout.kind)
         write_json(staging / MANIFEST, manifest)
@@ -206,20 +212,35 @@ def ingest(params: Params) -> dict:
             staging / manifest["examples_file"],
             tables["examples"].drop(columns=["record", "problem", "skipped", "given_split"], errors="ignore"),
         )
-    metrics = {
-        "num_examples": manifest["num_examples"],
-        "num_classes": len(layout.class_names),
-        "layout": layout.kind,
-        "hidden_files_skipped": layout.hidden_files,
-        "splits": {split: manifest["splits"][split]["count"] for split in SPLITS},
-        "validation": validation,
-        **statistics,
+        summary = {
+            "num_examples": manifest["num_examples"],
+            "num_classes": len(layout.class_names),
+            "layout": layout.kind,
+            "hidden_files_skipped": layout.hidden_files,
+            "splits": {split: manifest["splits"][split]["count"] for split in SPLITS},
+            "validation": validation,
+            **statistics,
+        }
+        write_json(reports / "summary.json", summary)
+    write_json(paths.INGEST_METRICS, headline(summary))
+    return summary
+
+
+def headline(summary: dict) -> dict:
+    """metrics/ingest.json: what a user compares across experiments (`dvc exp show`, `dvc metrics diff`): the
+    images per split, the classes and what ingest dropped, converted or skipped. The rest of the summary (sizes,
+    per-class counts, pixel statistics, the files named) is in reports/ingest/summary.json."""
+    return {
+        "images": dict(summary["splits"]),
+        "classes": summary["num_classes"],
+        "copies_dropped": summary.get("duplicates", {}).get("copies_dropped", 0),
+        "converted": summary.get("converted_images", 0),
+        "skipped": summary.get("skipped_files", {}).get("count", 0) + summary["hidden_files_skipped"],
     }
-    write_json(paths.INGEST_METRICS, metrics)
-    return metrics
 
 
 def main() -> None:
+    timing.start()
     params = load_params()
     try:
         metrics = ingest(params)
@@ -231,3 +252,4 @@ def main() -> None:
         f"ingest: {metrics['num_examples']} examples {metrics['splits']} -> {paths.PREPARED}, "
         f"data docs: {paths.INGEST_REPORTS / 'data_docs/index.html'}" + "".join(f"\n  {note}" for note in notes)
     )
+    timing.write("ingest")

@@ -14,23 +14,39 @@ import numpy as np
 import tensorflow as tf
 
 from models.preprocessing import build_preprocessor
-from tfpipe import paths, records
+from tfpipe import paths, records, timing
 from tfpipe.config import PARAMS_FILE, Params, ParamsError, PreprocessParams, model_candidates
 from tfpipe.outputs import atomic_directory, write_json
 from tfpipe.params_file import load_params
 
+STATISTICS_BATCH = 4096  # images per batch of the streamed statistics (a smaller split is one batch)
 
-def compute_statistics(images: np.ndarray, image_height: int, image_width: int) -> dict:
-    """Per-channel mean and variance of the (resized) images, in raw pixel units."""
-    if len(images) == 0:
+
+def compute_statistics(batches, image_height: int, image_width: int) -> dict:
+    """Per-channel mean and variance of the (resized) images, in raw pixel units. `batches`: an image array or an
+    iterable of them (the train split streamed: memory for one batch, whatever the split's size); the batches'
+    moments are merged exactly (Chan et al.), so one batch gives numpy's mean and var."""
+    if isinstance(batches, np.ndarray):
+        batches = [batches]
+    count, num_images, mean, squares = 0, 0, None, None
+    for images in batches:
+        if not len(images):
+            continue
+        resized = resize_images(images.astype(np.float32), image_height, image_width)
+        pixels = resized.reshape(-1, resized.shape[-1]).astype(np.float64)
+        batch_mean = pixels.mean(axis=0)
+        batch_squares = np.square(pixels - batch_mean).sum(axis=0)
+        if count == 0:
+            mean, squares = batch_mean, batch_squares
+        else:
+            delta, total = batch_mean - mean, count + len(pixels)
+            mean = mean + delta * len(pixels) / total
+            squares = squares + batch_squares + np.square(delta) * count * len(pixels) / total
+        count += len(pixels)
+        num_images += len(images)
+    if num_images == 0:
         raise ValueError("the train split is empty: nothing to compute normalization statistics from")
-    resized = resize_images(images.astype(np.float32), image_height, image_width)
-    pixels = resized.reshape(-1, resized.shape[-1]).astype(np.float64)
-    return {
-        "mean": pixels.mean(axis=0).tolist(),
-        "variance": pixels.var(axis=0).tolist(),
-        "num_images": int(len(images)),
-    }
+    return {"mean": mean.tolist(), "variance": (squares / count).tolist(), "num_images": num_images}
 
 
 def resize_images(images: np.ndarray, image_height: int, image_width: int) -> np.ndarray:
@@ -79,11 +95,12 @@ def model_input_size(params: Params, data_height: int, data_width: int) -> tuple
 
 
 def main() -> None:
+    timing.start()
     params = load_params()
     manifest = records.read_manifest(paths.PREPARED)
     height, width = model_input_size(params, *manifest["image_shape"][:2])
-    images, _ = records.load_split_arrays(paths.PREPARED, "train")
-    statistics = compute_statistics(images, height, width)
+    train = records.read_split(paths.PREPARED, "train").batch(STATISTICS_BATCH)
+    statistics = compute_statistics((images for images, _ in train.as_numpy_iterator()), height, width)
     preprocessor = build_preprocessor(
         manifest["image_shape"], height, width, statistics["mean"], statistics["variance"]
     )
@@ -108,3 +125,4 @@ def main() -> None:
         f"(preprocess.image_height/width: {params.preprocess.image_height}/{params.preprocess.image_width}); "
         f"mean {np.round(statistics['mean'], 3).tolist()}, std {np.round(np.sqrt(statistics['variance']), 3).tolist()}"
     )
+    timing.write("preprocess")

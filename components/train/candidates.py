@@ -15,6 +15,7 @@ from components.train import hardware
 from components.train import search as train_search
 from components.train.fit import prepare_data
 from components.train.model import build_model
+from components.train.resume import resolve_cache
 from components.train.schedule import (
     compile_model,
     plan_phases,
@@ -35,7 +36,7 @@ def train_candidate(
 ) -> train_search.Trial:
     """One search candidate's short run (params: Candidate.shortened's), scored on the validation split."""
     keras.utils.set_random_seed(params.seed)
-    data = prepare_data(params, manifest, plan, "memory")
+    data = prepare_data(params, manifest, plan, resolve_cache("auto" if params.cache != "none" else "none", manifest))
     model, _ = build_model(params, plan, strategy, len(data.class_names))
     candidate_plan = hardware.settle_jit_compile(plan, model, params.jit_compile, params.deterministic)
     phase = plan_phases(params)[0]

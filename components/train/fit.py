@@ -128,7 +128,9 @@ def prepare_data(params: TrainParams, manifest: dict, plan: hardware.HardwarePla
 
     val = None
     if manifest["splits"].get("val", {}).get("count", 0) > 0:
-        val = build_input_pipeline(records.read_split(paths.PREPARED, "val"), params.batch_size, False)
+        # The val split is cached like train (a file prefix: in memory, val being the smaller split).
+        val_cache = "none" if cache == "none" else "memory"
+        val = build_input_pipeline(records.read_split(paths.PREPARED, "val"), params.batch_size, False, cache=val_cache)
         val = val if options is None else val.with_options(options)
     return TrainingData(
         train,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,6 +35,38 @@ def run_key(params: Params, prepared_dir: Path = paths.PREPARED, preprocess_dir:
         },
         code=lineage.code_digest("components.train"),
     )
+
+
+MEMORY_CACHE_BYTES = 1 << 30  # train.cache auto: the decoded train and val splits in memory up to 1 GiB ...
+MEMORY_CACHE_SHARE = 8  # ... and an eighth of the machine's memory
+
+
+def memory_cache_budget() -> int:
+    """The bytes train.cache: auto lets the decoded splits take in memory (MEMORY_CACHE_BYTES, MEMORY_CACHE_SHARE)."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return MEMORY_CACHE_BYTES
+    return min(MEMORY_CACHE_BYTES, physical // MEMORY_CACHE_SHARE)
+
+
+def resolve_cache(cache: str, manifest: dict) -> str:
+    """train.cache auto: "memory" when the decoded train and val splits (uint8, as stored) fit the memory budget,
+    else "none" (each epoch reads the shards again: TFRecord parsing is cheap next to a training step). The
+    other values are the user's."""
+    if cache != "auto":
+        return cache
+    splits = manifest["splits"]
+    size = sum(splits.get(split, {}).get("count", 0) for split in ("train", "val")) * int(
+        np.prod(manifest["image_shape"])
+    )
+    budget = memory_cache_budget()
+    chosen = "memory" if size <= budget else "none"
+    print(
+        f"train.cache auto: {chosen} (the train and val splits take {size / 2**20:,.0f} MiB, the budget "
+        f"{budget / 2**20:,.0f} MiB)"
+    )
+    return chosen
 
 
 def cache_location(cache: str, key: str, worker: str = "") -> str:

@@ -24,6 +24,7 @@ from components.train.fit import TrainingData, fit_phases, history_frame, prepar
 from components.train.model import build_model, float32_copy
 from components.train.resume import (
     cache_location,
+    resolve_cache,
     run_key,
 )
 from components.train.run_log import describe_run, log_augmented_batch, start_tracking
@@ -34,7 +35,7 @@ from components.train.schedule import (
     plan_phases,
     resolve_train_schedule,
 )
-from tfpipe import paths, records, run_records, tracking
+from tfpipe import paths, records, run_records, timing, tracking
 from tfpipe.config import Params, TrainParams, dataset_name, model_candidates
 from tfpipe.outputs import atomic_directory, file_sha256, write_csv, write_json
 from tfpipe.params_file import load_params
@@ -73,6 +74,7 @@ def write_outputs(
         if search is not None
         else None
     )
+    final = {name: float(value) for name, value in frame.iloc[-1].items() if name not in ("epoch", "phase")}
     with atomic_directory(paths.TRAIN) as staging:
         model.save(staging / "model.keras")
         write_json(
@@ -83,16 +85,21 @@ def write_outputs(
                 "image_shape": data.image_shape,
                 "model_sha256": file_sha256(staging / "model.keras"),
                 "run_key": key,
+                "run_id": run.info.run_id,
+                "final_epoch": final,
+                "epochs_run": int(len(frame)),
+                "params": json.loads(json.dumps(asdict(params), default=str)),  # "auto" settled: what trained
                 **({"search": chosen} if chosen else {}),
             },
         )
         write_csv(staging / "history.csv", frame)
         run_records.write_run_reference(staging / "run.json", run, experiment_name, tensorboard)
     write_csv(paths.HISTORY_PLOT, frame)
-    final = {name: float(value) for name, value in frame.iloc[-1].items() if name not in ("epoch", "phase")}
+    # The headline a user compares across experiments; the rest (every final figure, the run, the
+    # search's trials, the params as resolved) is in artifacts/train/model.json.
     write_json(
         paths.TRAIN_METRICS,
-        {**final, "epochs_run": int(len(frame)), "run_id": run.info.run_id, **({"search": chosen} if chosen else {})},
+        {"val_accuracy": final.get("val_accuracy"), "epochs": int(len(frame))},
     )
 
 
@@ -159,7 +166,9 @@ def set_up(all_params: Params) -> Setup:
         keras.utils.set_random_seed(params.seed)  # the chosen run starts from the seed, as without a search
     resolver = strategy.cluster_resolver
     worker_suffix = "" if chief else f"-{resolver.task_type}{resolver.task_id}"
-    data = prepare_data(params, manifest, plan, cache_location(params.cache, key, worker_suffix))
+    data = prepare_data(
+        params, manifest, plan, cache_location(resolve_cache(params.cache, manifest), key, worker_suffix)
+    )
     model, preprocessor = build_model(params, plan, strategy, len(data.class_names))
     plan = hardware.settle_jit_compile(plan, model, params.jit_compile, params.deterministic)
     setup = Setup(params, plan_phases(params), plan, strategy, key, chief, data, model, preprocessor, search)
@@ -199,7 +208,9 @@ def train_as_chief(setup: Setup, all_params: Params) -> None:
             run, all_params, params, setup.plan, setup.strategy, setup.phases, f"{params.model}-{experiment_name}"
         )
         describe_run(run, setup, changed, experiment_name)
+        timing.lap("MLflow run and TensorBoard: start")
         histories = setup.fit(log_dir, run, all_params.tracking.histogram_freq)
+        timing.lap("fit (the epochs, callbacks included)")
         model = setup.float32_model()
         shutil.rmtree(paths.CACHE / "train-backup" / setup.key, ignore_errors=True)  # the same key later: fresh
         if all_params.tracking.log_augmented_images:
@@ -207,6 +218,7 @@ def train_as_chief(setup: Setup, all_params: Params) -> None:
             # settings cannot change what the model was trained on (tracking is logging only).
             first = train_split(params, "none", range(1))
             log_augmented_batch(first, log_dir, all_params.tracking.log_augmented_images)
+            timing.lap("TensorBoard: augmented batch")
         frame = pd.concat(
             [history_frame(history, phase.name) for history, phase in zip(histories, setup.phases, strict=True)],
             ignore_index=True,
@@ -225,6 +237,8 @@ def train_as_chief(setup: Setup, all_params: Params) -> None:
         (paths.CACHE / "train-search" / f"{setup.key}.json").unlink(missing_ok=True)  # like the backup: done
         run.submit(lambda: run.client.log_artifact(run.run_id, str(paths.TRAIN / "history.csv")))
         run.submit(lambda: run.client.log_artifacts(run.run_id, str(log_dir), artifact_path="tensorboard"))
+        timing.lap("outputs (model, plots, metrics)")
+    timing.lap("MLflow: the queued logging finished")
     print(
         f"{paths.TRAIN}: {params.model} trained for {len(frame)} epochs on {setup.plan.device}; "
         f"MLflow run {run.info.run_id}"
@@ -232,9 +246,12 @@ def train_as_chief(setup: Setup, all_params: Params) -> None:
 
 
 def main() -> None:
+    timing.start()
     all_params = load_params()
     setup = set_up(all_params)
+    timing.lap("set-up (params, data, model, search)")
     if setup.chief:
         train_as_chief(setup, all_params)
     else:
         train_as_worker(setup, all_params.tracking.histogram_freq)
+    timing.write("train")

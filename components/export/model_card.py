@@ -1,0 +1,287 @@
+"""The model card every export writes (artifacts/export/model_card.md) and gives the registered model version as its
+description, so the MLflow UI shows it on the version's page.
+
+Its sections follow the Model Card Toolkit's schema where a field fits: model details, model parameters (the
+architecture, the input and output format, the training config that matters), the datasets (source, fingerprint,
+counts per class and split), the quantitative analysis (test metrics against the classical baseline and the previous
+champion, per-class recall, the variants and their trade-offs on the CPU they were measured on), the gate's verdict
+and the considerations (known limits: the classes the model confuses, likely label errors, input conventions).
+
+Every value that comes from the user's data (class names, file names, the source) is escaped as Markdown text: the
+MLflow UI renders the description as Markdown.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+REGISTRY_LIMIT = 5000  # characters of a model version's description in MLflow's SQL stores (String(5000))
+CLASSES_LISTED = 40  # per-class rows in a full card; the registry's copy lists the weakest classes if it must shorten
+# Inline Markdown and HTML: every value is written mid-line, after a label, so line-start markers (#, -, 1.) cannot act.
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>|~&$])")
+
+
+def text(value) -> str:
+    """`value` as literal inline Markdown text: each character Markdown or HTML would read mid-line is escaped,
+    lines joined."""
+    return _MARKDOWN.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def code(value) -> str:
+    """`value` as an inline code span (Markdown reads no escapes there): no backtick or line break can occur in it."""
+    return "`" + " ".join(str(value).replace("`", "'").split()) + "`"
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def _interval(accuracy: float, count: int) -> str:
+    """A 95% Wilson interval: how far the test split's size lets one trust the accuracy."""
+    if not count:
+        return ""
+    z = 1.96
+    centre = (accuracy + z * z / (2 * count)) / (1 + z * z / count)
+    half = z * math.sqrt(accuracy * (1 - accuracy) / count + z * z / (4 * count * count)) / (1 + z * z / count)
+    return f"{max(0.0, centre - half):.3f}–{min(1.0, centre + half):.3f}"
+
+
+def _training(description: dict) -> list[str]:
+    params = description.get("params") or {}
+    lines = []
+    if params:
+        augmentation = params.get("augmentation") or {}
+        shown = ", ".join(f"{key} {value}" for key, value in augmentation.items() if value not in (0, 0.0, "none"))
+        options = params.get("model_options") or {}
+        lines += [
+            f"- Architecture: {code(params.get('model'))}"
+            + (f" ({text(', '.join(f'{k} {v}' for k, v in options.items()))})" if options else ""),
+            f"- Epochs: {description.get('epochs_run', '?')} run of at most {params.get('epochs')} (early stopping "
+            f"on val_loss, patience {params.get('early_stopping_patience')}), batch size {params.get('batch_size')}",
+            f"- Optimizer: {text(params.get('optimizer'))}, learning rate {params.get('learning_rate')} "
+            f"({text(params.get('lr_schedule'))} schedule, {params.get('warmup_epochs')} warm-up epoch(s)), "
+            f"label smoothing {params.get('label_smoothing')}, weight decay {params.get('weight_decay')}, "
+            f"dropout {params.get('dropout_rate')}",
+            f"- Augmentation: {text(shown) or 'none'}",
+        ]
+    search = description.get("search")
+    if search:
+        lines.append(
+            f"- Chosen by the search (`train.model`/`augmentation: auto`): {text(search.get('model'))} with "
+            f"{text(search.get('augmentation'))}; {text(search.get('reason', ''))}"
+        )
+    final = description.get("final_epoch") or {}
+    if "val_accuracy" in final:
+        lines.append(f"- Validation accuracy at the end: {final['val_accuracy']:.4f}")
+    return lines
+
+
+def _inputs(manifest: dict) -> list[str]:
+    height, width, channels = manifest["image_shape"]
+    decoding = manifest.get("decoding") or {}
+    colour = {1: "greyscale (colour converted by luma)", 3: "RGB (greyscale repeated)"}.get(channels, f"{channels}")
+    return [
+        f"- Input: one {height}×{width} image, {colour}, uint8 pixels 0–255 (the SavedModel's `serving_default` also "
+        "takes encoded image bytes and decodes them as ingest did)",
+        "- Decoding, as at training: EXIF orientation applied, transparency composited on grey level "
+        f"{decoding.get('alpha_background', 255)}, 16-bit scaled to 8 bits"
+        + (
+            ", other sizes centre-cropped and resized to the training size"
+            if decoding.get("resize")
+            else "; images of another size are refused by ingest and resized by the served model"
+        ),
+        "- Output: a probability for each class, in the order of `labels.txt`",
+    ]
+
+
+def _dataset(manifest: dict, fingerprints: dict) -> list[str]:
+    splits = manifest["splits"]
+    counts = ", ".join(f"{name} {splits[name]['count']:,}" for name in ("train", "val", "test") if name in splits)
+    lines = [
+        f"- Source: {code(manifest.get('source'))} ({text(manifest.get('layout', ''))}), "
+        f"{sum(split['count'] for split in splits.values()):,} images in {len(manifest['class_names'])} classes: "
+        f"{counts}",
+    ]
+    for name, value in fingerprints.items():
+        if value:
+            lines.append(f"- {text(name)}: {code(value)}")
+    return lines
+
+
+def _per_class(manifest: dict, evaluation: dict, champion_recall: dict, limit: int) -> tuple[list[str], int]:
+    """The table of counts per split and test recall per class (weakest first when it must be cut)."""
+    splits, per_class = manifest["splits"], evaluation.get("per_class", {})
+    names = list(manifest["class_names"])
+    if len(names) > limit:
+        names = sorted(names, key=lambda name: per_class.get(name, {}).get("recall", 1.0))[:limit]
+    header = "| class | train | val | test | test recall | precision |" + (
+        " champion recall |" if champion_recall else ""
+    )
+    lines = [header, "|---|---:|---:|---:|---:|---:|" + ("---:|" if champion_recall else "")]
+    for name in names:
+        row = per_class.get(name, {})
+        counts = [splits.get(split, {}).get("class_counts", {}).get(name, 0) for split in ("train", "val", "test")]
+        lines.append(
+            f"| {text(name)} | {counts[0]:,} | {counts[1]:,} | {counts[2]:,} | {_percent(row.get('recall'))} "
+            f"| {_percent(row.get('precision'))} |"
+            + (f" {_percent(champion_recall.get(name))} |" if champion_recall else "")
+        )
+    return lines, len(manifest["class_names"]) - len(names)
+
+
+def _variants(metrics: dict, gate_variant: str, cpu: str, num_threads: int) -> list[str]:
+    float32 = metrics.get("tflite_float32", {})
+    lines = [
+        f"Measured on {text(cpu)}, {num_threads} interpreter thread(s), on the test split:",
+        "",
+        "| variant | accuracy | size kB | gzip kB | invoke p50 µs | vs float32 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in metrics.items():
+        if not name.startswith("tflite_"):
+            continue
+        variant = name.removeprefix("tflite_")
+        speed = f"{row['invoke_p50_ms'] / float32['invoke_p50_ms']:.2f}×" if float32.get("invoke_p50_ms") else "n/a"
+        gzip = f"{row['gzip_bytes'] / 1000:,.1f}" if row.get("gzip_bytes") else "n/a"
+        marker = " (the gate's)" if variant == gate_variant else ""
+        lines.append(
+            f"| {text(variant)}{marker} | {row['accuracy']:.4f} | {row['size_bytes'] / 1000:,.1f} | {gzip} "
+            f"| {row['invoke_p50_ms'] * 1000:,.1f} | {speed} |"
+        )
+    return lines
+
+
+def _limits(manifest: dict, evaluation: dict) -> list[str]:
+    lines = []
+    confused = [pair for pair in evaluation.get("most_confused", []) if pair["images"]]
+    if confused:
+        lines.append(
+            "- Most confused on the test split: "
+            + "; ".join(
+                f"{text(pair['actual'])} taken for {text(pair['predicted'])} ({pair['images']} image(s), "
+                f"{pair['share']:.0%} of {text(pair['actual'])})"
+                for pair in confused[:5]
+            )
+        )
+    errors = evaluation.get("likely_label_errors") or {}
+    if errors.get("confirmed"):
+        lines.append(
+            f"- {errors['confirmed']} file(s) across the splits are likely mislabelled (artifacts/evaluate/"
+            "label\\_issues.csv and label\\_issues.png): the model learned from, and was scored against, those labels"
+        )
+    count = evaluation.get("num_examples", 0)
+    if count:
+        lines.append(
+            f"- The test split has {count:,} images: the accuracy's 95% interval is "
+            f"{_interval(evaluation['accuracy'], count)}"
+        )
+    lines += [
+        f"- It knows only these {len(manifest['class_names'])} classes: any other image is still given one of them "
+        "(there is no reject option); images unlike the training data (other cameras, sizes, lighting) are untested",
+        "- Ethical considerations and fairness across groups are not assessed by the pipeline: review them for "
+        "your use",
+    ]
+    return lines
+
+
+def _verdict(blessing: dict, gate: dict, registration: dict) -> list[str]:
+    lines = [f"- Evaluate: {'blessed' if blessing.get('blessed') else 'not blessed'}"]
+    lines += [f"  - {text(reason)}" for reason in blessing.get("reasons", [])]
+    lines.append(f"- The {text(gate['variant'])} gate: {'passed' if gate['passed'] else 'failed'}")
+    lines += [f"  - {text(reason)}" for reason in gate.get("reasons", [])]
+    lines.append(
+        f"- At export ({text(registration['exported_at'])}): "
+        + (
+            "promoted to `champion`"
+            if registration["promoted"]
+            else "not promoted: " + text("; ".join(registration["why_not"]))
+        )
+        + " (the champion may have moved since: `python -m pipelines.store champion`)"
+    )
+    return lines
+
+
+def model_card(
+    *,
+    description: dict,
+    manifest: dict,
+    evaluation: dict,
+    blessing: dict,
+    variants: dict,
+    gate: dict,
+    registration: dict,
+    cpu: str,
+    num_threads: int,
+    fingerprints: dict,
+    parameters: int | None = None,
+    classes_listed: int = CLASSES_LISTED,
+) -> str:
+    """The card as Markdown. registration: model_name, version, promoted, why_not, exported_at, run_id."""
+    baseline = evaluation.get("baseline_accuracy")
+    champion = blessing.get("champion") or {}
+    accuracy, count = evaluation["accuracy"], evaluation.get("num_examples", 0)
+    lines = [
+        f"# Model card: {text(registration['model_name'])} version {registration['version']}",
+        "",
+        "## Model details",
+        f"- An image classifier of {len(manifest['class_names'])} classes ("
+        + text(", ".join(manifest["class_names"][:20]) + (", …" if len(manifest["class_names"]) > 20 else ""))
+        + "), trained and exported by tfpipe",
+        f"- Registered model {code(registration['model_name'])}, version {registration['version']}, "
+        f"MLflow run {code(registration['run_id'])}, exported {text(registration['exported_at'])}",
+        "",
+        "## Model parameters",
+        *_training(description),
+        *([f"- Parameters: {parameters:,}"] if parameters else []),
+        *_inputs(manifest),
+        "",
+        "## Datasets",
+        *_dataset(manifest, fingerprints),
+        "",
+        "## Quantitative analysis",
+        f"- Test accuracy {accuracy:.4f} on {count:,} images (95% interval {_interval(accuracy, count)}), "
+        f"macro F1 {evaluation['macro_f1']:.4f}, "
+        f"expected calibration error {evaluation['expected_calibration_error']:.4f}",
+    ]
+    if baseline is not None:
+        lines.append(
+            f"- Classical baseline ({text(blessing.get('baseline', {}).get('model', ''))}, same splits): "
+            f"{baseline:.4f}; margin {evaluation['accuracy'] - baseline:+.4f}"
+        )
+    if champion.get("comparable") and not champion.get("same_run"):
+        lines.append(
+            f"- Previous champion (version {champion['version']}): {champion['accuracy']:.4f}; change "
+            f"{champion.get('accuracy_change', 0):+.4f}, largest per-class recall drop "
+            f"{champion.get('max_class_recall_drop', 0):+.4f}"
+        )
+    elif champion:
+        lines.append(f"- Previous champion: version {champion.get('version')} (not comparable on these splits)")
+    else:
+        lines.append("- Previous champion: none (the first version of this registered model)")
+    table, left_out = _per_class(
+        manifest,
+        evaluation,
+        champion.get("per_class_recall", {}) if champion.get("comparable") and not champion.get("same_run") else {},
+        classes_listed,
+    )
+    lines += ["", *table]
+    if left_out:
+        lines.append(f"\n({left_out} more classes with higher recall: artifacts/evaluate/evaluation.json)")
+    lines += ["", "### Variants and their trade-offs", *_variants(variants, gate["variant"], cpu, num_threads)]
+    lines += ["", "## Gate verdict", *_verdict(blessing, gate, registration)]
+    lines += ["", "## Considerations", "### Limitations", *_limits(manifest, evaluation)]
+    return "\n".join(lines) + "\n"
+
+
+def registry_description(card_arguments: dict, full: str) -> str:
+    """The card for the registry: the full card when it fits MLflow's limit, else one listing fewer classes, else
+    the full card cut at the limit with a pointer to the artifact."""
+    if len(full) <= REGISTRY_LIMIT:
+        return full
+    for listed in (20, 10, 5):
+        shorter = model_card(**{**card_arguments, "classes_listed": listed})
+        if len(shorter) <= REGISTRY_LIMIT:
+            return shorter
+    note = "\n\n… (cut: the whole card is the run's artifact export/model_card.md)\n"
+    return full[: REGISTRY_LIMIT - len(note)] + note
