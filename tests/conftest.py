@@ -130,7 +130,9 @@ def mlflow_store(tmp_path, monkeypatch):
 #   (test_experiments checks weight histograms in every run's TensorBoard logs, the baseline's too);
 # - export: the int8 and pruning paths; every variant is covered by tests/test_export.py.
 REPRODUCED_PARAMS = {
-    "train": {"epochs": 2, "early_stopping_patience": 2},
+    # Stem 32: after 2 epochs the default stem (64) is too unsettled for its pruned variant to agree with it on 0.9
+    # of the test images (0.854-0.86, 2 or 3 prune epochs); trained 40 epochs it does (0.984 vs 0.994 accuracy).
+    "train": {"epochs": 2, "early_stopping_patience": 2, "model_options": {"stem_filters": 32}},
     "tracking": {"histogram_freq": 1},
     "evaluate": {
         "min_accuracy": 0.5,

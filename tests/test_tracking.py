@@ -93,6 +93,10 @@ def test_a_run_that_ends_itself_leaves_no_watcher_and_its_status_alone(mlflow_st
     monkeypatch.chdir(tmp_path)
     with tracking.stage_run("unit") as run:
         run_id = run.info.run_id
+        # Between its fork and its exec the watcher still shows the parent's command line: wait for the exec.
+        deadline = time.monotonic() + 30
+        while not _watchers(run_id) and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert len(_watchers(run_id)) == 1
     deadline = time.monotonic() + 30
     while _watchers(run_id) and time.monotonic() < deadline:
