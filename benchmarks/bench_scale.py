@@ -28,6 +28,7 @@ make it smaller.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -42,6 +43,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from components.train.search import AUGMENTATIONS  # noqa: E402
 from tests.workspace import copy_repository, run, set_params  # noqa: E402
 
 CACHE = ROOT / ".cache" / "bench_scale"
@@ -213,15 +215,7 @@ def run_size(count: int, epochs: int, work: Path, keep: bool) -> dict:
         {
             "train": {
                 "model": "lenet5_s2d",
-                "augmentation": {  # the search's "shift_flip" preset, set: no search
-                    "flip": "horizontal",
-                    "rotation": 0.03,
-                    "zoom": 0.1,
-                    "translation": 0.1,
-                    "contrast": 0.0,
-                    "crop_padding": 0.0,
-                    "erasing": 0.0,
-                },
+                "augmentation": dataclasses.asdict(AUGMENTATIONS["shift_flip"]),  # the search's preset, set: no search
                 "epochs": epochs,
                 "batch_size": 128,
                 "early_stopping_patience": 1000,

@@ -109,6 +109,18 @@ def build_trained_model(images: np.ndarray, labels: np.ndarray) -> keras.Model:
     return model
 
 
+def build_variants(model: keras.Model, images: np.ndarray, labels: np.ndarray, params: ExportParams, tmp_path: Path):
+    """export_variants.build_tflite_variants on arrays, logs and cache under tmp_path."""
+    return export_variants.build_tflite_variants(
+        model,
+        "lenet5",
+        Examples.from_arrays(images, labels),
+        params,
+        log_dir=tmp_path / "logs",
+        cache_dir=tmp_path / "cache",
+    )
+
+
 def write_workspace(root: Path, *, blessed: bool) -> str:
     """Everything export reads, as the earlier stages would leave it; returns the train run's id."""
     keras.utils.set_random_seed(0)
@@ -612,14 +624,7 @@ def test_cached_variants_are_reused_and_a_damaged_entry_is_rebuilt(tmp_path):
     params = ExportParams(variants=("float32", "int8"), representative_samples=8)
 
     def build(trained=model):
-        return export_variants.build_tflite_variants(
-            trained,
-            "lenet5",
-            Examples.from_arrays(images, labels),
-            params,
-            log_dir=tmp_path / "logs",
-            cache_dir=tmp_path / "cache",
-        )
+        return build_variants(trained, images, labels, params, tmp_path)
 
     first, _, reused = build()
     assert reused == [] and len(list((tmp_path / "cache").iterdir())) == 2
@@ -689,14 +694,7 @@ def test_a_new_variant_is_one_entry_in_the_table(tmp_path, monkeypatch):
     images, labels = make_images(10, seed=5)
     model = build_trained_model(images, labels)
     params = ExportParams(variants=("int8", "pruned_float16"), prune_epochs=1, representative_samples=8)
-    converted, _, _ = export_variants.build_tflite_variants(
-        model,
-        "lenet5",
-        Examples.from_arrays(images, labels),
-        params,
-        log_dir=tmp_path / "logs",
-        cache_dir=tmp_path / "cache",
-    )
+    converted, _, _ = build_variants(model, images, labels, params, tmp_path)
     assert set(converted) == {"int8", "pruned_float16"} and converted["pruned_float16"][4:8] == b"TFL3"
     parts = {"model": "a", "train_digest": "b", "code": "c", "libraries": {}}
     key = export_cache.variant_key("pruned_float16", params=params, **parts)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.conftest import REPRODUCED_PARAMS
 from tests.workspace import copy_reproduced, run, set_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +87,7 @@ def test_the_run_is_in_mlflow_with_per_epoch_metrics_and_tensorboard_logs(repo):
     run_info = mlflow.get_run(reference["run_id"])
     assert run_info.info.status == "FINISHED"
     history = mlflow.MlflowClient().get_metric_history(reference["run_id"], "accuracy")
-    assert len(history) == 2
+    assert len(history) == REPRODUCED_PARAMS["train"]["epochs"]  # one point per epoch
     assert "test_accuracy" in run_info.data.metrics
     assert run_info.data.tags["tensorboard.dir"] == f"logs/tensorboard/{reference['tensorboard']}"
     assert list((repo / "logs/tensorboard" / reference["tensorboard"]).rglob("events.out.tfevents.*"))

@@ -35,7 +35,7 @@ def watch(run_id: str, tracking_uri: str) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+            env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": _importable_path()},
         )
     except OSError:
         os.close(write_end)  # no watcher: the stage still runs; the stale-run sweep is the fallback
@@ -46,6 +46,14 @@ def watch(run_id: str, tracking_uri: str) -> None:
     if previous is not None:
         os.close(previous)
     _pipes[run_id] = write_end
+
+
+def _importable_path() -> str:
+    """PYTHONPATH for the watcher: the project's root first (it imports tfpipe from whatever directory the stage's
+    run was started in), then the stage's own PYTHONPATH."""
+    inherited = os.environ.get("PYTHONPATH", "")
+    root = str(Path(__file__).resolve().parents[1])
+    return root + (os.pathsep + inherited if inherited else "")
 
 
 def release(run_id: str) -> None:

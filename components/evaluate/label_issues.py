@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from components.evaluate.baseline import downscale, sample_per_class
+from tfpipe import paths
 
 FOLDS = 5
 COMPONENTS = 50  # principal components of the downscaled pixels the out-of-fold SVM works on
@@ -160,3 +161,18 @@ def plot_label_issues(images: np.ndarray, issues: pd.DataFrame, shown: int = SHO
     figure.suptitle("Likely label errors (every split: out-of-fold SVM + confident learning, confirmed by the network)")
     figure.tight_layout()
     return figure
+
+
+def describe_label_errors(issues: pd.DataFrame, checked: dict) -> str:
+    """The stage's summary of the likely label errors: how many, and the first few named."""
+    if checked.get("skipped"):
+        return f"likely label errors: not checked ({checked['skipped']})"
+    confirmed = issues[issues["confirmed"].astype(bool)]
+    return (
+        f"likely label errors: {checked['confirmed']} ({checked['candidates']} candidates of {checked['checked']} "
+        f"images checked; {paths.EVALUATE / 'label_issues.csv'}, label_issues.png)"
+        + "".join(
+            f"\n  {row.split}: {row.file} labelled {row.given}, likely {row.suggested}"
+            for row in confirmed.head(5).itertuples()
+        )
+    )

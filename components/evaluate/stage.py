@@ -24,7 +24,12 @@ from sklearn.metrics import confusion_matrix
 
 from components.evaluate.baseline import MAX_TRAIN_EXAMPLES, fit_and_score, sample_per_class
 from components.evaluate.gate import decide_blessing, evaluate_champion, per_class_recall
-from components.evaluate.label_issues import MAX_EXAMPLES, find_likely_label_errors, plot_label_issues
+from components.evaluate.label_issues import (
+    MAX_EXAMPLES,
+    describe_label_errors,
+    find_likely_label_errors,
+    plot_label_issues,
+)
 from components.evaluate.metrics import compute_metrics, load_test_split, most_confused
 from components.evaluate.report import (
     plot_confident_mistakes,
@@ -67,52 +72,46 @@ def describe_champion(check: dict, gate: dict, reference: dict) -> dict | None:
     return champion
 
 
+def label_check_sample(split_labels: dict[str, tuple[np.ndarray, list[str]]], seed: int) -> dict[str, np.ndarray]:
+    """Each split's positions (ascending) in the likely-label-error check: one stratified sample of MAX_EXAMPLES
+    over every split, so the memory is bounded whatever the dataset's size."""
+    chosen = sample_per_class(np.concatenate([labels for labels, _ in split_labels.values()]), MAX_EXAMPLES, seed)
+    sample, start = {}, 0
+    for split, (labels, _) in split_labels.items():
+        sample[split] = chosen[(chosen >= start) & (chosen < start + len(labels))] - start
+        start += len(labels)
+    return sample
+
+
+def gather_samples(split: str, *samples: np.ndarray) -> list[np.ndarray]:
+    """The images of each sample (ascending positions in the split), from one pass over the split's shards."""
+    wanted = np.unique(np.concatenate(samples))
+    images = records.gather_images(paths.PREPARED, split, wanted)
+    return [images[np.searchsorted(wanted, sample)] for sample in samples]
+
+
 def find_label_errors(
     split_labels: dict[str, tuple[np.ndarray, list[str]]],
-    test_images: np.ndarray,
+    sample: dict[str, np.ndarray],
+    sample_images: dict[str, np.ndarray],
     class_names: list[str],
     model,
     seed: int,
 ) -> tuple[pd.DataFrame, dict, np.ndarray]:
-    """(the likely label errors of every split, what was checked, the images they index into). Only a stratified
-    sample of MAX_EXAMPLES images is read (train and val streamed from their shards), so the memory is bounded
-    whatever the dataset's size."""
-    labels = np.concatenate([labels for labels, _ in split_labels.values()])
-    files = [file for _, split_files in split_labels.values() for file in split_files]
-    names = [name for name, (labels_of, _) in split_labels.items() for _ in labels_of]
-    chosen = sample_per_class(labels, MAX_EXAMPLES, seed)
-    images, start = [], 0
-    for split, (labels_of, _) in split_labels.items():
-        inside = chosen[(chosen >= start) & (chosen < start + len(labels_of))] - start
-        images.append(test_images[inside] if split == "test" else records.gather_images(paths.PREPARED, split, inside))
-        start += len(labels_of)
-    images = np.concatenate(images)
+    """(the likely label errors of every split, what was checked, the images they index into), on the images of
+    label_check_sample's positions."""
+    images = np.concatenate([sample_images[split] for split in split_labels])
     issues, checked = find_likely_label_errors(
         images,
-        labels[chosen],
-        [files[index] for index in chosen],
-        [names[index] for index in chosen],
+        np.concatenate([labels[sample[split]] for split, (labels, _) in split_labels.items()]),
+        [files[index] for split, (_, files) in split_labels.items() for index in sample[split]],
+        [split for split in split_labels for _ in sample[split]],
         class_names,
         lambda batch: predict(model, batch),
         seed,
-        total=len(labels),
+        total=sum(len(labels) for labels, _ in split_labels.values()),
     )
     return issues, checked, images
-
-
-def describe_label_errors(issues: pd.DataFrame, checked: dict) -> str:
-    """The stage's summary of the likely label errors: how many, and the first few named."""
-    if checked.get("skipped"):
-        return f"likely label errors: not checked ({checked['skipped']})"
-    confirmed = issues[issues["confirmed"].astype(bool)]
-    return (
-        f"likely label errors: {checked['confirmed']} ({checked['candidates']} candidates of {checked['checked']} "
-        f"images checked; {paths.EVALUATE / 'label_issues.csv'}, label_issues.png)"
-        + "".join(
-            f"\n  {row.split}: {row.file} labelled {row.given}, likely {row.suggested}"
-            for row in confirmed.head(5).itertuples()
-        )
-    )
 
 
 def write_outputs(
@@ -238,7 +237,14 @@ def main() -> None:
     split_labels["test"] = (labels, test[2])
     train_labels = split_labels["train"][0]
     baseline_sample = sample_per_class(train_labels, MAX_TRAIN_EXAMPLES, seed=0)
-    train_sample = (records.gather_images(paths.PREPARED, "train", baseline_sample), train_labels[baseline_sample])
+    label_sample = label_check_sample(split_labels, seed=0)
+    baseline_images, label_images = gather_samples("train", baseline_sample, label_sample["train"])  # one pass
+    train_sample = (baseline_images, train_labels[baseline_sample])
+    sample_images = {
+        "train": label_images,
+        "val": gather_samples("val", label_sample["val"])[0],
+        "test": images[label_sample["test"]],
+    }
     model = load_trained_model(paths.TRAIN)
     timing.lap("read the splits and the model")
     probabilities, baseline = score(model, images, train_sample, labels)
@@ -248,7 +254,7 @@ def main() -> None:
         f"({baseline['train_examples']} train images, {baseline['features']} features, {baseline['seconds']} s)"
     )
     metrics = compute_metrics(probabilities, labels, class_names, params.top_k)
-    label_errors = find_label_errors(split_labels, images, class_names, model, seed=0)
+    label_errors = find_label_errors(split_labels, label_sample, sample_images, class_names, model, seed=0)
     print(describe_label_errors(*label_errors[:2]))
     timing.lap("likely label errors (cross-validated SVM)")
     reference = run_records.read_run_reference(paths.TRAIN / "run.json")
