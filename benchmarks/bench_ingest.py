@@ -69,7 +69,8 @@ def run_ingest(raw_dir: Path, count: int, num_classes: int, mean_range: tuple[fl
             }
         )
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        environment = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        # A fresh process, whose rusage is the stage's (no warm server: tfpipe/warm.py).
+        environment = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", "TFPIPE_WARM": "0"}
         start = time.perf_counter()
         with tempfile.TemporaryFile() as log:
             child = subprocess.Popen(

@@ -187,7 +187,8 @@ def measured(command: list[str], repo: Path, log: Path) -> dict:
     with log.open("a") as output:
         output.write(f"\n$ {' '.join(command)}\n")
         output.flush()
-        result = run([sys.executable, "-c", MEASURE, *command], repo, check=False)
+        # Each stage in a process of its own (no warm server: tfpipe/warm.py), so that its peak RSS is its own.
+        result = run([sys.executable, "-c", MEASURE, *command], repo, check=False, env={"TFPIPE_WARM": "0"})
         output.write(result.stdout + result.stderr)
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     if figures["returncode"] != 0:

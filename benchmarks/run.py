@@ -28,9 +28,9 @@ from tests.workspace import ROOT, copy_repository, run, set_params  # noqa: E402
 PYTHON = sys.executable
 
 
-def timed(command: list[str], cwd: Path) -> float:
+def timed(command: list[str], cwd: Path, env: dict | None = None) -> float:
     start = time.perf_counter()
-    run(command, cwd)
+    run(command, cwd, env=env)
     return time.perf_counter() - start
 
 
@@ -136,6 +136,10 @@ def measure(repeats: int, overhead_only: bool = False) -> list[dict]:
             "x",
             ratio <= 1.8,
         )
+        # The same forced run with every stage importing for itself (no warm server: tfpipe/warm.py), for reference.
+        cold = timed([PYTHON, "-m", "dvc", "repro", "-f", "--no-run-cache"], repo, env={"TFPIPE_WARM": "0"})
+        row("`dvc repro -f --no-run-cache` with TFPIPE_WARM=0 (each stage imports for itself)", "-", cold, "s", None)
+        row("the same, / bare Keras script", "-", cold / statistics.median(bare), "x", None)
         print_profile(stages, forced[-1], bare[-1])
         if "train" in stages:  # the stage's own wall (its start-up included) in the last forced run, same epochs
             ratio = stages["train"]["total_s"] / bare[-1]

@@ -17,6 +17,28 @@ if str(ROOT) not in sys.path:  # `python -m pytest` adds it already; the `pytest
 import tfpipe  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before any test imports TensorFlow)
 
 
+def pytest_configure(config):
+    """The stages the tests run use warm servers of their own (tfpipe/warm.py), in a folder of this session's, which
+    the session stops at its end: none of a developer's, none left behind. Only the controller (xdist's workers
+    inherit the variable)."""
+    import os
+    import tempfile
+
+    if not hasattr(config, "workerinput") and "TFPIPE_WARM_DIR" not in os.environ:
+        config.tfpipe_warm_dir = tempfile.mkdtemp(prefix="tfpipe-warm-tests-")
+        os.environ["TFPIPE_WARM_DIR"] = config.tfpipe_warm_dir
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    from tfpipe import warm
+
+    if getattr(config, "tfpipe_warm_dir", None):
+        warm.stop_all()
+        shutil.rmtree(config.tfpipe_warm_dir, ignore_errors=True)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now (servers in tests bind only there)."""
     import socket

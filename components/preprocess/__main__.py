@@ -1,6 +1,14 @@
-"""`python -m components.preprocess`: the preprocess stage, as dvc.yaml runs it."""
+"""`python -m components.preprocess`: the preprocess stage, as dvc.yaml runs it (in a fork of a warm server when
+one is up: tfpipe/warm.py)."""
 
-from components.preprocess.stage import main
-from tfpipe.outputs import run_stage
+from tfpipe import warm
 
-run_stage("preprocess", main)
+
+def main() -> None:
+    # Imported here: a launcher whose stage a warm server runs imports nothing heavy.
+    from components.preprocess.stage import main
+
+    main()
+
+
+warm.run_stage("preprocess", main)
