@@ -174,6 +174,48 @@ def test_a_signal_to_the_launcher_reaches_the_stage(project, tmp_path, signum):
         time.sleep(0.1)
 
 
+def wait_for_status(pid: int, wanted: set[str]) -> None:
+    deadline = time.monotonic() + 30
+    while psutil.Process(pid).status() not in wanted:
+        assert time.monotonic() < deadline, f"process {pid} is {psutil.Process(pid).status()}, not {wanted}"
+        time.sleep(0.1)
+
+
+def test_ctrl_z_stops_the_launcher_and_its_stage_and_fg_continues_both(project, tmp_path):
+    warm_run(project)
+    wait_for_server(project)
+    pid_file = tmp_path / "stage.pid"
+    process = launch(project, {"FAKE": "sleep", "FAKE_PID_FILE": str(pid_file)})
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    stage = int(pid_file.read_text())
+    process.send_signal(signal.SIGTSTP)
+    wait_for_status(process.pid, {psutil.STATUS_STOPPED})
+    wait_for_status(stage, {psutil.STATUS_STOPPED})
+    process.send_signal(signal.SIGCONT)
+    wait_for_status(stage, {psutil.STATUS_SLEEPING, psutil.STATUS_RUNNING})
+    wait_for_status(process.pid, {psutil.STATUS_SLEEPING, psutil.STATUS_RUNNING})
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGTERM
+
+
+def test_a_request_for_anything_but_a_stage_runs_nothing(project):
+    """The socket runs `components.<stage>` modules only: a request naming another module gets no process."""
+    import socket
+
+    warm_run(project)
+    wait_for_server(project)
+    (path,) = runtime_folder(project).glob("*.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(path))
+        request = {"module": "os", "cwd": "/", "env": {}, "argv": ["x"], "path": sys.path}
+        warm.send(sock, request, [0, 1, 2])
+        assert warm.receive(sock) == (None, [])  # the supervisor refused and closed: no stage, no pid
+
+
 def test_turned_off_or_unsafe_the_stage_runs_itself_and_no_server_starts(project):
     code, record, err, launcher = warm_run(project, {"TFPIPE_WARM": "0"})
     assert code == 0 and record["pid"] == launcher, err

@@ -170,14 +170,24 @@ def delegate(socket_path: Path, stage: str) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
 
+    def suspend(_signum, _frame):
+        """Ctrl-Z: the stage stops too (SIGSTOP: its process group has no terminal, SIGTSTP would be dropped), then
+        this process, as the shell expects; `fg` or `bg` continues both."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)
+
+    def resume(_signum, _frame):
+        signal.signal(signal.SIGTSTP, suspend)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(signum, relay)
-    while True:
-        try:
-            status, _ = receive(sock)
-            break
-        except InterruptedError:
-            continue
+    signal.signal(signal.SIGTSTP, suspend)
+    signal.signal(signal.SIGCONT, resume)
+    status, _ = receive(sock)  # a signal's handler runs and the read goes on (PEP 475)
     sys.stdout.flush()
     if status is None:
         sys.stderr.write(

@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import importlib
 import os
+import re
 import select
 import signal
 import socket
@@ -25,6 +26,7 @@ PRELOAD = (
     ("tensorflow_model_optimization", "cleanlab.filter", "matplotlib.pyplot", "great_expectations"),
 )
 IDLE_SECONDS = 300.0
+STAGE_MODULE = re.compile(r"components\.[a-z_][a-z0-9_]*")
 
 
 def serve(key: str, idle_seconds: float) -> dict | None:
@@ -87,8 +89,8 @@ def _supervise(connection: socket.socket) -> dict | None:
     (returns its request there), and reports the stage's exit status, or stops the stage if the launcher dies."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     request, fds = receive(connection, want_fds=3)
-    if request is None or len(fds) != 3:
-        os._exit(0)
+    if request is None or len(fds) != 3 or not STAGE_MODULE.fullmatch(str(request.get("module"))):
+        os._exit(0)  # only a stage's module runs here, never a name of the request's choosing
     pid = os.fork()
     if pid == 0:
         connection.close()
