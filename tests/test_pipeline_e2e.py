@@ -279,13 +279,13 @@ def test_a_second_repro_while_one_runs_fails_fast_and_corrupts_nothing(repo):
 
 def test_forced_rerun_without_run_cache_is_deterministic(repo):
     """`dvc repro -f --no-run-cache` twice, deterministic: true: identical shards, weights and metrics on CPU."""
-    import tf_keras as keras
+    from models.loading import load_trained_model
 
     def outputs():
         lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
         # data/prepared (the shards) must be byte-identical; Data Docs and .keras files carry timestamps.
         hashes = {"ingest": [out["md5"] for out in lock["ingest"]["outs"] if out["path"] == "data/prepared"]}
-        weights = keras.models.load_model(repo / "artifacts/train/model.keras", compile=False).get_weights()
+        weights = load_trained_model(repo / "artifacts/train").get_weights()  # its custom layers registered
         metrics = json.loads((repo / "artifacts/evaluate/evaluation.json").read_text())
         metrics.pop("run_id", None)
         return hashes, weights, metrics

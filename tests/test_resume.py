@@ -78,9 +78,9 @@ def _train(directory: Path, env: dict, kill_after_epochs: int | None = None) -> 
 
 
 def _weights(directory: Path) -> list[np.ndarray]:
-    import tf_keras as keras
+    from models.loading import load_trained_model  # the custom layers registered, whatever ran before in this worker
 
-    return keras.models.load_model(directory / "artifacts/train/model.keras", compile=False).get_weights()
+    return load_trained_model(directory / "artifacts/train").get_weights()
 
 
 def _runs(experiment_name: str = "mnist_5k") -> list:

@@ -171,15 +171,14 @@ def delegate(socket_path: Path, stage: str) -> None:
             os.kill(pid, signum)
 
     def suspend(_signum, _frame):
-        """Ctrl-Z: the stage stops too (SIGSTOP: its process group has no terminal, SIGTSTP would be dropped), then
-        this process, as the shell expects; `fg` or `bg` continues both."""
+        """Ctrl-Z: the stage stops, then this process, as the shell expects; `fg` or `bg` continues both. Both by
+        SIGSTOP: a SIGTSTP at its default action is dropped in a process group without a terminal (the stage's
+        always, this one's under some runners)."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGSTOP)
-        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTSTP)
+        os.kill(os.getpid(), signal.SIGSTOP)
 
     def resume(_signum, _frame):
-        signal.signal(signal.SIGTSTP, suspend)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
 
