@@ -150,8 +150,8 @@ def test_the_stage_reads_the_launchers_stdin(project):
     assert "PIPED IN" in out
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
-def test_a_signal_to_the_launcher_reaches_the_stage(project, tmp_path, signum):
+def sleeping_stage(project, tmp_path) -> tuple[subprocess.Popen, int]:
+    """A launcher whose stage runs (and sleeps) in a fork of the server: the launcher and the stage's pid."""
     warm_run(project)
     wait_for_server(project)
     pid_file = tmp_path / "stage.pid"
@@ -160,7 +160,12 @@ def test_a_signal_to_the_launcher_reaches_the_stage(project, tmp_path, signum):
     while not pid_file.exists() or not pid_file.read_text():
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.1)
-    stage = int(pid_file.read_text())
+    return process, int(pid_file.read_text())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_a_signal_to_the_launcher_reaches_the_stage(project, tmp_path, signum):
+    process, stage = sleeping_stage(project, tmp_path)
     assert stage != process.pid
     process.send_signal(signum)
     _, err = process.communicate(timeout=60)
@@ -182,15 +187,7 @@ def wait_for_status(pid: int, wanted: set[str]) -> None:
 
 
 def test_ctrl_z_stops_the_launcher_and_its_stage_and_fg_continues_both(project, tmp_path):
-    warm_run(project)
-    wait_for_server(project)
-    pid_file = tmp_path / "stage.pid"
-    process = launch(project, {"FAKE": "sleep", "FAKE_PID_FILE": str(pid_file)})
-    deadline = time.monotonic() + 60
-    while not pid_file.exists() or not pid_file.read_text():
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.1)
-    stage = int(pid_file.read_text())
+    process, stage = sleeping_stage(project, tmp_path)
     process.send_signal(signal.SIGTSTP)
     wait_for_status(process.pid, {psutil.STATUS_STOPPED})
     wait_for_status(stage, {psutil.STATUS_STOPPED})
