@@ -18,12 +18,13 @@ import tfpipe  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before any test impo
 
 
 def pytest_configure(config):
-    """The stages the tests run use warm servers of their own (tfpipe/warm.py), in a folder of this session's, which
-    the session stops at its end: none of a developer's, none left behind. Only the controller (xdist's workers
-    inherit the variable)."""
+    """The stages the tests run use warm servers of their own (tfpipe/warm.py, opt-in: on here unless TFPIPE_WARM
+    says otherwise), in a folder of this session's, which the session stops at its end: none of a developer's, none
+    left behind. Only the controller (xdist's workers inherit the variables)."""
     import os
     import tempfile
 
+    os.environ.setdefault("TFPIPE_WARM", "1")
     if not hasattr(config, "workerinput") and "TFPIPE_WARM_DIR" not in os.environ:
         config.tfpipe_warm_dir = tempfile.mkdtemp(prefix="tfpipe-warm-tests-")
         os.environ["TFPIPE_WARM_DIR"] = config.tfpipe_warm_dir

@@ -1,100 +1,85 @@
-"""A warm process for the stages: TensorFlow, Keras, MLflow and the rest are imported once, and each stage runs in a
-fork of that process instead of importing them again (4-8 s a stage on 2 cores: a third of a forced `dvc repro` of
-the demo beside its training). The idea of Gradle's daemon and Rails' Spring, for `python -m components.<stage>`.
+"""A warm process for the stages, opt-in (TFPIPE_WARM=1): TensorFlow, Keras, MLflow and the rest are imported once,
+and each `python -m components.<stage>` (dvc.yaml's command, unchanged: the launcher) runs in a fork of that process
+instead of importing them again (4-8 s a stage on 2 cores). Gradle's daemon and Rails' Spring, for the stages.
 
-    python -m components.train     # dvc.yaml's command, unchanged: the launcher
-      -> a warm server for this interpreter, these packages and this environment is listening: it forks a copy of
-         itself, which takes the launcher's working directory, environment, argv, sys.path and its stdin, stdout and
-         stderr (passed over the socket), drops the project modules it had, and runs the stage as `python -m` would;
-         the launcher relays signals to it and exits as it exited (its code, or its signal).
-      -> none is listening: the stage runs here, as it always did, and a server is started in the background
-         (detached: its own session, its output in a log file) for the stages after it.
+    a server for this launcher's key listens -> its fork becomes the stage as `python -m` would have started it
+        (tfpipe/warm_stage.py); this process relays signals to it and exits as it exited (its code, or its signal)
+    none listens -> the stage runs here, and a server starts in the background (tfpipe/warm_server.py: its own
+        session, its output in a log) with this process's options, environment and attributes, for the next stages
 
-What is imported ahead is third-party only (never the project's code, which each stage imports fresh from its own
-checkout, so one server serves every copy of the repository and an edit is never stale). The server is keyed by the
-interpreter, its site-packages (a `pip install` makes a new key), its code (CODE), and the environment variables
-read at import time (TF_*, CUDA*, XLA_*, PYTHON*, ...): any change means another server. It exits after
-TFPIPE_WARM_IDLE_S seconds (default 300) with no stage running. TFPIPE_WARM=0 turns it all off (every stage
-imports for itself, as before); TFPIPE_WARM_PRELOAD=a,b,c imports those modules instead of warm_server.PRELOAD;
-`python -m tfpipe.warm status|stop` lists or stops this user's servers.
-
-Why this is safe to fork: the server imports modules and does nothing else (no TensorFlow context, no device,
-no thread of its own; the native threads TensorFlow starts at import are idle pools that a child re-creates), and
-it forks from its only Python thread. Each request gets a supervisor (a fork that waits for the stage and
-reports its status, and stops it if the launcher dies) and the stage (a fork of the supervisor).
+The key (tfpipe/warm_facts.py) is all that a library could read while it is imported: interpreter, options, import
+path and packages, the environment but a named allow-list, every inherited process attribute. Where the fork cannot
+be the stage's process (its checks fail, no answer within TFPIPE_WARM_TIMEOUT_S) the stage runs here. Opt-in
+because a fork still differs where none can follow: session and terminal, parent, its imports' output, the modules
+it holds, the hash seed (docs/benchmarks.md, the warm server). `python -m tfpipe.warm status|stop` lists or stops
+this user's servers; a server exits after TFPIPE_WARM_IDLE_S seconds (default 300) with no stage running.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
+import select
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-PROTOCOL = 1
-CHILD_MARK = "TFPIPE_WARM_CHILD"  # set only in a stage forked by the server, for its __main__; removed at once
-# Environment variables read at import time by Python, TensorFlow, XLA, CUDA or OpenMP: a server serves only
-# launchers that agree with it on all of them (MLflow's and the rest are read when used: the stage's own).
-IMPORT_TIME_ENV = ("PYTHON", "TF_", "CUDA", "XLA_", "OMP_", "KMP_", "MKL", "LD_", "TFPIPE_WARM")
+from tfpipe import warm_facts
+from tfpipe.warm_facts import CHILD_MARK, SERVER_SETUP
+
 SOCKET_PATH_MAX = 107  # Linux: sun_path is 108 bytes with its terminating NUL
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ("warm.py", "warm_server.py")  # a server runs only launchers of its own code
+HANDSHAKE_SECONDS = 10.0  # a server that has not started the stage by then (stopped, hung): the stage runs here
+# The server's entry: tfpipe/warm_server.py of this checkout, loaded without tfpipe/__init__.py (no project code
+# runs in the server but its own, whose hash is in the key).
 SERVER_MAIN = (
-    "import runpy, sys; sys.path.insert(0, {root!r}); runpy.run_module('tfpipe.warm_server', run_name='__main__')"
+    "import sys, types; package = types.ModuleType('tfpipe'); package.__path__ = [{folder!r}]; "
+    "sys.modules['tfpipe'] = package; import tfpipe.warm_server; tfpipe.warm_server.main(sys.argv[1:])"
 )
+SERVER_MARK = "tfpipe.warm_server.main"  # in a server's command line: what `stop` checks before it signals a pid
 
 
 def enabled() -> bool:
-    return os.environ.get("TFPIPE_WARM", "1").lower() not in ("0", "false", "no", "off") and hasattr(os, "pidfd_open")
+    return os.environ.get("TFPIPE_WARM", "0").lower() in ("1", "true", "yes", "on") and hasattr(os, "pidfd_open")
+
+
+def runtime_folder() -> Path:
+    """This user's folder for the servers' sockets, locks and logs: TFPIPE_WARM_DIR, else tfpipe-warm-<uid> in
+    XDG_RUNTIME_DIR or the temporary folder."""
+    base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    return Path(os.environ.get("TFPIPE_WARM_DIR") or base / f"tfpipe-warm-{os.getuid()}")
+
+
+def unsafe(folder: Path) -> str | None:
+    """Why no stage may use `folder`'s servers (another owner, wider permissions than 0700, a symlink, a path too
+    long for a socket), or None."""
+    try:
+        status = folder.lstat()
+    except OSError as error:
+        return f"cannot read it ({error.strerror})"
+    if folder.is_symlink() or not folder.is_dir():
+        return "it is not a folder"
+    if status.st_uid != os.getuid() or status.st_mode & 0o077:
+        return f"its owner or mode (uid {status.st_uid}, {status.st_mode & 0o777:04o}) lets others in"
+    if len(os.fsencode(folder)) > SOCKET_PATH_MAX - 32:  # /<key>.sock must fit in a socket address
+        return "its path is too long for a socket"
+    return None
 
 
 def runtime_dir() -> Path | None:
-    """This user's folder for the servers' sockets, locks and logs (TFPIPE_WARM_DIR, else tfpipe-warm-<uid> in
-    XDG_RUNTIME_DIR or the temporary folder; mode 0700, owned by the user), or None where it is not safe to use
-    (another owner, wider permissions, a path too long for a socket): then no stage uses a server."""
-    base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
-    folder = Path(os.environ.get("TFPIPE_WARM_DIR") or base / f"tfpipe-warm-{os.getuid()}")
-    try:
+    """runtime_folder(), created with mode 0700, or None where it is not safe to use: then no stage uses a server."""
+    folder = runtime_folder()
+    with contextlib.suppress(OSError):
         folder.mkdir(mode=0o700, exist_ok=True)
-        status = folder.lstat()
-    except OSError:
-        return None
-    if not folder.is_dir() or folder.is_symlink() or status.st_uid != os.getuid() or status.st_mode & 0o077:
-        return None
-    if len(os.fsencode(folder)) > SOCKET_PATH_MAX - 32:  # /<key>.sock must fit in a socket address
-        return None
-    return folder
-
-
-def server_key() -> str:
-    """What a server must share with a launcher to run its stage: interpreter, installed packages, this file, the
-    environment read at import time."""
-    site = sorted(entry for entry in sys.path if entry.endswith(("site-packages", "dist-packages")))
-    facts = {
-        "protocol": PROTOCOL,
-        "python": [os.path.realpath(sys.executable), sys.version, sys.flags.optimize, sys.flags.isolated],
-        "packages": {entry: _mtime(entry) for entry in site},
-        "warm": [hashlib.sha256((ROOT / "tfpipe" / name).read_bytes()).hexdigest() for name in CODE],
-        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(IMPORT_TIME_ENV) and k != CHILD_MARK},
-        "uid": os.getuid(),
-    }
-    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def _mtime(path: str) -> int:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return 0
+    return None if unsafe(folder) else folder
 
 
 # ---------------------------------------------------------------------------------------------------- messages
@@ -128,71 +113,104 @@ def receive(sock: socket.socket, want_fds: int = 0) -> tuple[dict | None, list[i
 
 # ---------------------------------------------------------------------------------------------------- launcher
 
+NO_SERVER, NOT_SERVED, RETIRED = "no server", "not served", "retired"
+
 
 def run_stage(stage: str, main: Callable[[], None]) -> None:
-    """A stage's `__main__`: in a server's fork, or where no server can serve, runs main here (tfpipe.outputs'
+    """A stage's `__main__`: in a server's fork, or where no server may serve, runs main here (tfpipe.outputs'
     run_stage); else the stage runs in a fork of a warm server and this process exits as that one did."""
     if os.environ.pop(CHILD_MARK, None) is None and enabled():
         folder = runtime_dir()
-        if folder is not None:
-            key = server_key()
-            delegate(folder / f"{key}.sock", stage)
-            start_server(folder, key)  # none answered: one for the stages after this one
+        request = launch_request(stage) if folder is not None else None
+        if request is not None:
+            outcome = delegate(folder / f"{request['key']}.sock", request)
+            if outcome in (NO_SERVER, RETIRED):  # one for the stages after this one
+                start_server(folder, request["key"], request["options"])
     from tfpipe import outputs
 
     outputs.run_stage(stage, main)
 
 
-def delegate(socket_path: Path, stage: str) -> None:
-    """Runs `python -m components.<stage>` in a fork of the server at socket_path and exits as it did; returns
-    only if no server answered (nothing has run)."""
+def launch_request(stage: str) -> dict | None:
+    """What a server needs to run this process's stage, or None where no fork could (warm_facts.cold_reason; not
+    started as `python [options] -m components.<stage>`)."""
+    parsed = warm_facts.interpreter_options(sys.orig_argv, "-m")
+    module = f"components.{stage}"
+    if parsed is None or sys.orig_argv[parsed[1] + 1 : parsed[1] + 2] != [module] or warm_facts.cold_reason():
+        return None
+    options = parsed[0]
+    key, facts = warm_facts.server_key(options, warm_facts.import_path())
+    return {
+        "key": key,
+        "module": module,
+        "options": options,
+        "process": facts["process"],
+        "adopt": warm_facts.adopted_facts(),
+        "cwd": os.getcwd(),
+        "path0": None if sys.flags.safe_path else sys.path[0],
+        "env": dict(os.environ),
+        "argv": sys.argv,
+        "orig_argv": sys.orig_argv,
+    }
+
+
+def delegate(socket_path: Path, request: dict) -> str:
+    """Runs the request's stage in a fork of the server at socket_path and exits as it did. Returns only where
+    nothing of the stage has run: NO_SERVER (none listens), RETIRED (the server found itself stale and exits), or
+    NOT_SERVED (it cannot serve this launcher, or gave no answer within TFPIPE_WARM_TIMEOUT_S)."""
+    timeout = float(os.environ.get("TFPIPE_WARM_TIMEOUT_S", HANDSHAKE_SECONDS))
+    deadline = time.monotonic() + timeout
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
     try:
         sock.connect(str(socket_path))
-        request = {
-            "module": f"components.{stage}",
-            "cwd": os.getcwd(),
-            "env": dict(os.environ),
-            "argv": sys.argv,
-            "path": sys.path,
-        }
-        send(sock, request, [0, 1, 2])
+        send(sock, request)
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
         reply, _ = receive(sock)
+        if reply is None or "pid" not in reply:
+            sock.close()
+            return NO_SERVER if reply is None else RETIRED if reply.get("retire") else NOT_SERVED
+        pidfd = os.pidfd_open(reply["pid"])
+        send(sock, {"go": True}, [0, 1, 2])  # the stage starts now, with this process's stdio: no timeout from here
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        return NO_SERVER
+    except TimeoutError:
+        sock.close()
+        sys.stderr.write(f"tfpipe.warm: no answer from the warm server in {timeout:g} s: the stage runs here\n")
+        return NOT_SERVED
     except OSError:
-        sock.close()
-        return
-    if reply is None or "pid" not in reply:  # the server went away before the stage started: run it here
-        sock.close()
-        return
-    pid = reply["pid"]
+        sock.close()  # the server or its fork went away before the stage started (a stage never started dies)
+        return NO_SERVER
+    sock.settimeout(None)
+    follow(sock, pidfd, request["module"])
+
+
+def follow(sock: socket.socket, pidfd: int, module: str) -> None:
+    """Relays signals to the stage (pidfd), waits for its status from its supervisor (sock), and ends this process
+    as the stage ended."""
 
     def relay(signum, _frame):
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
+            signal.pidfd_send_signal(pidfd, signum)
 
     def suspend(_signum, _frame):
         """Ctrl-Z: the stage stops, then this process, as the shell expects; `fg` or `bg` continues both. Both by
         SIGSTOP: a SIGTSTP at its default action is dropped in a process group without a terminal (the stage's
         always, this one's under some runners)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
+        relay(signal.SIGSTOP, None)
         os.kill(os.getpid(), signal.SIGSTOP)
 
-    def resume(_signum, _frame):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(signum, relay)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGWINCH", "SIGCONT"):
+        signal.signal(getattr(signal, name), relay)
     signal.signal(signal.SIGTSTP, suspend)
-    signal.signal(signal.SIGCONT, resume)
     status, _ = receive(sock)  # a signal's handler runs and the read goes on (PEP 475)
     sys.stdout.flush()
-    if status is None:
-        sys.stderr.write(
-            f"{stage}: the warm server's copy (pid {pid}) ended without a status; TFPIPE_WARM=0 runs the "
-            "stage without it\n"
-        )
+    if status is None:  # its supervisor was killed: the stage dies with it (PR_SET_PDEATHSIG); wait until it has
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        select.select([pidfd], [], [], 30)
+        sys.stderr.write(f"{module}: the warm server's fork that ran it was killed; nothing of it runs now\n")
         os._exit(1)
     if "signal" in status:
         signal.signal(status["signal"], signal.SIG_DFL)
@@ -201,16 +219,19 @@ def delegate(socket_path: Path, stage: str) -> None:
     os._exit(status.get("exit", 1))
 
 
-def start_server(folder: Path, key: str) -> None:
-    """Starts tfpipe/warm_server.py's main detached (its own session; output in <key>.log): it outlives this
-    stage and serves the next ones."""
+def start_server(folder: Path, key: str, options: list[str]) -> None:
+    """Starts tfpipe/warm_server.py's main detached (its own session; output in <key>.log), with this process's
+    interpreter options, environment, import path and attributes: it outlives this stage and serves the next."""
+    _, facts = warm_facts.server_key(options, warm_facts.import_path())  # the server logs any it does not share
+    environment = {**os.environ, SERVER_SETUP: json.dumps({"path": warm_facts.import_path(), "facts": facts})}
     with contextlib.suppress(OSError):
         log = open(folder / f"{key}.log", "ab")  # noqa: SIM115  handed to the server
         with log:
             subprocess.Popen(
-                # From / (it pins no checkout: one server serves them all), with this project's tfpipe on its path.
-                [sys.executable, "-c", SERVER_MAIN.format(root=str(ROOT)), key],
+                # From / (it pins no checkout: one server serves them all); the stage adopts its own directory.
+                [sys.executable, *options, "-c", SERVER_MAIN.format(folder=str(ROOT / "tfpipe")), key],
                 cwd="/",
+                env=environment,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -219,29 +240,41 @@ def start_server(folder: Path, key: str) -> None:
             )
 
 
-def stop_all() -> int:
-    """Stops this user's servers (SIGTERM to each lock holder); returns how many."""
-    folder, stopped = runtime_dir(), 0
-    for pid in _servers(folder) if folder else []:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-            stopped += 1
-    return stopped
+# ---------------------------------------------------------------------------------------------------- status, stop
 
 
-def _servers(folder: Path) -> list[int]:
-    """The pids of the live servers in folder: each holds its key's lock, which names its pid."""
+def servers(folder: Path) -> list[int]:
+    """The pids of this user's live servers in folder, whatever its mode: each holds its key's lock, which names
+    its pid, and runs SERVER_MAIN."""
     pids = []
     for lock_path in folder.glob("*.lock"):
-        with open(lock_path) as lock:
+        try:
+            lock = open(lock_path)  # noqa: SIM115  closed below
+        except OSError:
+            continue
+        with lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
                 continue  # nobody holds it: no server
             except OSError:
                 pass
-            with contextlib.suppress(ValueError):
-                pids.append(int(lock.read().strip()))
-    return pids
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(lock.read().strip())
+                if os.stat(f"/proc/{pid}").st_uid == os.getuid() and SERVER_MARK.encode() in Path(
+                    f"/proc/{pid}/cmdline"
+                ).read_bytes().replace(b"\0", b" "):
+                    pids.append(pid)
+    return sorted(pids)
+
+
+def stop_all() -> int:
+    """Stops this user's servers (SIGTERM to each); returns how many."""
+    stopped = 0
+    for pid in servers(runtime_folder()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            stopped += 1
+    return stopped
 
 
 def main(argv: list[str]) -> None:
@@ -249,11 +282,15 @@ def main(argv: list[str]) -> None:
     if command == "stop":
         print(f"stopped {stop_all()} warm server(s)")
     elif command == "status":
-        folder = runtime_dir()
-        pids = _servers(folder) if folder else []
+        folder = runtime_folder()
+        reason = unsafe(folder) if folder.exists() else None
+        pids = servers(folder) if folder.exists() else []
+        parsed = warm_facts.interpreter_options(sys.orig_argv, "-m")
+        key, _ = warm_facts.server_key(parsed[0] if parsed else [], warm_facts.import_path())
         print(
-            f"{len(pids)} warm server(s) in {folder}: {pids}; this environment's key {server_key()}"
-            f" ({'enabled' if enabled() else 'disabled: TFPIPE_WARM'})"
+            f"{len(pids)} warm server(s) in {folder}: {pids}; this environment's key {key}"
+            f" ({'on' if enabled() else 'off: TFPIPE_WARM=1 turns it on'})"
+            + (f"; no stage uses this folder: {reason} (`stop` still stops its servers)" if reason else "")
         )
     else:
         sys.exit("usage: python -m tfpipe.warm [status|stop]")
