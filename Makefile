@@ -31,7 +31,10 @@ $(GPU_STAMP): requirements-gpu.txt $(STAMP)
 
 # Writes data/raw from params.yaml's data.source (default: the embedded mnist_5k, whose committed
 # data.dvc hash must not move) and fills the DVC cache; other sources: python -m pipelines.materialize --help.
+# First, params.yaml and the YAML files DVC reads are checked with our bounded reader: DVC's own parser has no bound
+# on YAML aliases (an alias bomb grows it without limit before any stage runs); pipelines/params.py.
 data: install
+	$(BIN)/python -m pipelines.params check
 	$(BIN)/python -m pipelines.materialize
 
 repro: data

@@ -12,6 +12,7 @@ TOOLS = {
     "presets": "list, show or apply the textbook workloads' params (mnist, fashion_mnist, cifar10, your folder)",
     "predict": "classify image files with an exported SavedModel, .tflite file or MLflow model",
     "store": "MLflow store upkeep: mark-stale (runs of killed processes -> KILLED), trust-version (a legacy version)",
+    "params": "check params.yaml and the YAML files DVC reads with a bound on their size and aliases, before DVC does",
 }
 
 
