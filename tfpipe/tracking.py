@@ -19,7 +19,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from tfpipe import paths, run_watch
+from tfpipe import paths, run_watch, store_location
 from tfpipe.redaction import redact
 from tfpipe.stale_runs import mark_stale_runs, process_tags
 
@@ -94,6 +94,8 @@ def configure(experiment_name: str) -> str:
     local_store = not os.environ.get("MLFLOW_TRACKING_URI")  # read first: set_tracking_uri sets the variable
     (project_root() / paths.MLRUNS).mkdir(exist_ok=True)
     create_sqlite_store(tracking_uri())
+    if tracking_uri().startswith("sqlite:///"):  # a copied store: its artifacts go into it, not the original's
+        store_location.keep_in_store(Path(tracking_uri().removeprefix("sqlite:///")))
     mlflow.set_tracking_uri(tracking_uri())
     experiment = mlflow.get_experiment_by_name(experiment_name)
     if experiment is not None:
