@@ -6,6 +6,7 @@ changed, and an idle server in such a folder exits. The probe project is tests/w
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,25 +77,39 @@ def test_ctrl_z_stops_the_launcher_and_its_stage_and_fg_continues_both(project, 
     assert process.returncode == -signal.SIGTERM
 
 
-def test_a_stopped_server_costs_a_timeout_then_the_stage_runs_once_here(project, tmp_path):
+def test_a_stopped_server_is_passed_over_and_never_runs_the_stage_too(project, tmp_path):
     warm_run(project)
     wait_for_server(project)
     (server,) = server_pids(project)
     log = tmp_path / "runs.log"
-    extra = {"TFPIPE_WARM_TIMEOUT_S": "2"}  # allow-listed: the same server
     psutil.Process(server).suspend()  # kill -STOP
     try:
         start = time.monotonic()
-        run = warm_run(project, extra, arguments=["log", str(log)])
-        assert time.monotonic() - start < 20
+        run = warm_run(project, arguments=["log", str(log)])
+        assert time.monotonic() - start < 10  # seen as stopped: no need to wait for the timeout
         assert run["code"] == 0 and run["pid"] == run["launcher"]
-        assert "no answer from the warm server in 2 s: the stage runs here" in run["stderr"]
+        assert "the warm server is stopped, or gave no answer in 30 s: the stage runs here" in run["stderr"]
     finally:
         psutil.Process(server).resume()
     time.sleep(2)  # the server now accepts the abandoned request: its fork must not run the stage
     assert log.read_text().split() == [str(run["pid"])]
-    run = warm_run(project, extra, arguments=["log", str(log)])
+    run = warm_run(project, arguments=["log", str(log)])
     assert run["pid"] != run["launcher"] and len(log.read_text().split()) == 2
+
+
+def test_a_server_that_never_answers_costs_the_timeout_then_the_stage_runs_here(project):
+    warm_run(project)
+    wait_for_server(project)
+    (path,) = Path(project.env["TFPIPE_WARM_DIR"]).glob("*.sock")
+    path.unlink()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:  # accepts, reads, never answers
+        silent.bind(str(path))
+        silent.listen()
+        start = time.monotonic()
+        run = warm_run(project, {"TFPIPE_WARM_TIMEOUT_S": "1"})  # allow-listed: the same key
+        assert 1 <= time.monotonic() - start < 15
+    assert run["code"] == 0 and run["pid"] == run["launcher"]
+    assert "gave no answer in 1 s: the stage runs here" in run["stderr"]
 
 
 def test_a_stage_dies_with_its_supervisor_and_writes_nothing_later(project, tmp_path):

@@ -37,7 +37,7 @@ from tfpipe.warm_facts import CHILD_MARK, SERVER_SETUP
 
 SOCKET_PATH_MAX = 107  # Linux: sun_path is 108 bytes with its terminating NUL
 ROOT = Path(__file__).resolve().parents[1]
-HANDSHAKE_SECONDS = 10.0  # a server that has not started the stage by then (stopped, hung): the stage runs here
+HANDSHAKE_SECONDS = 30.0  # a server that has not started the stage by then (hung): the stage runs here
 # The server's entry: tfpipe/warm_server.py of this checkout, loaded without tfpipe/__init__.py (no project code
 # runs in the server but its own, whose hash is in the key).
 SERVER_MAIN = (
@@ -121,7 +121,7 @@ def run_stage(stage: str, main: Callable[[], None]) -> None:
     run_stage); else the stage runs in a fork of a warm server and this process exits as that one did."""
     if os.environ.pop(CHILD_MARK, None) is None and enabled():
         folder = runtime_dir()
-        request = launch_request(stage) if folder is not None else None
+        request = warm_facts.launch_request(stage) if folder is not None else None
         if request is not None:
             outcome = delegate(folder / f"{request['key']}.sock", request)
             if outcome in (NO_SERVER, RETIRED):  # one for the stages after this one
@@ -129,29 +129,6 @@ def run_stage(stage: str, main: Callable[[], None]) -> None:
     from tfpipe import outputs
 
     outputs.run_stage(stage, main)
-
-
-def launch_request(stage: str) -> dict | None:
-    """What a server needs to run this process's stage, or None where no fork could (warm_facts.cold_reason; not
-    started as `python [options] -m components.<stage>`)."""
-    parsed = warm_facts.interpreter_options(sys.orig_argv, "-m")
-    module = f"components.{stage}"
-    if parsed is None or sys.orig_argv[parsed[1] + 1 : parsed[1] + 2] != [module] or warm_facts.cold_reason():
-        return None
-    options = parsed[0]
-    key, facts = warm_facts.server_key(options, warm_facts.import_path())
-    return {
-        "key": key,
-        "module": module,
-        "options": options,
-        "process": facts["process"],
-        "adopt": warm_facts.adopted_facts(),
-        "cwd": os.getcwd(),
-        "path0": None if sys.flags.safe_path else sys.path[0],
-        "env": dict(os.environ),
-        "argv": sys.argv,
-        "orig_argv": sys.orig_argv,
-    }
 
 
 def delegate(socket_path: Path, request: dict) -> str:
@@ -165,6 +142,9 @@ def delegate(socket_path: Path, request: dict) -> str:
     try:
         sock.connect(str(socket_path))
         send(sock, request)
+        while not select.select([sock], [], [], 0.2)[0]:  # it answers between two of its imports: a few seconds
+            if time.monotonic() > deadline or _stopped(socket_path.with_suffix(".lock")):
+                raise TimeoutError
         sock.settimeout(max(0.01, deadline - time.monotonic()))
         reply, _ = receive(sock)
         if reply is None or "pid" not in reply:
@@ -177,13 +157,23 @@ def delegate(socket_path: Path, request: dict) -> str:
         return NO_SERVER
     except TimeoutError:
         sock.close()
-        sys.stderr.write(f"tfpipe.warm: no answer from the warm server in {timeout:g} s: the stage runs here\n")
+        sys.stderr.write(
+            f"tfpipe.warm: the warm server is stopped, or gave no answer in {timeout:g} s: the stage runs here\n"
+        )
         return NOT_SERVED
     except OSError:
         sock.close()  # the server or its fork went away before the stage started (a stage never started dies)
         return NO_SERVER
     sock.settimeout(None)
     follow(sock, pidfd, request["module"])
+
+
+def _stopped(lock_path: Path) -> bool:
+    """Whether the server holding lock_path (which names its pid) is stopped (kill -STOP, a debugger)."""
+    with contextlib.suppress(OSError, ValueError):
+        stat = Path(f"/proc/{int(lock_path.read_text())}/stat").read_text()
+        return stat[stat.rindex(")") + 2] in "tT"
+    return False
 
 
 def follow(sock: socket.socket, pidfd: int, module: str) -> None:

@@ -104,6 +104,29 @@ def server_key(options: list[str], path: list[str]) -> tuple[str, dict]:
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:20], facts
 
 
+def launch_request(stage: str) -> dict | None:
+    """What a server needs to run this process's stage, or None where no fork could (cold_reason; not
+    started as `python [options] -m components.<stage>`)."""
+    parsed = interpreter_options(sys.orig_argv, "-m")
+    module = f"components.{stage}"
+    if parsed is None or sys.orig_argv[parsed[1] + 1 : parsed[1] + 2] != [module] or cold_reason():
+        return None
+    options = parsed[0]
+    key, facts = server_key(options, import_path())
+    return {
+        "key": key,
+        "module": module,
+        "options": options,
+        "process": facts["process"],
+        "adopt": adopted_facts(),
+        "cwd": os.getcwd(),
+        "path0": None if sys.flags.safe_path else sys.path[0],
+        "env": dict(os.environ),
+        "argv": sys.argv,
+        "orig_argv": sys.orig_argv,
+    }
+
+
 def process_facts() -> dict:
     """This process's inherited attributes: what the fork checks again before it runs a stage."""
     status = read_status()
