@@ -252,6 +252,23 @@ def test_what_the_servers_imports_read_stale_or_shadowed_runs_cold(project, tmp_
     assert cold["facts"]["fakeconfig"] == ["two", "project"]
 
 
+def test_a_matplotlibrc_in_the_stages_directory_is_read_as_by_a_fresh_process(project, tmp_path):
+    """matplotlib looks for matplotlibrc in the working directory first when it is imported: the server imported it
+    from /; a stage whose directory has one runs cold (the lookups of warm_stage.IMPORT_LOOKUPS)."""
+    extra = {"TFPIPE_WARM_PRELOAD": "json,matplotlib", "FAKE_MPL": "1", "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    warm_run(project, extra)
+    wait_for_servers(project, 1)
+    warmed, cold = warm_run(project, extra), warm_run(project, {**extra, "TFPIPE_WARM": "0"})
+    assert warmed["pid"] != warmed["launcher"] and warmed["facts"] == cold["facts"]
+    (project.folder / "matplotlibrc").write_text("backend: svg\n")
+    warmed, cold = warm_run(project, extra), warm_run(project, {**extra, "TFPIPE_WARM": "0"})
+    assert warmed["pid"] == warmed["launcher"] and warmed["facts"] == cold["facts"]
+    assert cold["facts"]["matplotlib"] == ["matplotlibrc", "svg"]  # found in the working directory
+    (project.folder / "matplotlibrc").unlink()  # the stage's own file made it cold: the server is not stale
+    warmed = warm_run(project, extra)
+    assert warmed["pid"] != warmed["launcher"] and warmed["facts"]["matplotlib"][1] != "svg"
+
+
 def test_a_server_changed_after_it_started_exits_and_its_stage_runs_cold(project):
     warm_run(project)
     wait_for_server(project)

@@ -32,6 +32,8 @@ def facts() -> dict:
 
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
     status = {name: value.strip() for name, value in status.items()}
+    for mask in ("SigIgn", "SigBlk", "SigCgt"):  # signals 1-31: 32 and 33 are glibc's own, set up with a first thread
+        status[mask] = int(status[mask], 16) & 0x7FFFFFFF
     path = Path("written.txt")
     path.write_text("x")
     written = oct(path.stat().st_mode & 0o777)
@@ -48,6 +50,10 @@ def facts() -> dict:
         import fakeconfig, fakeshadow
 
         extra["fakeconfig"] = [fakeconfig.VALUE, fakeshadow.WHERE]
+    if os.environ.get("FAKE_MPL"):
+        import matplotlib
+
+        extra["matplotlib"] = [matplotlib.matplotlib_fname(), matplotlib.rcParams["backend"]]
     project = {name: getattr(module, "__file__", None) for name, module in sys.modules.items()
                if name.split(".")[0] in ("tfpipe", "components")}
     return {

@@ -27,9 +27,19 @@ import types
 from tfpipe import warm, warm_facts
 
 SKIPPED = ("/proc/", "/dev/", "/sys/")  # kernel files: their times are not contents
+
+
+def _keras_json(_module) -> str:
+    """Where Keras (tf_keras and keras 3 alike) reads keras.json at import, and whether it is there."""
+    home = os.path.expanduser("~")
+    folder = os.environ.get("KERAS_HOME") or os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+    path = os.path.join(folder, "keras.json")
+    return f"{path} ({'present' if os.path.isfile(path) else 'absent'})"
+
+
 # Settings a preloaded package looks up at import in files that may not exist yet, or relative to the working
-# directory (nothing opened, nothing to record): the stage's answer must be the server's.
-IMPORT_LOOKUPS = {"matplotlib": lambda module: module.matplotlib_fname()}
+# directory (nothing opened, nothing recorded): the stage's answer must be the server's.
+IMPORT_LOOKUPS = {"matplotlib": lambda module: module.matplotlib_fname(), "tf_keras": _keras_json}
 PR_SET_PDEATHSIG = 1
 
 _recording = False
@@ -190,7 +200,7 @@ def _stale(request: dict) -> dict | None:
         if now != answer:
             return {
                 "cold": f"{module} finds {now} for this stage, not {answer}",
-                "retire": not now.startswith(os.getcwd()),
+                "retire": not os.path.abspath(now).startswith(os.getcwd() + os.sep),
             }
     return None
 
