@@ -213,7 +213,8 @@ def start_server(folder: Path, key: str, options: list[str]) -> None:
     """Starts tfpipe/warm_server.py's main detached (its own session; output in <key>.log), with this process's
     interpreter options, environment, import path and attributes: it outlives this stage and serves the next."""
     _, facts = warm_facts.server_key(options, warm_facts.import_path())  # the server logs any it does not share
-    environment = {**os.environ, SERVER_SETUP: json.dumps({"path": warm_facts.import_path(), "facts": facts})}
+    setup = {"path": warm_facts.import_path(), "facts": warm_facts.digest(facts)}  # short: a variable holds 128 KiB
+    environment = {**os.environ, SERVER_SETUP: json.dumps(setup)}
     with contextlib.suppress(OSError):
         log = open(folder / f"{key}.log", "ab")  # noqa: SIM115  handed to the server
         with log:

@@ -167,6 +167,13 @@ def cold_reason() -> str | None:
     return None
 
 
+def digest(facts: dict) -> dict:
+    """server_key's facts, each value a short hash (the environment's one by one): what a server logs the names of
+    when it does not share a launcher's key."""
+    short = {name: hashlib.sha256(json.dumps(value).encode()).hexdigest()[:12] for name, value in facts.items()}
+    return short | {part: digest(facts[part]) for part in ("process", "env") if isinstance(facts.get(part), dict)}
+
+
 def differences(wanted: dict, found: dict) -> list[str]:
     """The names of the facts whose values differ."""
     return sorted(name for name in wanted.keys() | found.keys() if wanted.get(name) != found.get(name))

@@ -41,9 +41,12 @@ def serve(key: str, launcher: dict, idle_seconds: float) -> dict | None:
     parsed = warm_facts.interpreter_options(sys.orig_argv, "-c")
     mine, facts = warm_facts.server_key(parsed[0] if parsed else [], list(sys.path))  # its path is the tail
     if folder is None or key != mine:
-        differing = warm_facts.differences(launcher, facts) + [
-            f"process.{name}" for name in warm_facts.differences(launcher.get("process", {}), facts["process"])
-        ]
+        mine_digest = warm_facts.digest(facts)
+        differing = [
+            f"{part}.{name}"
+            for part in ("process", "env")
+            for name in warm_facts.differences(launcher.get(part, {}), mine_digest[part])
+        ] + warm_facts.differences(launcher, mine_digest)
         warm_stage.log(f"not serving: key {key} is not this process's {mine} ({differing}) or no safe folder")
         return None
     lock = _lock(folder / f"{key}.lock")
