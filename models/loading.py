@@ -12,6 +12,7 @@ from pathlib import Path
 import tensorflow as tf
 import tf_keras as keras
 
+from models import table_layers  # noqa: F401  (registers the table models' layers for Keras)
 from tfpipe.outputs import file_sha256
 
 

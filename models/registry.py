@@ -7,9 +7,17 @@ from collections.abc import Callable
 BUILDERS: dict[str, Callable] = {}
 
 
-def register(name: str, min_input_size: int = 0, max_input_size: int | None = None) -> Callable[[Callable], Callable]:
+def register(
+    name: str,
+    min_input_size: int = 0,
+    max_input_size: int | None = None,
+    kinds: tuple[str, ...] = ("image",),
+    search: bool = False,
+) -> Callable[[Callable], Callable]:
     """Registers a builder under `name`; `min_input_size` and `max_input_size` bound the image side the
-    architecture was designed for (preprocess.image_height/width: auto resizes images up or down into them)."""
+    architecture was designed for (preprocess.image_height/width: auto resizes images up or down into them);
+    `kinds` are the data kinds it takes (tfpipe/kinds.py); `search`: one of its kinds' default candidates for
+    train.model: auto."""
 
     def decorate(builder: Callable) -> Callable:
         if name in BUILDERS:
@@ -18,6 +26,8 @@ def register(name: str, min_input_size: int = 0, max_input_size: int | None = No
             )
         builder.min_input_size = min_input_size
         builder.max_input_size = max_input_size
+        builder.kinds = tuple(kinds)
+        builder.search = search
         BUILDERS[name] = builder
         return builder
 
@@ -29,6 +39,18 @@ def get_builder(name: str) -> Callable:
     if name not in BUILDERS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(BUILDERS))}")
     return BUILDERS[name]
+
+
+def check_kind(name: str, kind: str) -> None:
+    """A model that does not take this kind of data is an error naming the ones that do."""
+    if kind not in get_builder(name).kinds:
+        takers = [other for other in names() if kind in BUILDERS[other].kinds]
+        raise ValueError(f"model {name!r} does not take {kind} data; models for {kind} data: {', '.join(takers)}")
+
+
+def search_candidates(kind: str) -> list[str]:
+    """The models train.model: auto compares for this kind by default (the schema command proposes them)."""
+    return [name for name in names() if kind in BUILDERS[name].kinds and BUILDERS[name].search]
 
 
 def takes_raw_pixels(name: str) -> bool:

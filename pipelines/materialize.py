@@ -10,6 +10,14 @@ Sources (the same names as params.yaml's data.source):
   as train/val/test), with classes.txt keeping tfds's label order.
 - `folder --from DIR`: copies the files of a folder in the layout ingest reads (see
   components/ingest/layout.py); plain `folder` tracks data/raw as it is.
+- `file --from TABLE [--target COLUMN]`: copies a table (CSV, TSV, .csv.gz, JSON lines, Parquet) into data/raw as its
+  only file; data.name comes from the file's name. Plain `file` tracks data/raw as it is.
+- `autompg`, `penguins`: the demo tables that ship inside packages on the index (vega_datasets' Auto MPG, to regress
+  Miles_per_Gallon; palmerpenguins, to classify species), offline.
+
+For a table, materialize then proposes its schema into params.yaml as `python -m pipelines.schema` does (the column
+to predict: --target, the demo's, else the last column, said so), replacing the previous table's: review the diff
+it prints. A table that did not change keeps the schema params.yaml has (edited or not).
 
 Files already identical are left alone and files not in the source are removed, so data/raw holds
 exactly the dataset; then `dvc commit -f data.dvc` records it (commit data.dvc to share it).
@@ -36,25 +44,60 @@ from pipelines.raw_folder import (
     swap_in,
     sweep_staging,
 )
-from pipelines.sources import stage_source
+from pipelines.sources import DEMO_TABLES, stage_source
 from tfpipe import paths
+from tfpipe.kinds import recognize
+
+TABLE_SOURCES = ("file", *DEMO_TABLES)
 
 
 def dataset_name_for(source: str, from_dir: Path | None) -> str | None:
-    """data.name for a source: a copied folder is named after it ("~/My Flowers" -> "My_Flowers"); others derive
-    theirs."""
-    if source != "folder" or from_dir is None:
+    """data.name for a source: a copied folder is named after it ("~/My Flowers" -> "My_Flowers"), a table after its
+    file ("cars.csv.gz" -> "cars"), a demo table after the demo; others derive theirs."""
+    if source in DEMO_TABLES:
+        return source
+    if source not in ("folder", "file") or from_dir is None:
         return None
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", from_dir.resolve().name).strip("_.-")[:100]
+    stem = from_dir.resolve().name
+    if source == "file":
+        stem = stem.split(".")[0] or stem
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_.-")[:100]
     return name or None
 
 
-def record_source(params_file: Path, source: str, name: str | None, keep_name: bool) -> str:
-    """Sets data.source (and data.name) in params.yaml, keeping its comments; returns the diff."""
+def record_source(params_file: Path, source: str, name: str | None, keep_name: bool, target: str | None) -> str:
+    """Sets data.source (and data.name, data.target) in params.yaml, keeping its comments; returns the diff. A source
+    of images has no target: data.target and data.task go back to their defaults."""
     from tfpipe.params_file import update_params_file
 
     data = {"source": source, **({} if keep_name else {"name": name})}
+    if source in TABLE_SOURCES:
+        data.update({"target": target, "task": "auto"} if target is not None else {})
+    else:
+        data.update(target=None, task="auto")
     return update_params_file({"data": data}, params_file)
+
+
+def has_schema(params_file: Path) -> bool:
+    """Whether params.yaml holds a table's schema already (a table that did not change keeps it, edited or not)."""
+    from tfpipe.params_file import load_params
+
+    return bool(load_params(params_file).ingest.table.columns)
+
+
+def propose_table_schema(params_file: Path, raw_dir: Path, target: str | None) -> str:
+    """The table's schema proposed into params.yaml (pipelines/schema.py), replacing the previous table's (and its
+    target: without --target, a new table's is its last column); prints the notes, returns the diff."""
+    import argparse as arguments
+
+    from pipelines import schema
+    from tfpipe.params_file import load_params
+
+    options = arguments.Namespace(params=params_file, raw_dir=raw_dir, force=True, dry_run=False)
+    diff, notes, _ = schema.infer_table(options, load_params(params_file), target, use_params_target=False)
+    for note in notes:
+        print(f"note: {note}")
+    return diff
 
 
 def _dvc(*args: str) -> None:
@@ -91,6 +134,8 @@ def read_source(params_file: Path) -> str:
 
 
 def next_steps(source: str) -> str:
+    if source in TABLE_SOURCES:
+        return "next: review the schema proposed into params.yaml (ingest.table, data.target), then `dvc repro`"
     if source == "mnist_5k":
         return (
             "next: `dvc repro`. If params.yaml was set up for another dataset, `git checkout params.yaml` brings the "
@@ -105,9 +150,14 @@ def next_steps(source: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--source", default=None, help="mnist_5k | tfds:<name> | folder (default: params.yaml's data.source)"
+        "--source",
+        default=None,
+        help="mnist_5k | tfds:<name> | folder | file | autompg | penguins (default: params.yaml's data.source)",
     )
-    parser.add_argument("--from", dest="from_dir", type=Path, help="with --source folder: the folder to copy in")
+    parser.add_argument(
+        "--from", dest="from_dir", type=Path, help="with --source folder: the folder to copy in; file: the table"
+    )
+    parser.add_argument("--target", help="with a table: the column to predict (default: the demo's, else the last)")
     parser.add_argument("--raw-dir", default=paths.RAW, type=Path)
     parser.add_argument("--no-dvc", action="store_true", help="write the images only; leave data.dvc alone")
     args = parser.parse_args(argv)
@@ -118,8 +168,11 @@ def main(argv: list[str] | None = None) -> None:
             args.source = read_source(params_file)
     except ValueError as error:
         raise SystemExit(f"materialize failed: {error}") from None
-    if args.from_dir is not None and args.source != "folder":
-        parser.error("--from goes with --source folder")
+    if args.from_dir is not None and args.source not in ("folder", "file"):
+        parser.error("--from goes with --source folder or --source file")
+    if args.target is not None and args.source not in TABLE_SOURCES:
+        parser.error("--target goes with a table: --source file, autompg or penguins")
+    target = args.target or (DEMO_TABLES[args.source][1] if args.source in DEMO_TABLES else None)
 
     sweep_staging(args.raw_dir)
     try:
@@ -141,8 +194,16 @@ def main(argv: list[str] | None = None) -> None:
                 params_file,
                 args.source,
                 dataset_name_for(args.source, args.from_dir),
-                keep_name=args.source == "folder" and args.from_dir is None,
+                keep_name=args.source in ("folder", "file") and args.from_dir is None,
+                target=target,
             )
+        table = args.source in TABLE_SOURCES and recognize(args.raw_dir) == "table"
+        if (
+            table
+            and params_file.is_file()
+            and (staged.written or args.target is not None or not has_schema(params_file))
+        ):
+            diff = (diff or "") + propose_table_schema(params_file, args.raw_dir, target)
     except BaseException as error:
         swap_back(staged, args.raw_dir)
         for path, text in before.items():

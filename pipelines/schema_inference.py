@@ -192,8 +192,8 @@ def check_proposal(profile: DataProfile, proposal: dict, params: Params) -> list
 
     from components.ingest import failures as ingest_failures
     from components.ingest import split as ingest_split
-    from components.ingest import stage as ingest
     from components.ingest import validation as ingest_validation
+    from components.ingest.kinds import image as ingest
     from tfpipe.params_file import parse_params
 
     merged = parse_params({"ingest": {**json.loads(json.dumps(_asdict(params.ingest))), **proposal["ingest"]}}).ingest

@@ -1,6 +1,8 @@
 """The datasets materialize writes into data/raw: the embedded mnist_5k (byte-for-byte the same PNGs on every machine),
-any tfds image-classification dataset (its splits and class order kept), and a folder of the user's own (copied as
-it is, special files and symlinks out of it refused). Each is staged (pipelines/raw_folder.py), never written over
+any tfds image-classification dataset (its splits and class order kept), a folder of the user's own (copied as
+it is, special files and symlinks out of it refused), a table file of the user's (copied as it is), and the two
+demo tables that ship inside packages on the index: Auto MPG (vega_datasets' cars.json, written as CSV) and the
+Palmer penguins (palmerpenguins' penguins.csv, copied). Each is staged (pipelines/raw_folder.py), never written over
 data/raw directly.
 """
 
@@ -17,11 +19,13 @@ from components.ingest.layout import class_name_problem, list_files
 from pipelines.raw_folder import (
     LISTED_FILES,
     Staged,
+    check_relative_path,
     finish,
     stage_files,
     swap_in,
 )
 from tfpipe import paths
+from tfpipe.tables import TableFile, TableReadError, table_format
 
 TFDS_SPLITS = {"train": "train", "validation": "val", "test": "test"}  # tfds split -> data/raw folder
 
@@ -135,8 +139,66 @@ def materialize(source: str, raw_dir: Path, from_dir: Path | None = None) -> tup
     return len(staged.files), staged.written
 
 
+# The demo tables: (file name in data/raw, the column to predict), and how each file's bytes are made.
+DEMO_TABLES = {"autompg": ("autompg.csv", "Miles_per_Gallon"), "penguins": ("penguins.csv", "species")}
+
+
+def autompg_csv() -> bytes:
+    """Auto MPG as vega_datasets ships it (cars.json: 406 cars, the real missing values kept), written as CSV with the
+    JSON's own values and column order: the same bytes on every machine."""
+    import json
+    from importlib import resources
+
+    import pandas as pd
+
+    records = json.loads(resources.files("vega_datasets").joinpath("_data/cars.json").read_text())
+    frame = pd.DataFrame.from_records(records, columns=list(records[0]))
+    return frame.to_csv(index=False, lineterminator="\n").encode()
+
+
+def penguins_csv() -> bytes:
+    """The Palmer penguins (344 rows, TFX's template data) as palmerpenguins ships them, byte for byte."""
+    from importlib import resources
+
+    return resources.files("palmerpenguins").joinpath("data/penguins.csv").read_bytes()
+
+
+DEMO_CONTENT = {"autompg": autompg_csv, "penguins": penguins_csv}
+
+
+def table_file_name(path: Path) -> str:
+    """The name a user's table keeps in data/raw: its own, with anything but letters, digits, `_.-` replaced."""
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.name).lstrip("._-")
+    return name[:100] if name and table_format(name) else f"table{''.join(Path(path.name.lower()).suffixes)}"
+
+
+def stage_table(path: Path, raw_dir: Path) -> Staged:
+    """A user's table file copied into data/raw as its only file (checked to be readable as a table first)."""
+    if not path.is_file():
+        raise ValueError(f"--from {path}: file not found")
+    try:
+        columns = list(next(TableFile.open(path).chunks(chunk_rows=5)).columns)
+    except TableReadError as error:
+        raise ValueError(str(error)) from None
+    if len(columns) < 3:  # the row number and at least a feature and a target
+        raise ValueError(f"--from {path}: {len(columns) - 1} column(s); a table needs a target and a feature")
+    name = table_file_name(path)
+    check_relative_path(name, raw_dir)
+    content = path.read_bytes()
+    return stage_files([(name, content)], raw_dir, expected={name: content}, source=f"--from {path}")
+
+
 def stage_source(source: str, raw_dir: Path, from_dir: Path | None = None) -> Staged:
     """The source written into a staging folder beside raw_dir (raw_dir untouched; folder without --from: None)."""
+    if source in DEMO_TABLES:
+        name, content = DEMO_TABLES[source][0], DEMO_CONTENT[source]()
+        return stage_files([(name, content)], raw_dir, expected={name: content}, source=source)
+    if source == "file":
+        if from_dir is None:  # the user's table is already in raw_dir: only track it
+            return Staged(None, {}, 0)
+        return stage_table(from_dir, raw_dir)
     if source == "mnist_5k":
         images, labels = load_mnist_5k()
         return stage_image_folder(images, labels, [str(digit) for digit in range(10)], raw_dir, source)
@@ -162,4 +224,4 @@ def stage_source(source: str, raw_dir: Path, from_dir: Path | None = None) -> St
             expected=LazyContents(files),
             source=f"--from {from_dir}",
         )
-    raise ValueError(f"unknown source {source!r}: expected mnist_5k, tfds:<name> or folder")
+    raise ValueError(f"unknown source {source!r}: expected mnist_5k, tfds:<name>, folder, file, autompg or penguins")

@@ -56,7 +56,7 @@ def test_integers_are_numbers_and_lists_are_tuples():
 
 
 def test_an_unknown_model_is_refused_by_the_train_stage_naming_the_key_and_the_known_models():
-    from components.train.stage import check_model_params
+    from components.train.schedule import check_model_params
     from models import registry
 
     with pytest.raises(

@@ -178,12 +178,12 @@ def test_pictures_show_labels_and_calibration():
     probabilities = np.full((12, 3), 0.1)
     probabilities[np.arange(12), (labels + (np.arange(12) < 2)) % 3] = 0.8  # the first two are wrong
     files = [f"{CLASS_NAMES[label]}/{index}.png" for index, label in enumerate(labels)]
-    grid = evaluate.plot_confident_mistakes(images, labels, probabilities, CLASS_NAMES, files)
+    grid = evaluate_report.plot_confident_mistakes(images, labels, probabilities, CLASS_NAMES, files)
     titles = [axis.get_title() for axis in grid.axes if axis.get_title()]
     assert titles == ["true a, predicted b (0.80)\na/0.png", "true a, predicted b (0.80)\na/1.png"]
-    reliability = evaluate.plot_reliability_diagram(probabilities, labels)
+    reliability = evaluate_report.plot_reliability_diagram(probabilities, labels)
     assert "ECE" in reliability.axes[0].get_title()
-    perfect = evaluate.plot_confident_mistakes(images, labels, np.eye(3)[labels], CLASS_NAMES, files)
+    perfect = evaluate_report.plot_confident_mistakes(images, labels, np.eye(3)[labels], CLASS_NAMES, files)
     assert "no mistakes" in perfect.axes[0].texts[0].get_text()
     plt.close("all")
 
@@ -216,10 +216,10 @@ def stage_candidate(root: Path, model: keras.Model) -> str:
 def register_champion(module, run_id: str) -> None:
     """Logs and registers the serving SavedModel as export does (its digest recorded), and gives that version the
     champion alias."""
-    from components.export import stage as export
+    from components.export import serving as export_serving
 
     with mlflow.start_run(run_id=run_id):
-        version = export.register_serving_model(
+        version = export_serving.register_serving_model(
             module,
             model_name=MODEL_NAME,
             example_images=np.zeros((2, 12, 12, 1), np.uint8),
@@ -233,7 +233,7 @@ def register_champion(module, run_id: str) -> None:
 def workspace(tmp_path_factory):
     """Runs the evaluate stage twice: a good model with no champion (then registered champion), then a worse one."""
     # The champion is export's serving module; imported here because export pulls in tfmot and TFLite.
-    from components.export import stage as export
+    from components.export import serving as export_serving
 
     root = tmp_path_factory.mktemp("evaluate")
     images, labels = make_images(num_classes=3, per_class=40)
@@ -253,7 +253,7 @@ def workspace(tmp_path_factory):
         outputs["good"] = {
             name: (root / name).read_text() for name in ["artifacts/evaluate/blessing.json", "metrics/evaluate.json"]
         }
-        register_champion(export.ServingModule(good, CLASS_NAMES), outputs["good_run"])
+        register_champion(export_serving.ServingModule(good, CLASS_NAMES), outputs["good_run"])
         outputs["good_model"], outputs["images"] = good, images
         outputs["worse_run"] = stage_candidate(root, build_model(bias=[1.0, 0.0, 0.0]))
         evaluate.main()
@@ -313,6 +313,13 @@ def registry(workspace):
     mlflow.set_tracking_uri(previous)
 
 
+def score_images(images, labels, class_names):
+    """How the image kind scores a champion on the candidate's test images (components/evaluate/kinds/image.py)."""
+    return lambda uri: evaluate_metrics.compute_metrics(
+        evaluate_gate.predict_with_champion(uri, images, class_names), labels, class_names, 1
+    )
+
+
 def test_champion_predicts_like_the_model_it_serves_and_other_datasets_are_refused(registry):
     uri, images = f"models:/{MODEL_NAME}/1", registry["images"][:8]
     probabilities = evaluate_gate.predict_with_champion(uri, images, CLASS_NAMES)
@@ -333,7 +340,7 @@ def test_champion_predicts_like_the_model_it_serves_and_other_datasets_are_refus
     ):
         evaluate_gate.predict_with_champion(uri, images[:, :6, :6], CLASS_NAMES)
     # Another dataset registered under this name: not comparable, so the gate fails closed and says why.
-    check = evaluate_gate.evaluate_champion(MODEL_NAME, images, np.zeros(8, np.int64), ["x", "y", "z"], top_k=1)
+    check = evaluate_gate.evaluate_champion(MODEL_NAME, score_images(images, np.zeros(8, np.int64), ["x", "y", "z"]))
     assert check["version"]["version"] == 1 and check["metrics"] is None
     assert "another dataset's model" in check["error"] and "data.name or export.model_name" in check["error"]
 
@@ -343,7 +350,7 @@ def test_a_missing_model_or_alias_means_no_champion(registry):
     assert version is not None and int(version.version) == 1
     assert evaluate_gate.find_champion("never_registered") is None
     check = evaluate_gate.evaluate_champion(
-        "never_registered", registry["images"][:2], np.zeros(2, np.int64), CLASS_NAMES, top_k=1
+        "never_registered", score_images(registry["images"][:2], np.zeros(2, np.int64), CLASS_NAMES)
     )
     assert (
         check["error"] == ""
@@ -362,7 +369,7 @@ def test_a_champion_that_cannot_be_loaded_fails_the_gate_closed(registry, monkey
 
     monkeypatch.setattr(evaluate_gate.tf.saved_model, "load", broken)
     check = evaluate_gate.evaluate_champion(
-        MODEL_NAME, registry["images"][:2], np.zeros(2, np.int64), CLASS_NAMES, top_k=1
+        MODEL_NAME, score_images(registry["images"][:2], np.zeros(2, np.int64), CLASS_NAMES)
     )
     assert check["version"]["version"] == 1 and check["metrics"] is None
     assert check["error"].startswith(f"champion v1 of '{MODEL_NAME}' could not be loaded (OSError: saved_model.pb")
@@ -383,7 +390,7 @@ def test_a_champion_changed_after_its_export_is_never_loaded(registry, monkeypat
     monkeypatch.setattr(model_trust, "download_mlflow_model", tampered)
     monkeypatch.setattr(evaluate_gate.tf.saved_model, "load", lambda *args, **kwargs: loaded.append(args))
     check = evaluate_gate.evaluate_champion(
-        MODEL_NAME, registry["images"][:2], np.zeros(2, np.int64), CLASS_NAMES, top_k=1
+        MODEL_NAME, score_images(registry["images"][:2], np.zeros(2, np.int64), CLASS_NAMES)
     )
     assert check["metrics"] is None and not loaded
     assert "UntrustedModel" in check["error"] and "changed after it was exported" in check["error"]
@@ -400,7 +407,7 @@ def test_an_unreachable_registry_fails_the_gate_closed_with_the_reason(monkeypat
         ):
             evaluate_gate.find_champion(MODEL_NAME)
         check = evaluate_gate.evaluate_champion(
-            MODEL_NAME, np.zeros((1, 12, 12, 1), np.uint8), np.zeros(1, np.int64), CLASS_NAMES, top_k=1
+            MODEL_NAME, score_images(np.zeros((1, 12, 12, 1), np.uint8), np.zeros(1, np.int64), CLASS_NAMES)
         )
     finally:
         mlflow.set_tracking_uri(previous)
@@ -426,11 +433,11 @@ def test_a_champion_exported_before_digests_is_loaded_only_once_trusted_delibera
     client.delete_model_version_tag(MODEL_NAME, "1", model_trust.DIGEST_TAG)
     try:
         images = registry["images"][:4]
-        check = evaluate_gate.evaluate_champion(MODEL_NAME, images, np.zeros(4, np.int64), CLASS_NAMES, top_k=1)
+        check = evaluate_gate.evaluate_champion(MODEL_NAME, score_images(images, np.zeros(4, np.int64), CLASS_NAMES))
         assert check["metrics"] is None
         assert f"python -m pipelines.store trust-version {MODEL_NAME} 1" in check["error"]
         assert store.trust_version(MODEL_NAME, "1") == recorded  # the same SavedModel, the same digest
-        check = evaluate_gate.evaluate_champion(MODEL_NAME, images, np.zeros(4, np.int64), CLASS_NAMES, top_k=1)
+        check = evaluate_gate.evaluate_champion(MODEL_NAME, score_images(images, np.zeros(4, np.int64), CLASS_NAMES))
         assert check["metrics"] is not None and not check["error"]
     finally:
         client.set_model_version_tag(MODEL_NAME, "1", model_trust.DIGEST_TAG, recorded)

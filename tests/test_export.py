@@ -20,7 +20,9 @@ from components.export import cache as export_cache
 from components.export import examples as export_examples
 from components.export import fine_tune as export_fine_tune
 from components.export import measure as export_measure
+from components.export import report as export_report
 from components.export import serving
+from components.export import serving as export_serving
 from components.export import stage as export
 from components.export import variants as export_variants
 from components.export.examples import Examples
@@ -467,11 +469,11 @@ def test_a_blessing_of_another_training_run_is_refused(unblessed_export, monkeyp
 def test_serving_parity_catches_a_saved_model_that_serves_another_model(tmp_path):
     images, labels = make_images(10, seed=3)
     model, other = build_trained_model(images, labels), build_trained_model(images[::-1].copy(), labels)
-    module = export.ServingModule(model, CLASS_NAMES)
+    module = export_serving.ServingModule(model, CLASS_NAMES)
     tf.saved_model.save(module, str(tmp_path / "served"), signatures={"serving_default": module.serve})
-    assert export.check_serving_parity(tmp_path / "served", model, images) <= 1e-4
+    assert export_serving.check_serving_parity(tmp_path / "served", model, images) <= 1e-4
     with pytest.raises(serving.ExportCheckFailed, match="serving_default differs from the trained model"):
-        export.check_serving_parity(tmp_path / "served", other, images)
+        export_serving.check_serving_parity(tmp_path / "served", other, images)
 
 
 def test_a_model_changed_after_training_is_refused(tmp_path):
@@ -508,7 +510,7 @@ def fabricated_row(invoke_us: float, images_per_s: float) -> dict:
 
 def report_of_a_failed_gate(gate: dict, **options) -> str:
     """export's report of a model not promoted because its int8 gate failed (options: version, notes)."""
-    return export.format_report(
+    return export_report.format_report(
         {"tflite_int8": fabricated_row(100, 1.0)},
         model_name="m",
         promoted=False,

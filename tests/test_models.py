@@ -14,7 +14,7 @@ from models import applications, registry
     [
         (name, shape)
         for name in registry.names()
-        for shape in [(28, 28, 1), (32, 32, 3)]
+        for shape in ([(28, 28, 1), (32, 32, 3)] if "image" in registry.get_builder(name).kinds else [(12,)])
         if shape == (32, 32, 3) or not applications.is_backbone(name)
     ],
 )

@@ -16,7 +16,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.export.variants import convert_to_tflite
-from components.preprocess.stage import compute_statistics
+from components.preprocess.kinds.image import compute_statistics
 from components.train.data import build_augmenter, build_input_pipeline
 from components.train.model import build_classifier, build_training_model
 from components.train.schedule import compile_model

@@ -8,7 +8,7 @@ import tensorflow as tf
 import tf_keras as keras
 from PIL import Image
 
-from components.export import stage as export
+from components.export import serving as export_serving
 from components.export import variants as export_variants
 from pipelines import predict
 from tfpipe import model_trust, tflite
@@ -55,7 +55,7 @@ def exported(project, monkeypatch):
 
 def write_export(root):
     model = build_band_model()
-    module = export.ServingModule(model, CLASS_NAMES)
+    module = export_serving.ServingModule(model, CLASS_NAMES)
     saved_model = root / "saved_model" / "bands" / "1"
     tf.saved_model.save(module, str(saved_model), signatures={"serving_default": module.serve})
     representative = np.stack([band_image(k % 3, seed=k) for k in range(30)])[..., np.newaxis].astype(np.float32)

@@ -4,12 +4,13 @@ import numpy as np
 import tf_keras as keras
 
 from components.preprocess import stage as preprocess
+from components.preprocess.kinds import image as preprocess_image
 from models.preprocessing import build_preprocessor, load_preprocessor
 
 
 def test_statistics_and_normalization():
     images = np.random.default_rng(0).integers(0, 256, size=(50, 10, 10, 1)).astype(np.uint8)
-    statistics = preprocess.compute_statistics(images, 10, 10)
+    statistics = preprocess_image.compute_statistics(images, 10, 10)
     assert np.allclose(statistics["mean"], images.mean(), atol=1e-3)
     assert np.allclose(statistics["variance"], images.astype(np.float64).var(), rtol=1e-4)
     model = build_preprocessor([10, 10, 1], 10, 10, statistics["mean"], statistics["variance"])
@@ -20,10 +21,10 @@ def test_statistics_and_normalization():
 def test_statistics_streamed_in_batches_equal_the_whole_split_at_once():
     """The stage reads the train split in batches (memory for one batch, whatever the split's size)."""
     images = np.random.default_rng(1).integers(0, 256, size=(700, 8, 8, 3)).astype(np.uint8)
-    whole = preprocess.compute_statistics(images, 8, 8)
+    whole = preprocess_image.compute_statistics(images, 8, 8)
     pixels = images.reshape(-1, 3).astype(np.float64)
     assert whole["mean"] == pixels.mean(axis=0).tolist() and whole["variance"] == pixels.var(axis=0).tolist()
-    streamed = preprocess.compute_statistics(iter([images[:100], images[100:450], images[450:]]), 8, 8)
+    streamed = preprocess_image.compute_statistics(iter([images[:100], images[100:450], images[450:]]), 8, 8)
     assert streamed["num_images"] == 700
     np.testing.assert_allclose(streamed["mean"], whole["mean"], rtol=1e-12)
     np.testing.assert_allclose(streamed["variance"], whole["variance"], rtol=1e-12)
@@ -61,7 +62,7 @@ def test_serving_and_training_see_the_same_tensor(prepared_dir):
     from tfpipe import records
 
     images, _ = records.load_split_arrays(prepared_dir, "train")
-    statistics = preprocess.compute_statistics(images, 12, 12)
+    statistics = preprocess_image.compute_statistics(images, 12, 12)
     preprocessor = build_preprocessor([12, 12, 1], 12, 12, statistics["mean"], statistics["variance"])
     classifier = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Flatten(), keras.layers.Dense(3)], name="mlp")
     model = build_training_model(preprocessor, classifier)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.preprocess.stage import resolve_image_size
+from components.preprocess.kinds.image import resolve_image_size
 from components.train.schedule import resolve_train_schedule
 from pipelines import presets
 from tfpipe.params_file import load_params, merge, parse_params, yaml_load
@@ -34,7 +34,7 @@ def test_every_preset_validates_against_the_schema(name):
         base = yaml.safe_load(stream)
     params = parse_params(merge(base, presets.load_preset(name)))
     assert params.train.model in name
-    from components.train.stage import check_model_params
+    from components.train.schedule import check_model_params
 
     check_model_params(params.train)  # a known model, a schedule that fits
 

@@ -190,7 +190,7 @@ def test_cache_auto_keeps_the_splits_in_memory_only_while_they_fit_the_budget(mo
 
 
 def test_a_tf_data_cache_file_is_keyed_and_a_killed_runs_partial_cache_removed(tmp_path):
-    from components.train.stage import cache_location
+    from components.train.resume import cache_location
 
     assert cache_location("memory", "abc") == "memory" and cache_location("none", "abc") == "none"
     prefix = tmp_path / "cache/train"

@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from components.ingest import stage as ingest
-from components.preprocess.stage import resolve_image_size
+from components.preprocess.kinds.image import resolve_image_size
 from components.train.schedule import resolve_train_schedule
 from pipelines import schema, schema_inference
 from tfpipe.params_file import load_params, parse_params

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from components.export import stage as export
+from components.export import serving as export_serving
 from pipelines import predict
 from tests.conftest import free_port, stop_process_group
 from tfpipe import tracking
@@ -52,8 +52,8 @@ def champion(tmp_path_factory):
         patch.chdir(root)  # the store puts artifacts beside the working directory's mlruns/
         mlflow.set_tracking_uri(uri)
         with mlflow.start_run():
-            version = export.register_serving_model(
-                export.ServingModule(build_band_model(), CLASS_NAMES),
+            version = export_serving.register_serving_model(
+                export_serving.ServingModule(build_band_model(), CLASS_NAMES),
                 model_name=MODEL_NAME,
                 example_images=band_images()[:1],
                 num_classes=3,

@@ -69,12 +69,14 @@ def download_mlflow_model(uri: str, destination: Path) -> Path:
 
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination)))
     description = yaml.safe_load((local / "MLmodel").read_text()) if (local / "MLmodel").is_file() else {}
-    flavor = (description or {}).get("flavors", {}).get("tensorflow")
-    if not flavor:
-        raise ValueError(
-            f"{uri}: not a TensorFlow MLflow model (flavors: {sorted((description or {}).get('flavors', {}))})"
-        )
-    return local / flavor["saved_model_dir"]
+    flavors = (description or {}).get("flavors", {})
+    if flavors.get("tensorflow"):  # an image model: MLflow's TensorFlow flavor
+        return local / flavors["tensorflow"]["saved_model_dir"]
+    # a table's model: a python model (components/export/table_pyfunc.py) with the SavedModel among its artifacts
+    artifact = ((flavors.get("python_function") or {}).get("artifacts") or {}).get("saved_model")
+    if artifact and (local / str(artifact.get("path", ""))).resolve().is_relative_to((local / "artifacts").resolve()):
+        return local / artifact["path"]
+    raise ValueError(f"{uri}: not a TensorFlow MLflow model (flavors: {sorted(flavors)})")
 
 
 def registered_digest(uri: str) -> tuple[str, str | None]:

@@ -155,14 +155,30 @@ def merge(base: dict, overrides: dict) -> dict:
     return merged
 
 
+def _drop(document, dotted: str) -> None:
+    """Removes the value at a dotted key, if it is there."""
+    *parents, key = dotted.split(".")
+    node = document
+    for parent in parents:
+        node = node.get(parent) if isinstance(node, dict) else None
+    if isinstance(node, dict) and key in node:
+        del node[key]
+
+
 def update_params_file(
-    overrides: dict, path: Path | str = PARAMS_FILE, comments: dict[str, str] | None = None, validate: bool = True
+    overrides: dict,
+    path: Path | str = PARAMS_FILE,
+    comments: dict[str, str] | None = None,
+    validate: bool = True,
+    replace: tuple[str, ...] = (),
 ) -> str:
     """Merges `overrides` into params.yaml keeping its comments and layout (ruamel.yaml round trip); returns a
     unified diff.
 
     The merged params are validated first (unless validate=False): a change that would not load is
     refused and nothing is written. `comments` sets end-of-line comments by dotted key ("ingest.expectations": "# ...").
+    `replace` names dotted keys whose mapping is set whole rather than merged (a table's columns: a column of the
+    previous table must not stay).
     """
     import difflib
     import io
@@ -171,8 +187,11 @@ def update_params_file(
 
     path = Path(path)
     before = path.read_text() if path.is_file() else ""
+    current = yaml_load(before, path) or {}
+    for dotted in replace:
+        _drop(current, dotted)
     if validate:
-        parse_params(merge(yaml_load(before, path) or {}, overrides), path)
+        parse_params(merge(current, overrides), path)
     round_trip = YAML()
     round_trip.width = 4096  # never re-wrap a long line or flow list
     round_trip.representer.add_representer(
@@ -180,12 +199,12 @@ def update_params_file(
     )
     document = round_trip.load(before) if before.strip() else {}
 
-    def update(node, values):
+    def update(node, values, prefix=""):
         for key, value in values.items():
-            if isinstance(value, dict) and isinstance(node.get(key), dict):
-                update(node[key], value)
+            if isinstance(value, dict) and isinstance(node.get(key), dict) and f"{prefix}{key}" not in replace:
+                update(node[key], value, f"{prefix}{key}.")
             else:
-                node[key] = value
+                node[key] = value  # in place: the key keeps its position and its comment
 
     update(document, overrides)
     for dotted, comment in (comments or {}).items():

@@ -19,10 +19,10 @@ from tfpipe.stale_runs import process_tags
 from tfpipe.tracking import project_root
 
 
-def log_child_runs(client, parent_run_id: str, trials, chosen: str) -> list[str]:
+def log_child_runs(client, parent_run_id: str, trials, chosen: str, metric: str = "val_accuracy") -> list[str]:
     """Each search candidate (components/train_search.Trial) as a finished child run of the stage's run, with its
     params, per-epoch metrics and real start and end times: the MLflow UI compares them side by side. Created and
-    ended in one call, with the process tags, so none is ever left RUNNING."""
+    ended in one call, with the process tags, so none is ever left RUNNING. `metric`: what a trial was scored on."""
     from mlflow.entities import Metric, Param, RunTag
 
     parent = client.get_run(parent_run_id)
@@ -43,7 +43,7 @@ def log_child_runs(client, parent_run_id: str, trials, chosen: str) -> list[str]
                 for name, value in row.items()
             ]
             metrics += [
-                Metric("search_val_accuracy", trial.val_accuracy, trial.ended_ms, 0),
+                Metric(f"search_{metric}", trial.val_score, trial.ended_ms, 0),
                 Metric("search_seconds", trial.seconds, trial.ended_ms, 0),
                 Metric("search_images_per_second", trial.images_per_second, trial.ended_ms, 0),
             ]
@@ -142,18 +142,18 @@ def set_lineage_tags(upstream_stages: tuple[str, ...], tags: dict[str, str]) -> 
     mlflow.set_tags({**git_tags(), **dvc_lock_tags(upstream_stages), **tags})
 
 
-def log_dataset(examples_csv: Path, name: str, context: str = "training") -> None:
-    """The per-example table ingest wrote (file, label, split, sha256...) as the run's mlflow.data input."""
+def log_dataset(examples: Path, name: str, context: str = "training", targets: str = "label") -> None:
+    """The per-example table ingest wrote (images: examples.csv with file, label, split, sha256...; a table: its train
+    split's Parquet file) as the run's mlflow.data input."""
     import warnings
 
     import mlflow
     import pandas as pd
 
+    frame = pd.read_parquet(examples) if examples.suffix == ".parquet" else pd.read_csv(examples)
     with warnings.catch_warnings():  # MLflow registers two local-file sources and warns that it picked one
         warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_pandas(
-            pd.read_csv(examples_csv), source=str(examples_csv.resolve()), targets="label", name=name
-        )
+        dataset = mlflow.data.from_pandas(frame, source=str(examples.resolve()), targets=targets, name=name)
     mlflow.log_input(dataset, context=context)
 
 
@@ -228,3 +228,18 @@ def mlflow_epoch_callback(run):
                 run.log_metrics(metrics, step=epoch)
 
     return MlflowEpochLogger()
+
+
+def metric_keys(prefix: str, names: list[str]) -> dict[str, str]:
+    """An MLflow metric name for each of `names` (class names, columns: a user's text) after `prefix`: characters MLflow
+    refuses (`,`, `(`, `#`, `'`, `+`, `/` ...) become `_`, and names that then collide get their position appended."""
+    import re
+
+    keys, used = {}, set()
+    for index, name in enumerate(names):
+        key = prefix + re.sub(r"[^\w\-. ]", "_", str(name)).strip()[:200]
+        if key in used:
+            key = f"{key}_{index}"
+        used.add(key)
+        keys[name] = key
+    return keys

@@ -49,7 +49,8 @@ def load_interpreter(
 
 
 class TFLiteClassifier:
-    """uint8 images [N,H,W,C] -> float probabilities [N,K]; int8/uint8 models get (de)quantized I/O."""
+    """uint8 images [N,H,W,C] (or a table's float32 feature vectors [N,D]) -> float outputs [N,K] (probabilities, or
+    a regression's value); int8/uint8 models get (de)quantized I/O."""
 
     def __init__(
         self, model: bytes | Path | str, num_threads: int = 1, op_resolver_type: OpResolverType = OpResolverType.AUTO
@@ -104,9 +105,9 @@ class TFLiteClassifier:
         return self.interpreter.get_tensor(self.output["index"])
 
     def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
+        if tuple(images.shape[1:]) != self.image_shape:
             raise ValueError(
-                f"expected images of shape [N, {', '.join(map(str, self.image_shape))}], got {list(images.shape)}"
+                f"expected inputs of shape [N, {', '.join(map(str, self.image_shape))}], got {list(images.shape)}"
             )
         outputs = [
             self.dequantize_output(self.invoke(self.quantize_input(images[start : start + batch_size])))

@@ -15,7 +15,6 @@ import numpy as np
 import tensorflow as tf
 from mlflow.exceptions import MlflowException
 
-from components.evaluate.metrics import compute_metrics
 from tfpipe import model_trust, tracking
 from tfpipe.config import EvaluateParams
 from tfpipe.redaction import redact
@@ -37,10 +36,9 @@ def find_champion(model_name: str):
     raise RegistryError(redact(f"the model registry at {mlflow.get_tracking_uri()} could not be read ({reason[:300]})"))
 
 
-def predict_with_champion(model_uri: str, images: np.ndarray, class_names: list[str]) -> np.ndarray:
-    """The champion's probabilities on the candidate's test images; raises RegistryError when it cannot be loaded,
-    or when it takes other images or predicts other classes (a champion is never replaced by another dataset's
-    model)."""
+def load_champion(model_uri: str):
+    """(the loaded SavedModel, its serving_default signature) of a registered version our export recorded the digest
+    of; raises RegistryError when it cannot be loaded (or carries no digest)."""
     try:
         with tempfile.TemporaryDirectory() as directory:
             # A SavedModel runs its graph: only the one our export registered (its recorded digest) is loaded.
@@ -58,13 +56,11 @@ def predict_with_champion(model_uri: str, images: np.ndarray, class_names: list[
             serving = loaded.signatures["serving_default"]
     except Exception as error:  # noqa: BLE001  (any failure to load means: could not check, and say why)
         raise RegistryError(redact(f"could not be loaded ({type(error).__name__}: {str(error)[:600]})")) from None
-    input_shape = tuple(serving.structured_input_signature[1]["images"].shape[1:])
-    if input_shape != images.shape[1:]:
-        raise RegistryError(
-            f"takes images of shape {input_shape}, the candidate {images.shape[1:]}: another dataset's model"
-        )
-    outputs = [serving(images=tf.constant(images[start : start + 256])) for start in range(0, len(images), 256)]
-    probabilities = np.concatenate([output["probabilities"].numpy() for output in outputs])
+    return loaded, serving
+
+
+def check_class_names(loaded, outputs: list[dict], probabilities: np.ndarray, class_names: list[str]) -> None:
+    """A champion that predicts other classes is another dataset's model: RegistryError."""
     if hasattr(loaded, "class_names"):  # export's ServingModule keeps every class name in a variable
         named = dict(enumerate(name.decode() for name in loaded.class_names.numpy()))
     else:  # an older export: the names of the classes it predicts
@@ -80,15 +76,31 @@ def predict_with_champion(model_uri: str, images: np.ndarray, class_names: list[
             f"has classes {[named.get(i, '?') for i in range(probabilities.shape[1])]}, the candidate "
             f"{class_names}: another dataset's model"
         )
+
+
+def predict_with_champion(model_uri: str, images: np.ndarray, class_names: list[str]) -> np.ndarray:
+    """The champion's probabilities on the candidate's test images; raises RegistryError when it cannot be loaded,
+    or when it takes other images or predicts other classes (a champion is never replaced by another dataset's
+    model)."""
+    loaded, serving = load_champion(model_uri)
+    if "images" not in serving.structured_input_signature[1]:
+        raise RegistryError(f"takes {sorted(serving.structured_input_signature[1])}, not images: another kind's model")
+    input_shape = tuple(serving.structured_input_signature[1]["images"].shape[1:])
+    if input_shape != images.shape[1:]:
+        raise RegistryError(
+            f"takes images of shape {input_shape}, the candidate {images.shape[1:]}: another dataset's model"
+        )
+    outputs = [serving(images=tf.constant(images[start : start + 256])) for start in range(0, len(images), 256)]
+    probabilities = np.concatenate([output["probabilities"].numpy() for output in outputs])
+    check_class_names(loaded, outputs, probabilities, class_names)
     return probabilities
 
 
-def evaluate_champion(
-    model_name: str, images: np.ndarray, labels: np.ndarray, class_names: list[str], top_k: int
-) -> dict:
+def evaluate_champion(model_name: str, score) -> dict:
     """What the gate compares against: {"version": {"version", "run_id"} or None, "metrics": the champion's metrics
     on the candidate's test split or None, "skip": why there is nothing to compare (no champion yet: the
-    thresholds decide), "error": why the comparison could not be made (the gate fails closed)}."""
+    thresholds decide), "error": why the comparison could not be made (the gate fails closed)}. score: a model URI
+    -> its metrics on the candidate's test split (raises RegistryError when it cannot be compared)."""
     check = {"version": None, "metrics": None, "skip": "", "error": ""}
     try:
         version = find_champion(model_name)
@@ -101,14 +113,14 @@ def evaluate_champion(
         }
     check["version"] = {"version": int(version.version), "run_id": version.run_id}
     try:
-        probabilities = predict_with_champion(f"models:/{model_name}/{version.version}", images, class_names)
+        metrics = score(f"models:/{model_name}/{version.version}")
     except RegistryError as error:
         return {
             **check,
             "error": f"champion v{version.version} of {model_name!r} {error}; a champion is only replaced by a "
             "model it can be compared with (another dataset needs its own data.name or export.model_name)",
         }
-    return {**check, "metrics": compute_metrics(probabilities, labels, class_names, top_k)}
+    return {**check, "metrics": metrics}
 
 
 def decide_blessing(

@@ -89,11 +89,14 @@ def find_likely_label_errors(
     predict: Callable[[np.ndarray], np.ndarray],
     seed: int = 0,
     total: int | None = None,
+    out_of_fold: Callable[[np.ndarray, np.ndarray, int, int], np.ndarray] | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """(the candidates, confirmed first and each group most likely first: COLUMNS + "index" into images; what was
     checked: {"checked", "sampled", "candidates", "confirmed", "skipped"}). predict: the trained network's
     probabilities for a batch of images. total: how many images these were sampled from (default: these), for
-    the "sampled" flag: the stage passes a stratified sample of MAX_EXAMPLES read from the splits."""
+    the "sampled" flag: the stage passes a stratified sample of MAX_EXAMPLES read from the splits. `images` may be any
+    examples' features (a table's feature vectors) with `out_of_fold` their cross-validated model (default: the SVM on
+    downscaled pixels, out_of_fold_probabilities)."""
     from cleanlab.filter import find_label_issues
 
     labels = np.asarray(labels)
@@ -102,7 +105,7 @@ def find_likely_label_errors(
     if (counts[counts > 0] < FOLDS).any() or (counts > 0).sum() < 2:
         return pd.DataFrame(columns=[*COLUMNS, "index"]), {**nothing, "skipped": f"a class has under {FOLDS} images"}
     chosen = sample_per_class(labels, MAX_EXAMPLES, seed)
-    probabilities = out_of_fold_probabilities(images[chosen], labels[chosen], len(class_names), seed)
+    probabilities = (out_of_fold or out_of_fold_probabilities)(images[chosen], labels[chosen], len(class_names), seed)
     ranked = find_label_issues(labels[chosen], probabilities, return_indices_ranked_by="self_confidence")
     indices = chosen[ranked]
     network = predict(images[indices]) if len(indices) else np.zeros((0, len(class_names)))

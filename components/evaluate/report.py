@@ -115,3 +115,24 @@ def write_tensorboard_summaries(log_dir: Path, pictures: dict[str, bytes], metri
         for key, value in metrics.items():
             if isinstance(value, float):
                 tf.summary.scalar(f"test_{key}", value, step=0)
+
+
+ROWS_SHOWN = 12  # rows drawn in a table picture (the CSV beside it lists every one)
+
+
+def plot_rows(frame, title: str, shown: int = ROWS_SHOWN) -> plt.Figure:
+    """A table's rows as a picture (a table's confident mistakes, label errors or largest residuals): the first
+    `shown` rows, each cell cut to 24 characters."""
+    rows = frame.head(shown).map(lambda cell: str(cell) if len(str(cell)) <= 24 else str(cell)[:23] + "…")
+    width = min(22, 1.4 + 1.3 * max(1, len(rows.columns)))
+    figure, axes = plt.subplots(figsize=(width, 0.8 + 0.32 * (len(rows) + 1)))
+    axes.axis("off")
+    if rows.empty:
+        axes.text(0.5, 0.5, "none", ha="center", va="center")
+    else:
+        table = axes.table(cellText=rows.to_numpy().tolist(), colLabels=list(rows.columns), loc="center")
+        table.auto_set_font_size(False)
+        table.set_fontsize(7)
+    axes.set_title(title, fontsize=9)
+    figure.tight_layout()
+    return figure

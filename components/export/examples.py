@@ -22,8 +22,9 @@ class Examples:
     any size costs the memory of one shuffle buffer (SHUFFLE_BYTES), not of the split."""
 
     count: int
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
     dataset: Callable[[], tf.data.Dataset]  # a fresh pass, in a fixed order
+    dtype: type = np.uint8  # what the model takes as stored: uint8 pixels, or a table's float32 feature vectors
 
     @classmethod
     def from_split(cls, directory: Path, split: str) -> Examples:
@@ -38,7 +39,12 @@ class Examples:
 
     @classmethod
     def from_arrays(cls, images: np.ndarray, labels: np.ndarray) -> Examples:
-        return cls(len(images), tuple(images.shape[1:]), lambda: tf.data.Dataset.from_tensor_slices((images, labels)))
+        return cls(
+            len(images),
+            tuple(images.shape[1:]),
+            lambda: tf.data.Dataset.from_tensor_slices((images, labels)),
+            images.dtype.type,
+        )
 
     def batches(self, size: int = 1024):
         """(images, labels) numpy batches in order."""
@@ -51,7 +57,7 @@ class Examples:
     def digest(self) -> str:
         """sha256 of the images then the labels as arrays (export_cache.array_digest's bytes), read in one pass."""
         digest, labels = hashlib.sha256(), []
-        digest.update(f"{np.dtype(np.uint8).str}{(self.count, *self.shape)}".encode())
+        digest.update(f"{np.dtype(self.dtype).str}{(self.count, *self.shape)}".encode())
         for images, batch_labels in self.batches():
             digest.update(np.ascontiguousarray(images).tobytes())
             labels.append(batch_labels)

@@ -19,11 +19,12 @@ FINE_TUNE_BATCH_SIZE = 64
 
 
 def wrap_classifier(model: keras.Model, classifier: keras.Model, name: str) -> keras.Model:
-    """`model`'s preprocessor, then `classifier`, then a float32 softmax: raw pixels in, probabilities out."""
-    inputs = keras.Input(shape=model.input_shape[1:], dtype="float32", name="image")
-    logits = classifier(model.get_layer("preprocessing")(inputs))
-    outputs = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-    return keras.Model(inputs, outputs, name=name)
+    """`model`'s preprocessor (an image model's; a table's vector model has none), then `classifier`, then `model`'s
+    own head (a float32 softmax, or a regression's TargetTransform): the same inputs and outputs as `model`."""
+    inputs = keras.Input(shape=model.input_shape[1:], dtype="float32", name=model.input_names[0])
+    layers = {layer.name for layer in model.layers}
+    features = model.get_layer("preprocessing")(inputs) if "preprocessing" in layers else inputs
+    return keras.Model(inputs, model.layers[-1](classifier(features)), name=name)
 
 
 def copy_classifier(model: keras.Model, classifier_name: str) -> keras.Model:
@@ -79,12 +80,14 @@ def fine_tune(
     learning_rate: float,
     seed: int,
     callbacks=(),
+    loss=None,
 ):
-    """A few epochs of the train examples at a low rate; the variants start from trained weights."""
+    """A few epochs of the train examples at a low rate; the variants start from trained weights. loss: the model's
+    training loss (default: a classifier's cross-entropy on its probabilities)."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy"],
+        loss=loss or keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[] if loss is not None else ["accuracy"],
     )
     dataset = (
         train.dataset()
@@ -109,6 +112,7 @@ def prune_classifier(
     min_weights,
     seed,
     log_dir,
+    loss=None,
 ) -> keras.Model:
     """Fine-tunes a pruned copy of the classifier; returns the whole model with pruning stripped.
 
@@ -148,13 +152,23 @@ def prune_classifier(
         learning_rate=learning_rate,
         seed=seed,
         callbacks=callbacks,
+        loss=loss,
     )
     return wrap_classifier(model, tfmot.sparsity.keras.strip_pruning(prunable), "pruned_model")
 
 
+def folds_into_previous(layer) -> bool:
+    """A batch norm right after a conv or dense layer: tfmot's transforms fold it into that layer. One anywhere else
+    (after an addition, as a pre-activation residual block has it) has no QAT config."""
+    nodes = getattr(layer, "inbound_nodes", None) or []
+    inbound = nodes[0].inbound_layers if nodes else []
+    inbound = inbound if isinstance(inbound, list) else [inbound]
+    return len(inbound) == 1 and isinstance(inbound[0], (keras.layers.Conv2D, keras.layers.Dense))
+
+
 def layers_without_quantize_config(classifier: keras.Model, scheme) -> list[str]:
-    """Layers the scheme has no QAT config for, as 'name (Class)'. Batch norm is not one of them:
-    a transform folds it into the conv before it. (EfficientNet: Rescaling, Normalization, Multiply.)"""
+    """Layers the scheme has no QAT config for, as 'name (Class)'. A batch norm after a conv or dense layer is not one
+    of them: a transform folds it into that layer. (EfficientNet: Rescaling, Normalization, Multiply.)"""
     registry = scheme.get_quantize_registry()
 
     def supported(layer) -> bool:
@@ -171,7 +185,9 @@ def layers_without_quantize_config(classifier: keras.Model, scheme) -> list[str]
     return [
         f"{layer.name} ({type(layer).__name__})"
         for layer in classifier.layers
-        if not isinstance(layer, (keras.layers.InputLayer, keras.layers.BatchNormalization)) and not supported(layer)
+        if not isinstance(layer, keras.layers.InputLayer)
+        and not (isinstance(layer, keras.layers.BatchNormalization) and folds_into_previous(layer))
+        and not supported(layer)
     ]
 
 
@@ -228,7 +244,15 @@ def quantize_apply_skipping(classifier: keras.Model, scheme) -> tuple[keras.Mode
 
 
 def quantization_aware_classifier(
-    model, train: Examples, classifier_name, *, preserve_sparsity: bool, epochs: int, learning_rate: float, seed: int
+    model,
+    train: Examples,
+    classifier_name,
+    *,
+    preserve_sparsity: bool,
+    epochs: int,
+    learning_rate: float,
+    seed: int,
+    loss=None,
 ) -> tuple[keras.Model, list[str]]:
     """QAT fine-tune (fake-quantized weights and activations); with preserve_sparsity (PQAT) the
     zero weights of an already pruned classifier stay zero. The converter turns the result into int8.
@@ -245,7 +269,8 @@ def quantization_aware_classifier(
     )
     quantized, float_layers = quantize_apply_skipping(classifier, scheme)
     qat_model = wrap_classifier(model, quantized, "pqat_model" if preserve_sparsity else "qat_model")
-    return fine_tune(qat_model, train, epochs=epochs, learning_rate=learning_rate, seed=seed), float_layers
+    trained = fine_tune(qat_model, train, epochs=epochs, learning_rate=learning_rate, seed=seed, loss=loss)
+    return trained, float_layers
 
 
 def keras_weight_sparsity(model: keras.Model) -> float:

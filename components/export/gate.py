@@ -31,6 +31,13 @@ def decide_int8_gate(metrics: dict[str, dict], params: ExportParams) -> dict:
             ],
         }
     row = metrics[f"tflite_{params.gate_variant}"]
+    if "mae_increase" in row:  # a regression: its MAE may rise at most max_int8_error_increase (a share)
+        passed = row["mae_increase"] <= params.max_int8_error_increase + 1e-9
+        reason = (
+            f"{params.gate_variant} MAE {row['mae']:.4f}, {row['mae_increase']:+.2%} vs the float model's, "
+            f"{'within' if passed else 'beyond'} max_int8_error_increase {params.max_int8_error_increase:.0%}"
+        )
+        return {"variant": params.gate_variant, "passed": passed, "reasons": [reason]}
     reasons = []
     if row["accuracy_drop"] > params.max_int8_accuracy_drop + 1e-9 and row.get("images_lost", 2) >= 2:
         reasons.append(

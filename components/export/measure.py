@@ -67,6 +67,59 @@ def tflite_calls(
     }
 
 
+def classification_quality(outputs: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, dict]:
+    """Per variant: accuracy, its drop, the worst per-class recall drop and the agreement with the float Keras model
+    (REFERENCE), from the outputs (probabilities)."""
+    num_classes = int(outputs[REFERENCE].shape[-1])
+    predictions = {name: np.argmax(values, axis=-1) for name, values in outputs.items()}
+    reference_correct = int(np.sum(predictions[REFERENCE] == labels))
+    reference_recalls = class_recalls(predictions[REFERENCE], labels, num_classes)
+    reference_class_correct = class_correct(predictions[REFERENCE], labels, num_classes)
+    quality = {}
+    for name, predicted in predictions.items():
+        correct = int(np.sum(predicted == labels))
+        quality[name] = {
+            "accuracy": correct / len(labels),
+            # from counts, so one image of 500 is exactly 0.002 and compares equal to a 0.002 threshold
+            "accuracy_drop": (reference_correct - correct) / len(labels),
+            "max_class_drop": float(np.nanmax(reference_recalls - class_recalls(predicted, labels, num_classes))),
+            # The int8 gate never fails on one image: a class's drop counts only where it lost two or more.
+            "images_lost": reference_correct - correct,
+            "max_class_drop_beyond_one_image": float(
+                np.max(
+                    np.where(
+                        reference_class_correct - class_correct(predicted, labels, num_classes) >= 2,
+                        np.nan_to_num(reference_recalls - class_recalls(predicted, labels, num_classes)),
+                        0.0,
+                    )
+                )
+            ),
+            "agreement": float(np.mean(predicted == predictions[REFERENCE])),
+        }
+    return quality
+
+
+def regression_quality(outputs: dict[str, np.ndarray], targets: np.ndarray) -> dict[str, dict]:
+    """Per variant: MAE and RMSE in the target's units, the MAE's increase over the float Keras model's (a share of
+    it) and the mean absolute difference from that model's predictions."""
+    reference = outputs[REFERENCE].reshape(-1)
+    reference_mae = float(np.mean(np.abs(reference - targets)))
+    quality = {}
+    for name, values in outputs.items():
+        predicted = values.reshape(-1)
+        mae = float(np.mean(np.abs(predicted - targets)))
+        quality[name] = {
+            "mae": mae,
+            "rmse": float(np.sqrt(np.mean((predicted - targets) ** 2))),
+            "mae_increase": (mae - reference_mae) / reference_mae if reference_mae else 0.0,
+            "mean_abs_difference": float(np.mean(np.abs(predicted - reference))),
+        }
+    return quality
+
+
+QUALITY = {"classification": classification_quality, "regression": regression_quality}
+
+
 def measure_variants(
     model: keras.Model,
     model_size: int,
@@ -77,18 +130,19 @@ def measure_variants(
     num_threads: int,
     latency_runs: int,
     batch_size: int,
+    task: str = "classification",
 ) -> dict[str, dict]:
     """One row per variant, every TFLite variant run by the same interpreter settings.
 
-    latency_*: one image per call including the input quantization and output dequantization a
-    user pays; invoke_*: the interpreter call alone; throughput: images/s in batches of batch_size.
-    accuracy_drop, max_class_drop and agreement compare with the float Keras model (REFERENCE).
+    latency_*: one example per call including the input quantization and output dequantization a
+    user pays; invoke_*: the interpreter call alone; throughput: examples/s in batches of batch_size.
+    The quality columns compare with the float Keras model (REFERENCE): a classifier's accuracy_drop,
+    max_class_drop and agreement, a regression's mae_increase and mean_abs_difference (QUALITY).
     """
     if len(images) == 0:
         raise ValueError("the test split is empty: there is nothing to measure the exported variants on")
-    num_classes = int(model.output_shape[-1])
     single, batch = images[:1], images[:batch_size]
-    predictions = {REFERENCE: np.argmax(model.predict(images.astype(np.float32), batch_size=256, verbose=0), axis=-1)}
+    outputs = {REFERENCE: model.predict(images.astype(np.float32), batch_size=256, verbose=0)}
     keras_call = tf.function(lambda inputs: model(inputs, training=False))
     one, many = tf.constant(single, tf.float32), tf.constant(batch, tf.float32)
     calls = {
@@ -100,36 +154,17 @@ def measure_variants(
     }
     for variant, content in converted.items():
         runner_one, runner_many = (tflite.TFLiteClassifier(content, num_threads) for _ in range(2))
-        predictions[f"tflite_{variant}"] = np.argmax(runner_many.predict(images, batch_size=batch_size), axis=-1)
+        outputs[f"tflite_{variant}"] = runner_many.predict(images, batch_size=batch_size)
         calls[f"tflite_{variant}"] = tflite_calls(runner_one, runner_many, single, batch)
     runs = max(1, latency_runs // LATENCY_ROUNDS)
     timed = time_in_rounds(calls, {"latency": runs, "invoke": runs, "batch": max(3, runs // 10)})
 
-    reference_correct = int(np.sum(predictions[REFERENCE] == labels))
-    reference_recalls = class_recalls(predictions[REFERENCE], labels, num_classes)
-    reference_class_correct = class_correct(predictions[REFERENCE], labels, num_classes)
-    recalls = {name: class_recalls(predicted, labels, num_classes) for name, predicted in predictions.items()}
+    quality = QUALITY[task](outputs, labels)
     metrics = {}
     for name in calls:
         content = converted[name.removeprefix("tflite_")] if name != REFERENCE else None
-        correct = int(np.sum(predictions[name] == labels))
         metrics[name] = {
-            "accuracy": correct / len(labels),
-            # from counts, so one image of 500 is exactly 0.002 and compares equal to a 0.002 threshold
-            "accuracy_drop": (reference_correct - correct) / len(labels),
-            "max_class_drop": float(np.nanmax(reference_recalls - recalls[name])),
-            # The int8 gate never fails on one image: a class's drop counts only where it lost two or more.
-            "images_lost": reference_correct - correct,
-            "max_class_drop_beyond_one_image": float(
-                np.max(
-                    np.where(
-                        reference_class_correct - class_correct(predictions[name], labels, num_classes) >= 2,
-                        np.nan_to_num(reference_recalls - recalls[name]),
-                        0.0,
-                    )
-                )
-            ),
-            "agreement": float(np.mean(predictions[name] == predictions[REFERENCE])),
+            **quality[name],
             "size_bytes": model_size if content is None else len(content),
             "gzip_bytes": None if content is None else len(gzip.compress(content, compresslevel=9, mtime=0)),
             "sparsity": fine_tune.keras_weight_sparsity(model) if content is None else tflite.weight_sparsity(content),

@@ -14,27 +14,12 @@ MLflow UI renders the description as Markdown.
 from __future__ import annotations
 
 import math
-import re
+
+from components.export.markdown import code, percent, text
+from components.export.model_card_regression import regression_analysis, regression_limits
 
 REGISTRY_LIMIT = 5000  # characters of a model version's description in MLflow's SQL stores (String(5000))
 CLASSES_LISTED = 40  # per-class rows in a full card; the registry's copy lists the weakest classes if it must shorten
-# Inline Markdown and HTML: every value is written mid-line, after a label, so line-start markers (#, -, 1.) cannot act.
-_MARKDOWN = re.compile(r"([\\`*_\[\]<>|~&$])")
-
-
-def text(value) -> str:
-    """`value` as literal inline Markdown text: each character Markdown or HTML would read mid-line is escaped,
-    lines joined."""
-    return _MARKDOWN.sub(r"\\\1", " ".join(str(value).split()))
-
-
-def code(value) -> str:
-    """`value` as an inline code span (Markdown reads no escapes there): no backtick or line break can occur in it."""
-    return "`" + " ".join(str(value).replace("`", "'").split()) + "`"
-
-
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
 def _interval(accuracy: float, count: int) -> str:
@@ -77,31 +62,13 @@ def _training(description: dict) -> list[str]:
     return lines
 
 
-def _inputs(manifest: dict) -> list[str]:
-    height, width, channels = manifest["image_shape"]
-    decoding = manifest.get("decoding") or {}
-    colour = {1: "greyscale (colour converted by luma)", 3: "RGB (greyscale repeated)"}.get(channels, f"{channels}")
-    return [
-        f"- Input: one {height}×{width} image, {colour}, uint8 pixels 0–255 (the SavedModel's `serving_default` also "
-        "takes encoded image bytes and decodes them as ingest did)",
-        "- Decoding, as at training: EXIF orientation applied, transparency composited on grey level "
-        f"{decoding.get('alpha_background', 255)}, 16-bit scaled to 8 bits"
-        + (
-            ", other sizes centre-cropped and resized to the training size"
-            if decoding.get("resize")
-            else "; images of another size are refused by ingest and resized by the served model"
-        ),
-        "- Output: a probability for each class, in the order of `labels.txt`",
-    ]
-
-
-def _dataset(manifest: dict, fingerprints: dict) -> list[str]:
+def _dataset(manifest: dict, fingerprints: dict, unit: str) -> list[str]:
     splits = manifest["splits"]
     counts = ", ".join(f"{name} {splits[name]['count']:,}" for name in ("train", "val", "test") if name in splits)
+    classes = f" in {len(manifest['class_names'])} classes" if manifest.get("class_names") else ""
     lines = [
         f"- Source: {code(manifest.get('source'))} ({text(manifest.get('layout', ''))}), "
-        f"{sum(split['count'] for split in splits.values()):,} images in {len(manifest['class_names'])} classes: "
-        f"{counts}",
+        f"{sum(split['count'] for split in splits.values()):,} {unit}{classes}: {counts}",
     ]
     for name, value in fingerprints.items():
         if value:
@@ -123,19 +90,20 @@ def _per_class(manifest: dict, evaluation: dict, champion_recall: dict, limit: i
         row = per_class.get(name, {})
         counts = [splits.get(split, {}).get("class_counts", {}).get(name, 0) for split in ("train", "val", "test")]
         lines.append(
-            f"| {text(name)} | {counts[0]:,} | {counts[1]:,} | {counts[2]:,} | {_percent(row.get('recall'))} "
-            f"| {_percent(row.get('precision'))} |"
-            + (f" {_percent(champion_recall.get(name))} |" if champion_recall else "")
+            f"| {text(name)} | {counts[0]:,} | {counts[1]:,} | {counts[2]:,} | {percent(row.get('recall'))} "
+            f"| {percent(row.get('precision'))} |"
+            + (f" {percent(champion_recall.get(name))} |" if champion_recall else "")
         )
     return lines, len(manifest["class_names"]) - len(names)
 
 
 def _variants(metrics: dict, gate_variant: str, cpu: str, num_threads: int) -> list[str]:
     float32 = metrics.get("tflite_float32", {})
+    metric = "mae" if "mae" in float32 else "accuracy"
     lines = [
         f"Measured on {text(cpu)}, {num_threads} interpreter thread(s), on the test split:",
         "",
-        "| variant | accuracy | size kB | gzip kB | invoke p50 µs | vs float32 |",
+        f"| variant | {metric} | size kB | gzip kB | invoke p50 µs | vs float32 |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, row in metrics.items():
@@ -146,13 +114,15 @@ def _variants(metrics: dict, gate_variant: str, cpu: str, num_threads: int) -> l
         gzip = f"{row['gzip_bytes'] / 1000:,.1f}" if row.get("gzip_bytes") else "n/a"
         marker = " (the gate's)" if variant == gate_variant else ""
         lines.append(
-            f"| {text(variant)}{marker} | {row['accuracy']:.4f} | {row['size_bytes'] / 1000:,.1f} | {gzip} "
+            f"| {text(variant)}{marker} | {row[metric]:.4f} | {row['size_bytes'] / 1000:,.1f} | {gzip} "
             f"| {row['invoke_p50_ms'] * 1000:,.1f} | {speed} |"
         )
     return lines
 
 
-def _limits(manifest: dict, evaluation: dict) -> list[str]:
+def _limits(manifest: dict, evaluation: dict, unit: str) -> list[str]:
+    if evaluation.get("task") == "regression":
+        return regression_limits(manifest, evaluation)
     lines = []
     confused = [pair for pair in evaluation.get("most_confused", []) if pair["images"]]
     if confused:
@@ -167,18 +137,18 @@ def _limits(manifest: dict, evaluation: dict) -> list[str]:
     errors = evaluation.get("likely_label_errors") or {}
     if errors.get("confirmed"):
         lines.append(
-            f"- {errors['confirmed']} file(s) across the splits are likely mislabelled (artifacts/evaluate/"
+            f"- {errors['confirmed']} example(s) across the splits are likely mislabelled (artifacts/evaluate/"
             "label\\_issues.csv and label\\_issues.png): the model learned from, and was scored against, those labels"
         )
     count = evaluation.get("num_examples", 0)
     if count:
         lines.append(
-            f"- The test split has {count:,} images: the accuracy's 95% interval is "
+            f"- The test split has {count:,} {unit}: the accuracy's 95% interval is "
             f"{_interval(evaluation['accuracy'], count)}"
         )
     lines += [
-        f"- It knows only these {len(manifest['class_names'])} classes: any other image is still given one of them "
-        "(there is no reject option); images unlike the training data (other cameras, sizes, lighting) are untested",
+        f"- It knows only these {len(manifest['class_names'])} classes: anything else is still given one of them "
+        f"(there is no reject option); {unit} unlike the training data are untested",
         "- Ethical considerations and fairness across groups are not assessed by the pipeline: review them for "
         "your use",
     ]
@@ -214,33 +184,56 @@ def model_card(
     cpu: str,
     num_threads: int,
     fingerprints: dict,
+    inputs: list[str],
+    unit: str = "images",
     parameters: int | None = None,
     classes_listed: int = CLASSES_LISTED,
 ) -> str:
-    """The card as Markdown. registration: model_name, version, promoted, why_not, exported_at, run_id."""
-    baseline = evaluation.get("baseline_accuracy")
+    """The card as Markdown. registration: model_name, version, promoted, why_not, exported_at, run_id; inputs: the
+    kind's lines on what the model takes and returns; unit: what an example is (images, rows)."""
     champion = blessing.get("champion") or {}
-    accuracy, count = evaluation["accuracy"], evaluation.get("num_examples", 0)
+    if evaluation.get("task") == "regression":
+        subject = f"A regression of {text(manifest.get('target'))} from {unit}"
+        analysis = regression_analysis(evaluation, blessing, champion, unit)
+    else:
+        names = manifest["class_names"]
+        subject = (
+            f"A classifier of {len(names)} classes ({text(', '.join(names[:20]) + (', …' if len(names) > 20 else ''))})"
+            f" from {unit}"
+        )
+        analysis = _classification_analysis(manifest, evaluation, blessing, champion, unit, classes_listed)
     lines = [
         f"# Model card: {text(registration['model_name'])} version {registration['version']}",
         "",
         "## Model details",
-        f"- An image classifier of {len(manifest['class_names'])} classes ("
-        + text(", ".join(manifest["class_names"][:20]) + (", …" if len(manifest["class_names"]) > 20 else ""))
-        + "), trained and exported by tfpipe",
+        f"- {subject}, trained and exported by tfpipe",
         f"- Registered model {code(registration['model_name'])}, version {registration['version']}, "
         f"MLflow run {code(registration['run_id'])}, exported {text(registration['exported_at'])}",
         "",
         "## Model parameters",
         *_training(description),
         *([f"- Parameters: {parameters:,}"] if parameters else []),
-        *_inputs(manifest),
+        *inputs,
         "",
         "## Datasets",
-        *_dataset(manifest, fingerprints),
+        *_dataset(manifest, fingerprints, unit),
         "",
         "## Quantitative analysis",
-        f"- Test accuracy {accuracy:.4f} on {count:,} images (95% interval {_interval(accuracy, count)}), "
+        *analysis,
+    ]
+    lines += ["", "### Variants and their trade-offs", *_variants(variants, gate["variant"], cpu, num_threads)]
+    lines += ["", "## Gate verdict", *_verdict(blessing, gate, registration)]
+    lines += ["", "## Considerations", "### Limitations", *_limits(manifest, evaluation, unit)]
+    return "\n".join(lines) + "\n"
+
+
+def _classification_analysis(
+    manifest: dict, evaluation: dict, blessing: dict, champion: dict, unit: str, classes_listed: int
+) -> list[str]:
+    baseline = evaluation.get("baseline_accuracy")
+    accuracy, count = evaluation["accuracy"], evaluation.get("num_examples", 0)
+    lines = [
+        f"- Test accuracy {accuracy:.4f} on {count:,} {unit} (95% interval {_interval(accuracy, count)}), "
         f"macro F1 {evaluation['macro_f1']:.4f}, "
         f"expected calibration error {evaluation['expected_calibration_error']:.4f}",
     ]
@@ -268,10 +261,7 @@ def model_card(
     lines += ["", *table]
     if left_out:
         lines.append(f"\n({left_out} more classes with higher recall: artifacts/evaluate/evaluation.json)")
-    lines += ["", "### Variants and their trade-offs", *_variants(variants, gate["variant"], cpu, num_threads)]
-    lines += ["", "## Gate verdict", *_verdict(blessing, gate, registration)]
-    lines += ["", "## Considerations", "### Limitations", *_limits(manifest, evaluation)]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def registry_description(card_arguments: dict, full: str) -> str:

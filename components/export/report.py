@@ -16,22 +16,28 @@ from tfpipe import tracking
 matplotlib.rcParams["text.parse_math"] = False  # file and class names are drawn as text, never as mathtext
 
 
+def quality_metric(metrics: dict[str, dict]) -> str:
+    """What the variants are compared on: a classifier's accuracy, a regression's MAE."""
+    return "mae" if "mae" in metrics.get(REFERENCE, {}) else "accuracy"
+
+
 def plot_variants(metrics: dict[str, dict]) -> plt.Figure:
     """Accuracy against gzipped size and against single-image latency, one labelled point a variant."""
     rows = {name: row for name, row in metrics.items() if row["gzip_bytes"] is not None}
+    metric = quality_metric(metrics)
     figure, (by_size, by_latency) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     for name, row in rows.items():
         label = name.removeprefix("tflite_")
-        by_size.scatter(row["gzip_bytes"] / 1024, row["accuracy"])
+        by_size.scatter(row["gzip_bytes"] / 1024, row[metric])
         by_size.annotate(
-            label, (row["gzip_bytes"] / 1024, row["accuracy"]), textcoords="offset points", xytext=(4, 4), fontsize=8
+            label, (row["gzip_bytes"] / 1024, row[metric]), textcoords="offset points", xytext=(4, 4), fontsize=8
         )
-        by_latency.scatter(row["invoke_p50_ms"] * 1000, row["accuracy"])
+        by_latency.scatter(row["invoke_p50_ms"] * 1000, row[metric])
         by_latency.annotate(
-            label, (row["invoke_p50_ms"] * 1000, row["accuracy"]), textcoords="offset points", xytext=(4, 4), fontsize=8
+            label, (row["invoke_p50_ms"] * 1000, row[metric]), textcoords="offset points", xytext=(4, 4), fontsize=8
         )
-    by_size.set(xlabel="gzipped size (KiB)", ylabel="test accuracy", title="accuracy vs size")
-    by_latency.set(xlabel="single-image invoke p50 (µs)", title="accuracy vs latency")
+    by_size.set(xlabel="gzipped size (KiB)", ylabel=f"test {metric}", title=f"{metric} vs size")
+    by_latency.set(xlabel="single-example invoke p50 (µs)", title=f"{metric} vs latency")
     for axes in (by_size, by_latency):
         axes.grid(alpha=0.3)
     figure.tight_layout()
@@ -128,13 +134,14 @@ def format_report(
         if promoted
         else f"**not** `{tracking.CHAMPION_ALIAS}`: " + "; ".join(why_not)
     )
+    metric = quality_metric(metrics)
     compared = (
         (
             f"Classical baseline ({baseline['model']}, same train and test splits): "
-            f"test accuracy {baseline['accuracy']:.4f}; "
-            f"the float model: {metrics[REFERENCE]['accuracy']:.4f}.\n\n"
+            f"test {metric} {baseline[metric]:.4f}; "
+            f"the float model: {metrics[REFERENCE][metric]:.4f}.\n\n"
         )
-        if baseline
+        if baseline and metric in baseline
         else ""
     )
     slower = slower or {}
@@ -162,8 +169,14 @@ def format_report(
         f"(SavedModel `saved_model/{model_name}/{version}/`), {status}.\n\n"
         f"int8 gate ({gate['variant']}): {'passed' if gate['passed'] else 'failed'} — {'; '.join(gate['reasons'])}.\n\n"
         f"{compared}{speed}"
-        "Accuracy is on the whole test split through the interpreter; drop, worst per-class recall drop and "
-        f"agreement compare with the float Keras model ({REFERENCE}); sparsity is the share of zero conv/dense "
+        + (
+            "MAE and RMSE are on the whole test split through the interpreter, in the target's units; mae_increase "
+            f"and mean_abs_difference compare with the float Keras model ({REFERENCE}); "
+            if metric == "mae"
+            else "Accuracy is on the whole test split through the interpreter; drop, worst per-class recall drop and "
+            f"agreement compare with the float Keras model ({REFERENCE}); "
+        )
+        + "sparsity is the share of zero conv/dense "
         f"weights stored in the file. Every TFLite variant runs in ai_edge_litert with num_threads={num_threads} "
         f"and its default XNNPACK delegate{machine}; latency is one image per call including (de)quantization, invoke "
         "is the interpreter call alone, throughput is images/s in batches. The keras_float row runs in "

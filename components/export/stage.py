@@ -2,15 +2,17 @@
 
 artifacts/export holds the serving SavedModel in TF Serving layout (saved_model/<name>/<version>/),
 one model_<variant>.tflite per variant in params (components/export/variants.py makes them or takes
-them from .cache/export/, components/export/measure.py measures them), labels.txt, report.md and
-variants.png. The version is the one the MLflow model registry gives the float model; it becomes
-`champion` only if evaluate blessed it AND the int8 gate passes.
+them from .cache/export/, components/export/measure.py measures them), the files that ship beside them
+(labels.txt; an image's decoding.json, a table's encoding.json), report.md and variants.png. What differs by data
+kind (what is converted, the serving signature, the registration) is prepared by components/export/kinds/; the
+variants, the gates, the registry and the reports are shared here. The version is the one the MLflow model registry
+gives the float model; it becomes `champion` only if evaluate blessed it AND the int8 gate passes.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import matplotlib
@@ -18,21 +20,22 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt
 import mlflow
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from components.export import cpu
 from components.export import variants as variants_lib
-from components.export.examples import Examples
 from components.export.gate import decide_int8_gate, promotion_decision, read_blessing
+from components.export.kinds import KINDS
 from components.export.measure import measure_variants, slower_than_float32, time_interpreter_settings
+from components.export.prepared import Prepared, Registration, Variants
 from components.export.report import describe_slower_variant, format_report, plot_variants
-from components.export.serving import ServingModule, check_serving_parity, check_written_files, register_serving_model
+from components.export.serving import check_written_files
 from components.export.summary import headline, write_model_card, write_summary
 from models.loading import load_trained_model
-from tfpipe import model_trust, paths, records, run_records, tflite, timing, tracking
+from tfpipe import model_trust, paths, records, run_records, timing, tracking
 from tfpipe.config import ExportParams, registered_model_name
+from tfpipe.kinds import kind_of_prepared
 from tfpipe.outputs import atomic_directory, write_json
 from tfpipe.params_file import load_params
 
@@ -43,41 +46,25 @@ def tflite_file(variant: str) -> str:
     return f"model_{variant}.tflite"
 
 
-@dataclass
-class Variants:
-    """The TFLite variants, built (or reused) and measured: what the report, the metrics and MLflow show."""
-
-    files: dict[str, bytes]  # file name in the export -> content (.tflite files and labels.txt)
-    notes: dict[str, str]
-    reused: list[str]
-    metrics: dict[str, dict]
-    gate: dict
-    slower: dict[str, dict]
-    settings: dict
-    cpu_description: dict
-
-
-def build_and_measure_variants(
-    model, description: dict, params: ExportParams, test: tuple[np.ndarray, np.ndarray], *, log_dir: Path
-) -> Variants:
-    """Every variant in params (reused from the cache when its inputs did not change), measured on the test split
-    (images, labels); a quantized variant slower than float32 is timed again with each interpreter setting (~0.5 s
-    a variant)."""
-    test_images, test_labels = test
+def build_and_measure_variants(prepared: Prepared, params: ExportParams, *, log_dir: Path) -> Variants:
+    """Every variant in params (reused from the cache when its inputs did not change), measured on the test split;
+    a quantized variant slower than float32 is timed again with each interpreter setting (~0.5 s a variant)."""
+    test_images, test_labels = prepared.test
     converted, notes, reused = variants_lib.build_tflite_variants(
-        model,
-        description["model"],
-        Examples.from_split(paths.PREPARED, "train"),  # streamed: a split of any size fits
+        prepared.deployable,
+        prepared.classifier,
+        prepared.train,
         params,
         log_dir=log_dir,
         cache_dir=VARIANT_CACHE_DIR,
+        loss=prepared.loss,
     )
     timing.lap("variants: build (fine-tunes, conversions) or reuse")
     files = {tflite_file(variant): content for variant, content in converted.items()}
-    files[tflite.LABELS_FILE] = "".join(f"{name}\n" for name in description["class_names"]).encode()
-    files[tflite.DECODING_FILE] = (json.dumps(description["decoding"], indent=2, sort_keys=True) + "\n").encode()
+    files.update(prepared.files)
+    pair = prepared.check_pair(files) if prepared.check_pair else {}
     metrics = measure_variants(
-        model,
+        prepared.deployable,
         (paths.TRAIN / "model.keras").stat().st_size,
         converted,
         test_images,
@@ -85,6 +72,7 @@ def build_and_measure_variants(
         num_threads=params.num_threads,
         latency_runs=params.latency_runs,
         batch_size=params.throughput_batch_size,
+        task=prepared.task,
     )
     slower = slower_than_float32(metrics)
     settings = (
@@ -108,6 +96,7 @@ def build_and_measure_variants(
         slower_than_float32(metrics, settings),
         settings,
         cpu.describe_cpu(),
+        pair,
     )
 
 
@@ -160,56 +149,33 @@ def log_to_mlflow(
 
 
 def stage_artifacts(
-    staging: Path,
-    model,
-    description: dict,
-    params: ExportParams,
-    model_name: str,
-    test: tuple[np.ndarray, np.ndarray],
-    log_dir: Path,
-) -> tuple[Variants, ServingModule, Path, float]:
+    staging: Path, prepared: Prepared, params: ExportParams, model_name: str, log_dir: Path
+) -> tuple[Variants, Path, float]:
     """Builds and measures the variants, writes their files and the SavedModel (as <name>/pending) into staging
-    and reads them back: (the variants, the serving module, the SavedModel's directory, serving parity)."""
-    variants = build_and_measure_variants(model, description, params, test, log_dir=log_dir)
+    and reads them back: (the variants, the SavedModel's directory, serving parity)."""
+    variants = build_and_measure_variants(prepared, params, log_dir=log_dir)
     for name, content in variants.files.items():
         (staging / name).write_bytes(content)
-    module = ServingModule(model, description["class_names"], description["decoding"])
+    module = prepared.module
     saved_model = staging / "saved_model" / model_name / "pending"
     tf.saved_model.save(module, str(saved_model), signatures={"serving_default": module.serve})
-    parity = check_serving_parity(saved_model, model, test[0])
+    parity = prepared.check_parity(saved_model)
     check_written_files(staging, variants.files)
     timing.lap("SavedModel: save, serving parity")
-    return variants, module, saved_model, parity
+    return variants, saved_model, parity
 
 
-def register(
-    module: ServingModule, saved_model: Path, model_name: str, blessing: dict, gate: dict, test_images, num_classes: int
-) -> int:
+def register(prepared: Prepared, saved_model: Path, model_name: str, blessing: dict, gate: dict) -> int:
     """A new version of the registered model (its champion alias untouched); the staged SavedModel's directory
     takes the version's number (TF Serving's <name>/<version>/ layout)."""
-    version = register_serving_model(
-        module,
-        model_name=model_name,
-        example_images=test_images[:2],
-        num_classes=num_classes,
-        tags={
-            "blessed": str(blessing["blessed"]).lower(),
-            "int8_gate": "passed" if gate["passed"] else "failed",
-            "int8_gate.reasons": "; ".join(gate["reasons"]),
-        },
-    )
+    tags = {
+        "blessed": str(blessing["blessed"]).lower(),
+        "int8_gate": "passed" if gate["passed"] else "failed",
+        "int8_gate.reasons": "; ".join(gate["reasons"]),
+    }
+    version = prepared.register(saved_model, model_name, tags)
     saved_model.rename(saved_model.with_name(str(version)))
     return version
-
-
-@dataclass(frozen=True)
-class Registration:
-    """The version registered and whether it becomes the champion (why_not: the reasons it does not)."""
-
-    model_name: str
-    version: int
-    promoted: bool
-    why_not: list[str]
 
 
 def write_report(
@@ -239,12 +205,12 @@ def main() -> None:
     params, model_name = all_params.export, registered_model_name(all_params)
     keras.utils.set_random_seed(params.seed)
     description = json.loads((paths.TRAIN / "model.json").read_text())
-    description["decoding"] = records.read_manifest(paths.PREPARED).get("decoding", {})
+    manifest = records.read_manifest(paths.PREPARED)
+    description["decoding"] = manifest.get("decoding", {})
     run_reference = run_records.read_run_reference(paths.TRAIN / "run.json")
     blessing = read_blessing(run_reference["run_id"])
     model = load_trained_model(paths.TRAIN)
-    test = records.load_split_arrays(paths.PREPARED, "test")  # images, labels
-    test_images = test[0]
+    prepared = KINDS[kind_of_prepared(manifest)].prepare(model, description, manifest)
     timing.lap("read the test split and the model")
 
     # Everything is written and read back in a staging directory first; the model is registered only
@@ -254,20 +220,16 @@ def main() -> None:
         atomic_directory(paths.EXPORT) as staging,
     ):
         log_dir = run_records.tensorboard_dir(run_reference["tensorboard"]) / "pruning"
-        variants, module, saved_model, parity = stage_artifacts(
-            staging, model, description, params, model_name, test, log_dir
-        )
+        variants, saved_model, parity = stage_artifacts(staging, prepared, params, model_name, log_dir)
         promoted, why_not = promotion_decision(blessing, variants.gate, model_name)
-        version = register(
-            module, saved_model, model_name, blessing, variants.gate, test_images, len(description["class_names"])
-        )
+        version = register(prepared, saved_model, model_name, blessing, variants.gate)
         registration = Registration(model_name, version, promoted, why_not)
         timing.lap("MLflow: register the model version")
         # The record pipelines.predict checks before it loads this SavedModel (tfpipe/model_trust.py).
         model_trust.write_manifest(staging, staging / "saved_model" / model_name / str(version), variants.files)
         summary = write_summary(staging, variants, blessing, parity, registration, run_reference["run_id"])
         write_report(staging, variants, params, blessing.get("baseline"), registration)
-        card = write_model_card(staging, model, description, blessing, variants, summary, params.num_threads)
+        card = write_model_card(staging, model, description, blessing, variants, summary, params.num_threads, prepared)
         timing.lap("outputs (summary, report, model card)")
         log_to_mlflow(
             staging,

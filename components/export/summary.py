@@ -6,16 +6,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import mlflow
 
 from components.export import cpu, model_card
+from components.export.prepared import Prepared, Registration, Variants
 from tfpipe import paths, records
 from tfpipe.outputs import write_json
-
-if TYPE_CHECKING:
-    from components.export.stage import Registration, Variants
 
 
 def headline(variants: Variants) -> dict:
@@ -29,8 +26,9 @@ def headline(variants: Variants) -> dict:
     for variant in shipped:
         row = variants.metrics.get(f"tflite_{variant}")
         if row:
+            metric = "mae" if "mae" in row else "accuracy"
             figures[variant] = {
-                "accuracy": row["accuracy"],
+                metric: row[metric],
                 "kb": round(row["size_bytes"] / 1000, 1),
                 "p50_us": round(row["invoke_p50_ms"] * 1000, 1),
             }
@@ -38,7 +36,14 @@ def headline(variants: Variants) -> dict:
 
 
 def write_model_card(
-    staging: Path, model, description: dict, blessing: dict, variants: Variants, summary: dict, num_threads: int
+    staging: Path,
+    model,
+    description: dict,
+    blessing: dict,
+    variants: Variants,
+    summary: dict,
+    num_threads: int,
+    prepared: Prepared,
 ) -> str:
     """model_card.md (components/export/model_card.py); returns the text for the registered version's description
     (the same card, shortened only if MLflow's limit requires)."""
@@ -69,6 +74,8 @@ def write_model_card(
             "git commit": tags.get("git.commit"),
         },
         "parameters": int(model.count_params()),
+        "inputs": list(prepared.card_inputs),
+        "unit": prepared.unit,
     }
     card = model_card.model_card(**arguments)
     (staging / "model_card.md").write_text(card)
@@ -100,6 +107,8 @@ def write_summary(
         "slower_than_float32": variants.slower,
         "variants_from_cache": variants.reused,
         "int8_gate": {"passed": gate["passed"], "variant": gate["variant"], "reasons": gate["reasons"]},
+        # a table's TFLite float32 model with encoding.json against the SavedModel on the test rows
+        **({"tflite_with_encoding": variants.pair} if variants.pair else {}),
     }
     write_json(staging / "summary.json", summary)
     return summary

@@ -54,11 +54,13 @@ def convert_to_tflite(model: keras.Model, quantization: str, representative_imag
 
 
 def build_tflite_variants(
-    model, classifier_name, train: Examples, params, *, log_dir: Path, cache_dir: Path
+    model, classifier_name, train: Examples, params, *, log_dir: Path, cache_dir: Path, loss=None
 ) -> tuple[dict[str, bytes], dict[str, str], list[str]]:
     """{variant: .tflite bytes} for every variant in params, in the order params lists them; {variant: note} for the
     QAT variants where tfmot could not train some layers (see quantize_apply_skipping), such a variant being left out
-    if the interpreter cannot run it; and the variants reused from cache_dir instead of built.
+    if the interpreter cannot run it; and the variants reused from cache_dir instead of built. `model` takes the
+    examples of `train` (an image model its pixels; a table's vector model its feature vectors); `loss` is what the
+    fine-tunes minimize (default: a classifier's cross-entropy).
 
     The cache is keyed on the model's architecture and weights, the train examples, the params and the code
     (export_cache.variant_key). Each fine-tune is seeded on its own, so a variant is the same whether or
@@ -72,7 +74,12 @@ def build_tflite_variants(
         "code": lineage.code_digest("components.export.variants"),
         "libraries": export_cache.library_versions(),
     }
-    fine_tune = {"epochs": params.qat_epochs, "learning_rate": params.qat_learning_rate, "seed": params.seed}
+    fine_tune = {
+        "epochs": params.qat_epochs,
+        "learning_rate": params.qat_learning_rate,
+        "seed": params.seed,
+        "loss": loss,
+    }
     pruned = []  # the pruned model, built at most once, only if a variant that needs it is not in the cache
 
     def pruned_model() -> keras.Model:
@@ -90,6 +97,7 @@ def build_tflite_variants(
                     min_weights=params.prune_min_weights,
                     seed=params.seed,
                     log_dir=log_dir,
+                    loss=loss,
                 )
             )
         return pruned[0]
@@ -112,7 +120,7 @@ def build_tflite_variants(
             f"tfmot has no quantization-aware training for {len(float_layers)} layer(s): {', '.join(float_layers)}; "
             "they stayed float in the fine-tune and the converter quantized them post-training"
         )
-        problem = tflite.run_problem(content, representative[:1].astype(np.uint8))
+        problem = tflite.run_problem(content, representative[:1].astype(train.dtype))
         if problem:
             return CachedVariant(
                 None,

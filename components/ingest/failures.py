@@ -13,6 +13,11 @@ import pandas as pd
 from components.ingest.validation import INDEX_COLUMNS, escaped
 from tfpipe.config import IngestParams
 
+
+class IngestError(ValueError):
+    """The raw data cannot be ingested; the message names every offending file or folder (or column and rows)."""
+
+
 NAMED = 5  # files named in a sentence (the Data Docs and reports/ingest/*.csv list every one)
 
 

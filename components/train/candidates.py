@@ -13,9 +13,6 @@ import tf_keras as keras
 
 from components.train import hardware
 from components.train import search as train_search
-from components.train.fit import prepare_data
-from components.train.model import build_model
-from components.train.resume import resolve_cache
 from components.train.schedule import (
     compile_model,
     plan_phases,
@@ -33,15 +30,20 @@ def train_candidate(
     manifest: dict,
     plan: hardware.HardwarePlan,
     strategy,
+    kind,
 ) -> train_search.Trial:
-    """One search candidate's short run (params: Candidate.shortened's), scored on the validation split."""
+    """One search candidate's short run (params: Candidate.shortened's), scored on the validation split by the
+    kind's objective (`kind`: its module in components/train/kinds/)."""
     keras.utils.set_random_seed(params.seed)
-    data = prepare_data(params, manifest, plan, resolve_cache("auto" if params.cache != "none" else "none", manifest))
-    model, _ = build_model(params, plan, strategy, len(data.class_names))
+    data = kind.prepare_data(
+        params, manifest, plan, kind.resolve_cache("auto" if params.cache != "none" else "none", manifest)
+    )
+    model, _ = kind.build_model(params, plan, strategy, manifest)
     candidate_plan = hardware.settle_jit_compile(plan, model, params.jit_compile, params.deterministic)
     phase = plan_phases(params)[0]
+    monitor = data.objective.monitor
     with strategy.scope():
-        compile_model(model, params, data.steps_per_epoch, candidate_plan.jit_compile, phase)
+        compile_model(model, params, data.steps_per_epoch, candidate_plan.jit_compile, phase, data.objective)
     epochs = phase.end_epoch  # params are the candidate's short run (Candidate.shortened)
     started = time.time()
     history = model.fit(
@@ -60,7 +62,7 @@ def train_candidate(
     trial = train_search.Trial(
         candidate,
         round_number,
-        val_accuracy=last.get("val_accuracy", math.nan) if math.isfinite(last.get("loss", math.nan)) else math.nan,
+        val_score=last.get(monitor, math.nan) if math.isfinite(last.get("loss", math.nan)) else math.nan,
         val_loss=last.get("val_loss", math.nan),
         history=rows,
         seconds=round(seconds, 2),
@@ -69,14 +71,14 @@ def train_candidate(
         ended_ms=int(time.time() * 1000),
     )
     print(
-        f"search round {round_number}: {candidate.name}: val_accuracy {trial.val_accuracy:.4f} after {len(rows)} "
-        f"epoch(s), {seconds:.1f} s ({trial.images_per_second:,.0f} images/s)"
+        f"search round {round_number}: {candidate.name}: {monitor} {trial.val_score:.4f} after {len(rows)} "
+        f"epoch(s), {seconds:.1f} s ({trial.images_per_second:,.0f} examples/s)"
     )
     return trial
 
 
 def search_candidates(
-    params: TrainParams, manifest: dict, plan: hardware.HardwarePlan, strategy, key: str
+    params: TrainParams, manifest: dict, plan: hardware.HardwarePlan, strategy, key: str, kind
 ) -> train_search.SearchResult:
     """train.model / train.augmentation: auto resolved (components/train/search.py). The choice is cached under the
     run key, so a killed run that resumes does not search again."""
@@ -91,8 +93,9 @@ def search_candidates(
             chosen, "no validation split (ingest.val_fraction is 0): the first candidate, not compared", [], 0
         )
     print(train_search.describe_budget(params))
-    train = functools.partial(train_candidate, manifest=manifest, plan=plan, strategy=strategy)
-    result = train_search.search(params, train)
+    train = functools.partial(train_candidate, manifest=manifest, plan=plan, strategy=strategy, kind=kind)
+    objective = kind.objective(params, manifest)
+    result = train_search.search(params, train, objective.monitor, objective.higher_is_better)
     write_json(cache, result.to_dict())
     print(f"search: {result.chosen.name}, {result.reason}")
     return result

@@ -22,6 +22,7 @@ from components.train.resume import (
     verify_backup,
 )
 from components.train.schedule import (
+    Objective,
     Phase,
     compile_model,
     plan_phases,
@@ -98,8 +99,9 @@ class TrainingData:
     train: Callable[[range], tf.data.Dataset]
     val: tf.data.Dataset | None
     steps_per_epoch: int
-    class_names: list[str]
-    image_shape: list[int]
+    class_names: list[str]  # empty for a regression
+    image_shape: list[int] | None  # images: [H, W, C] as stored; other kinds: None
+    objective: Objective | None = None  # the loss, metrics and monitored metric; None: a classifier's
 
 
 def train_split(params: TrainParams, cache: str, epochs: range, augmenter=None) -> tf.data.Dataset:
@@ -172,7 +174,7 @@ def fit_phases(
         with strategy.scope():
             if phase.name != "train":
                 applications.freeze_backbone(model.get_layer(params.model), phase.trainable_top_layers)
-            compile_model(model, params, data.steps_per_epoch, plan.jit_compile, phase)
+            compile_model(model, params, data.steps_per_epoch, plan.jit_compile, phase, data.objective)
         callbacks = [
             # Restores model, optimizer and epoch after a killed run. It comes before the loggers, so an
             # epoch that MLflow shows as done is always an epoch a rerun resumes after.

@@ -36,9 +36,10 @@ def start_tracking(
     strategy,
     phases: list[Phase],
     label: str,
+    dataset: tuple[Path, str],
 ) -> tuple[str, Path]:
-    """Queues the run's params, lineage tags, ingest reports, dataset and HParams (params: train's, "auto" resolved);
-    returns the TensorBoard name and directory."""
+    """Queues the run's params, lineage tags, ingest reports, dataset (its file and target column) and HParams
+    (params: train's, "auto" resolved); returns the TensorBoard name and directory."""
     tensorboard = run_records.tensorboard_name(label)
     log_dir = run_records.tensorboard_dir(tensorboard)
     run.log_params(run_records.flatten("", json.loads(json.dumps(asdict(all_params)))))
@@ -61,7 +62,7 @@ def start_tracking(
         )  # data docs, pictures
     if paths.INGEST_METRICS.is_file():
         run.submit(lambda: run.client.log_artifact(run.run_id, str(paths.INGEST_METRICS), artifact_path="ingest"))
-    run.submit(run_records.log_dataset, paths.PREPARED / "examples.csv", name=dataset_name(all_params))
+    run.submit(run_records.log_dataset, dataset[0], name=dataset_name(all_params), targets=dataset[1])
     run.submit(
         run_records.log_hparams,
         log_dir,
@@ -82,15 +83,8 @@ def describe_run(run: tracking.BackgroundRun, setup, changed: list[str], experim
     if search is not None:
         run.set_tags({"search.chosen": search.chosen.name, "search.reason": search.reason[:5000]})
         # run.client is made on the run's own thread, after the run opened the store (its tracking URI).
-        run.submit(lambda: run_records.log_child_runs(run.client, run.run_id, search.trials, search.chosen.name))
-    run.log_params(
-        {
-            "resolved.train.model": setup.params.model,
-            "resolved.train.augmentation": search.chosen.augmentation if search else "as set",
-            "resolved.train.batch_size": setup.params.batch_size,
-            "resolved.train.epochs": setup.params.epochs,
-            "resolved.train.early_stopping_patience": setup.params.early_stopping_patience,
-            "resolved.preprocess.image_height": setup.input_shape[0],
-            "resolved.preprocess.image_width": setup.input_shape[1],
-        }
-    )
+        run.submit(
+            lambda: run_records.log_child_runs(run.client, run.run_id, search.trials, search.chosen.name, search.metric)
+        )
+    resolved = {"train.augmentation": "as set", **setup.resolved()}
+    run.log_params({f"resolved.{name}": value for name, value in resolved.items()})

@@ -30,8 +30,25 @@ class Phase:
     trainable_top_layers: int | None  # backbone layers that train; None: every layer (and any model without a backbone)
 
 
-# What every builder takes (components/train.build_classifier passes them); train.model_options holds the rest.
-COMMON_ARGUMENTS = ("input_shape", "num_classes", "dropout_rate", "weight_decay", "batch_norm")
+# What every builder takes (the kinds' build_model passes them; a table's layout comes from its statistics);
+# train.model_options holds the rest.
+COMMON_ARGUMENTS = ("input_shape", "num_classes", "dropout_rate", "weight_decay", "batch_norm", "layout")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a model trains on and is chosen by: its loss and metrics, and the validation metric that the search and
+    the stage's headline read (`monitor`, better when higher or lower)."""
+
+    loss: object
+    metrics: tuple
+    monitor: str = "val_accuracy"
+    higher_is_better: bool = True
+
+
+def classification_objective(params: TrainParams) -> Objective:
+    """Sparse labels, softmax probabilities: cross-entropy (with train.label_smoothing) and accuracy."""
+    return Objective(build_loss(params.label_smoothing), (keras.metrics.SparseCategoricalAccuracy(name="accuracy"),))
 
 
 def model_options(model: str) -> dict[str, inspect.Parameter]:
@@ -160,12 +177,19 @@ def build_loss(label_smoothing: float):
 
 
 def compile_model(
-    model, params: TrainParams, steps_per_epoch: int, jit_compile: bool, phase: Phase | None = None
+    model,
+    params: TrainParams,
+    steps_per_epoch: int,
+    jit_compile: bool,
+    phase: Phase | None = None,
+    objective: Objective | None = None,
 ) -> None:
+    """Compiles with the phase's optimizer and the objective's loss and metrics (default: a classifier's)."""
+    objective = objective or classification_objective(params)
     model.compile(
         optimizer=build_optimizer(params, steps_per_epoch, phase),
-        loss=build_loss(params.label_smoothing),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        loss=objective.loss,
+        metrics=[metric.__class__.from_config(metric.get_config()) for metric in objective.metrics],
         jit_compile=jit_compile,
         steps_per_execution=params.steps_per_execution,
     )

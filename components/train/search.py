@@ -8,8 +8,9 @@ schedule would favour whatever learns fastest at a high rate, not what ends best
 split:
 1. each model of train.search.models with the first augmentation (or the one params set), when the model is auto;
 2. the winner with every other augmentation of train.search.augmentations, when the augmentation is auto.
-The best validation accuracy wins; a tie goes to the lower validation loss, then to the candidate listed first
-(the cheaper models and the milder augmentations come first). Every candidate's figures, and the reason for the
+The best score on the validation split wins (val_accuracy for a classifier, val_mae lower for a regression: the
+kind's objective says which); a tie goes to the lower validation loss, then to the candidate listed first (the
+cheaper models and the milder augmentations come first). Every candidate's figures, and the reason for the
 choice, go to the stage's metrics and MLflow.
 """
 
@@ -60,7 +61,7 @@ class Trial:
 
     candidate: Candidate
     round: int
-    val_accuracy: float
+    val_score: float  # the objective's monitored metric (val_accuracy, val_mae, ...) at the last epoch
     val_loss: float
     history: list[dict] = field(default_factory=list)  # per epoch: accuracy, loss, val_accuracy, val_loss
     seconds: float = 0.0
@@ -68,10 +69,13 @@ class Trial:
     started_ms: int = 0
     ended_ms: int = 0
 
-    def sort_key(self, order: int) -> tuple:
-        accuracy = self.val_accuracy if math.isfinite(self.val_accuracy) else -1.0
+    def sort_key(self, order: int, higher_is_better: bool = True) -> tuple:
+        if not math.isfinite(self.val_score):
+            badness = math.inf
+        else:
+            badness = -self.val_score if higher_is_better else self.val_score
         loss = self.val_loss if math.isfinite(self.val_loss) else math.inf
-        return (-round(accuracy, 6), round(loss, 6), order)
+        return (round(badness, 6) if math.isfinite(badness) else math.inf, round(loss, 6), order)
 
 
 @dataclass
@@ -80,11 +84,13 @@ class SearchResult:
     reason: str
     trials: list[Trial]
     epochs: int  # each candidate's short run
+    metric: str = "val_accuracy"  # what the trials' val_score is
 
     def to_dict(self) -> dict:
         return {
             "chosen": {"model": self.chosen.model, "augmentation": self.chosen.augmentation},
             "reason": self.reason,
+            "metric": self.metric,
             "epochs_per_candidate": self.epochs,
             "trials": [
                 {**dataclasses.asdict(trial), "candidate": dataclasses.asdict(trial.candidate)} for trial in self.trials
@@ -96,7 +102,13 @@ class SearchResult:
         trials = [
             Trial(**{**trial, "candidate": Candidate(**trial["candidate"])}) for trial in values.get("trials", [])
         ]
-        return cls(Candidate(**values["chosen"]), values["reason"], trials, values["epochs_per_candidate"])
+        return cls(
+            Candidate(**values["chosen"]),
+            values["reason"],
+            trials,
+            values["epochs_per_candidate"],
+            values.get("metric", "val_accuracy"),
+        )
 
     def resolved(self, params: TrainParams) -> TrainParams:
         return self.chosen.apply(params)
@@ -122,32 +134,38 @@ def second_round(params: TrainParams, model: str) -> list[Candidate]:
     return [Candidate(model, name) for name in params.search.augmentations[1:]]
 
 
-def pick(trials: list[Trial]) -> Trial:
-    return min(trials, key=lambda trial: trial.sort_key(trials.index(trial)))
+def pick(trials: list[Trial], higher_is_better: bool = True) -> Trial:
+    return min(trials, key=lambda trial: trial.sort_key(trials.index(trial), higher_is_better))
 
 
 def describe(trial: Trial) -> str:
-    return f"{trial.candidate.name} {trial.val_accuracy:.4f}"
+    return f"{trial.candidate.name} {trial.val_score:.4f}"
 
 
-def search(params: TrainParams, train_candidate: Callable[[TrainParams, Candidate, int], Trial]) -> SearchResult:
+def search(
+    params: TrainParams,
+    train_candidate: Callable[[TrainParams, Candidate, int], Trial],
+    metric: str = "val_accuracy",
+    higher_is_better: bool = True,
+) -> SearchResult:
     """Runs the two rounds (module docstring) with train_candidate(the candidate's short-run params, candidate,
-    round), which trains it and returns its Trial. params: train's, with epochs resolved."""
+    round), which trains it and returns its Trial, scored on `metric`. params: train's, with epochs resolved."""
     if not needs_search(params):
         raise ValueError("nothing to search: train.model and train.augmentation are both set")
     epochs = candidate_epochs(params)
     trials = [train_candidate(candidate.shortened(params), candidate, 1) for candidate in first_round(params)]
-    best = pick(trials)
+    best = pick(trials, higher_is_better)
     trials += [
         train_candidate(candidate.shortened(params), candidate, 2)
         for candidate in second_round(params, best.candidate.model)
     ]
-    winner = pick(trials)
+    winner = pick(trials, higher_is_better)
     others = ", ".join(describe(trial) for trial in trials if trial is not winner)
-    reason = f"best validation accuracy after a {epochs}-epoch run each: {describe(winner)}" + (
+    best = "highest" if higher_is_better else "lowest"
+    reason = f"{best} {metric} after a {epochs}-epoch run each: {describe(winner)}" + (
         f" (others: {others})" if others else ""
     )
-    return SearchResult(winner.candidate, reason, trials, epochs)
+    return SearchResult(winner.candidate, reason, trials, epochs, metric)
 
 
 def describe_budget(params: TrainParams) -> str:

@@ -1,12 +1,14 @@
 """Train stage: reads data/prepared and artifacts/preprocess, writes artifacts/train/ and an MLflow run.
 
-The trained model takes raw pixels (float32, 0..255) and contains the preprocessing model, the
-classifier from the models/ registry, and a float32 softmax: export wraps it for uint8 serving.
+The trained model takes the raw inputs (an image's pixels as float32 0..255; a table's columns by name) and contains
+the preprocessing model, the model from the models/ registry, and a float32 head (softmax probabilities, or a
+regression's value in the target's units). What differs by data kind (the input pipelines, the model around the
+registry's, the objective) is in components/train/kinds/; the fit, the search, the tracking and the outputs are
+shared here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import tempfile
@@ -20,23 +22,14 @@ import tf_keras as keras
 from components.train import hardware
 from components.train import search as train_search
 from components.train.candidates import search_candidates
-from components.train.fit import TrainingData, fit_phases, history_frame, prepare_data, train_split
-from components.train.model import build_model, float32_copy
-from components.train.resume import (
-    cache_location,
-    resolve_cache,
-    run_key,
-)
-from components.train.run_log import describe_run, log_augmented_batch, start_tracking
-from components.train.schedule import (
-    Phase,
-    check_model_options,
-    check_model_params,
-    plan_phases,
-    resolve_train_schedule,
-)
+from components.train.fit import TrainingData, fit_phases, history_frame
+from components.train.kinds import KINDS
+from components.train.resume import cache_location, run_key
+from components.train.run_log import describe_run, start_tracking
+from components.train.schedule import Phase, plan_phases
 from tfpipe import paths, records, run_records, timing, tracking
 from tfpipe.config import Params, TrainParams, dataset_name, model_candidates
+from tfpipe.kinds import kind_of_prepared
 from tfpipe.outputs import atomic_directory, file_sha256, write_csv, write_json
 from tfpipe.params_file import load_params
 
@@ -62,18 +55,21 @@ def write_outputs(
     experiment_name: str,
     tensorboard: str,
     search: train_search.SearchResult | None = None,
+    description: dict | None = None,
 ) -> None:
-    """artifacts/train (model, its sha256 and description, history, run reference), then the DVC metrics and plot."""
+    """artifacts/train (model, its sha256 and description, history, run reference), then the DVC metrics and plot.
+    description: what the kind adds to model.json (an image's shape; a table's task and preprocessing statistics)."""
     chosen = (
         {
             "model": search.chosen.model,
             "augmentation": search.chosen.augmentation,
             "reason": search.reason,
-            "val_accuracy": {trial.candidate.name: round(trial.val_accuracy, 4) for trial in search.trials},
+            search.metric: {trial.candidate.name: round(trial.val_score, 4) for trial in search.trials},
         }
         if search is not None
         else None
     )
+    monitor = (data.objective.monitor if data.objective else None) or "val_accuracy"
     final = {name: float(value) for name, value in frame.iloc[-1].items() if name not in ("epoch", "phase")}
     with atomic_directory(paths.TRAIN) as staging:
         model.save(staging / "model.keras")
@@ -82,7 +78,7 @@ def write_outputs(
             {
                 "model": params.model,
                 "class_names": data.class_names,
-                "image_shape": data.image_shape,
+                **(description or {}),
                 "model_sha256": file_sha256(staging / "model.keras"),
                 "run_key": key,
                 "run_id": run.info.run_id,
@@ -99,7 +95,7 @@ def write_outputs(
     # search's trials, the params as resolved) is in artifacts/train/model.json.
     write_json(
         paths.TRAIN_METRICS,
-        {"val_accuracy": final.get("val_accuracy"), "epochs": int(len(frame))},
+        {monitor: final.get(monitor), "epochs": int(len(frame))},
     )
 
 
@@ -117,11 +113,24 @@ class Setup:
     data: TrainingData
     model: keras.Model
     preprocessor: keras.Model
+    manifest: dict  # data/prepared's: the kind, the classes, the splits
     search: train_search.SearchResult | None = None  # what train.model / augmentation: auto chose, and why
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self.preprocessor.output_shape[1:]
+    def kind(self):
+        """The data kind's module (components/train/kinds/)."""
+        return KINDS[kind_of_prepared(self.manifest)]
+
+    def resolved(self) -> dict:
+        """What "auto" settled to, by param name: the run logs and prints it."""
+        return {
+            "train.model": self.params.model,
+            "train.batch_size": self.params.batch_size,
+            "train.epochs": self.params.epochs,
+            "train.early_stopping_patience": self.params.early_stopping_patience,
+            **self.kind.resolved_params(self.params, self.preprocessor),
+            **({"train.augmentation": self.search.chosen.augmentation} if self.search else {}),
+        }
 
     def fit(self, log_dir: Path, run: tracking.BackgroundRun | None, histogram_freq: int) -> list:
         return fit_phases(
@@ -141,18 +150,16 @@ class Setup:
         """The trained model as evaluate and export take it (a float32 copy after mixed precision)."""
         if self.plan.precision_policy == "float32":
             return self.model
-        return float32_copy(self.model, self.preprocessor, self.params, self.input_shape, len(self.data.class_names))
+        return self.kind.float32_copy(self.model, self.preprocessor, self.params, self.manifest)
 
 
 def set_up(all_params: Params) -> Setup:
     """Seeds, hardware, the search when a choice is auto, data and model, in that order (the strategy must exist
     before any model)."""
     manifest = records.read_manifest(paths.PREPARED)
-    params = resolve_train_schedule(all_params.train, manifest["splits"]["train"]["count"])  # the "auto" settings
-    candidates = model_candidates(params)
-    for model in candidates:
-        check_model_params(dataclasses.replace(params, model=model))
-    check_model_options(candidates, params.model_options)
+    kind = KINDS[kind_of_prepared(manifest)]
+    params = kind.resolve(all_params.train, manifest)  # the "auto" settings
+    kind.check(params, model_candidates(params))
     keras.utils.set_random_seed(params.seed)
     if params.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -161,23 +168,18 @@ def set_up(all_params: Params) -> Setup:
     chief, key = is_chief(strategy), run_key(all_params)
     search = None
     if train_search.needs_search(params):
-        search = search_candidates(params, manifest, plan, strategy, key)
+        search = search_candidates(params, manifest, plan, strategy, key, kind)
         params = search.resolved(params)
         keras.utils.set_random_seed(params.seed)  # the chosen run starts from the seed, as without a search
     resolver = strategy.cluster_resolver
     worker_suffix = "" if chief else f"-{resolver.task_type}{resolver.task_id}"
-    data = prepare_data(
-        params, manifest, plan, cache_location(resolve_cache(params.cache, manifest), key, worker_suffix)
+    data = kind.prepare_data(
+        params, manifest, plan, cache_location(kind.resolve_cache(params.cache, manifest), key, worker_suffix)
     )
-    model, preprocessor = build_model(params, plan, strategy, len(data.class_names))
+    model, preprocessor = kind.build_model(params, plan, strategy, manifest)
     plan = hardware.settle_jit_compile(plan, model, params.jit_compile, params.deterministic)
-    setup = Setup(params, plan_phases(params), plan, strategy, key, chief, data, model, preprocessor, search)
-    print(
-        f"resolved: train.model {params.model}, train.batch_size {params.batch_size}, train.epochs {params.epochs}, "
-        f"train.early_stopping_patience {params.early_stopping_patience}, preprocess.image_height "
-        f"{setup.input_shape[0]}, preprocess.image_width {setup.input_shape[1]}"
-        + (f", train.augmentation {search.chosen.augmentation}" if search else "")
-    )
+    setup = Setup(params, plan_phases(params), plan, strategy, key, chief, data, model, preprocessor, manifest, search)
+    print("resolved: " + ", ".join(f"{name} {value}" for name, value in setup.resolved().items()))
     return setup
 
 
@@ -205,7 +207,14 @@ def train_as_chief(setup: Setup, all_params: Params) -> None:
         experiment_name, run_name=run_records.run_name(params.model, flat_params, changed), system_metrics=True
     ) as run:
         tensorboard, log_dir = start_tracking(
-            run, all_params, params, setup.plan, setup.strategy, setup.phases, f"{params.model}-{experiment_name}"
+            run,
+            all_params,
+            params,
+            setup.plan,
+            setup.strategy,
+            setup.phases,
+            f"{params.model}-{experiment_name}",
+            setup.kind.dataset_file(setup.manifest),
         )
         describe_run(run, setup, changed, experiment_name)
         timing.lap("MLflow run and TensorBoard: start")
@@ -214,10 +223,8 @@ def train_as_chief(setup: Setup, all_params: Params) -> None:
         model = setup.float32_model()
         shutil.rmtree(paths.CACHE / "train-backup" / setup.key, ignore_errors=True)  # the same key later: fresh
         if all_params.tracking.log_augmented_images:
-            # After training, with an augmenter of its own (same settings and seed): logging
-            # settings cannot change what the model was trained on (tracking is logging only).
-            first = train_split(params, "none", range(1))
-            log_augmented_batch(first, log_dir, all_params.tracking.log_augmented_images)
+            # After training: logging settings cannot change what the model was trained on (tracking is logging only).
+            setup.kind.log_examples(params, log_dir, all_params.tracking.log_augmented_images)
             timing.lap("TensorBoard: augmented batch")
         frame = pd.concat(
             [history_frame(history, phase.name) for history, phase in zip(histories, setup.phases, strict=True)],
@@ -233,6 +240,7 @@ def train_as_chief(setup: Setup, all_params: Params) -> None:
             experiment_name=experiment_name,
             tensorboard=tensorboard,
             search=setup.search,
+            description=setup.kind.description(setup.manifest),
         )
         (paths.CACHE / "train-search" / f"{setup.key}.json").unlink(missing_ok=True)  # like the backup: done
         run.submit(lambda: run.client.log_artifact(run.run_id, str(paths.TRAIN / "history.csv")))

@@ -1,0 +1,9 @@
+"""The train stage's table of data kinds (tfpipe/kinds.py names them): each module gives the stage its kind's schedule,
+objective, input pipelines, model and what it logs. Each has resolve(params, manifest), check(params, candidates),
+objective(params, manifest), prepare_data(params, manifest, plan, cache), build_model(params, plan, strategy,
+manifest), float32_copy(model, params, manifest), resolve_cache(cache, manifest), resolved_params(params,
+preprocessor), log_examples(params, log_dir, count), dataset_file(manifest) and description(manifest)."""
+
+from components.train.kinds import image, table
+
+KINDS = {"image": image, "table": table}

@@ -1,0 +1,77 @@
+"""A table's served model, outside TensorFlow's signature: the raw columns of a user's file (a pandas DataFrame, as
+`mlflow models serve` receives a JSON DataFrame and `pipelines.predict` reads a CSV) parsed by the reader every stage
+uses (tfpipe/tables.py, with the schema the model was trained on: formats, missing values, dates), fed to the
+exported SavedModel by input name, and the predictions returned one row each (components/export/table_pyfunc.py wraps
+this for MLflow). Reads and writes nothing.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+from tfpipe.tables import as_text, iso_dates, parse_column
+
+
+class MissingColumns(ValueError):
+    """The rows lack a column the model reads."""
+
+
+def model_inputs(frame: pd.DataFrame, encoding: dict) -> dict[str, np.ndarray]:
+    """{input name: [N]} for the SavedModel's serving signature, from the raw columns (by their names in the file):
+    numbers float32 (NaN empty), dates ISO text, every other type text ("" empty). Other columns are ignored."""
+    missing = [item["column"] for item in encoding["inputs"] if item["column"] not in frame.columns]
+    if missing:
+        raise MissingColumns(
+            f"the rows lack the column(s) {missing} that the model reads "
+            f"(it reads {[item['column'] for item in encoding['inputs']]})"
+        )
+    inputs = {}
+    for item in encoding["inputs"]:
+        spec = SimpleNamespace(**{"format": None, "missing_values": (), **encoding["columns"][item["column"]]})
+        values, _ = parse_column(frame[item["column"]], spec)
+        if item["type"] == "numeric":
+            inputs[item["input"]] = values.to_numpy(dtype=np.float32, na_value=np.nan)
+        elif item["type"] == "date":
+            inputs[item["input"]] = iso_dates(values).to_numpy(dtype=object)
+        else:
+            inputs[item["input"]] = as_text(values).fillna("").astype(str).to_numpy(dtype=object)
+    return inputs
+
+
+def predictions_frame(outputs: dict, encoding: dict) -> pd.DataFrame:
+    """One row per input row: a classification's class, its probability and each class's; a regression's value."""
+    if encoding["task"] == "regression":
+        return pd.DataFrame({"prediction": np.asarray(outputs["prediction"]).reshape(-1)})
+    probabilities = np.asarray(outputs["probabilities"])
+    names = encoding["class_names"]
+    frame = pd.DataFrame(
+        {
+            "prediction": [names[index] for index in probabilities.argmax(axis=1)],
+            "probability": probabilities.max(axis=1),
+        }
+    )
+    for index, name in enumerate(names):
+        frame[f"probability_{name}"] = probabilities[:, index]
+    return frame
+
+
+def predict_frame(serve, frame: pd.DataFrame, encoding: dict, batch_size: int = 4096) -> pd.DataFrame:
+    """The SavedModel's serving function over the rows of `frame`, in batches."""
+    import tensorflow as tf
+
+    inputs = model_inputs(frame, encoding)
+    parts = []
+    for start in range(0, len(frame), batch_size):
+        batch = {name: tf.constant(values[start : start + batch_size]) for name, values in inputs.items()}
+        outputs = {key: value.numpy() for key, value in serve(**batch).items()}
+        parts.append(predictions_frame(outputs, encoding))
+    return pd.concat(parts, ignore_index=True) if parts else predictions_frame(empty_outputs(encoding), encoding)
+
+
+def empty_outputs(encoding: dict) -> dict:
+    if encoding["task"] == "regression":
+        return {"prediction": np.zeros(0, np.float32)}
+    return {"probabilities": np.zeros((0, len(encoding["class_names"])), np.float32)}
