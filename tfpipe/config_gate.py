@@ -22,7 +22,8 @@ class EvaluateParams:
     # The floor: a number is the user's own; auto is the classical baseline's test accuracy plus
     # min_margin_over_baseline (what the schema command writes for a dataset of the user's own).
     min_accuracy: Annotated[float, Field(ge=0, le=1)] | Auto = 0.97
-    max_accuracy_regression: float = Field(0.01, ge=0, le=1)  # vs the champion's test accuracy
+    # vs the champion on the same test split: 0, at least as good; a tolerance below it a user may opt into
+    max_accuracy_regression: float = Field(0.0, ge=0, le=1)
     max_class_recall_drop: float = Field(0.1, ge=0, le=1)  # vs the champion's recall of each class
     # test accuracy - the classical baseline's (components/evaluate/baseline.py, same splits) must be at least this
     min_margin_over_baseline: float = Field(0.0, ge=-1, le=1)
@@ -30,7 +31,7 @@ class EvaluateParams:
     # linear baseline's test MAE reduced by min_error_reduction.
     max_error: Annotated[float, Field(ge=0)] | Auto = "auto"
     min_error_reduction: float = Field(0.0, ge=-1, lt=1)  # share of the baseline's MAE the model must be below it by
-    max_error_increase: float = Field(0.0, ge=0, le=10)  # vs the champion's test MAE, as a share of it
+    max_error_increase: float = Field(0.0, ge=0, le=10)  # vs the champion's MAE: 0, at least as good; a share above it
 
 
 @dataclass(frozen=True, config=STRICT)

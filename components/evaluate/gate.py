@@ -15,6 +15,8 @@ import numpy as np
 import tensorflow as tf
 from mlflow.exceptions import MlflowException
 
+from components.evaluate import paired
+from components.evaluate.paired import OUTCOMES
 from tfpipe import model_trust, tracking
 from tfpipe.config import EvaluateParams
 from tfpipe.redaction import redact
@@ -169,49 +171,69 @@ def decide_blessing(
         reasons.append(f"FAIL: could not check against the champion: {champion_error}")
     elif champion is None:
         reasons.append(
-            f"SKIP: accuracy regression and per-class recall drop checks: {no_champion_reason}; "
+            f"SKIP: comparison with a champion (at least as accurate, per-class recall): {no_champion_reason}; "
             "the thresholds alone decide"
         )
     else:
-        drops = {
-            name: champion["per_class"][name]["recall"] - item["recall"]
-            for name, item in candidate["per_class"].items()
-        }
-        worst = max(drops, key=drops.get)
-        change = accuracy - champion["accuracy"]
-        comparison = {
-            "accuracy": champion["accuracy"],
-            "accuracy_change": change,
-            "max_class_recall_drop": drops[worst],
-            "max_class_recall_drop_class": worst,
-        }
-        # The epsilon keeps 0.95 vs 0.96 at a tolerance of 0.01 a pass despite float rounding.
-        regressed = change < -params.max_accuracy_regression - 1e-9
-        reasons.append(
-            f"{'FAIL' if regressed else 'PASS'}: test accuracy {accuracy:.4f} "
-            f"vs {champion_label}'s {champion['accuracy']:.4f} (change {change:+.4f}) "
-            f"is {'beyond' if regressed else 'within'} "
-            f"evaluate.max_accuracy_regression {params.max_accuracy_regression}"
-        )
-        failing = [name for name, drop in drops.items() if drop > params.max_class_recall_drop + 1e-9]
-        for name in failing:
-            reasons.append(
-                f"FAIL: recall of class {name!r} fell {drops[name]:.4f} "
-                f"from {champion_label}'s {champion['per_class'][name]['recall']:.4f} "
-                f"to {candidate['per_class'][name]['recall']:.4f}, "
-                f"more than evaluate.max_class_recall_drop {params.max_class_recall_drop}"
-            )
-        if not failing:
-            reasons.append(
-                f"PASS: largest per-class recall drop vs {champion_label} is {drops[worst]:+.4f} (class {worst!r}), "
-                f"within evaluate.max_class_recall_drop {params.max_class_recall_drop}"
-            )
+        comparison, compared = compare_with_champion(candidate, champion, params, champion_label)
+        reasons += compared
     return {
         "blessed": not any(reason.startswith("FAIL") for reason in reasons),
         "reasons": reasons,
         "comparison": comparison,
         "floor": floor,
     }
+
+
+def compare_with_champion(
+    candidate: dict, champion: dict, params: EvaluateParams, champion_label: str = "the champion"
+) -> tuple[dict, list[str]]:
+    """(the comparison, its reasons) of a candidate and the champion on the same test split (compute_metrics results):
+    the candidate replaces it only when at least as accurate (a tie is as good; evaluate.max_accuracy_regression, 0 by
+    default, is a tolerance a user may opt into) and no class's recall falls more than evaluate.max_class_recall_drop.
+    McNemar's exact test on the two models' outcomes says whether the difference is within noise."""
+    accuracy = candidate["accuracy"]
+    drops = {
+        name: champion["per_class"][name]["recall"] - item["recall"] for name, item in candidate["per_class"].items()
+    }
+    worst = max(drops, key=drops.get)
+    change = accuracy - champion["accuracy"]
+    comparison = {
+        "accuracy": champion["accuracy"],
+        "accuracy_change": change,
+        "max_class_recall_drop": drops[worst],
+        "max_class_recall_drop_class": worst,
+    }
+    noise = ""
+    if OUTCOMES in candidate and OUTCOMES in champion:
+        comparison["paired_test"] = paired.mcnemar(candidate[OUTCOMES], champion[OUTCOMES])
+        noise = f"; the difference is {comparison['paired_test']['sentence']}"
+    # The epsilon keeps 0.95 vs 0.96 at a tolerance of 0.01 a pass despite float rounding.
+    worse = change < -params.max_accuracy_regression - 1e-9
+    tolerance = (
+        f"evaluate.max_accuracy_regression {params.max_accuracy_regression} below it allowed"
+        if params.max_accuracy_regression
+        else "a champion is replaced only by a model at least as accurate"
+    )
+    reasons = [
+        f"{'FAIL' if worse else 'PASS'}: test accuracy {accuracy:.4f} vs {champion_label}'s {champion['accuracy']:.4f} "
+        f"on the same test split (change {change:+.4f}): {'worse' if worse else 'at least as good'} ({tolerance})"
+        + noise
+    ]
+    failing = [name for name, drop in drops.items() if drop > params.max_class_recall_drop + 1e-9]
+    for name in failing:
+        reasons.append(
+            f"FAIL: recall of class {name!r} fell {drops[name]:.4f} "
+            f"from {champion_label}'s {champion['per_class'][name]['recall']:.4f} "
+            f"to {candidate['per_class'][name]['recall']:.4f}, "
+            f"more than evaluate.max_class_recall_drop {params.max_class_recall_drop}"
+        )
+    if not failing:
+        reasons.append(
+            f"PASS: largest per-class recall drop vs {champion_label} is {drops[worst]:+.4f} (class {worst!r}), "
+            f"within evaluate.max_class_recall_drop {params.max_class_recall_drop}"
+        )
+    return comparison, reasons
 
 
 def resolve_floor(params: EvaluateParams, baseline: dict | None) -> dict:

@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # no display on servers and CI
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
+from components.evaluate.paired import OUTCOMES
 from tfpipe import records
 
 CALIBRATION_BINS = 15
@@ -53,7 +54,8 @@ def most_confused(labels: np.ndarray, predictions: np.ndarray, class_names: list
 
 
 def compute_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str], top_k: int) -> dict:
-    """Accuracy, top-k accuracy, loss, calibration error and per-class precision/recall/F1."""
+    """Accuracy, top-k accuracy, loss, calibration error and per-class precision/recall/F1; `outcomes` (each
+    example right or wrong, for the gate's paired test against the champion: components/evaluate/paired.py)."""
     if len(labels) == 0:
         raise ValueError("the test split is empty: nothing to evaluate")
     predictions = probabilities.argmax(axis=1)
@@ -66,6 +68,7 @@ def compute_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: 
     weighted_f1 = float(np.average(f1, weights=support)) if support.sum() else 0.0
     return {
         "accuracy": float((predictions == labels).mean()),
+        OUTCOMES: predictions == labels,
         f"top_{top_k}_accuracy": float((top == labels[:, None]).any(axis=1).mean()),
         "loss": float(-np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)).mean()),
         "expected_calibration_error": expected_calibration_error(probabilities, labels),

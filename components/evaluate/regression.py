@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from components.evaluate import paired
+from components.evaluate.paired import OUTCOMES
 from tfpipe.config import EvaluateParams
 
 matplotlib.rcParams["text.parse_math"] = False  # column names are drawn as text, never as mathtext
@@ -19,7 +21,8 @@ DECILES = 10  # plots/confusion.csv bins a regression's actual and predicted val
 
 
 def regression_metrics(predictions: np.ndarray, targets: np.ndarray) -> dict:
-    """MAE, RMSE, R², the median absolute error and the mean error (bias), in the target's units."""
+    """MAE, RMSE, R², the median absolute error and the mean error (bias), in the target's units; `outcomes` (each
+    row's absolute error, for the gate's paired test against the champion: components/evaluate/paired.py)."""
     predictions, targets = np.asarray(predictions, np.float64).reshape(-1), np.asarray(targets, np.float64)
     if not len(targets):
         raise ValueError("the test split is empty: nothing to evaluate")
@@ -27,6 +30,7 @@ def regression_metrics(predictions: np.ndarray, targets: np.ndarray) -> dict:
     total = float(np.sum((targets - targets.mean()) ** 2))
     return {
         "mae": float(np.mean(np.abs(errors))),
+        OUTCOMES: np.abs(errors),
         "rmse": float(np.sqrt(np.mean(errors**2))),
         "r2": float(1 - np.sum(errors**2) / total) if total else 0.0,
         "median_absolute_error": float(np.median(np.abs(errors))),
@@ -69,7 +73,7 @@ def decide_regression(
     baseline: dict | None = None,
 ) -> dict:
     """The gate for a regression, lower is better: test MAE at or below the ceiling (resolve_ceiling), and with a
-    champion on the same test split, at most evaluate.max_error_increase (a share) above its MAE. Fails closed."""
+    champion on the same test split, at least as good (compare_regression). Fails closed."""
     mae, ceiling = candidate["mae"], resolve_ceiling(params, baseline)
     reasons = []
     if ceiling["value"] is None:
@@ -86,20 +90,40 @@ def decide_regression(
     elif champion is None:
         reasons.append(f"SKIP: comparison with a champion: {no_champion_reason}; the ceiling alone decides")
     else:
-        limit = champion["mae"] * (1 + params.max_error_increase)
-        worse = mae > limit + 1e-9
-        comparison = {"mae": champion["mae"], "mae_change": mae - champion["mae"]}
-        reasons.append(
-            f"{'FAIL' if worse else 'PASS'}: test MAE {mae:.4f} vs {champion_label}'s {champion['mae']:.4f} "
-            f"(change {mae - champion['mae']:+.4f}) is {'above' if worse else 'within'} "
-            f"evaluate.max_error_increase {params.max_error_increase} of it"
-        )
+        comparison, compared = compare_regression(candidate, champion, params, champion_label)
+        reasons += compared
     return {
         "blessed": not any(reason.startswith("FAIL") for reason in reasons),
         "reasons": reasons,
         "comparison": comparison,
         "floor": ceiling,
     }
+
+
+def compare_regression(
+    candidate: dict, champion: dict, params: EvaluateParams, champion_label: str = "the champion"
+) -> tuple[dict, list[str]]:
+    """(the comparison, its reasons) of a candidate and the champion on the same test split (regression_metrics
+    results): the candidate replaces it only when its MAE is at most the champion's (a tie is as good;
+    evaluate.max_error_increase, 0 by default, is a share above it a user may opt into). Wilcoxon's signed-rank test on
+    the paired absolute errors says whether the difference is within noise."""
+    mae, limit = candidate["mae"], champion["mae"] * (1 + params.max_error_increase)
+    worse = mae > limit + 1e-9
+    comparison = {"mae": champion["mae"], "mae_change": mae - champion["mae"]}
+    noise = ""
+    if OUTCOMES in candidate and OUTCOMES in champion:
+        comparison["paired_test"] = paired.wilcoxon(candidate[OUTCOMES], champion[OUTCOMES])
+        noise = f"; the difference is {comparison['paired_test']['sentence']}"
+    tolerance = (
+        f"evaluate.max_error_increase {params.max_error_increase} of it above allowed"
+        if params.max_error_increase
+        else "a champion is replaced only by a model at least as good"
+    )
+    return comparison, [
+        f"{'FAIL' if worse else 'PASS'}: test MAE {mae:.4f} vs {champion_label}'s {champion['mae']:.4f} on the same "
+        f"test split (change {mae - champion['mae']:+.4f}): {'worse' if worse else 'at least as good'} ({tolerance})"
+        + noise
+    ]
 
 
 def decile_labels(values: np.ndarray, edges: np.ndarray) -> list[str]:

@@ -21,6 +21,7 @@ import mlflow
 
 from components.evaluate.gate import evaluate_champion
 from components.evaluate.kinds import KINDS
+from components.evaluate.paired import without_outcomes
 from components.evaluate.report import write_tensorboard_summaries
 from components.evaluate.tasks import TASKS, Evaluation, Task
 from models.loading import load_trained_model
@@ -53,7 +54,7 @@ def write_outputs(blessing: dict, evaluation: Evaluation, task: Task) -> dict:
     compared = {key: value for key, value in (blessing["champion"] or {}).items() if key in task.compared_keys}
     baseline = evaluation.baseline
     document = {
-        **evaluation.metrics,
+        **without_outcomes(evaluation.metrics),
         **evaluation.details,
         "task": task.name,
         "blessed": blessing["blessed"],
@@ -97,7 +98,9 @@ def log_to_mlflow(evaluation: Evaluation, blessing: dict, compared: dict, refere
                 else {}
             ),
             **{f"reference_{item['name']}_{metric}": item[metric] for item in evaluation.references},
-            **{f"champion_{key}": value for key, value in compared.items() if key != "version"},  # version: a tag
+            # version: a tag; the paired test: its p-value
+            **{f"champion_{key}": value for key, value in compared.items() if isinstance(value, float)},
+            **({"champion_paired_p_value": compared["paired_test"]["p_value"]} if "paired_test" in compared else {}),
         }
     )
     training = mlflow.get_run(reference["run_id"]).data.tags.get("tfpipe.training", "")

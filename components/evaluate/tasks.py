@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from components.evaluate.gate import decide_blessing, per_class_recall
-from components.evaluate.regression import decide_regression
+from components.evaluate.gate import compare_with_champion, decide_blessing, per_class_recall
+from components.evaluate.regression import compare_regression, decide_regression
 from tfpipe.run_records import metric_keys
 
 
@@ -41,6 +41,8 @@ class Task:
     decide: Callable[..., dict]  # the gate: (metrics, params, champion metrics, ..., baseline=) -> decision
     candidate: Callable[[dict], dict]  # blessing.json's candidate entry, beside the run id
     compared_keys: tuple[str, ...]  # the champion comparison's keys evaluation.json repeats
+    # (candidate metrics, champion metrics, params, champion label) -> (comparison, reasons): at least as good?
+    compare: Callable[..., tuple[dict, list[str]]]
 
     def headline(self, evaluation: Evaluation, blessed: bool) -> dict:
         """metrics/evaluate.json: what a user compares across experiments, named short; the gate baseline's figure
@@ -72,7 +74,8 @@ TASKS = {
             True,
             decide_blessing,
             lambda metrics: {"accuracy": metrics["accuracy"], "per_class_recall": per_class_recall(metrics)},
-            ("version", "accuracy", "accuracy_change", "max_class_recall_drop"),
+            ("version", "accuracy", "accuracy_change", "max_class_recall_drop", "paired_test"),
+            compare_with_champion,
         ),
         Task(
             "regression",
@@ -80,7 +83,8 @@ TASKS = {
             False,
             decide_regression,
             lambda metrics: {"mae": metrics["mae"], "rmse": metrics["rmse"], "r2": metrics["r2"]},
-            ("version", "mae", "mae_change"),
+            ("version", "mae", "mae_change", "paired_test"),
+            compare_regression,
         ),
     )
 }

@@ -246,7 +246,8 @@ def _classification_analysis(
         lines.append(
             f"- Previous champion (version {champion['version']}): {champion['accuracy']:.4f}; change "
             f"{champion.get('accuracy_change', 0):+.4f}, largest per-class recall drop "
-            f"{champion.get('max_class_recall_drop', 0):+.4f}"
+            f"{champion.get('max_class_recall_drop', 0):+.4f}; the difference is "
+            + (text(champion["paired_test"]["sentence"]) if champion.get("paired_test") else "untested")
         )
     elif champion:
         lines.append(f"- Previous champion: version {champion.get('version')} (not comparable on these splits)")

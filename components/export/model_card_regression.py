@@ -24,7 +24,8 @@ def regression_analysis(evaluation: dict, blessing: dict, champion: dict, unit: 
     if champion.get("comparable") and not champion.get("same_run"):
         lines.append(
             f"- Previous champion (version {champion['version']}): MAE {champion['mae']:.4f}; change "
-            f"{champion.get('mae_change', 0):+.4f}"
+            f"{champion.get('mae_change', 0):+.4f}; the difference is "
+            + (text(champion["paired_test"]["sentence"]) if champion.get("paired_test") else "untested")
         )
     elif champion:
         lines.append(f"- Previous champion: version {champion.get('version')} (not comparable on these splits)")
