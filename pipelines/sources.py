@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from components.ingest.layout import class_name_problem, list_files
+from components.ingest.layout import ClassNameError, LayoutError, class_name_problem, list_files, read_layout
 from pipelines.raw_folder import (
     LISTED_FILES,
     Staged,
@@ -120,6 +120,21 @@ def folder_files(source: Path) -> tuple[dict[str, Path], list[Path]]:
     return {path.relative_to(source).as_posix(): path for path in files}, hidden
 
 
+def check_class_names(source: Path) -> None:
+    """Class names (folders or labels) that ingest would refuse stop materialize before anything is copied, with
+    ingest's own sentence. Any other layout problem is ingest's to say: it reads data/raw as it is."""
+    from tfpipe.kinds import UnknownKind, recognize
+
+    try:
+        if recognize(source) != "image":
+            return
+        read_layout(source)
+    except ClassNameError as error:
+        raise ValueError(f"--from {error}") from None
+    except (LayoutError, UnknownKind):
+        pass
+
+
 def write_image_folder(
     images: np.ndarray, labels: np.ndarray, class_names: list[str], raw_dir: Path, source: str = "the dataset"
 ) -> int:
@@ -210,6 +225,7 @@ def stage_source(source: str, raw_dir: Path, from_dir: Path | None = None) -> St
         if from_dir.resolve() == raw_dir.resolve():
             raise ValueError(f"--from {from_dir} is the raw folder itself")
         files, hidden = folder_files(from_dir)
+        check_class_names(from_dir)
         if hidden:
             print(
                 f"--from {from_dir}: {len(hidden)} hidden file(s) skipped (a leading dot), e.g. "

@@ -214,6 +214,34 @@ def test_special_files_loops_and_long_names_are_named_and_change_nothing(tmp_pat
     assert not raw_folder.staging_folders(project / "data/raw")
 
 
+def test_class_names_ingest_would_refuse_stop_it_before_anything_is_copied(tmp_path, monkeypatch):
+    project = _project(tmp_path, monkeypatch)
+    materialize.main(["--source", "folder", "--from", str(_folder(tmp_path / "first", {"cat/a.png": b"a"}))])
+    before = _state(project)
+    markup = "<img src=x onerror=alert(1)>"
+    files = {"cats (old)/a.png": b"a", "dog's toys/b.png": b"b", f"{markup}/c.png": b"c", " x/d.png": b"d"}
+    with pytest.raises(SystemExit) as error:
+        materialize.main(["--source", "folder", "--from", str(_folder(tmp_path / "second", files))])
+    message = str(error.value)
+    assert "2 class name(s) cannot be used" in message and repr(markup) in message and "' x'" in message
+    assert "Rename those folders" in message and "Nothing was changed" in message
+    assert _state(project) == before and not raw_folder.staging_folders(project / "data/raw")
+    # the same names in a labels file are refused too; ordinary names with punctuation are copied
+    labels = {"a.png": b"a", "b.png": b"b", "labels.csv": f'file,label\na.png,"{markup}"\nb.png,c#\n'.encode()}
+    with pytest.raises(SystemExit, match="1 class name\\(s\\) cannot be used"):
+        materialize.main(["--source", "folder", "--from", str(_folder(tmp_path / "third", labels))])
+    assert _state(project) == before
+    ordinary = {
+        "cats (old)/a.png": b"a",
+        "dog's toys/b.png": b"b",
+        "1+1/c.png": b"c",
+        "a,b/d.png": b"d",
+        "c#/e.png": b"e",
+    }
+    materialize.main(["--source", "folder", "--from", str(_folder(tmp_path / "fourth", ordinary))])
+    assert _tree(project / "data/raw") == ordinary
+
+
 def test_a_failure_at_any_step_leaves_raw_data_dvc_and_params_as_they_were(tmp_path, monkeypatch):
     project = _project(tmp_path, monkeypatch)
     materialize.main(["--source", "folder", "--from", str(_folder(tmp_path / "first", {"cat/a.png": b"a"}))])

@@ -1,5 +1,6 @@
 """A user's own images, end to end: materialize a folder, infer the expectations, `dvc repro`; nothing hand-edited
-about the data, and the MNIST champion of the same store untouched."""
+about the data, and the MNIST champion of the same store untouched. The class folders have the names a file system
+holds (parentheses, an apostrophe, `+`, `,`, `#`, an accent): every stage takes them, MLflow and TensorBoard too."""
 
 from __future__ import annotations
 
@@ -16,17 +17,23 @@ from tests.workspace import run, set_params
 pytestmark = pytest.mark.e2e
 
 
-def write_shapes(folder: Path, per_class: int = 40, size: int = 12, seed: int = 0) -> None:
-    """Three classes of 12x12 grayscale images, not digits: a horizontal bar, a vertical bar, a square."""
+# Folder names as users write them; each is a character MLflow refuses in a metric name, and none is refused by ingest.
+SHAPES = {"horizontal": "bars (old)", "vertical": "dog's toys, 1+1", "square": "c# carré"}
+
+
+def write_shapes(folder: Path, per_class: int = 40, size: int = 12, seed: int = 0, names: dict | None = None) -> None:
+    """Three classes of 12x12 grayscale images, not digits: a horizontal bar, a vertical bar, a square (in folders
+    named by `names`, default the shapes' own)."""
     rng = np.random.default_rng(seed)
-    for name in ("horizontal", "vertical", "square"):
+    for shape in ("horizontal", "vertical", "square"):
+        name = (names or {}).get(shape, shape)
         (folder / name).mkdir(parents=True)
         for number in range(per_class):
             pixels = rng.integers(0, 70, (size, size)) + rng.integers(0, 50)
             offset = rng.integers(1, size - 5)
-            if name == "horizontal":
+            if shape == "horizontal":
                 pixels[offset : offset + 2, 1:-1] = 230
-            elif name == "vertical":
+            elif shape == "vertical":
                 pixels[1:-1, offset : offset + 2] = 230
             else:
                 pixels[offset : offset + 4, offset : offset + 4] = 230
@@ -40,7 +47,7 @@ def test_a_folder_of_new_images_passes_first_time_and_registers_under_its_own_na
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns/mlflow.db'}")
     mnist_champion = client.get_model_version_by_alias("mnist_5k-classifier", "champion")
 
-    write_shapes(tmp_path / "shapes")
+    write_shapes(tmp_path / "shapes", names=SHAPES)
     run([sys.executable, "-m", "pipelines.materialize", "--source", "folder", "--from", str(tmp_path / "shapes")], repo)
     inferred = run([sys.executable, "-m", "pipelines.schema"], repo).stdout
     assert "120 images (class_folders), 3 classes" in inferred and "+    image_height: 12" in inferred
@@ -70,5 +77,22 @@ def test_a_folder_of_new_images_passes_first_time_and_registers_under_its_own_na
         training.data.params["resolved.preprocess.image_height"] == "32"
         and "baseline_accuracy" in training.data.metrics
     )
+    # The class names, as written, through every stage: the manifest, the labels shipped with the models, the per-class
+    # metrics (their MLflow names with the characters MLflow refuses replaced) and the served model's answer.
+    names = sorted(SHAPES.values())
+    assert json.loads((repo / "data/prepared/manifest.json").read_text())["class_names"] == names
+    assert (repo / "artifacts/export/labels.txt").read_text().splitlines() == names
+    assert sorted(json.loads((repo / "artifacts/evaluate/evaluation.json").read_text())["per_class"]) == names
+    recalls = sorted(key for key in training.data.metrics if key.startswith("test_recall_"))
+    assert recalls == ["test_recall_bars _old_", "test_recall_c_ carré", "test_recall_dog_s toys_ 1_1"]
+    assert training.info.status == "FINISHED"
+    predicted = run(
+        [sys.executable, "-m", "pipelines.predict", "--model", "models:/shapes-classifier/1", "--top-k", "3"]
+        + [str(tmp_path / "shapes" / SHAPES["square"] / "000.png")],
+        repo,
+    ).stdout
+    assert all(name in predicted for name in names), predicted
+    assert (repo / "artifacts/export/model_card.md").read_text().count("dog's toys, 1+1") >= 2
+
     after = client.get_model_version_by_alias("mnist_5k-classifier", "champion")
     assert (after.version, after.run_id) == (mnist_champion.version, mnist_champion.run_id)

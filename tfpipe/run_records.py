@@ -238,7 +238,7 @@ def metric_keys(prefix: str, names: list[str]) -> dict[str, str]:
     keys, used = {}, set()
     for index, name in enumerate(names):
         key = prefix + re.sub(r"[^\w\-. ]", "_", str(name)).strip()[:200]
-        if key in used:
+        while key in used:  # `a,b` and `a;b`; and a third name that reads like the second's renamed key
             key = f"{key}_{index}"
         used.add(key)
         keys[name] = key

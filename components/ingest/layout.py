@@ -37,6 +37,10 @@ class LayoutError(ValueError):
     """data/raw is not one of the supported layouts; the message names the offending paths."""
 
 
+class ClassNameError(LayoutError):
+    """A class name (folder or label) that the rule below refuses; the message names each and the fix."""
+
+
 @dataclass(frozen=True)
 class RawExample:
     path: Path  # on disk
@@ -128,7 +132,7 @@ def check_class_names(names: set[str], raw_dir: Path) -> None:
     """Raises LayoutError naming every class name (folder or label) that the rule refuses, with the fix."""
     refused = sorted((name, problem) for name in names if (problem := class_name_problem(name)))
     if refused:
-        raise LayoutError(
+        raise ClassNameError(
             f"{raw_dir}: {len(refused)} class name(s) cannot be used: "
             + "; ".join(f"{name!r} ({problem})" for name, problem in refused[:10])
             + ". Rename those folders (or labels): a class name becomes a folder, a label in reports and MLflow"
