@@ -1,8 +1,10 @@
-"""Classifies image files with an exported model and prints the top-k class names and probabilities.
+"""Predicts with an exported model: image files (the top-k class names and probabilities, one line each) or table
+files (one prediction a row, as CSV: pipelines/predict_table.py).
 
     python -m pipelines.predict --model artifacts/export/saved_model/mnist_5k-classifier/3 digit.png
     python -m pipelines.predict --model artifacts/export/model_int8.tflite --top-k 3 *.png
     python -m pipelines.predict --model models:/mnist_5k-classifier@champion --invert auto photo.jpg
+    python -m pipelines.predict --model models:/autompg-regressor@champion cars.csv --output predictions.csv
 
 Reads SavedModel directories, .tflite files (class names from labels.txt beside them) and MLflow
 model URIs, nothing else: a .h5, .keras or pickle file can run arbitrary code when loaded, and so can a
@@ -42,13 +44,26 @@ class ImageLoadError(ValueError):
     """A file is not an image Pillow can read."""
 
 
+def open_saved_model(directory: Path):
+    """The export's SavedModel as what predicts with it: a table's model (its schema in `encoding`) or an image
+    classifier."""
+    import tensorflow as tf
+
+    from pipelines.predict_table import TableSavedModel
+
+    loaded = tf.saved_model.load(str(directory))
+    if "serving_default" not in loaded.signatures:
+        raise ModelLoadError(f"{directory}: SavedModel has no serving_default signature")
+    return TableSavedModel(loaded) if hasattr(loaded, "encoding") else SavedModelClassifier(directory, loaded)
+
+
 class SavedModelClassifier:
     """The export's serving signature: uint8 [N,H,W,C] in, probabilities out."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, loaded=None):
         import tensorflow as tf
 
-        loaded = tf.saved_model.load(str(directory))
+        loaded = loaded if loaded is not None else tf.saved_model.load(str(directory))
         if "serving_default" not in loaded.signatures:
             raise ModelLoadError(f"{directory}: SavedModel has no serving_default signature")
         self._loaded = loaded  # the signature needs its object kept alive
@@ -108,7 +123,7 @@ def load_mlflow_model(uri: str, trust: bool = False) -> SavedModelClassifier:
         model_trust.check_saved_model(directory, recorded=recorded, trust=trust)
     except model_trust.UntrustedModel as error:
         raise ModelLoadError(str(error)) from None
-    return SavedModelClassifier(directory)
+    return open_saved_model(directory)
 
 
 def load_classifier(model: str, trust: bool = False):
@@ -127,12 +142,14 @@ def load_classifier(model: str, trust: bool = False):
             model_trust.check_saved_model(path, trust=trust)
         except model_trust.UntrustedModel as error:
             raise ModelLoadError(str(error)) from None
-        return SavedModelClassifier(path)
+        return open_saved_model(path)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file or directory")
     if path.suffix == ".tflite":
+        from pipelines.predict_table import TableTFLite, is_table_tflite
+
         try:
-            return TFLiteFileClassifier(path)
+            return TableTFLite(path) if is_table_tflite(path) else TFLiteFileClassifier(path)
         except tflite.InvalidModelError as error:
             raise ModelLoadError(str(error)) from None
     raise ModelLoadError(
@@ -189,7 +206,15 @@ def top_k(probabilities: np.ndarray, class_names: list[str] | None, k: int) -> l
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipelines.predict", description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, ...; any size or channel count)")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="image files (PNG, JPEG, ...; any size or channel count), or for a table's model table files "
+        "(CSV, TSV, JSON lines, Parquet; - reads CSV on stdin)",
+    )
+    parser.add_argument("--output", type=Path, help="a table's model: write the predictions' CSV here (default stdout)")
     parser.add_argument("--model", required=True, help="SavedModel directory, .tflite file or models:/<name>@champion")
     parser.add_argument("--top-k", type=int, default=3, help="how many classes to print per image (default 3)")
     parser.add_argument(
@@ -216,6 +241,10 @@ def main(argv=None) -> int:
     except (ModelLoadError, FileNotFoundError) as error:
         print(f"error: {redact(error)}", file=sys.stderr)
         return 2
+    if hasattr(classifier, "encoding"):  # a table's model: files of rows
+        from pipelines import predict_table
+
+        return predict_table.main(classifier, args.images, args.output)
     failed = 0
     for path in args.images:
         try:

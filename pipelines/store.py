@@ -3,9 +3,13 @@
     python -m pipelines.store mark-stale [--store DIR]        # runs a killed process left RUNNING -> KILLED
     python -m pipelines.store trust-version NAME VERSION      # record a legacy version's SavedModel digest
     python -m pipelines.store champion [NAME]                 # the champion now, and is the workspace's export it
+    python -m pipelines.store promote                         # the workspace's export vs the champion now
 
 `make ui` runs mark-stale before it serves the store. trust-version is for a registered version exported before
-tfpipe recorded SavedModel digests (tfpipe/model_trust.py): evaluate and predict load none without one.
+tfpipe recorded SavedModel digests (tfpipe/model_trust.py): evaluate and predict load none without one. promote is
+for an export whose champion changed after evaluate compared (another pipeline promoted meanwhile): it scores the
+exported version and the champion now on the workspace's test split, as evaluate does, and makes the export the
+champion if it passed its gates and is at least as good (components/evaluate/tasks.py's comparison).
 """
 
 from __future__ import annotations
@@ -63,10 +67,50 @@ def describe_champion(model_name: str, summary_file: Path) -> str:
     )
 
 
+def promote(summary_file: Path) -> str:
+    """Compares the workspace's exported version with the champion now, both scored on the workspace's test split,
+    and moves `champion` to it when it passed its gates and is at least as good; returns what happened."""
+    import json
+
+    from components.evaluate.champion import test_split_scorer
+    from components.evaluate.tasks import TASKS
+    from tfpipe import paths, promotion, records
+    from tfpipe.params_file import load_params
+    from tfpipe.tracking import champion_version
+
+    if not summary_file.is_file():
+        raise SystemExit(f"{summary_file} is missing: nothing exported in this workspace (dvc repro)")
+    summary = json.loads(summary_file.read_text())
+    name, version = summary["registered_model"], int(summary["version"])
+    refused = [] if summary["blessed"] else ["evaluate did not bless it"]
+    refused += [] if summary["int8_gate"]["passed"] else summary["int8_gate"]["reasons"]
+    if refused:
+        return f"{name} version {version}: not promoted: " + "; ".join(refused)
+    champion = champion_version(name)
+    if champion is not None and int(champion.version) == version:
+        return f"{name} version {version}: the champion already"
+    reasons = []
+    if champion is not None:
+        params, manifest = load_params(), records.read_manifest(paths.PREPARED)
+        score = test_split_scorer(params, manifest)
+        task = TASKS[manifest.get("task", "classification")]
+        comparison, reasons = task.compare(
+            score(f"models:/{name}/{version}"),
+            score(f"models:/{name}/{champion.version}"),
+            params.evaluate,
+            f"champion v{champion.version}",
+        )
+        if any(reason.startswith("FAIL") for reason in reasons):
+            return f"{name} version {version}: not promoted:\n  " + "\n  ".join(reasons)
+    promotion.move_champion(name, version)
+    return f"{name} version {version}: now the champion" + "".join(f"\n  {reason}" for reason in reasons)
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m pipelines.store mark-stale [--store DIR]`: what `make ui` runs before serving the store;
     `python -m pipelines.store trust-version NAME VERSION`: record a legacy version's SavedModel digest;
-    `python -m pipelines.store champion [NAME]`: the champion, and whether the workspace's export is it."""
+    `python -m pipelines.store champion [NAME]`: the champion, and whether the workspace's export is it;
+    `python -m pipelines.store promote`: the workspace's export becomes the champion if at least as good as it."""
     import argparse
 
     parser = argparse.ArgumentParser(description="MLflow store maintenance")
@@ -80,7 +124,11 @@ def main(argv: list[str] | None = None) -> None:
     trust.add_argument("version")
     champion = commands.add_parser("champion", help="the registry's champion, and whether the workspace's export is it")
     champion.add_argument("name", nargs="?", help="the registered model (default: from params.yaml)")
-    for command in (mark, trust, champion):
+    promote_command = commands.add_parser(
+        "promote",
+        help="compare the workspace's export with the champion now on its test split; promote it if at least as good",
+    )
+    for command in (mark, trust, champion, promote_command):
         command.add_argument(
             "--store", type=Path, help="a local store directory (default: MLFLOW_TRACKING_URI, else <repo>/mlruns)"
         )
@@ -100,6 +148,11 @@ def main(argv: list[str] | None = None) -> None:
         from tfpipe.params_file import load_params
 
         print(describe_champion(args.name or registered_model_name(load_params()), paths.EXPORT / "summary.json"))
+        return
+    if args.command == "promote":
+        from tfpipe import paths
+
+        print(promote(paths.EXPORT / "summary.json"))
         return
     stale = mark_stale_runs()
     print(

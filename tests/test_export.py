@@ -311,6 +311,7 @@ def test_blessed_model_is_registered_as_champion_in_the_train_run(blessed_export
     version = client.get_model_version_by_alias("test_classifier", tracking.CHAMPION_ALIAS)
     assert int(version.version) == 1 and version.run_id == blessed_export["run_id"]
     assert version.tags["int8_gate"] == "passed" and version.tags["blessed"] == "true"
+    assert len(version.tags["tfpipe.model_identity"]) == 64 and len(version.tags["tfpipe.saved_model_sha256"]) == 64
     run = client.get_run(blessed_export["run_id"])
     assert "export.tflite_int8.accuracy" in run.data.metrics and run.data.tags["export.promoted"] == "true"
     artifacts = {item.path for item in client.list_artifacts(blessed_export["run_id"], "export")}
@@ -430,32 +431,31 @@ def test_promotion_is_the_last_step_so_a_failure_after_registration_keeps_the_ch
     def crash(*args, **kwargs):
         raise RuntimeError("writing the report failed")
 
-    monkeypatch.setattr(export, "format_report", crash)  # runs after the new version is registered
+    monkeypatch.setattr(export, "format_report", crash)  # runs after the version is registered (or reused)
     with pytest.raises(RuntimeError, match="writing the report failed"):
         export.main()
     assert _export_state(root) == before  # champion v1, the previous export and metrics untouched
-    versions = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}").search_model_versions(
-        "name='test_classifier'"
-    )
-    assert sorted(int(version.version) for version in versions) == [1, 2]  # registered, never promoted
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    versions = client.search_model_versions("name='test_classifier'")
+    assert [int(version.version) for version in versions] == [1]  # the same model: its version, never a copy
     monkeypatch.undo()
 
-    # The champion changed after evaluate compared against it (v1): export registers but does not promote.
+    # Another model became the champion after evaluate compared against v1: export reuses v1 and does not promote.
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    MlflowClient().set_registered_model_alias("test_classifier", tracking.CHAMPION_ALIAS, "2")
+    other = client.create_model_version("test_classifier", versions[0].source, tags={"tfpipe.model_identity": "x"})
+    client.set_registered_model_alias("test_classifier", tracking.CHAMPION_ALIAS, other.version)
     export.main()
     metrics = json.loads((root / "artifacts/export/summary.json").read_text())
-    assert metrics["version"] == 3 and metrics["promoted"] is False
-    assert metrics["variants_from_cache"] == [
-        "float32",
-        "int8",
-    ]  # the same model, data, params and code: nothing rebuilt
-    assert (
-        "the champion of 'test_classifier' changed since evaluate compared against v1 (now v2)"
-        in metrics["not_promoted_because"][0]
-    )
+    assert metrics["version"] == 1 and metrics["registered_before"] is True and metrics["promoted"] is False
+    assert metrics["variants_from_cache"] == ["float32", "int8"]  # the same model, data, params and code
+    assert metrics["not_promoted_because"] == [
+        "the champion of 'test_classifier' changed since evaluate compared against v1 (now v2): `python -m "
+        "pipelines.store promote` compares version 1 with v2 on this test split and makes it the champion if it is at "
+        "least as good"
+    ]
     assert _export_state(root)["champion"] == 2
+    assert sorted(int(version.version) for version in client.search_model_versions("name='test_classifier'")) == [1, 2]
 
 
 def test_a_blessing_of_another_training_run_is_refused(unblessed_export, monkeypatch):

@@ -273,6 +273,7 @@ def test_a_second_repro_while_one_runs_fails_fast_and_corrupts_nothing(repo):
         "train",
         "evaluate",
         "export",
+        "promote",
     }
     assert json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], repo).stdout) == {}
 
@@ -356,27 +357,35 @@ def test_a_stage_sigkilled_then_restored_from_the_run_cache_leaves_no_running_ru
 
 
 def test_an_export_restored_from_the_run_cache_never_contradicts_the_registry(repo):
-    """A gate param changed (evaluate and export rerun: a new version becomes champion), then changed back: `dvc
-    repro` restores the older evaluate and export from the run-cache, running no code. The restored DVC metrics state
-    facts of that model only; which version is champion, the registry says, and `pipelines.store champion` tells the
-    workspace's export apart from it."""
+    """A gate param changed (evaluate and export rerun: the same model keeps its version), another model made the
+    champion meanwhile, then the param changed back: `dvc repro` restores the older evaluate and export from the
+    run-cache, running no code of theirs, and promote (which reads the registry) leaves the champion alone. The restored
+    DVC metrics state facts of that model only; which version is champion, the registry says, and
+    `pipelines.store champion` tells the workspace's export apart from it."""
     run([sys.executable, "-m", "dvc", "repro"], repo)
-    regression = yaml.safe_load((repo / "params.yaml").read_text())["evaluate"]["max_accuracy_regression"]
+    tolerance = yaml.safe_load((repo / "params.yaml").read_text())["evaluate"]["max_accuracy_regression"]
     before = json.loads((repo / "artifacts/export/summary.json").read_text())
-    set_params(repo, {"evaluate": {"max_accuracy_regression": regression + 0.01}})
+    set_params(repo, {"evaluate": {"max_accuracy_regression": tolerance + 0.01}})
     run([sys.executable, "-m", "dvc", "repro"], repo)
     newer = json.loads((repo / "artifacts/export/summary.json").read_text())
-    assert newer["version"] > before["version"] and newer["promoted"], newer["not_promoted_because"]
-    set_params(repo, {"evaluate": {"max_accuracy_regression": regression}})
+    assert newer["version"] == before["version"] and newer["registered_before"] and newer["promoted"]
+    client = _store(repo)
+    other = client.create_model_version(
+        "mnist_5k-classifier", client.get_model_version("mnist_5k-classifier", str(before["version"])).source
+    )
+    client.set_registered_model_alias("mnist_5k-classifier", "champion", other.version)
+    set_params(repo, {"evaluate": {"max_accuracy_regression": tolerance}})
     restored = run([sys.executable, "-m", "dvc", "repro"], repo)
     assert "Stage 'export' is cached - skipping run, checking out outputs" in restored.stdout, restored.stdout
-    assert "Running stage" not in restored.stdout, restored.stdout
+    ran = [line for line in restored.stdout.splitlines() if line.startswith("Running stage")]
+    assert ran == ["Running stage 'promote':"], restored.stdout
+    assert "not promoted: the champion of 'mnist_5k-classifier' changed since evaluate compared" in restored.stdout
     summary = json.loads((repo / "artifacts/export/summary.json").read_text())
     assert summary["version"] == before["version"] and summary["exported_at"] == before["exported_at"]
     assert "registry's state when this export ran" in summary["registry_note"]
     headline = json.loads((repo / "metrics/export.json").read_text())
     assert set(headline) <= {"float32", "int8", "gate_passed"}, headline  # no version, no promotion: model facts only
-    champion = _store(repo).get_model_version_by_alias("mnist_5k-classifier", "champion")
-    assert int(champion.version) == newer["version"]
+    champion = client.get_model_version_by_alias("mnist_5k-classifier", "champion")
+    assert champion.version == other.version
     told = run([sys.executable, "-m", "pipelines.store", "champion"], repo).stdout
-    assert f"champion is version {newer['version']}; the workspace's export is version {before['version']}" in told
+    assert f"champion is version {other.version}; the workspace's export is version {before['version']}" in told

@@ -19,6 +19,7 @@ from pathlib import Path
 from tfpipe import paths
 
 DIGEST_TAG = "tfpipe.saved_model_sha256"  # on each registered model version our export creates
+IDENTITY_TAG = "tfpipe.model_identity"  # model_identity(): one model saved twice has two digests and one identity
 MANIFEST_FILE = "manifest.json"  # in artifacts/export: {"saved_model": {"path", "sha256"}, "files": {name: sha256}}
 WHY = (
     "a SavedModel runs its graph when loaded, and a graph can read and write files like any program, so this "
@@ -46,6 +47,49 @@ def saved_model_digest(directory: Path | str) -> str:
         if path.is_file():
             digest.update(f"{path.relative_to(directory).as_posix()}\0{file_digest(path)}\n".encode())
     return digest.hexdigest()
+
+
+def model_identity(directory: Path | str) -> str | None:
+    """What a SavedModel computes, as a sha256 that is the same on every save of one model (its digest is not: the
+    function names in saved_model.pb carry a per-process counter): TensorFlow's own fingerprint of the graph (function
+    names regularized) and of the signatures, and every file of its variables and assets. None when the SavedModel has
+    no fingerprint.pb (saved before TensorFlow 2.12). The export registers a model the registry does not hold yet,
+    and reuses the version of one it does."""
+    from tensorflow.core.protobuf import fingerprint_pb2
+
+    directory = Path(directory)
+    if not (directory / "fingerprint.pb").is_file():
+        return None
+    fingerprint = fingerprint_pb2.FingerprintDef()
+    fingerprint.ParseFromString((directory / "fingerprint.pb").read_bytes())
+    digest = hashlib.sha256(
+        f"graph {fingerprint.graph_def_program_hash}\nsignatures {fingerprint.signature_def_hash}\n".encode()
+    )
+    for folder in ("variables", "assets"):
+        for path in sorted((directory / folder).rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                digest.update(f"{path.relative_to(directory).as_posix()}\0{file_digest(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def registered_version_of(model_name: str, identity: str | None) -> int | None:
+    """The version of `model_name` that holds the model of this identity (model_identity) and our export's digest
+    of it, the lowest if several do; None when none does (or identity is None)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if identity is None:
+        return None
+    try:
+        found = mlflow.MlflowClient().search_model_versions(
+            f"name = '{model_name}' AND tags.`{IDENTITY_TAG}` = '{identity}'"
+        )
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    versions = [int(item.version) for item in found if item.tags.get(DIGEST_TAG)]
+    return min(versions) if versions else None
 
 
 def write_manifest(export_dir: Path, saved_model: Path, files: dict[str, bytes]) -> dict:

@@ -12,32 +12,48 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from tfpipe.tables import as_text, iso_dates, parse_column
+from tfpipe.tables import ROW, as_text, iso_dates, parse_column
 
 
 class MissingColumns(ValueError):
     """The rows lack a column the model reads."""
 
 
+class UnparsedCells(ValueError):
+    """Cells that do not parse as their column's type (a number, a date in the column's format)."""
+
+
+SHOWN = 5  # rows named per column in an error
+
+
 def model_inputs(frame: pd.DataFrame, encoding: dict) -> dict[str, np.ndarray]:
     """{input name: [N]} for the SavedModel's serving signature, from the raw columns (by their names in the file):
-    numbers float32 (NaN empty), dates ISO text, every other type text ("" empty). Other columns are ignored."""
+    numbers float32 (NaN empty), dates ISO text, every other type text ("" empty). Other columns are ignored. A cell
+    that is not a number (date) where the column holds numbers (dates) is an UnparsedCells error naming the rows."""
     missing = [item["column"] for item in encoding["inputs"] if item["column"] not in frame.columns]
     if missing:
         raise MissingColumns(
             f"the rows lack the column(s) {missing} that the model reads "
             f"(it reads {[item['column'] for item in encoding['inputs']]})"
         )
-    inputs = {}
+    inputs, problems = {}, []
+    rows = frame[ROW].to_numpy() if ROW in frame.columns else np.arange(1, len(frame) + 1)
     for item in encoding["inputs"]:
         spec = SimpleNamespace(**{"format": None, "missing_values": (), **encoding["columns"][item["column"]]})
-        values, _ = parse_column(frame[item["column"]], spec)
+        values, bad = parse_column(frame[item["column"]], spec)
+        if bad.any():
+            cells = frame[item["column"]][bad.to_numpy()].head(SHOWN)
+            named = ", ".join(f"row {row} ({value!r})" for row, value in zip(rows[bad.to_numpy()], cells, strict=False))
+            kind = "numbers" if item["type"] == "numeric" else f"dates ({spec.format or 'ISO 8601'})"
+            problems.append(f"column {item['column']!r}: {int(bad.sum())} cell(s) are not {kind}: {named}")
         if item["type"] == "numeric":
             inputs[item["input"]] = values.to_numpy(dtype=np.float32, na_value=np.nan)
         elif item["type"] == "date":
             inputs[item["input"]] = iso_dates(values).to_numpy(dtype=object)
         else:
             inputs[item["input"]] = as_text(values).fillna("").astype(str).to_numpy(dtype=object)
+    if problems:
+        raise UnparsedCells("; ".join(problems) + " (an empty cell is allowed; fix the others)")
     return inputs
 
 

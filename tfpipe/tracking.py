@@ -23,9 +23,7 @@ from tfpipe import paths, run_watch, store_location
 from tfpipe.redaction import redact
 from tfpipe.stale_runs import mark_stale_runs, process_tags
 
-CHAMPION_ALIAS = (
-    "champion"  # the registered model's alias that export moves to a promoted version, evaluate compares with
-)
+CHAMPION_ALIAS = "champion"  # the registered model's alias export moves to a promoted version, evaluate compares with
 
 
 def champion_version(model_name: str):
@@ -49,11 +47,8 @@ def project_root(cwd: Path | None = None) -> Path:
     and TensorBoard logs belong in the repository's own store, not in a copy deleted afterwards.
     """
     cwd = (cwd or Path.cwd()).resolve()
-    parts = cwd.parts
-    for index in range(len(parts) - 2):
-        if parts[index : index + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:index])
-    return cwd
+    found = [index for index in range(len(cwd.parts) - 2) if cwd.parts[index : index + 3] == (".dvc", "tmp", "exps")]
+    return Path(*cwd.parts[: found[0]]) if found else cwd
 
 
 def tracking_uri() -> str:
@@ -77,9 +72,7 @@ def create_sqlite_store(uri: str) -> None:
     database.parent.mkdir(parents=True, exist_ok=True)
     staging = database.with_name(f".{database.name}.tmp-{secrets.token_hex(4)}")
     try:
-        mlflow.MlflowClient(tracking_uri=f"sqlite:///{staging}").search_experiments(
-            max_results=1
-        )  # runs the migrations
+        mlflow.MlflowClient(tracking_uri=f"sqlite:///{staging}").search_experiments(max_results=1)  # migrations
         os.link(staging, database)  # fails if another process created it meanwhile: theirs is kept
     except FileExistsError:
         pass
@@ -87,16 +80,23 @@ def create_sqlite_store(uri: str) -> None:
         staging.unlink(missing_ok=True)
 
 
-def configure(experiment_name: str) -> str:
-    """Points MLflow at the store and makes sure the experiment exists; returns its id."""
+def open_store() -> None:
+    """Points MLflow at the store: a new local one is created whole, a copied one first made its own."""
     import mlflow
 
-    local_store = not os.environ.get("MLFLOW_TRACKING_URI")  # read first: set_tracking_uri sets the variable
     (project_root() / paths.MLRUNS).mkdir(exist_ok=True)
     create_sqlite_store(tracking_uri())
     if tracking_uri().startswith("sqlite:///"):  # a copied store: its artifacts go into it, not the original's
         store_location.keep_in_store(Path(tracking_uri().removeprefix("sqlite:///")))
     mlflow.set_tracking_uri(tracking_uri())
+
+
+def configure(experiment_name: str) -> str:
+    """Points MLflow at the store and makes sure the experiment exists; returns its id."""
+    import mlflow
+
+    local_store = not os.environ.get("MLFLOW_TRACKING_URI")  # read first: set_tracking_uri sets the variable
+    open_store()
     experiment = mlflow.get_experiment_by_name(experiment_name)
     if experiment is not None:
         return experiment.experiment_id

@@ -10,7 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
 
-from tfpipe import paths, tracking
+from tfpipe import paths, promotion
 from tfpipe.config import ExportParams
 
 BLESSING_FILE = paths.EVALUATE / "blessing.json"
@@ -59,21 +59,18 @@ def decide_int8_gate(metrics: dict[str, dict], params: ExportParams) -> dict:
     return {"variant": params.gate_variant, "passed": False, "reasons": reasons}
 
 
-def promotion_decision(blessing: dict, gate: dict, model_name: str) -> tuple[bool, list[str]]:
-    """Champion only if evaluate blessed the model, the int8 gate passed, and the champion evaluate compared
-    against is still the champion (another pipeline may have promoted since): the reasons say why not."""
+def promotion_decision(blessing: dict, gate: dict, model_name: str, version: int) -> promotion.Decision:
+    """Whether this version becomes the champion (tfpipe/promotion.py): evaluate blessed it, the int8 gate passed,
+    and the champion evaluate compared it with is still the champion (another pipeline may have promoted since), in
+    the workspace (a queued or --temp experiment leaves the alias to the one the user applies)."""
     reasons = [] if blessing["blessed"] else ["evaluate did not bless the model"]
     reasons += [] if gate["passed"] else gate["reasons"]
-    compared = (blessing.get("champion") or {}).get("version")
-    if not reasons:
-        champion = tracking.champion_version(model_name)  # now: another pipeline may have promoted since
-        now = None if champion is None else int(champion.version)
-        if now != compared:
-            reasons.append(
-                f"the champion of {model_name!r} changed since evaluate compared against "
-                f"{'v' + str(compared) if compared else 'no champion'} (now v{now}): run `dvc repro --force evaluate`"
-            )
-    return not reasons, reasons
+    return promotion.decide(model_name, version, reasons, compared_champion(blessing))
+
+
+def compared_champion(blessing: dict) -> int | None:
+    """The champion version evaluate compared the model with (None: there was none)."""
+    return (blessing.get("champion") or {}).get("version")
 
 
 def read_blessing(run_id: str) -> dict:

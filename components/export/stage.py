@@ -33,7 +33,7 @@ from components.export.report import describe_slower_variant, format_report, plo
 from components.export.serving import check_written_files
 from components.export.summary import headline, write_model_card, write_summary
 from models.loading import load_trained_model
-from tfpipe import model_trust, paths, records, run_records, timing, tracking
+from tfpipe import model_trust, paths, promotion, records, run_records, timing, tracking
 from tfpipe.config import ExportParams, registered_model_name
 from tfpipe.kinds import kind_of_prepared
 from tfpipe.outputs import atomic_directory, write_json
@@ -165,17 +165,36 @@ def stage_artifacts(
     return variants, saved_model, parity
 
 
-def register(prepared: Prepared, saved_model: Path, model_name: str, blessing: dict, gate: dict) -> int:
-    """A new version of the registered model (its champion alias untouched); the staged SavedModel's directory
-    takes the version's number (TF Serving's <name>/<version>/ layout)."""
+def register(
+    prepared: Prepared, saved_model: Path, model_name: str, blessing: dict, gate: dict, identity: str | None
+) -> tuple[int, bool]:
+    """(the version, whether it was registered before): a model the registry holds already (same model_identity:
+    a rerun, an export-only experiment, a retrained model with the same weights) keeps its version, and this export's
+    verdict becomes its tags (a temporary experiment's leaves them alone); any other gets a new version, its champion
+    alias untouched. The staged SavedModel's directory takes the version's number (TF Serving's <name>/<version>/)."""
     tags = {
         "blessed": str(blessing["blessed"]).lower(),
         "int8_gate": "passed" if gate["passed"] else "failed",
         "int8_gate.reasons": "; ".join(gate["reasons"]),
+        **({model_trust.IDENTITY_TAG: identity} if identity else {}),
     }
-    version = prepared.register(saved_model, model_name, tags)
+    version = model_trust.registered_version_of(model_name, identity)
+    if version is None:
+        version, reused = prepared.register(saved_model, model_name, tags), False
+    else:
+        reused = True
+        if not promotion.temporary_experiment():
+            client = mlflow.MlflowClient()
+            for key, value in tags.items():
+                client.set_model_version_tag(model_name, str(version), key, value)
     saved_model.rename(saved_model.with_name(str(version)))
-    return version
+    return version, reused
+
+
+def describe_decision(decision) -> str:
+    if decision.already:
+        return "the champion already"
+    return "now the champion" if decision.promote else "not champion: " + "; ".join(decision.reasons)
 
 
 def write_report(
@@ -221,13 +240,16 @@ def main() -> None:
     ):
         log_dir = run_records.tensorboard_dir(run_reference["tensorboard"]) / "pruning"
         variants, saved_model, parity = stage_artifacts(staging, prepared, params, model_name, log_dir)
-        promoted, why_not = promotion_decision(blessing, variants.gate, model_name)
-        version = register(prepared, saved_model, model_name, blessing, variants.gate)
-        registration = Registration(model_name, version, promoted, why_not)
+        identity = model_trust.model_identity(saved_model)
+        version, reused = register(prepared, saved_model, model_name, blessing, variants.gate, identity)
+        decision = promotion_decision(blessing, variants.gate, model_name, version)
+        registration = Registration(model_name, version, decision.promote, decision.reasons)
         timing.lap("MLflow: register the model version")
         # The record pipelines.predict checks before it loads this SavedModel (tfpipe/model_trust.py).
         model_trust.write_manifest(staging, staging / "saved_model" / model_name / str(version), variants.files)
-        summary = write_summary(staging, variants, blessing, parity, registration, run_reference["run_id"])
+        summary = write_summary(
+            staging, variants, blessing, parity, registration, run_reference["run_id"], reused=reused, identity=identity
+        )
         write_report(staging, variants, params, blessing.get("baseline"), registration)
         card = write_model_card(staging, model, description, blessing, variants, summary, params.num_threads, prepared)
         timing.lap("outputs (summary, report, model card)")
@@ -237,19 +259,21 @@ def main() -> None:
             log_dir=log_dir,
             parity=parity,
             version=version,
-            promoted=promoted,
-            why_not=why_not,
+            promoted=decision.promote,
+            why_not=decision.reasons,
             num_threads=params.num_threads,
         )
-        mlflow.MlflowClient().update_model_version(model_name, str(version), description=card)
+        if not (reused and promotion.temporary_experiment()):
+            mlflow.MlflowClient().update_model_version(model_name, str(version), description=card)
         timing.lap("MLflow: logging")
     check_written_files(paths.EXPORT, variants.files)  # the export in place, read back
     write_json(paths.EXPORT_METRICS, headline(variants))
-    if promoted:  # the last step: only a complete, checked export becomes the champion
-        mlflow.MlflowClient().set_registered_model_alias(model_name, tracking.CHAMPION_ALIAS, str(version))
+    if decision.promote and not decision.already:  # the last step: only a complete, checked export becomes champion
+        promotion.move_champion(model_name, version)
     print(
-        f"{paths.EXPORT}: {model_name} version {version}, "
-        f"{'champion' if promoted else 'not champion: ' + '; '.join(why_not)}; "
+        f"{paths.EXPORT}: {model_name} version {version}"
+        + (" (the same model as registered before)" if reused else "")
+        + f", {describe_decision(decision)}; "
         f"{'; '.join(variants.gate['reasons'])}; variants from {VARIANT_CACHE_DIR}: "
         f"{', '.join(variants.reused) or 'none'}" + "".join(f"; {name} slower than float32" for name in variants.slower)
     )

@@ -83,10 +83,18 @@ def write_model_card(
 
 
 def write_summary(
-    staging: Path, variants: Variants, blessing: dict, parity: float, registration: Registration, run_id: str
+    staging: Path,
+    variants: Variants,
+    blessing: dict,
+    parity: float,
+    registration: Registration,
+    run_id: str,
+    *,
+    reused: bool = False,
+    identity: str | None = None,
 ) -> dict:
     """artifacts/export/summary.json: every variant's figures, the CPU they were timed on, the gate, and the
-    registration as it stood when this export ran (`exported_at`)."""
+    registration as it stood when this export ran (`exported_at`); the promote stage reads it."""
     gate = variants.gate
     summary = {
         **variants.metrics,
@@ -94,6 +102,9 @@ def write_summary(
         "run_id": run_id,
         "version": registration.version,
         "registered_model": registration.model_name,
+        "model_identity": identity,  # tfpipe/model_trust.model_identity: the same on every save of this model
+        "registered_before": reused,  # the registry held this model already (same identity): its version reused
+        "compared_champion": (blessing.get("champion") or {}).get("version"),  # what evaluate compared it with
         "blessed": bool(blessing["blessed"]),
         "promoted": registration.promoted,
         "not_promoted_because": registration.why_not,

@@ -85,7 +85,8 @@ def register_table_model(
 ) -> int:
     """Logs the python model (the SavedModel and encoding.json its artifacts) into the active run and registers it
     (tags, no alias); returns the version. Its signature is the file's columns by name."""
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
 
     with tempfile.TemporaryDirectory(prefix="tfpipe-encoding-") as scratch:
         encoding_file = Path(scratch) / "encoding.json"
@@ -97,7 +98,12 @@ def register_table_model(
             python_model=str(PYFUNC_FILE),
             artifacts={"saved_model": str(saved_model_dir), "encoding": str(encoding_file)},
             code_paths=[str(TFPIPE_PACKAGE)],
-            signature=infer_signature(example, output),
+            # Each column the model reads, of any type: a JSON number arrives as an integer or a float, a date in the
+            # column's format; the model parses them as ingest did (tfpipe/table_serving.py), not MLflow.
+            signature=ModelSignature(
+                inputs=Schema([ColSpec(AnyType(), item["column"]) for item in encoding["inputs"]]),
+                outputs=infer_signature(example, output).outputs,
+            ),
             input_example=example,
             registered_model_name=model_name,
             pip_requirements=[f"tensorflow=={tf.__version__}", f"pandas=={pd.__version__}"],

@@ -12,6 +12,7 @@ own name stays in the Data Docs.
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,7 @@ from components.ingest.split import DUPLICATE_COLUMNS, ExamplePlan
 from tfpipe.config import ExpectationParams
 from tfpipe.records import SPLITS
 
+MARKUP = re.compile(r"[<>&\"']")  # what html.escape changes
 INDEX_COLUMNS = {"files": "file", "examples": "file", "duplicates": "file", "classes": "class_name"}
 REQUIRED_COLUMNS = ("split", "label", "height", "width", "channels", "min", "max", "mean", "sha256", "phash")
 
@@ -149,7 +151,13 @@ def escaped(table: pd.DataFrame) -> pd.DataFrame:
     copy = table.copy()
     for column in copy.columns:
         if pd.api.types.is_string_dtype(copy[column]) or pd.api.types.is_object_dtype(copy[column]):
-            copy[column] = copy[column].map(lambda value: html.escape(value) if isinstance(value, str) else value)
+            # Only a column that holds a character html.escape changes is mapped (a million rows: seconds saved).
+            try:
+                marked = copy[column].str.contains(MARKUP, na=False)
+            except (AttributeError, TypeError):  # an object column of mixed values
+                marked = copy[column].map(lambda value: isinstance(value, str) and bool(MARKUP.search(value)))
+            if marked.any():
+                copy[column] = copy[column].map(lambda value: html.escape(value) if isinstance(value, str) else value)
     return copy
 
 

@@ -50,7 +50,7 @@ def build_suites(params: Params, rows, has_val: bool) -> dict[str, list]:
             if spec.max_missing < 1:
                 checks.append(x.ExpectColumnValuesToNotBeNull(column=name, mostly=1 - spec.max_missing))
             checks.append(x.ExpectColumnUniqueValueCountToBeBetween(column=name, min_value=2))
-        if name == target and spec.type == "numeric":
+        if name == target:  # one value: nothing to learn (a classifier needs two classes)
             checks.append(x.ExpectColumnUniqueValueCountToBeBetween(column=name, min_value=2))
         if spec.type in ("numeric", "date") and (spec.min is not None or spec.max is not None):
             bound = pd.Timestamp if spec.type == "date" else float
@@ -142,9 +142,12 @@ def _column_sentence(kind: str, item, spec: ColumnParams | None, column: str, ta
             "max_missing"
         )
     if kind == "expect_column_unique_value_count_to_be_between":
-        return f"{what} {column!r} holds one value in every row: nothing to learn from. " + (
-            "Check the file" if column == target else f"Set {key}.role: ignored"
-        )
+        if column == target:
+            return (
+                f"the target {column!r} holds one value in every row ({item.result.get('observed_value')} distinct): "
+                "nothing to learn (a classifier needs two classes or more). Check the file and data.target"
+            )
+        return f"column {column!r} holds one value in every row: nothing to learn from. Set {key}.role: ignored"
     if kind == "expect_column_values_to_be_between":
         return (
             f"{what} {column!r} has {total} value(s) outside {spec.min if spec else '?'}..{spec.max if spec else '?'}: "
@@ -174,15 +177,17 @@ def _table_sentence(kind: str, item, table: str, frame: pd.DataFrame, params: Pa
             f"{len(frame)} row(s) left with a target (copies kept once), fewer than ingest.table.min_rows "
             f"{params.ingest.table.min_rows}: add rows, or lower min_rows"
         )
-    if kind == "expect_table_row_count_to_be_between":
-        found = ", ".join(repr(name) for name in frame.loc[frame["count"] > 0, "class_name"]) or "none"
-        return (
-            f"the target {params.data.target!r} holds {int((frame['count'] > 0).sum())} class(es) ({found}): a "
-            "classifier needs two or more. Check the target column (data.target), or use another one"
-        )
     split = item.expectation_config.kwargs.get("column")
+    if table == "classes" and split == "count":
+        absent = ", ".join(repr(name) for name in frame.loc[frame["count"] < 1, "class_name"])
+        return (
+            f"the target {params.data.target!r} has no row of the class(es) {absent} that "
+            f"ingest.table.columns.{params.data.target}.categories lists: remove them there, or add rows"
+        )
     if table == "classes":
-        small = frame[frame[split] < 1]
+        small = frame[(frame[split] < 1) & (frame["count"] > 0)]
+        if small.empty:  # only classes without any row: the sentence above says so
+            return None
         named = ", ".join(f"{row.class_name!r} ({row.count} rows)" for row in small.head(NAMED).itertuples())
         return (
             f"{len(small)} class(es) have no row in the {split} split: {named}. A class needs enough rows to reach "
@@ -208,7 +213,7 @@ def describe_failures(results: dict, tables: dict[str, pd.DataFrame], params: Pa
                 sentences.append(_column_sentence(kind, item, columns.get(column), column, params.data.target))
             else:
                 sentences.append(_table_sentence(kind, item, table, tables[table], params))
-    return sentences
+    return [sentence for sentence in sentences if sentence]
 
 
 def describe_unparsed_dates(bad: dict[str, pd.Series], typed: pd.DataFrame, text: pd.DataFrame, params: Params):
