@@ -46,7 +46,8 @@ def messy_table(rows: int = 240, seed: int = 0, task: str = "classification") ->
     if task == "classification":
         frame["churn"] = np.where(score > 0, "yes", "no")
     else:
-        spend = 20 + 30 * (plan == "pro") + 80 * (plan == "enterprise") + 0.02 * (age - 48) ** 2 + rng.gamma(2.0, 4.0, rows)
+        spend = 20 + 30 * (plan == "pro") + 80 * (plan == "enterprise") + 0.02 * (age - 48) ** 2
+        spend = spend + rng.gamma(2.0, 4.0, rows)
         frame["spend"] = np.round(spend, 2).astype(str)
     frame.loc[3, "age"] = " 41 "  # spaces around a number
     frame.loc[[5, 9, 17], "age"] = "n/a"

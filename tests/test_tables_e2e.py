@@ -89,7 +89,8 @@ def test_the_registered_model_takes_the_files_columns_as_a_dataframe(project):
     model = mlflow.pyfunc.load_model("models:/customers-classifier@champion")
     frame = messy_table(60, seed=3)
     predictions = model.predict(frame)
-    assert len(predictions) == len(frame) and {"prediction", "probability", "probability_yes"} <= set(predictions.columns)
+    assert len(predictions) == len(frame)
+    assert {"prediction", "probability", "probability_yes"} <= set(predictions.columns)
 
 
 def test_a_regression_table_in_the_same_project_keeps_the_first_champion(project):
