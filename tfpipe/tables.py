@@ -206,9 +206,9 @@ def as_text(values: pd.Series, missing_values: tuple[str, ...] = ()) -> pd.Serie
         integral = bool(len(integral)) and bool(np.all(np.mod(integral.to_numpy(), 1) == 0))
         text = (values.astype("Int64") if integral else values).astype("str")
         text = text.where(values.notna())
-    else:
-        text = values.map(lambda value: normalize_text(str(value)) if isinstance(value, str) else value)
-        text = text.where(text.notna(), None).astype("str")
+    else:  # vectorized: a million rows by twenty columns is twenty million cells
+        text = values if pd.api.types.is_string_dtype(values) else values.astype("str")
+        text = text.str.normalize("NFC").str.strip()
     missing = text.isin(MISSING_TOKENS + tuple(missing_values)) | values.isna().to_numpy()
     return text.where(~missing)
 

@@ -11,8 +11,10 @@ serving model takes. The manifest names each feature's input (its column name ma
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -172,6 +174,8 @@ def ingest(params: Params) -> dict:
     """The whole stage for a table; returns its summary, raises IngestError (after writing the reports)."""
     path = find_table(paths.RAW)
     params = check_params(params, path)
+    # Great Expectations takes seconds to import: it does so on the other core while this one reads the table.
+    threading.Thread(target=importlib.import_module, args=("great_expectations",), daemon=True).start()
     try:
         table = TableFile.open(path)
     except ValueError as error:
@@ -208,7 +212,9 @@ def ingest(params: Params) -> dict:
         tables = {"rows": rows.text, "values": plan.kept[[ROW, *ranged]], name: counts}
         suites = table_checks.build_suites(params, rows, has_val=params.ingest.val_fraction > 0)
         index_columns = {key: table_checks.INDEX_COLUMNS[key] for key in tables}
-        results = validation.run_validation(tables, suites, reports / "data_docs", index_columns)
+        results = validation.run_validation(
+            tables, suites, reports / "data_docs", index_columns, rows_of_failures_only=True
+        )
         changes = describe_changes_of(plan, rows, table)
         statistics = write_reports(reports, plan, rows, changes, params)
         timing.lap("validation (Great Expectations), Data Docs, reports")
