@@ -32,6 +32,7 @@ import numpy as np
 import tf_keras as keras
 
 from models.registry import register
+from tfpipe.outputs import StatedError
 
 MIN_IMAGE_SIZE = 32  # the smallest input every Keras Applications backbone accepts
 IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)  # caffe-style preprocessing (ResNet50)
@@ -83,7 +84,7 @@ def file_md5(path: Path) -> str:
         return hashlib.file_digest(stream, "md5").hexdigest()
 
 
-class WeightsNotFound(FileNotFoundError):
+class WeightsNotFound(StatedError, FileNotFoundError):
     """ImageNet weights are not in the Keras cache, or a weights path does not exist."""
 
 

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
+from tfpipe.outputs import StatedError
+
 PARAMS_FILE = Path("params.yaml")
 
 # extra="forbid" turns a typo such as `learning_rat` into an error instead of a silent default;
@@ -28,7 +30,7 @@ SAFE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
 Auto = Literal["auto"]  # resolved from the data when the stage runs; the resolved value is logged to MLflow
 
 
-class ParamsError(ValueError):
+class ParamsError(StatedError, ValueError):
     """Raised when params.yaml is missing, unreadable or does not match the schema."""
 
 

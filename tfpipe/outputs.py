@@ -72,20 +72,51 @@ STAGE_RESTORE_HINT = (
 )
 
 
+class StatedError(Exception):
+    """An error whose message says what is wrong and what to do (a param, a missing file of the user's): a stage
+    prints the message, not a traceback. ParamsError is one; so are the missing backbone weights."""
+
+
 def run_stage(stage: str, main, exit_when_done: bool = True) -> None:
-    """Runs a stage's main; on failure (Ctrl-C included) says what happened to its outputs before re-raising. After
-    a main that returned, exits at once (exit_now)."""
+    """Runs a stage's main; on failure (Ctrl-C included) says what happened to its outputs. A StatedError (exit 1)
+    and Ctrl-C (killed by SIGINT, as Python's own exit on it: a shell or DVC stops there) end it with a sentence;
+    anything else is re-raised, its traceback shown. After a main that returned, exits at once (exit_now)."""
+    hint = f"{stage}: {STAGE_RESTORE_HINT.format(stage=stage)}"
     try:
         main()
     except SystemExit as error:
         if error.code not in (0, None):
-            print(f"{stage}: {STAGE_RESTORE_HINT.format(stage=stage)}", file=sys.stderr)
+            print(hint, file=sys.stderr)
         raise
+    except StatedError as error:
+        print(f"{stage}: {error}\n{hint}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print(f"{stage}: interrupted (Ctrl-C); nothing of this run was kept\n{hint}", file=sys.stderr)
+        exit_by_sigint()
     except BaseException:
-        print(f"{stage}: {STAGE_RESTORE_HINT.format(stage=stage)}", file=sys.stderr)
+        print(hint, file=sys.stderr)
         raise
     if exit_when_done:
         exit_now()
+
+
+def exit_by_sigint() -> None:
+    """What Python does after an uncaught KeyboardInterrupt, without its traceback: the exit handlers, then death by
+    SIGINT, so the parent sees the signal (not a code)."""
+    import atexit
+    import signal
+    import threading
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    threading._shutdown()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+    raise SystemExit(130)  # not reached where SIGINT kills
 
 
 def exit_now() -> None:
