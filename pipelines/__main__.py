@@ -11,7 +11,7 @@ TOOLS = {
     "schema": "propose ingest.expectations from the images in data/raw, into params.yaml (comments kept)",
     "presets": "list, show or apply the textbook workloads' params (mnist, fashion_mnist, cifar10, your folder)",
     "predict": "classify image files with an exported SavedModel, .tflite file or MLflow model",
-    "store": "MLflow store upkeep: mark-stale (runs of killed processes -> KILLED), trust-version (a legacy version)",
+    "store": "the MLflow store: mark-stale, trust-version (a legacy version), champion (where it is), promote",
     "params": "check params.yaml and the YAML files DVC reads with a bound on their size and aliases, before DVC does",
 }
 

@@ -64,15 +64,29 @@ def log_child_runs(client, parent_run_id: str, trials, chosen: str, metric: str 
     return run_ids
 
 
+# Tracked files the pipeline itself rewrites (DVC's lock, the `cache: false` metrics and plots): a run changes them,
+# so they never make the code a run ran "dirty" (a fresh `make repro` would tag every run git.dirty=true).
+PIPELINE_WRITES = (
+    "dvc.lock",
+    *(paths.INGEST_METRICS, paths.TRAIN_METRICS, paths.EVALUATE_METRICS, paths.EXPORT_METRICS),
+    *(paths.HISTORY_PLOT, paths.CONFUSION_PLOT),
+)
+
+
 def git_tags() -> dict[str, str]:
-    """Git commit and dirty flag, and the data.dvc hash, so a run can be traced to its inputs."""
+    """Git commit and dirty flag (a tracked file changed since the commit, but those the pipeline writes), and the
+    data.dvc hash, so a run can be traced to its inputs."""
     tags = {}
     try:
         tags["git.commit"] = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
+        excluded = [f":(exclude){Path(path).as_posix()}" for path in PIPELINE_WRITES]
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         tags["git.dirty"] = str(bool(dirty.strip())).lower()
     except (OSError, subprocess.CalledProcessError):
