@@ -125,6 +125,22 @@ def test_success_writes_shards_manifest_examples_and_data_docs(project):
     assert not list((project / "data").glob(".prepared.tmp-*"))
 
 
+def test_a_readme_or_license_beside_the_class_folders_is_skipped_counted_and_listed(project):
+    """Downloaded photo datasets often ship one: onboarding goes on, as README.md and docs/data.md promise."""
+    for name in ("LICENSE.txt", "README", "notes.txt"):
+        (project / "data/raw" / name).write_text("not an image")
+    ingest.main()
+    assert json.loads((project / "metrics/ingest.json").read_text())["skipped"] == 3
+    skipped = json.loads((project / "reports/ingest/statistics.json").read_text())["skipped_files"]
+    assert skipped == {
+        "count": 3,
+        "by_reason": {"not an image, beside the class folders": 3},
+        "files": ["LICENSE.txt", "README", "notes.txt"],
+    }
+    assert "LICENSE.txt" in (project / "reports/ingest/skipped_files.csv").read_text()
+    assert records.read_manifest(project / "data/prepared")["num_examples"] == len(CLASS_NAMES) * NUM_PER_CLASS
+
+
 def test_a_run_in_another_process_writes_byte_identical_output(project):
     ingest.main()
     first = {path.name: path.read_bytes() for path in (project / "data/prepared").iterdir()}

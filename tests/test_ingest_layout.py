@@ -53,9 +53,22 @@ def test_split_folders_keep_their_split_and_need_train_and_test(tmp_path):
         read_layout(tmp_path)
 
 
-def test_loose_files_are_an_error(tmp_path):
-    touch(tmp_path, "a/1.png", "b/1.png", "stray.png")
-    with pytest.raises(LayoutError, match="loose files.*stray.png"):
+def test_files_beside_the_class_folders_that_are_not_images_are_skipped_but_an_image_there_is_an_error(tmp_path):
+    touch(tmp_path, "a/1.png", "b/1.png", "LICENSE.txt", "README", "notes.txt")
+    layout = read_layout(tmp_path)
+    assert layout.class_names == ["a", "b"] and len(layout.examples) == 2
+    assert layout.beside_folders == ["LICENSE.txt", "README", "notes.txt"]
+    touch(tmp_path, "stray.png")
+    with pytest.raises(LayoutError, match="images beside the folders, in no class: stray.png"):
+        read_layout(tmp_path)
+    (tmp_path / "a").rename(tmp_path / "train")
+    (tmp_path / "b").rename(tmp_path / "test")
+    with pytest.raises(LayoutError, match="stray.png"):
+        read_layout(tmp_path)
+    (tmp_path / "stray.png").unlink()
+    shutil.rmtree(tmp_path / "train")
+    shutil.rmtree(tmp_path / "test")
+    with pytest.raises(LayoutError, match="loose files.*LICENSE.txt"):  # no folders at all: nothing to read
         read_layout(tmp_path)
 
 

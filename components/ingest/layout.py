@@ -10,11 +10,11 @@ Three layouts, told apart by what sits at the top of data/raw:
   must be listed and every listed file must exist.
 
 An optional `classes.txt` (one class name a line) fixes the class set and the label ids in that order; otherwise
-class names are sorted, numerically when all of them are integers. Hidden files and folders
-(a leading dot, e.g. .DS_Store) are skipped and counted. A symlink to a file inside data/raw is
-followed; one to a folder or leading outside data/raw becomes an example with a `problem`, which
-the validation suite reports by name. An empty class folder is a class with 0 examples, which the
-suite's per-class count fails; so does a single class.
+class names are sorted, numerically when all of them are integers. Hidden files and folders (a leading dot, e.g.
+.DS_Store) and files beside the folders that are not images (a README, LICENSE.txt) are skipped and counted; an image
+there, in no class, is an error. A symlink to a file inside data/raw is followed; one to a folder or leading outside
+data/raw becomes an example with a `problem`, which the validation suite reports by name. An empty class folder is a
+class with 0 examples, which the suite's per-class count fails; so does a single class.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import os
 import stat
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from tfpipe.images import is_image_name
 from tfpipe.records import SPLITS
 
 CLASSES_FILE = "classes.txt"
@@ -56,6 +57,7 @@ class RawLayout:
     class_names: list[str]
     examples: list[RawExample]  # sorted by file
     hidden: list[str]  # files skipped by the dot rule (a leading dot, `.DS_Store`, `...`), relative to data/raw
+    beside_folders: list[str] = field(default_factory=list)  # non-images beside the folders (a README): skipped
 
     @property
     def hidden_files(self) -> int:
@@ -252,10 +254,11 @@ def read_layout(raw_dir: Path) -> RawLayout:
     if listings:
         kind = "labels_file"
         examples, hidden = read_labels_file(raw_dir, listings[0])  # its walk covers the top level
-    elif loose:
+    elif loose and (not folders or any(is_image_name(entry.name) for entry in loose)):
+        stray = [entry.name for entry in loose if is_image_name(entry.name)] if folders else list(map(str, loose))
         raise LayoutError(
-            f"{raw_dir}: expected <class>/<image> or <split>/<class>/<image> folders, or a "
-            f"labels.csv/labels.txt; found loose files: {', '.join(map(str, loose))}"
+            f"{raw_dir}: expected <class>/<image> or <split>/<class>/<image> folders, or a labels.csv/labels.txt; "
+            f"found {'images beside the folders, in no class' if folders else 'loose files'}: {', '.join(stray)}"
         )
     elif folders and {folder.name for folder in folders} <= set(SPLITS) and "train" in {f.name for f in folders}:
         kind, examples, hidden = "split_folders", [], list(hidden_at_top)
@@ -292,4 +295,5 @@ def read_layout(raw_dir: Path) -> RawLayout:
     check_class_names(names, raw_dir)
     class_names = sort_class_names(names, raw_dir)
     hidden_names = sorted({path.relative_to(raw_dir).as_posix() for path in hidden})
-    return RawLayout(kind, class_names, sorted(examples, key=lambda example: example.file), hidden_names)
+    beside = [entry.name for entry in loose] if kind != "labels_file" else []
+    return RawLayout(kind, class_names, sorted(examples, key=lambda example: example.file), hidden_names, beside)

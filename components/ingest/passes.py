@@ -18,7 +18,17 @@ from components.ingest.layout import RawLayout
 from tfpipe.config import IngestParams, Params
 from tfpipe.records import SPLITS
 
+BESIDE = "not an image, beside the class folders"  # the skipped reason of a README or LICENSE.txt there
 POOL_FILE = ".pool.tfrecord"  # the first pass's records, in the staging folder until the second pass routes them
+
+
+def beside_rows(layout: RawLayout) -> list[dict]:
+    """The rows of the files beside the class folders that are not images: skipped, counted and listed with the
+    other files that are not images (never read)."""
+    return [
+        {"file": name, "class_name": None, "given_split": None, "problem": None, "label": -1, "skipped": BESIDE}
+        for name in layout.beside_folders
+    ]
 
 
 def read_rows(layout: RawLayout, params: IngestParams) -> list[dict]:
@@ -27,7 +37,7 @@ def read_rows(layout: RawLayout, params: IngestParams) -> list[dict]:
     rows = [{}] * len(layout.examples)
     for index, row, _ in read_examples(layout.examples, decode_rules(params), target_size(params)):
         rows[index] = {**row, "label": label_of[row["class_name"]]}
-    return rows
+    return rows + beside_rows(layout)
 
 
 @dataclass
@@ -69,6 +79,7 @@ def decode_to_pool(layout: RawLayout, params: Params, pool: Path) -> FirstPass:
             result.totals[index] = (len(values), values.sum(axis=0), np.square(values).sum(axis=0))
             if len(result.thumbnails[example.class_name]) < keep_thumbnails:
                 result.thumbnails[example.class_name].append((example.file, ingest_report.make_thumbnail(pixels)))
+    result.rows += beside_rows(layout)
     return result
 
 
