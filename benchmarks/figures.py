@@ -86,7 +86,7 @@ def measure_elsewhere(repo: Path, directory: Path, rows: list[dict], row) -> Non
     row("input-bound share of training time", "< 0.05", share, "", share < 0.05)
 
     ingest = subprocess.run(
-        [PYTHON, "-m", "benchmarks.bench_ingest", "--json", "--images", "30000"],
+        [PYTHON, "-m", "benchmarks.bench_ingest", "--json", "--images", "30000", "--command"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -206,7 +206,9 @@ def perceptual_hash(image: np.ndarray) -> str:
     picture = Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).convert("L")
     pixels = np.asarray(picture.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS), dtype=np.float64)
     low = _DCT @ pixels @ _DCT.T
-    return np.packbits(low > np.median(low)).tobytes().hex()
+    # np.median's value (the mean of the two middle values), without its per-call overhead (~0.1 ms an image)
+    middle = np.partition(low.ravel(), (HASH_BITS // 2 - 1, HASH_BITS // 2))[HASH_BITS // 2 - 1 : HASH_BITS // 2 + 1]
+    return np.packbits(low > (middle[0] + middle[1]) / 2).tobytes().hex()
 
 
 def describe_image(image: np.ndarray) -> dict:

@@ -70,6 +70,11 @@ STAGE_RESTORE_HINT = (
     "DVC removed this stage's previous outputs before running it: `dvc checkout {stage}` restores them from the DVC "
     "cache, and the next `dvc repro` that succeeds writes new ones"
 )
+# A stage whose outputs dvc.yaml marks persist (tfpipe/paths.KEEP_OUTPUTS): DVC leaves them in place.
+STAGE_KEPT_HINT = (
+    "its previous outputs are as they were (DVC keeps them while it runs: persist in dvc.yaml), and the next "
+    "`dvc repro` that succeeds replaces them"
+)
 
 
 class StatedError(Exception):
@@ -81,7 +86,9 @@ def run_stage(stage: str, main, exit_when_done: bool = True) -> None:
     """Runs a stage's main; on failure (Ctrl-C included) says what happened to its outputs. A StatedError (exit 1)
     and Ctrl-C (killed by SIGINT, as Python's own exit on it: a shell or DVC stops there) end it with a sentence;
     anything else is re-raised, its traceback shown. After a main that returned, exits at once (exit_now)."""
-    hint = f"{stage}: {STAGE_RESTORE_HINT.format(stage=stage)}"
+    from tfpipe.paths import KEEP_OUTPUTS
+
+    hint = f"{stage}: {(STAGE_KEPT_HINT if stage in KEEP_OUTPUTS else STAGE_RESTORE_HINT).format(stage=stage)}"
     try:
         main()
     except SystemExit as error:

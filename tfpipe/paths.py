@@ -13,15 +13,32 @@ import yaml
 DVC_FILE = Path(__file__).resolve().parents[1] / "dvc.yaml"
 
 
-def _stage_paths() -> dict[str, str]:
+def _read_pipeline() -> dict:
     with DVC_FILE.open() as stream:
-        for entry in (yaml.safe_load(stream) or {}).get("vars") or []:
-            if isinstance(entry, dict) and "paths" in entry:
-                return entry["paths"]
+        return yaml.safe_load(stream) or {}
+
+
+def _stage_paths(pipeline: dict) -> dict[str, str]:
+    for entry in pipeline.get("vars") or []:
+        if isinstance(entry, dict) and "paths" in entry:
+            return entry["paths"]
     raise RuntimeError(f"{DVC_FILE}: no `vars: - paths:` mapping; it defines where the stages read and write")
 
 
-_PATHS = _stage_paths()
+def _stages_keeping_outputs(pipeline: dict) -> frozenset[str]:
+    """The stages whose every cached output dvc.yaml marks `persist: true`: DVC leaves them in place while the stage
+    runs (the stage replaces them whole, or keeps them when it fails)."""
+    kept = set()
+    for name, stage in (pipeline.get("stages") or {}).items():
+        options = [next(iter(out.values()), None) if isinstance(out, dict) else None for out in stage.get("outs") or []]
+        if options and all((option or {}).get("persist") for option in options):
+            kept.add(name)
+    return frozenset(kept)
+
+
+_PIPELINE = _read_pipeline()
+_PATHS = _stage_paths(_PIPELINE)
+KEEP_OUTPUTS = _stages_keeping_outputs(_PIPELINE)  # stages DVC does not empty before running them (persist)
 
 RAW = Path(_PATHS["raw"])  # the images, tracked by data.dvc
 PREPARED = Path(_PATHS["prepared"])  # ingest: TFRecord shards, manifest.json, examples.csv

@@ -84,27 +84,24 @@ def decode_to_pool(layout: RawLayout, params: Params, pool: Path) -> FirstPass:
 
 
 def write_shards(pool: Path, examples: pd.DataFrame, staging: Path, num_shards: int) -> dict[str, int]:
-    """Copies each kept record from the pool to its split's shards, round robin, in the pool's (seeded) order."""
-    import tensorflow as tf
-
-    from tfpipe.records import shard_paths
+    """Copies each kept record from the pool to its split's shards, round robin, in the pool's (seeded) order: the
+    framed bytes as the first pass wrote them (tfpipe/records.framed_records), nothing decoded or encoded again."""
+    from tfpipe.records import framed_records, shard_paths
 
     split_of = dict(zip(examples["record"].astype(int), examples["split"], strict=True))
-    writers = {
-        split: [tf.io.TFRecordWriter(str(path)) for path in shard_paths(staging, split, num_shards)] for split in SPLITS
-    }
+    streams = {split: [path.open("wb") for path in shard_paths(staging, split, num_shards)] for split in SPLITS}
     written = dict.fromkeys(SPLITS, 0)
     try:
-        for record_index, record in enumerate(tf.data.TFRecordDataset(str(pool)).as_numpy_iterator()):
+        for record_index, record in enumerate(framed_records(pool)):
             split = split_of.get(record_index)
             if split is None:  # a copy kept once elsewhere
                 continue
-            writers[split][written[split] % num_shards].write(record)
+            streams[split][written[split] % num_shards].write(record)
             written[split] += 1
     finally:
-        for split_writers in writers.values():
-            for writer in split_writers:
-                writer.close()
+        for split_streams in streams.values():
+            for stream in split_streams:
+                stream.close()
     return written
 
 
