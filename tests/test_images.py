@@ -96,6 +96,38 @@ def test_exif_orientation_is_applied_as_phones_mean_it():
     assert (decoded.source_height, decoded.source_width) == (4, 6)
 
 
+def test_the_orientation_is_read_wherever_pillow_finds_one_and_files_without_one_are_upright():
+    """decode_image asks Pillow's getexif only where it can find an orientation (ORIENTATION_SOURCES, a TIFF's tags):
+    every way a file stores one gives the same orientation as getexif does, and the pixels come upright."""
+    import io
+
+    from PIL import PngImagePlugin
+
+    stored = Image.fromarray(np.rot90(colour(4, 6, seed=1), k=1))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    text = PngImagePlugin.PngInfo()
+    text.add_itxt("XML:com.adobe.xmp", xmp.decode())
+    files = {
+        "jpeg exif": encode(stored, "JPEG", exif=exif),
+        "webp exif": encode(stored, "WEBP", exif=exif, lossless=True),
+        "tiff tags": encode(stored, "TIFF", tiffinfo={0x0112: 6}),
+        "png exif": encode(stored, "PNG", exif=exif),
+        "png xmp": encode(stored, "PNG", pnginfo=text),
+        "jpeg xmp": encode(stored, "JPEG", xmp=xmp),
+        "png plain": encode(stored, "PNG"),
+        "jpeg plain": encode(stored, "JPEG"),
+    }
+    for name, data in files.items():
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()  # a TIFF's orientation is applied here, by Pillow
+            expected = image.getexif().get(0x0112, 1)
+        decoded = decode_image(data, RGB)
+        assert decoded.orientation == expected == (1 if "plain" in name or "tiff" in name else 6), name
+        assert decoded.pixels.shape[:2] == ((6, 4) if "plain" in name else (4, 6)), name  # upright, or as stored
+
+
 def test_extensions_in_any_case_and_what_is_not_an_image():
     assert is_image_name("a/B.JPG") and is_image_name("x.Tiff") and is_image_name("y.webp")
     assert not is_image_name("notes.txt") and not is_image_name("Thumbs.db") and not is_image_name("README")
