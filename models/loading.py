@@ -12,7 +12,7 @@ from pathlib import Path
 import tensorflow as tf
 import tf_keras as keras
 
-from models import table_layers  # noqa: F401  (registers the table models' layers for Keras)
+from models import table_layers, text_preprocessing  # noqa: F401  (registers the table and text layers for Keras)
 from tfpipe.outputs import file_sha256
 
 
@@ -56,6 +56,15 @@ class SpaceToDepth(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "block_size": self.block_size}
+
+
+def vector_model(trained, core_name: str):
+    """The trained model without its preprocessing: what its preprocessing outputs in (a table's feature vector, a
+    text's token ids or TF-IDF vector), the same head's output out, with the trained model's own layers and weights.
+    What the TFLite variants convert (a TFLite model holds no string lookup) and the label check scores."""
+    core = trained.get_layer(core_name)
+    inputs = keras.Input(shape=core.input_shape[1:], dtype=core.inputs[0].dtype, name="features")
+    return keras.Model(inputs, trained.layers[-1](core(inputs)), name="vector_model")
 
 
 def load_trained_model(train_dir: Path | str):

@@ -13,11 +13,15 @@ def register(
     max_input_size: int | None = None,
     kinds: tuple[str, ...] = ("image",),
     search: bool = False,
+    text_input: str | None = None,
+    cost: int = 0,
 ) -> Callable[[Callable], Callable]:
     """Registers a builder under `name`; `min_input_size` and `max_input_size` bound the image side the
     architecture was designed for (preprocess.image_height/width: auto resizes images up or down into them);
     `kinds` are the data kinds it takes (tfpipe/kinds.py); `search`: one of its kinds' default candidates for
-    train.model: auto."""
+    train.model: auto; `text_input`, for a text model, what it reads: "sequence" (token ids in order) or "bag" (a
+    TF-IDF vector of words and word pairs); `cost`, its rank among its kind's candidates by training time (the search
+    tries the cheapest first, so a time budget cuts the costliest)."""
 
     def decorate(builder: Callable) -> Callable:
         if name in BUILDERS:
@@ -28,6 +32,8 @@ def register(
         builder.max_input_size = max_input_size
         builder.kinds = tuple(kinds)
         builder.search = search
+        builder.text_input = text_input
+        builder.cost = cost
         BUILDERS[name] = builder
         return builder
 
@@ -50,7 +56,8 @@ def check_kind(name: str, kind: str) -> None:
 
 def search_candidates(kind: str) -> list[str]:
     """The models train.model: auto compares for this kind by default (the schema command proposes them)."""
-    return [name for name in names() if kind in BUILDERS[name].kinds and BUILDERS[name].search]
+    found = [name for name in names() if kind in BUILDERS[name].kinds and BUILDERS[name].search]
+    return sorted(found, key=lambda name: (BUILDERS[name].cost, name))
 
 
 def takes_raw_pixels(name: str) -> bool:

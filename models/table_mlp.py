@@ -9,7 +9,7 @@ from models.registry import register
 from models.table_blocks import check_vector, embedded_features, regularizer_for
 
 
-@register("table_mlp", kinds=("table",), search=True)
+@register("table_mlp", kinds=("table",), search=True, cost=1)
 def build_table_mlp(
     input_shape, num_classes, dropout_rate=0.0, weight_decay=0.0, batch_norm=False, layout=None, width=64, depth=2
 ):

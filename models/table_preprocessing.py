@@ -58,11 +58,3 @@ def build_table_preprocessor(statistics: dict) -> keras.Model:
         raise ValueError("the table has no feature column: nothing to preprocess")
     outputs = features[0] if len(features) == 1 else keras.layers.Concatenate(name="features")(features)
     return keras.Model(inputs, outputs, name="preprocessing")
-
-
-def vector_model(trained: keras.Model, core_name: str) -> keras.Model:
-    """The trained model without its preprocessing: the feature vector in, the same head's output out (the layers
-    and weights are the trained model's own). What the TFLite variants convert and the label check scores."""
-    core = trained.get_layer(core_name)
-    inputs = keras.Input(shape=core.input_shape[1:], dtype="float32", name="features")
-    return keras.Model(inputs, trained.layers[-1](core(inputs)), name="vector_model")

@@ -12,7 +12,7 @@ from models.registry import register
 from models.table_blocks import check_vector, embedded_features, regularizer_for
 
 
-@register("table_resnet", kinds=("table",), search=True)
+@register("table_resnet", kinds=("table",), search=True, cost=2)
 def build_table_resnet(
     input_shape, num_classes, dropout_rate=0.0, weight_decay=0.0, batch_norm=True, layout=None, width=64, depth=2
 ):

@@ -90,11 +90,11 @@ def propose_table_schema(params_file: Path, raw_dir: Path, target: str | None) -
     target: without --target, a new table's is its last column); prints the notes, returns the diff."""
     import argparse as arguments
 
-    from pipelines import schema
+    from pipelines import schema_sections
     from tfpipe.params_file import load_params
 
     options = arguments.Namespace(params=params_file, raw_dir=raw_dir, force=True, dry_run=False)
-    diff, notes, _ = schema.infer_table(options, load_params(params_file), target, use_params_target=False)
+    diff, notes, _ = schema_sections.infer_table(options, load_params(params_file), target, use_params_target=False)
     for note in notes:
         print(f"note: {note}")
     return diff

@@ -1,5 +1,6 @@
-"""Predicts with an exported model: image files (the top-k class names and probabilities, one line each) or table
-files (one prediction a row, as CSV: pipelines/predict_table.py).
+"""Predicts with an exported model: image files (the top-k class names and probabilities, one line each), table
+files (one prediction a row, as CSV: pipelines/predict_table.py) or documents (text files, or lines on stdin: the
+top-k classes of each, pipelines/predict_text.py).
 
     python -m pipelines.predict --model artifacts/export/saved_model/mnist_5k-classifier/3 digit.png
     python -m pipelines.predict --model artifacts/export/model_int8.tflite --top-k 3 *.png
@@ -50,11 +51,15 @@ def open_saved_model(directory: Path):
     import tensorflow as tf
 
     from pipelines.predict_table import TableSavedModel
+    from pipelines.predict_text import TextSavedModel
 
     loaded = tf.saved_model.load(str(directory))
     if "serving_default" not in loaded.signatures:
         raise ModelLoadError(f"{directory}: SavedModel has no serving_default signature")
-    return TableSavedModel(loaded) if hasattr(loaded, "encoding") else SavedModelClassifier(directory, loaded)
+    if not hasattr(loaded, "encoding"):
+        return SavedModelClassifier(directory, loaded)
+    kind = json.loads(loaded.encoding.numpy().decode()).get("kind", "table")
+    return TextSavedModel(loaded) if kind == "text" else TableSavedModel(loaded)
 
 
 class SavedModelClassifier:
@@ -147,8 +152,11 @@ def load_classifier(model: str, trust: bool = False):
         raise ModelLoadError(f"{path}: no such file or directory")
     if path.suffix == ".tflite":
         from pipelines.predict_table import TableTFLite, is_table_tflite
+        from pipelines.predict_text import TextTFLite, is_text_tflite
 
         try:
+            if is_text_tflite(path):
+                return TextTFLite(path)
             return TableTFLite(path) if is_table_tflite(path) else TFLiteFileClassifier(path)
         except tflite.InvalidModelError as error:
             raise ModelLoadError(str(error)) from None
@@ -211,8 +219,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         nargs="+",
         type=Path,
         metavar="FILE",
-        help="image files (PNG, JPEG, ...; any size or channel count), or for a table's model table files "
-        "(CSV, TSV, JSON lines, Parquet; - reads CSV on stdin)",
+        help="image files (PNG, JPEG, ...; any size or channel count); for a table's model, table files (CSV, TSV, "
+        "JSON lines, Parquet; - reads CSV on stdin); for a text model, text files (- reads one document a line)",
     )
     parser.add_argument("--output", type=Path, help="a table's model: write the predictions' CSV here (default stdout)")
     parser.add_argument("--model", required=True, help="SavedModel directory, .tflite file or models:/<name>@champion")
@@ -241,6 +249,10 @@ def main(argv=None) -> int:
     except (ModelLoadError, FileNotFoundError) as error:
         print(f"error: {redact(error)}", file=sys.stderr)
         return 2
+    if hasattr(classifier, "predict_texts"):  # a text model: documents
+        from pipelines import predict_text
+
+        return predict_text.main(classifier, args.images, args.top_k)
     if hasattr(classifier, "encoding"):  # a table's model: files of rows
         from pipelines import predict_table
 

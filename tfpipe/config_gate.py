@@ -49,11 +49,14 @@ class ExportParams:
     representative_samples: int = Field(200, ge=1, le=100_000)  # train images that calibrate full-integer quantization
     seed: Seed = 42
     prune_target_sparsity: float = Field(0.75, ge=0, lt=1)
-    prune_epochs: int = Field(4, ge=1, le=1000)
+    # At most; auto: about FINE_TUNE_STEPS optimizer steps whatever the train split's size (components/export/
+    # fine_tune.py), and with a validation split the fine-tune stops when val_loss stops improving after the ramp.
+    prune_epochs: Annotated[int, Field(ge=1, le=1000)] | Auto = "auto"
     prune_end_fraction: float = Field(0.5, gt=0, le=1)  # the sparsity ramp ends here; the rest recovers accuracy
     prune_learning_rate: float = Field(2e-4, gt=0)
     prune_min_weights: int = Field(1000, ge=0, le=2**31 - 1)  # smaller kernels (LeNet's first conv: 150) stay dense
-    qat_epochs: int = Field(1, ge=1, le=1000)  # quantization-aware fine-tune, for qat_int8 and pqat_int8
+    # quantization-aware fine-tune, for qat_int8 and pqat_int8: at most; auto as prune_epochs
+    qat_epochs: Annotated[int, Field(ge=1, le=1000)] | Auto = "auto"
     qat_learning_rate: float = Field(1e-4, gt=0)
     num_threads: int = Field(1, ge=1, le=1024)  # every variant is measured with the same interpreter settings
     latency_runs: int = Field(300, ge=10, le=1_000_000)
@@ -62,6 +65,10 @@ class ExportParams:
     max_int8_accuracy_drop: float = Field(0.002, ge=0, le=1)  # vs the float Keras model, whole test split
     max_int8_class_drop: float = Field(0.04, ge=0, le=1)  # per-class recall vs the float model
     max_int8_error_increase: float = Field(0.02, ge=0, le=10)  # regression: int8 MAE vs the float model's, a share
+    # Any variant further behind the float model is "not for shipping": marked in the report, the card and
+    # summary.json, and its file is not exported (a single test image never decides it)
+    max_variant_accuracy_drop: float = Field(0.01, ge=0, le=1)
+    max_variant_error_increase: float = Field(0.05, ge=0, le=10)  # regression: MAE above the float model's, a share
 
     @pydantic.model_validator(mode="after")
     def _gate_variant_is_exported(self):

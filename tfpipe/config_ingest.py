@@ -4,7 +4,7 @@ table `table.columns`) and `preprocess`. Frozen, strict dataclasses (tfpipe/conf
 from __future__ import annotations
 
 import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import pydantic
 from pydantic import Field
@@ -107,6 +107,32 @@ class TableParams:
 
 
 @dataclass(frozen=True, config=STRICT)
+class TextParams:
+    """What ingest checks in documents (class folders of text files, or a table's text column: data.kind: text).
+    `python -m pipelines.schema` proposes them from the documents."""
+
+    column: str | None = None  # a table's column holding the documents; null for folders of files
+    strip_markup: bool = False  # <br />, <i> ... become spaces (IMDB's reviews hold HTML line breaks)
+    min_chars: int = Field(1, ge=1, le=10**6)  # shorter (after cleaning): an empty document, skipped and counted
+    max_chars: int = Field(10**6, ge=1, le=10**9)  # longer: a length outlier, an error naming the files
+    max_empty_share: Share = 0.0  # of the documents that may be empty (each skipped, counted, listed)
+    max_oov_share: Share = 1.0  # the mean share of val/test tokens the train split never holds
+    num_classes: int | None = Field(None, ge=2, le=100_000)  # null: any number (at least 2)
+    min_per_class: int = Field(1, ge=1, le=10**9)
+    min_class_share: Share = 0.0
+    max_class_share: Share = 1.0
+    # Jaccard similarity of word 5-shingles (MinHash) above which two documents are near duplicates: kept in one
+    # split, and a leak when your own train/ and test/ folders part them. -1: exact copies only.
+    near_duplicate_similarity: float = Field(0.9, ge=-1, le=1)
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self):
+        if self.min_chars > self.max_chars or self.min_class_share > self.max_class_share:
+            raise ValueError("min_chars must be at most max_chars and min_class_share at most max_class_share")
+        return self
+
+
+@dataclass(frozen=True, config=STRICT)
 class IngestParams:
     seed: Seed = 42
     val_fraction: float = Field(0.1, ge=0, lt=1)
@@ -120,6 +146,7 @@ class IngestParams:
     alpha_background: int = Field(255, ge=0, le=255)  # grey level transparent pixels are composited on (255 white)
     expectations: ExpectationParams = ExpectationParams()
     table: TableParams = TableParams()
+    text: TextParams = TextParams()
 
     @pydantic.model_validator(mode="after")
     def _fractions_leave_a_train_split(self):
@@ -133,8 +160,12 @@ class IngestParams:
 @dataclass(frozen=True, config=STRICT)
 class PreprocessParams:
     """Images: the model's input size. auto: the data's size, scaled up (aspect kept) to the smallest side the model
-    was designed for (models/registry.py: lenet5 28, vgg13 and resnet18 32, the backbones 32, mlp any). Tables are
-    analyzed from their columns (ingest.table) and read no key here."""
+    was designed for (models/registry.py: lenet5 28, vgg13 and resnet18 32, the backbones 32, mlp any). Documents:
+    the vocabulary and the sequence length. Tables are analyzed from their columns and read no key here."""
 
     image_height: Side | Auto = "auto"
     image_width: Side | Auto = "auto"
+    # Documents: the vocabulary's size (auto: the tokens seen twice or more in train, at most 20,000) and a sequence's
+    # length in tokens (auto: the 90th percentile of the train documents', 32..500).
+    vocabulary_size: Annotated[int, Field(ge=2, le=10**6)] | Auto = "auto"
+    sequence_length: Annotated[int, Field(ge=1, le=100_000)] | Auto = "auto"

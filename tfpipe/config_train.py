@@ -42,6 +42,9 @@ class SearchParams:
     models: tuple[str, ...] = ("lenet5_s2d", "resnet_small")  # registered models (models/registry.py)
     augmentations: tuple[AugmentationPreset, ...] = ("shift", "shift_flip", "crop_flip")
     fraction: float = Field(0.1, gt=0, le=1)
+    # The search's time budget: once spent, the candidates not yet tried are skipped (the first always runs; each is
+    # listed, the cheapest first, so the budget cuts the costliest). null: no budget.
+    budget_minutes: float | None = Field(None, gt=0, le=10_000)
 
     @pydantic.model_validator(mode="after")
     def _not_empty(self):

@@ -30,6 +30,38 @@ def _one_table(entries: list[Path]) -> bool:
     return len(entries) == 1 and entries[0].is_file() and table_format(entries[0]) is not None
 
 
+def _sample_files(entries: list[Path], count: int = 20) -> list[Path]:
+    """Up to `count` visible files below the folders of data/raw, in a fixed order."""
+    import os
+
+    found = []
+    for folder in (entry for entry in entries if entry.is_dir()):
+        for current, directories, names in os.walk(folder):
+            directories[:] = sorted(name for name in directories if not name.startswith("."))
+            found += [Path(current) / name for name in sorted(names) if not name.startswith(".")]
+            if len(found) >= count:
+                return found[:count]
+    return found
+
+
+def _text_folders(entries: list[Path]) -> bool:
+    """Folders whose files are documents: most of a sample has a text extension (or none) and reads as text."""
+    from tfpipe.texts import TEXT_SUFFIXES, looks_like_text
+
+    sample = _sample_files(entries)
+    if not sample:
+        return False
+
+    def head(path: Path) -> bytes:
+        with path.open("rb") as stream:
+            return stream.read(4096)
+
+    documents = sum(
+        path.suffix.lower() in TEXT_SUFFIXES and path.is_file() and looks_like_text(head(path)) for path in sample
+    )
+    return documents > len(sample) / 2
+
+
 def _image_layout(entries: list[Path]) -> bool:
     """Class or split folders, or images beside a labels file (components/ingest/layout.py)."""
     from tfpipe.images import is_image_name
@@ -45,6 +77,13 @@ KINDS = {
             "one CSV, TSV, JSON-lines or Parquet file (and data.target, its column to predict)",
             ("classification", "regression"),
             _one_table,
+        ),
+        Kind(
+            "text",
+            "class folders of documents (<class>/<file>.txt, train|test/<class>/...), or a table with a free-text "
+            "column (data.kind: text)",
+            ("classification",),
+            _text_folders,
         ),
         Kind(
             "image",

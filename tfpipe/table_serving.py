@@ -1,4 +1,4 @@
-"""A table's served model, outside TensorFlow's signature: the raw columns of a user's file (a pandas DataFrame, as
+"""A table's (or documents') served model, outside TensorFlow's signature: the raw columns of a user's file (a
 `mlflow models serve` receives a JSON DataFrame and `pipelines.predict` reads a CSV) parsed by the reader every stage
 uses (tfpipe/tables.py, with the schema the model was trained on: formats, missing values, dates), fed to the
 exported SavedModel by input name, and the predictions returned one row each (components/export/table_pyfunc.py wraps
@@ -30,6 +30,11 @@ def model_inputs(frame: pd.DataFrame, encoding: dict) -> dict[str, np.ndarray]:
     """{input name: [N]} for the SavedModel's serving signature, from the raw columns (by their names in the file):
     numbers float32 (NaN empty), dates ISO text, every other type text ("" empty). Other columns are ignored. A cell
     that is not a number (date) where the column holds numbers (dates) is an UnparsedCells error naming the rows."""
+    if encoding.get("kind") == "text":  # documents: one column of text (named `text`, else the frame's only one)
+        column = "text" if "text" in frame.columns else (frame.columns[-1] if len(frame.columns) == 1 else None)
+        if column is None:
+            raise MissingColumns(f"the rows need a `text` column of documents (they have {list(frame.columns)})")
+        return {"text": frame[column].fillna("").astype(str).to_numpy(dtype=object)}
     missing = [item["column"] for item in encoding["inputs"] if item["column"] not in frame.columns]
     if missing:
         raise MissingColumns(

@@ -67,13 +67,16 @@ class Examples:
         return digest.hexdigest()
 
     def sample(self, count: int, seed: int) -> np.ndarray:
-        """`count` images drawn without replacement, in order, as float32 raw pixel values (the int8 calibration)."""
+        """`count` examples drawn without replacement, in order, as the model takes them (the int8 calibration): float32
+        raw pixel values or features, int32 token ids."""
         chosen = np.sort(np.random.default_rng(seed).choice(self.count, size=min(count, self.count), replace=False))
         picked, start = [], 0
         for images, _ in self.batches():
             inside = chosen[(chosen >= start) & (chosen < start + len(images))] - start
             picked.append(images[inside])
             start += len(images)
+        # What the model takes: float32 pixel values or features; integer ids (a text's tokens) as they are.
+        dtype = self.dtype if np.issubdtype(self.dtype, np.integer) and self.dtype != np.uint8 else np.float32
         if not picked:
-            return np.zeros((0, *self.shape), np.float32)
-        return np.concatenate(picked).astype(np.float32)
+            return np.zeros((0, *self.shape), dtype)
+        return np.concatenate(picked).astype(dtype)

@@ -2,11 +2,16 @@
 strip_pruning) and quantization-aware training (pruning-preserving on a pruned model), on the classifier alone with
 the trained model's preprocessing and softmax put back around it; reads the train examples it is given (Examples:
 streamed from the prepared split, or arrays in a test), writes pruning summaries for TensorBoard.
+
+A fine-tune fits the data as training does: `auto` epochs are about FINE_TUNE_STEPS optimizer steps whatever the
+train split's size (four epochs of 400 photos were 28 steps, too few for a ResNet to recover from losing three
+quarters of its weights), and with a validation split the fine-tune keeps the weights of its best epoch by val_loss
+(for pruning, among the epochs after the ramp: every one of them has the final masks) and stops after
+`patience_epochs` without a better one.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -14,14 +19,31 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.export.examples import Examples
+from components.export.quantization import quantize_apply_skipping
 
 FINE_TUNE_BATCH_SIZE = 64
+FINE_TUNE_STEPS = 1000  # auto epochs: about this many optimizer steps (mnist_5k's 3,998 train images: 16 epochs)
+AUTO_EPOCHS = (2, 200)  # auto never gives fewer or more epochs than these
+
+
+def resolve_epochs(epochs: int | str, count: int, batch_size: int = FINE_TUNE_BATCH_SIZE) -> int:
+    """A fine-tune's epochs: the params' number, or for auto about FINE_TUNE_STEPS optimizer steps over `count`
+    examples, within AUTO_EPOCHS."""
+    if epochs != "auto":
+        return int(epochs)
+    steps_per_epoch = max(1, math.ceil(count / batch_size))
+    return min(AUTO_EPOCHS[1], max(AUTO_EPOCHS[0], round(FINE_TUNE_STEPS / steps_per_epoch)))
+
+
+def patience_epochs(epochs: int) -> int:
+    """Epochs without a better val_loss before a fine-tune stops: a fifth of its epochs, at least 2."""
+    return max(2, epochs // 5)
 
 
 def wrap_classifier(model: keras.Model, classifier: keras.Model, name: str) -> keras.Model:
     """`model`'s preprocessor (an image model's; a table's vector model has none), then `classifier`, then `model`'s
     own head (a float32 softmax, or a regression's TargetTransform): the same inputs and outputs as `model`."""
-    inputs = keras.Input(shape=model.input_shape[1:], dtype="float32", name=model.input_names[0])
+    inputs = keras.Input(shape=model.input_shape[1:], dtype=model.inputs[0].dtype, name=model.input_names[0])
     layers = {layer.name for layer in model.layers}
     features = model.get_layer("preprocessing")(inputs) if "preprocessing" in layers else inputs
     return keras.Model(inputs, model.layers[-1](classifier(features)), name=name)
@@ -72,6 +94,18 @@ def build_pruning_schedule(
     )
 
 
+def batched(examples: Examples, shuffle_seed: int | None = None) -> tf.data.Dataset:
+    """(float32 inputs, targets) batches of FINE_TUNE_BATCH_SIZE, shuffled with the seed when one is given."""
+    dataset = examples.dataset()
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(examples.shuffle_buffer(), seed=shuffle_seed)
+    return (
+        dataset.batch(FINE_TUNE_BATCH_SIZE)
+        .map(lambda image, label: (tf.cast(image, tf.float32), label), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
 def fine_tune(
     model: keras.Model,
     train: Examples,
@@ -81,22 +115,37 @@ def fine_tune(
     seed: int,
     callbacks=(),
     loss=None,
+    val: Examples | None = None,
+    select_from_epoch: int = 0,
 ):
-    """A few epochs of the train examples at a low rate; the variants start from trained weights. loss: the model's
-    training loss (default: a classifier's cross-entropy on its probabilities)."""
+    """At most `epochs` epochs of the train examples at a low rate; the variants start from trained weights. loss: the
+    model's training loss (default: a classifier's cross-entropy on its probabilities). With val examples, the
+    weights of the epoch with the lowest val_loss from `select_from_epoch` on are kept, and the fine-tune stops after
+    patience_epochs(epochs) epochs without a lower one."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss=loss or keras.losses.SparseCategoricalCrossentropy(),
         metrics=[] if loss is not None else ["accuracy"],
     )
-    dataset = (
-        train.dataset()
-        .shuffle(train.shuffle_buffer(), seed=seed)
-        .batch(FINE_TUNE_BATCH_SIZE)
-        .map(lambda image, label: (tf.cast(image, tf.float32), label), num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
+    callbacks = list(callbacks)
+    if val is not None and val.count > 0 and select_from_epoch < epochs:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=patience_epochs(epochs),
+                restore_best_weights=True,
+                start_from_epoch=select_from_epoch,
+            )
+        )
+    else:
+        val = None
+    model.fit(
+        batched(train, shuffle_seed=seed),
+        epochs=epochs,
+        validation_data=batched(val) if val is not None else None,
+        callbacks=callbacks,
+        verbose=2,
     )
-    model.fit(dataset, epochs=epochs, callbacks=list(callbacks), verbose=2)
     return model
 
 
@@ -113,8 +162,10 @@ def prune_classifier(
     seed,
     log_dir,
     loss=None,
+    val: Examples | None = None,
 ) -> keras.Model:
-    """Fine-tunes a pruned copy of the classifier; returns the whole model with pruning stripped.
+    """Fine-tunes a pruned copy of the classifier; returns the whole model with pruning stripped. epochs: a number or
+    auto (resolve_epochs); with val examples, the best epoch after the ramp by val_loss is kept.
 
     Kernels with fewer than `min_weights` weights stay dense: they are a rounding error of the
     size, and a first conv with one input channel loses accuracy fast when pruned. Depthwise
@@ -123,6 +174,7 @@ def prune_classifier(
     """
     import tensorflow_model_optimization as tfmot
 
+    epochs = resolve_epochs(epochs, train.count)
     schedule = build_pruning_schedule(
         train.count,
         batch_size=FINE_TUNE_BATCH_SIZE,
@@ -153,94 +205,11 @@ def prune_classifier(
         seed=seed,
         callbacks=callbacks,
         loss=loss,
+        val=val,
+        # the first epoch that starts with the final masks (the last update is at the ramp's end step)
+        select_from_epoch=schedule.end_step // math.ceil(train.count / FINE_TUNE_BATCH_SIZE) + 1,
     )
     return wrap_classifier(model, tfmot.sparsity.keras.strip_pruning(prunable), "pruned_model")
-
-
-def folds_into_previous(layer) -> bool:
-    """A batch norm right after a conv or dense layer: tfmot's transforms fold it into that layer. One anywhere else
-    (after an addition, as a pre-activation residual block has it) has no QAT config."""
-    nodes = getattr(layer, "inbound_nodes", None) or []
-    inbound = nodes[0].inbound_layers if nodes else []
-    inbound = inbound if isinstance(inbound, list) else [inbound]
-    return len(inbound) == 1 and isinstance(inbound[0], (keras.layers.Conv2D, keras.layers.Dense))
-
-
-def layers_without_quantize_config(classifier: keras.Model, scheme) -> list[str]:
-    """Layers the scheme has no QAT config for, as 'name (Class)'. A batch norm after a conv or dense layer is not one
-    of them: a transform folds it into that layer. (EfficientNet: Rescaling, Normalization, Multiply.)"""
-    registry = scheme.get_quantize_registry()
-
-    def supported(layer) -> bool:
-        # The prune-preserving registry says it supports layers it then has no config for (a weightless
-        # custom layer such as SpaceToDepth): asking for the config is the test that holds for every scheme.
-        if not registry.supports(layer):
-            return False
-        try:
-            registry.get_quantize_config(layer)
-        except ValueError:
-            return False
-        return True
-
-    return [
-        f"{layer.name} ({type(layer).__name__})"
-        for layer in classifier.layers
-        if not isinstance(layer, keras.layers.InputLayer)
-        and not (isinstance(layer, keras.layers.BatchNormalization) and folds_into_previous(layer))
-        and not supported(layer)
-    ]
-
-
-@functools.cache
-def float_quantize_config_class():
-    """A tfmot QuantizeConfig that quantizes nothing: the layer stays float in the fine-tune (the converter
-    quantizes it post-training). Built on first use, because tfmot is imported only when a fine-tune runs."""
-    import tensorflow_model_optimization as tfmot
-
-    class FloatQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
-        def get_weights_and_quantizers(self, layer):
-            return []
-
-        def get_activations_and_quantizers(self, layer):
-            return []
-
-        def set_quantize_weights(self, layer, quantize_weights):
-            pass
-
-        def set_quantize_activations(self, layer, quantize_activations):
-            pass
-
-        def get_output_quantizers(self, layer):
-            return []
-
-        def get_config(self):
-            return {}
-
-    return FloatQuantizeConfig
-
-
-def quantize_apply_skipping(classifier: keras.Model, scheme) -> tuple[keras.Model, list[str]]:
-    """quantize_apply on every layer the scheme supports; the rest stay float during the fine-tune.
-
-    Returns the QAT model and the layers left float. Those are annotated with FloatQuantizeConfig
-    rather than left alone: the prune-preserving scheme would otherwise ask its registry for a config it
-    does not have (a layer feeding quantized ones). The int8 converter still quantizes them,
-    post-training, from the representative images: the fallback for what tfmot cannot train.
-    """
-    import tensorflow_model_optimization as tfmot
-
-    skipped = layers_without_quantize_config(classifier, scheme)
-    names = {entry.split(" (")[0] for entry in skipped}
-    annotate, float_config = tfmot.quantization.keras.quantize_annotate_layer, float_quantize_config_class()
-
-    def clone(layer):  # returns the layers themselves, annotated: weights are shared
-        if isinstance(layer, keras.layers.InputLayer):
-            return layer
-        return annotate(layer, quantize_config=float_config()) if layer.name in names else annotate(layer)
-
-    annotated = keras.models.clone_model(classifier, clone_function=clone)
-    with tfmot.quantization.keras.quantize_scope({"FloatQuantizeConfig": float_config}):
-        return tfmot.quantization.keras.quantize_apply(annotated, scheme), skipped
 
 
 def quantization_aware_classifier(
@@ -249,13 +218,15 @@ def quantization_aware_classifier(
     classifier_name,
     *,
     preserve_sparsity: bool,
-    epochs: int,
+    epochs: int | str,
     learning_rate: float,
     seed: int,
     loss=None,
+    val: Examples | None = None,
 ) -> tuple[keras.Model, list[str]]:
     """QAT fine-tune (fake-quantized weights and activations); with preserve_sparsity (PQAT) the
-    zero weights of an already pruned classifier stay zero. The converter turns the result into int8.
+    zero weights of an already pruned classifier stay zero. The converter turns the result into int8. epochs: a
+    number or auto (resolve_epochs); with val examples, the best epoch by val_loss is kept.
 
     Returns the fine-tuned model and the layers that stayed float in it (see quantize_apply_skipping).
     """
@@ -269,7 +240,15 @@ def quantization_aware_classifier(
     )
     quantized, float_layers = quantize_apply_skipping(classifier, scheme)
     qat_model = wrap_classifier(model, quantized, "pqat_model" if preserve_sparsity else "qat_model")
-    trained = fine_tune(qat_model, train, epochs=epochs, learning_rate=learning_rate, seed=seed, loss=loss)
+    trained = fine_tune(
+        qat_model,
+        train,
+        epochs=resolve_epochs(epochs, train.count),
+        learning_rate=learning_rate,
+        seed=seed,
+        loss=loss,
+        val=val,
+    )
     return trained, float_layers
 
 

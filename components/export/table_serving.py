@@ -35,9 +35,7 @@ class TableServingModule(tf.Module):
         super().__init__(name="serving")
         self.model_variables = list(model.variables)
         # The category lookups' hash tables are resources, not variables: tracked here so the SavedModel holds them.
-        self.lookup_tables = [
-            layer.lookup_table for layer in model.get_layer("preprocessing").layers if hasattr(layer, "lookup_table")
-        ]
+        self.lookup_tables = [module.lookup_table for module in model.submodules if hasattr(module, "lookup_table")]
         self.encoding = tf.Variable(json.dumps(encoding, sort_keys=True), trainable=False, name="encoding")
         regression = encoding["task"] == "regression"
         if not regression:
@@ -84,7 +82,7 @@ def register_table_model(
     saved_model_dir: Path, encoding: dict, *, model_name: str, example: pd.DataFrame, tags: dict
 ) -> int:
     """Logs the python model (the SavedModel and encoding.json its artifacts) into the active run and registers it
-    (tags, no alias); returns the version. Its signature is the file's columns by name."""
+    (tags, no alias); returns the version. Its signature is the file's columns by name (documents: `text`)."""
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
@@ -101,7 +99,7 @@ def register_table_model(
             # Each column the model reads, of any type: a JSON number arrives as an integer or a float, a date in the
             # column's format; the model parses them as ingest did (tfpipe/table_serving.py), not MLflow.
             signature=ModelSignature(
-                inputs=Schema([ColSpec(AnyType(), item["column"]) for item in encoding["inputs"]]),
+                inputs=Schema([ColSpec(AnyType(), column) for column in example.columns]),
                 outputs=infer_signature(example, output).outputs,
             ),
             input_example=example,

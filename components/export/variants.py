@@ -54,13 +54,14 @@ def convert_to_tflite(model: keras.Model, quantization: str, representative_imag
 
 
 def build_tflite_variants(
-    model, classifier_name, train: Examples, params, *, log_dir: Path, cache_dir: Path, loss=None
+    model, classifier_name, train: Examples, params, *, log_dir: Path, cache_dir: Path, loss=None, val=None
 ) -> tuple[dict[str, bytes], dict[str, str], list[str]]:
     """{variant: .tflite bytes} for every variant in params, in the order params lists them; {variant: note} for the
     QAT variants where tfmot could not train some layers (see quantize_apply_skipping), such a variant being left out
     if the interpreter cannot run it; and the variants reused from cache_dir instead of built. `model` takes the
     examples of `train` (an image model its pixels; a table's vector model its feature vectors); `loss` is what the
-    fine-tunes minimize (default: a classifier's cross-entropy).
+    fine-tunes minimize (default: a classifier's cross-entropy); `val` (Examples, or None) picks each fine-tune's best
+    epoch (components/export/fine_tune.py).
 
     The cache is keyed on the model's architecture and weights, the train examples, the params and the code
     (export_cache.variant_key). Each fine-tune is seeded on its own, so a variant is the same whether or
@@ -70,7 +71,8 @@ def build_tflite_variants(
     key_parts = {
         "params": params,
         "model": export_cache.model_digest(model),
-        "train_digest": train.digest(),
+        # the fine-tunes read the validation split too: it is in the key of every variant that reads data
+        "train_digest": train.digest() + (f"+val:{val.digest()}" if val is not None else ""),
         "code": lineage.code_digest("components.export.variants"),
         "libraries": export_cache.library_versions(),
     }
@@ -79,6 +81,7 @@ def build_tflite_variants(
         "learning_rate": params.qat_learning_rate,
         "seed": params.seed,
         "loss": loss,
+        "val": val,
     }
     pruned = []  # the pruned model, built at most once, only if a variant that needs it is not in the cache
 
@@ -98,6 +101,7 @@ def build_tflite_variants(
                     seed=params.seed,
                     log_dir=log_dir,
                     loss=loss,
+                    val=val,
                 )
             )
         return pruned[0]
@@ -109,6 +113,13 @@ def build_tflite_variants(
         base = pruned_model() if variant.base == "pruned" else model
         if not variant.quantization_aware:
             return CachedVariant(convert_to_tflite(base, variant.quantization, representative))
+        if base.inputs[0].dtype.is_integer:  # token ids: tfmot fake-quantizes a model's input, an id is no float
+            return CachedVariant(
+                None,
+                f"tfmot's quantization-aware training quantizes the model's input, and this model takes integer "
+                f"token ids, so {name} is not exported; int8 (post-training, the ids kept int32) is its full-integer "
+                "variant",
+            )
         keras.utils.set_random_seed(params.seed)
         qat, float_layers = quantization_aware_classifier(
             base, train, classifier_name, preserve_sparsity=variant.base == "pruned", **fine_tune

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -147,24 +148,36 @@ def search(
     train_candidate: Callable[[TrainParams, Candidate, int], Trial],
     metric: str = "val_accuracy",
     higher_is_better: bool = True,
+    clock: Callable[[], float] = time.monotonic,
 ) -> SearchResult:
     """Runs the two rounds (module docstring) with train_candidate(the candidate's short-run params, candidate,
-    round), which trains it and returns its Trial, scored on `metric`. params: train's, with epochs resolved."""
+    round), which trains it and returns its Trial, scored on `metric`. params: train's, with epochs resolved. Once
+    train.search.budget_minutes is spent, the candidates not yet tried are skipped and named in the reason."""
     if not needs_search(params):
         raise ValueError("nothing to search: train.model and train.augmentation are both set")
-    epochs = candidate_epochs(params)
-    trials = [train_candidate(candidate.shortened(params), candidate, 1) for candidate in first_round(params)]
+    epochs, started, skipped = candidate_epochs(params), clock(), []
+    budget = params.search.budget_minutes
+
+    def run(candidates: list[Candidate], round_number: int) -> list[Trial]:
+        trials = []
+        for candidate in candidates:
+            if budget is not None and (clock() - started) >= 60 * budget and (trials or round_number > 1):
+                skipped.append(candidate.name)
+                continue
+            trials.append(train_candidate(candidate.shortened(params), candidate, round_number))
+        return trials
+
+    trials = run(first_round(params), 1)
     best = pick(trials, higher_is_better)
-    trials += [
-        train_candidate(candidate.shortened(params), candidate, 2)
-        for candidate in second_round(params, best.candidate.model)
-    ]
+    trials += run(second_round(params, best.candidate.model), 2)
     winner = pick(trials, higher_is_better)
     others = ", ".join(describe(trial) for trial in trials if trial is not winner)
     best = "highest" if higher_is_better else "lowest"
     reason = f"{best} {metric} after a {epochs}-epoch run each: {describe(winner)}" + (
         f" (others: {others})" if others else ""
     )
+    if skipped:
+        reason += f"; skipped, the {budget}-minute budget spent: {', '.join(skipped)}"
     return SearchResult(winner.candidate, reason, trials, epochs, metric)
 
 

@@ -240,7 +240,7 @@ def train_as_chief(setup: Setup, all_params: Params) -> None:
             experiment_name=experiment_name,
             tensorboard=tensorboard,
             search=setup.search,
-            description=setup.kind.description(setup.manifest),
+            description=setup.kind.description(setup.manifest, params),
         )
         (paths.CACHE / "train-search" / f"{setup.key}.json").unlink(missing_ok=True)  # like the backup: done
         run.submit(lambda: run.client.log_artifact(run.run_id, str(paths.TRAIN / "history.csv")))

@@ -2,6 +2,6 @@
 classical baseline on its kind's test split, draws its pictures and says how the champion is scored on the same
 split. Each has evaluate(params, model, manifest) -> components/evaluate/tasks.Evaluation."""
 
-from components.evaluate.kinds import image, table
+from components.evaluate.kinds import image, table, text
 
-KINDS = {"image": image, "table": table}
+KINDS = {"image": image, "table": table, "text": text}

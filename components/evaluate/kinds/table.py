@@ -24,7 +24,7 @@ from components.evaluate.label_issues import MAX_EXAMPLES, describe_label_errors
 from components.evaluate.metrics import compute_metrics, most_confused
 from components.evaluate.report import plot_confusion_matrix, plot_reliability_diagram, plot_rows
 from components.evaluate.tasks import Evaluation
-from models.table_preprocessing import vector_model
+from models.loading import vector_model
 from tfpipe import paths, timing
 from tfpipe.config import Params
 from tfpipe.records import SPLITS

@@ -18,8 +18,8 @@ from components.export.examples import Examples
 from components.export.prepared import Prepared
 from components.export.serving import ExportCheckFailed
 from components.export.table_serving import TableServingModule, check_serving_parity, register_table_model
+from models.loading import vector_model
 from models.table_layers import head_standardization, regression_loss
-from models.table_preprocessing import vector_model
 from tfpipe import paths, tflite
 from tfpipe.table_encoding import encode, feed
 

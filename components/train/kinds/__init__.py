@@ -2,8 +2,8 @@
 objective, input pipelines, model and what it logs. Each has resolve(params, manifest), check(params, candidates),
 objective(params, manifest), prepare_data(params, manifest, plan, cache), build_model(params, plan, strategy,
 manifest), float32_copy(model, params, manifest), resolve_cache(cache, manifest), resolved_params(params,
-preprocessor), log_examples(params, log_dir, count), dataset_file(manifest) and description(manifest)."""
+preprocessor), log_examples(params, log_dir, count), dataset_file(manifest) and description(manifest, params)."""
 
-from components.train.kinds import image, table
+from components.train.kinds import image, table, text
 
-KINDS = {"image": image, "table": table}
+KINDS = {"image": image, "table": table, "text": text}

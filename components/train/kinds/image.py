@@ -75,5 +75,5 @@ def dataset_file(manifest: dict) -> tuple[Path, str]:
     return paths.PREPARED / "examples.csv", "label"
 
 
-def description(manifest: dict) -> dict:
+def description(manifest: dict, params: TrainParams) -> dict:
     return {"image_shape": manifest["image_shape"]}

@@ -196,7 +196,7 @@ def dataset_file(manifest: dict) -> tuple[Path, str]:
     return paths.PREPARED / manifest["splits"]["train"]["file"], manifest["target"]
 
 
-def description(manifest: dict) -> dict:
+def description(manifest: dict, params: TrainParams) -> dict:
     """What evaluate, export and predict need beside the model: the task, the target and the preprocessing
     statistics (the export ships them beside the TFLite models as encoding.json)."""
     return {"task": manifest["task"], "target": manifest["target"], "table": read_statistics()}
