@@ -25,6 +25,11 @@ PUNCTUATION = re.compile(r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']')
 ENCODINGS = ("utf-8", "utf-16", "cp1252")
 
 
+ASCII_WHITESPACE = " \t\n\r\f\v"
+WHITESPACE = re.compile(r"[ \t\n\r\f\v]+")  # what tf.strings.split splits on (ASCII whitespace only)
+ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")  # tf.strings.lower's
+
+
 def decode(data: bytes) -> tuple[str, str]:
     """(the text, NFC, the encoding it was read as: utf-8, utf-16 or cp1252)."""
     if data.startswith(codecs.BOM_UTF8):
@@ -40,12 +45,9 @@ def decode(data: bytes) -> tuple[str, str]:
 
 
 def clean(text: str, strip_markup: bool) -> str:
-    """The document as the model reads it: markup replaced by a space (when asked), surrounding space stripped."""
-    return (MARKUP.sub(" ", text) if strip_markup else text).strip()
-
-
-WHITESPACE = re.compile(r"[ \t\n\r\f\v]+")  # what tf.strings.split splits on (ASCII whitespace only)
-ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")  # tf.strings.lower's
+    """The document as the model reads it: markup replaced by a space (when asked), surrounding ASCII whitespace
+    stripped (only what the tokenizer splits on: a no-break space stays, as TextVectorization keeps it)."""
+    return (MARKUP.sub(" ", text) if strip_markup else text).strip(ASCII_WHITESPACE)
 
 
 def tokens(text: str) -> list[str]:
