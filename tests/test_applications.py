@@ -10,6 +10,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.export import fine_tune as export_fine_tune
+from components.export import quantization as export_quantization
 from components.export import variants as export_variants
 from components.export.examples import Examples
 from components.train.fit import fit_model
@@ -266,7 +267,7 @@ def test_layers_tfmot_cannot_train_stay_float_and_are_named():
     import tensorflow_model_optimization as tfmot
 
     classifier = build_classifier(train_params("efficientnet_b0", weights="none"), (32, 32, 3), NUM_CLASSES)
-    quantized, float_layers = export_fine_tune.quantize_apply_skipping(
+    quantized, float_layers = export_quantization.quantize_apply_skipping(
         classifier, tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
     )
     kinds = {entry.split(" (")[1].rstrip(")") for entry in float_layers}
@@ -276,11 +277,11 @@ def test_layers_tfmot_cannot_train_stay_float_and_are_named():
     float_names = {entry.split(" (")[0] for entry in float_layers}
     assert len(wrapped) > 100
     for layer in wrapped:  # the float ones carry a config that quantizes nothing
-        assert isinstance(layer.quantize_config, export_fine_tune.float_quantize_config_class()) == (
+        assert isinstance(layer.quantize_config, export_quantization.float_quantize_config_class()) == (
             layer.layer.name in float_names
         ), layer.name
     assert (
-        export_fine_tune.layers_without_quantize_config(
+        export_quantization.layers_without_quantize_config(
             build_classifier(train_params("resnet50", weights="none"), (32, 32, 3), NUM_CLASSES),
             tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme(),
         )

@@ -30,6 +30,9 @@ MEASUREMENT_PARAMS = frozenset(
         "gate_variant",
         "max_int8_accuracy_drop",
         "max_int8_class_drop",
+        "max_int8_error_increase",
+        "max_variant_accuracy_drop",
+        "max_variant_error_increase",
     }
 )
 QUANTIZATIONS = ("float32", "float16", "dynamic_range", "int8")

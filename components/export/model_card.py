@@ -17,6 +17,7 @@ import math
 
 from components.export.markdown import code, percent, text
 from components.export.model_card_regression import regression_analysis, regression_limits
+from components.export.shipping import describe as describe_not_for_shipping
 
 REGISTRY_LIMIT = 5000  # characters of a model version's description in MLflow's SQL stores (String(5000))
 CLASSES_LISTED = 40  # per-class rows in a full card; the registry's copy lists the weakest classes if it must shorten
@@ -97,7 +98,9 @@ def _per_class(manifest: dict, evaluation: dict, champion_recall: dict, limit: i
     return lines, len(manifest["class_names"]) - len(names)
 
 
-def _variants(metrics: dict, gate_variant: str, cpu: str, num_threads: int) -> list[str]:
+def _variants(
+    metrics: dict, gate_variant: str, cpu: str, num_threads: int, not_for_shipping: dict[str, str] | None = None
+) -> list[str]:
     float32 = metrics.get("tflite_float32", {})
     metric = "mae" if "mae" in float32 else "accuracy"
     lines = [
@@ -113,10 +116,13 @@ def _variants(metrics: dict, gate_variant: str, cpu: str, num_threads: int) -> l
         speed = f"{row['invoke_p50_ms'] / float32['invoke_p50_ms']:.2f}×" if float32.get("invoke_p50_ms") else "n/a"
         gzip = f"{row['gzip_bytes'] / 1000:,.1f}" if row.get("gzip_bytes") else "n/a"
         marker = " (the gate's)" if variant == gate_variant else ""
+        marker += " **not for shipping**" if variant in (not_for_shipping or {}) else ""
         lines.append(
             f"| {text(variant)}{marker} | {row[metric]:.4f} | {row['size_bytes'] / 1000:,.1f} | {gzip} "
             f"| {row['invoke_p50_ms'] * 1000:,.1f} | {speed} |"
         )
+    if not_for_shipping:
+        lines += ["", *(f"- {line}" for line in describe_not_for_shipping(not_for_shipping))]
     return lines
 
 
@@ -188,9 +194,11 @@ def model_card(
     unit: str = "images",
     parameters: int | None = None,
     classes_listed: int = CLASSES_LISTED,
+    not_for_shipping: dict[str, str] | None = None,
 ) -> str:
     """The card as Markdown. registration: model_name, version, promoted, why_not, exported_at, run_id; inputs: the
-    kind's lines on what the model takes and returns; unit: what an example is (images, rows)."""
+    kind's lines on what the model takes and returns; unit: what an example is (images, rows); not_for_shipping: the
+    variants components/export/shipping.py refused, with why."""
     champion = blessing.get("champion") or {}
     if evaluation.get("task") == "regression":
         subject = f"A regression of {text(manifest.get('target'))} from {unit}"
@@ -221,7 +229,11 @@ def model_card(
         "## Quantitative analysis",
         *analysis,
     ]
-    lines += ["", "### Variants and their trade-offs", *_variants(variants, gate["variant"], cpu, num_threads)]
+    lines += [
+        "",
+        "### Variants and their trade-offs",
+        *_variants(variants, gate["variant"], cpu, num_threads, not_for_shipping),
+    ]
     lines += ["", "## Gate verdict", *_verdict(blessing, gate, registration)]
     lines += ["", "## Considerations", "### Limitations", *_limits(manifest, evaluation, unit)]
     return "\n".join(lines) + "\n"

@@ -6,7 +6,7 @@ them (Variants, Registration), which the summary, the report and the card read. 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ class Prepared:
     register: Callable[[Path, str, dict], int]  # (SavedModel dir, registered model name, tags) -> version
     check_pair: Callable[[dict[str, bytes]], dict] | None = None  # TFLite + files beside vs the SavedModel
     loss: object = None  # what the fine-tunes minimize (None: a classifier's cross-entropy)
+    val: Examples | None = None  # the deployable's inputs on the validation split: each fine-tune keeps its best epoch
     card_inputs: tuple[str, ...] = ()  # the model card's lines on what the model takes and returns
     unit: str = "images"  # what one example is, in words (images, rows)
 
@@ -44,6 +45,7 @@ class Variants:
     settings: dict
     cpu_description: dict
     pair: dict  # a table's TFLite float32 model with encoding.json against the SavedModel ({} for images)
+    not_for_shipping: dict[str, str] = field(default_factory=dict)  # variant -> why (its file is not in `files`)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ import pandas as pd
 
 from components.export import cpu
 from components.export.measure import REFERENCE, SLOWER_MARGIN
+from components.export.shipping import NOT_FOR_SHIPPING
+from components.export.shipping import describe as describe_not_for_shipping
 from tfpipe import tracking
 
 matplotlib.rcParams["text.parse_math"] = False  # file and class names are drawn as text, never as mathtext
@@ -119,10 +121,16 @@ def format_report(
     baseline: dict | None = None,
     cpu_description: dict | None = None,
     slower: dict[str, dict] | None = None,
+    not_for_shipping: dict[str, str] | None = None,
 ) -> str:
     """The report; every quantized variant slower than float32 gets a paragraph (slower: the stage's
-    export_measure.slower_than_float32, computed once with the interpreter settings' figures)."""
+    export_measure.slower_than_float32, computed once with the interpreter settings' figures), every variant not for
+    shipping (components/export/shipping.py) a line and a mark in the table."""
+    not_for_shipping = not_for_shipping or {}
     table = pd.DataFrame.from_dict(metrics, orient="index").rename_axis("variant")
+    table = table.rename(
+        index=lambda name: f"{name} ({NOT_FOR_SHIPPING})" if name.removeprefix("tflite_") in not_for_shipping else name
+    )
     table["latency_p50_us"] = table.pop("latency_p50_ms") * 1000
     table["latency_p99_us"] = table.pop("latency_p99_ms") * 1000
     table["invoke_p50_us"] = table.pop("invoke_p50_ms") * 1000
@@ -168,7 +176,8 @@ def format_report(
         f"Registered in MLflow as `models:/{model_name}/{version}` "
         f"(SavedModel `saved_model/{model_name}/{version}/`), {status}.\n\n"
         f"int8 gate ({gate['variant']}): {'passed' if gate['passed'] else 'failed'} — {'; '.join(gate['reasons'])}.\n\n"
-        f"{compared}{speed}"
+        + "".join(f"{line}.\n\n" for line in describe_not_for_shipping(not_for_shipping))
+        + f"{compared}{speed}"
         + (
             "MAE and RMSE are on the whole test split through the interpreter, in the target's units; mae_increase "
             f"and mean_abs_difference compare with the float Keras model ({REFERENCE}); "

@@ -75,6 +75,7 @@ def write_model_card(
         },
         "parameters": int(model.count_params()),
         "inputs": list(prepared.card_inputs),
+        "not_for_shipping": variants.not_for_shipping,
         "unit": prepared.unit,
     }
     card = model_card.model_card(**arguments)
@@ -113,6 +114,8 @@ def write_summary(
             "since (python -m pipelines.store champion)"
         ),
         "variant_notes": variants.notes,
+        # variant -> why: further behind the float model than the params allow, its file not exported
+        "not_for_shipping": variants.not_for_shipping,
         "serving_parity_max_difference": parity,
         "cpu": variants.cpu_description,
         "slower_than_float32": variants.slower,

@@ -46,6 +46,7 @@ def prepare(model, description: dict, manifest: dict) -> Prepared:
         deployable=model,
         classifier=description["model"],
         train=Examples.from_split(paths.PREPARED, "train"),  # streamed: a split of any size fits
+        val=Examples.from_split(paths.PREPARED, "val") if "val" in manifest["splits"] else None,
         test=test,
         files={
             tflite.LABELS_FILE: "".join(f"{name}\n" for name in class_names).encode(),
