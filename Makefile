@@ -40,11 +40,12 @@ data: install
 repro: data
 	$(BIN)/dvc repro
 
-# Two pytest-xdist workers (they share one reproduced copy of the repo: tests/conftest.py).
-# PYTEST_WORKERS=0 runs everything in this process.
+# Two pytest-xdist workers (they share one reproduced copy of the repo: tests/conftest.py). loadgroup: the tests of
+# one xdist_group (those sharing a costly module fixture, e.g. tests/test_experiments.py's) run on one worker, so the
+# fixture is built once. PYTEST_WORKERS=0 runs everything in this process.
 PYTEST_WORKERS ?= 2
 test: data lint
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # ruff (pyproject.toml): lint and format, 120 columns; `make format` applies the formatter and the safe fixes.
 lint: install
@@ -57,7 +58,7 @@ format: install
 
 # Everything but the end-to-end tests (which run dvc repro in a temporary copy of the repo).
 test-fast: data
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not e2e"
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not e2e"
 
 # The UIs listen on 127.0.0.1 only (ssh -L 5000:127.0.0.1:5000 to reach them from elsewhere).
 # `make ui` reads the local store whatever MLFLOW_TRACKING_URI says (a team's server has its own UI);

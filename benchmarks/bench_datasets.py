@@ -10,7 +10,11 @@ exactly what a new user runs, with no hand edit:
 and report the network's test accuracy beside the classical baseline's (same split), whether ingest
 passed first time, what the `auto` settings resolved to, and the wall time of each command.
 
-    python -m benchmarks.bench_datasets [--json benchmarks/datasets_results.json] [--only photo_tiles]
+    python -m benchmarks.bench_datasets [--json benchmarks/datasets_results.json] [--only photo_tiles | --all]
+
+By default the two small sets docs/data.md reports (sklearn_digits, skimage_lfw_subset: minutes); --only names one
+(repeat it for more), --all runs the four; --quick trains one epoch and exports two variants (a check, not figures).
+Each dataset's line is printed as soon as it is done (and --json rewritten), the table at the end.
 
 Datasets (none is MNIST-derived):
 - sklearn_digits: scikit-learn's 1,797 handwritten digits, 8x8 grayscale, 10 classes (UCI optdigits).
@@ -41,7 +45,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.workspace import copy_repository, run  # noqa: E402
+from tests.workspace import copy_repository, run, set_params  # noqa: E402
 
 PYTHON = sys.executable
 
@@ -91,6 +95,11 @@ DATASETS = {
     "photo_crops": photo_crops,
 }
 PHOTOS = ("photo_tiles", "photo_crops")  # the train stage timed alone, and the reference recipe beside it
+DEFAULT = ("sklearn_digits", "skimage_lfw_subset")  # what docs/data.md reports; --all adds the photo sets
+QUICK = {  # --quick: params.yaml after the schema command, for a check that the path runs (tests/test_benchmarks.py)
+    "train": {"model": "lenet5_s2d", "epochs": 1, "augmentation": {"rotation": 0.0}},
+    "export": {"variants": ["float32", "int8"], "latency_runs": 10},
+}
 
 
 def cpu_name() -> str:
@@ -112,7 +121,7 @@ def count_images(folder: Path) -> int:
     return sum(1 for path in folder.rglob("*") if path.is_file())
 
 
-def measure(name: str, scratch: Path) -> dict:
+def measure(name: str, scratch: Path, overrides: dict | None = None) -> dict:
     source = scratch / name
     DATASETS[name](source)
     repo = copy_repository(scratch / f"{name}-repo", materialize=False)
@@ -121,6 +130,8 @@ def measure(name: str, scratch: Path) -> dict:
         [PYTHON, "-m", "pipelines.materialize", "--source", "folder", "--from", str(source)], repo
     )
     times["schema"], _ = timed([PYTHON, "-m", "pipelines.schema"], repo)
+    if overrides:  # --quick: a check that the path runs, not figures
+        set_params(repo, overrides)
     if name in PHOTOS:  # the train stage alone: what the reference recipe is compared with
         timed([PYTHON, "-m", "dvc", "repro", "preprocess"], repo, check=False)
         times["train stage"], _ = timed([PYTHON, "-m", "dvc", "repro", "train"], repo, check=False)
@@ -172,18 +183,35 @@ def describe_search(row: dict) -> str:
     return f"{search['model']} + {search['augmentation']} (val: {candidates})"
 
 
+def describe_row(row: dict) -> str:
+    """One dataset's outcome in a line: accuracy against the baseline, or the end of the error."""
+    if "accuracy" not in row:
+        return f"{row['dataset']}: dvc repro exited {row['repro_exit']}: {row.get('error', '')[-300:]}"
+    return (
+        f"{row['dataset']}: {row['images']} images, test accuracy {row['accuracy']:.4f} vs the classical baseline's "
+        f"{row['baseline_accuracy']:.4f}, blessed {row['blessed']}, {row['seconds']['dvc repro']} s of dvc repro"
+    )
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the rows here")
-    parser.add_argument("--only", choices=sorted(DATASETS), action="append")
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument("--only", choices=sorted(DATASETS), action="append")
+    chosen.add_argument("--all", action="store_true", help=f"every dataset: {', '.join(DATASETS)}")
+    parser.add_argument("--quick", action="store_true", help="one epoch, two variants: a check that it runs")
     args = parser.parse_args(argv)
+    overrides = QUICK if args.quick else None
     from rich.console import Console
     from rich.table import Table
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="tfpipe-datasets-") as directory:
-        for name in args.only or list(DATASETS):
-            rows.append(measure(name, Path(directory)))
+        for name in args.only or (list(DATASETS) if args.all else DEFAULT):
+            rows.append(measure(name, Path(directory), overrides))
+            print(describe_row(rows[-1]), flush=True)  # a dataset's figures survive a later one's failure
+            if args.json:
+                args.json.write_text(json.dumps(rows, indent=2) + "\n")
     table = Table(title=f"Own-images path on shipped datasets ({cpu_name()})")
     for column in (
         "dataset",

@@ -1,7 +1,10 @@
 """Where int8 time goes on this CPU: single convolutions and the trained model cut after each layer, int8 vs float32.
 
     # after `make repro` (reads artifacts/train):
-    .venv/bin/python -m benchmarks.int8_ops [--json benchmarks/int8_ops.json]
+    .venv/bin/python -m benchmarks.int8_ops [--json benchmarks/int8_ops.json] [--quick]
+
+(--quick: two convolutions and the model's first two cuts, one round of a few calls: a check that it runs, in
+seconds, not figures.)
 
 XNNPACK, TFLite's default CPU delegate, picks its int8 kernels by CPU: on a CPU with AMX-INT8 every int8
 convolution runs on a 16-pixel x 64-channel tile kernel whose cost follows pixels x kernel taps and not the
@@ -26,8 +29,7 @@ import tf_keras as keras  # noqa: E402
 from components.export import cpu
 from components.export.variants import convert_to_tflite  # noqa: E402
 from models.loading import load_trained_model  # noqa: E402
-from pipelines import tflite  # noqa: E402
-from tfpipe import paths, records
+from tfpipe import paths, records, tflite  # noqa: E402
 
 # (height, input channels, output channels, kernel): one factor varied at a time from LeNet-5's first convolution.
 # fmt: off
@@ -42,29 +44,29 @@ CONVOLUTIONS = [
 ROUNDS, CALLS = 7, 200
 
 
-def time_models(models: dict[str, bytes]) -> dict[str, float]:
+def time_models(models: dict[str, bytes], rounds: int = ROUNDS, calls: int = CALLS) -> dict[str, float]:
     """Median over interleaved rounds of the mean invoke time (µs) of each model, batch 1, one thread."""
     runners = {name: tflite.TFLiteClassifier(content, num_threads=1) for name, content in models.items()}
     inputs = {name: np.zeros((1, *runner.image_shape), runner.input["dtype"]) for name, runner in runners.items()}
-    rounds = {name: [] for name in runners}
-    for _ in range(ROUNDS):
+    timings = {name: [] for name in runners}
+    for _ in range(rounds):
         for name, runner in runners.items():
-            rounds[name].append(
-                float(np.mean(tflite.time_calls(lambda r=runner, x=inputs[name]: r.invoke(x), CALLS, warmup=5))) * 1000
+            timings[name].append(
+                float(np.mean(tflite.time_calls(lambda r=runner, x=inputs[name]: r.invoke(x), calls, warmup=5))) * 1000
             )
-    return {name: float(np.median(values)) for name, values in rounds.items()}
+    return {name: float(np.median(values)) for name, values in timings.items()}
 
 
-def single_convolutions() -> list[dict]:
+def single_convolutions(shapes=CONVOLUTIONS, rounds: int = ROUNDS, calls: int = CALLS) -> list[dict]:
     rng = np.random.default_rng(0)
     models = {}
-    for height, channels_in, channels_out, kernel in CONVOLUTIONS:
+    for height, channels_in, channels_out, kernel in shapes:
         inputs = keras.Input((height, height, channels_in))
         model = keras.Model(inputs, keras.layers.Conv2D(channels_out, kernel, padding="same")(inputs))
         representative = rng.uniform(0, 255, (32, height, height, channels_in)).astype(np.float32)
         for kind in ("float32", "int8"):
             models[(height, channels_in, channels_out, kernel, kind)] = convert_to_tflite(model, kind, representative)
-    timed = time_models(models)
+    timed = time_models(models, rounds, calls)
     return [
         {
             "height": h,
@@ -74,11 +76,11 @@ def single_convolutions() -> list[dict]:
             "float32_us": timed[(h, ci, co, k, "float32")],
             "int8_us": timed[(h, ci, co, k, "int8")],
         }
-        for h, ci, co, k in CONVOLUTIONS
+        for h, ci, co, k in shapes
     ]
 
 
-def model_cuts() -> list[dict]:
+def model_cuts(limit: int | None = None, rounds: int = ROUNDS, calls: int = CALLS) -> list[dict]:
     """The trained model (preprocessing + classifier) cut after each classifier layer that computes something."""
     model = load_trained_model(paths.TRAIN)
     classifier = next(
@@ -88,7 +90,7 @@ def model_cuts() -> list[dict]:
     representative = images[:64].astype(np.float32)
     cuts, models = [], {}
     for layer in classifier.layers[1:]:
-        if isinstance(layer, (keras.layers.Dropout, keras.layers.Flatten)):
+        if isinstance(layer, (keras.layers.Dropout, keras.layers.Flatten)) or len(cuts) == limit:
             continue
         part = keras.Model(classifier.input, layer.output)
         inputs = keras.Input(model.input_shape[1:])
@@ -96,7 +98,7 @@ def model_cuts() -> list[dict]:
         for kind in ("float32", "int8"):
             models[(layer.name, kind)] = convert_to_tflite(cut, kind, representative)
         cuts.append(f"{layer.name} ({type(layer).__name__})")
-    timed = time_models(models)
+    timed = time_models(models, rounds, calls)
     return [
         {
             "after": name,
@@ -110,17 +112,19 @@ def model_cuts() -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--quick", action="store_true", help="a check that it runs (seconds), not figures")
     args = parser.parse_args(argv)
+    timing = {"rounds": 1, "calls": 10} if args.quick else {}
     description = cpu.describe_cpu()
     print(cpu.format_cpu(description))
-    convolutions = single_convolutions()
+    convolutions = single_convolutions(CONVOLUTIONS[:2] if args.quick else CONVOLUTIONS, **timing)
     print("\nsingle Conv2D (padding same), invoke µs, batch 1:\n  H x W   in  out  k   float32    int8   int8/float32")
     for row in convolutions:
         print(
             f"  {row['height']:>2}x{row['height']:<3} {row['in']:>3} {row['out']:>4} {row['kernel']:>2} "
             f"{row['float32_us']:9.1f} {row['int8_us']:7.1f}   {row['int8_us'] / row['float32_us']:.2f}"
         )
-    cuts = model_cuts()
+    cuts = model_cuts(2 if args.quick else None, **timing)
     print(f"\n{paths.TRAIN / 'model.keras'} cut after each layer (cumulative), invoke µs, batch 1:")
     for row in cuts:
         print(

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from pipelines import records  # noqa: E402
+from tfpipe import records  # noqa: E402
 
 
 def block(x, filters, stride):

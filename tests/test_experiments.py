@@ -71,6 +71,23 @@ def test_dvc_lock_tags_name_each_output_of_the_upstream_stages(tmp_path):
     assert run_records.dvc_lock_tags(lock_file=tmp_path / "missing.lock") == {}
 
 
+def test_what_the_pipeline_writes_never_makes_a_run_dirty(tmp_path, monkeypatch):
+    """A fresh `make repro` rewrites dvc.lock, metrics/ and plots/ (tracked): the runs it makes are not git.dirty;
+    an edited params.yaml or source file is."""
+    for name in ("dvc.lock", "metrics/evaluate.json", "plots/history.csv", "params.yaml"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("committed\n")
+    run(["git", "init", "-q"], tmp_path)
+    run(["git", "add", "-A"], tmp_path)
+    run(COMMIT + ["baseline"], tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for name in ("dvc.lock", "metrics/evaluate.json", "plots/history.csv"):
+        (tmp_path / name).write_text("written by a run\n")
+    assert run_records.git_tags()["git.dirty"] == "false"
+    (tmp_path / "params.yaml").write_text("edited\n")
+    assert run_records.git_tags()["git.dirty"] == "true"
+
+
 def test_flatten_keeps_types_for_the_hparams_dashboard():
     nested = {
         "train": {"epochs": 3, "nesterov": False, "clipnorm": None, "augmentation": {"flip": "none"}},
@@ -123,6 +140,7 @@ COMMIT = ["git", "-c", "user.email=t@localhost", "-c", "user.name=t", "commit", 
 
 
 @pytest.mark.e2e
+@pytest.mark.xdist_group("experiments")  # its module fixture built once (make test: --dist loadgroup)
 def test_each_experiment_is_its_own_mlflow_run_and_dvc_exp_show_agrees(experiments):
     import mlflow
 
@@ -191,6 +209,7 @@ def _summary_tags(log_dir: Path) -> dict[Path, set[str]]:
 
 
 @pytest.mark.e2e
+@pytest.mark.xdist_group("experiments")  # its module fixture built once (make test: --dist loadgroup)
 def test_metrics_and_plots_diff_compare_two_commits_of_the_pipelines_own_outputs(experiments, tmp_path):
     """The mlp experiment's outputs (in the workspace) committed on top of the baseline (the default model)."""
     repo = experiments["repo"]
@@ -243,6 +262,7 @@ def two_experiments(reproduced_repo, tmp_path_factory):
 
 
 @pytest.mark.e2e
+@pytest.mark.xdist_group("two_experiments")  # its module fixture built once (make test: --dist loadgroup)
 def test_exp_show_only_changed_and_metrics_diff_fit_a_120_column_terminal(two_experiments):
     """What `dvc exp show --only-changed` and `dvc metrics diff` print in a terminal 120 columns wide: every changed
     column shown whole (DVC collapses the columns that do not fit into "…"), and the headline's values in it."""
@@ -269,3 +289,87 @@ def _flat(tree: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def _champion(repo: Path) -> int:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns/mlflow.db'}")
+    return int(client.get_model_version_by_alias("mnist_5k-classifier", "champion").version)
+
+
+def _versions(repo: Path) -> dict[int, str]:
+    """{version: the model's identity} of every registered version of the demo's model."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns/mlflow.db'}")
+    return {
+        int(version.version): version.tags.get("tfpipe.model_identity")
+        for version in client.search_model_versions("name = 'mnist_5k-classifier'")
+    }
+
+
+@pytest.fixture(scope="module")
+def sweep(reproduced_repo, tmp_path_factory):
+    """The docs' queued sweep (docs/tracking.md) on a copy of the reproduced repository, committed as the baseline:
+    two queued experiments, one worse than the champion (1 epoch; the baseline trained 3) and one better (5), run by
+    `dvc queue start`. Returns the repository and each experiment's name and test accuracy."""
+    from tests.workspace import copy_reproduced
+
+    repo = copy_reproduced(reproduced_repo, tmp_path_factory.mktemp("sweep") / "repo")
+    run(["git", "add", "-A"], repo)
+    run(COMMIT + ["baseline"], repo)
+    before = {"champion": _champion(repo), "versions": _versions(repo)}
+    try:
+        for epochs in (1, 5):  # the int8 gate loosened: it is not what this sweep compares
+            gate = ("-S", "export.max_int8_accuracy_drop=0.05", "-S", "export.max_int8_class_drop=0.2")
+            _dvc(repo, "exp", "run", "--queue", "-S", f"train.epochs={epochs}", *LEANER[2:], *gate)
+        _dvc(repo, "queue", "start", "--jobs", "1")
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            status = _dvc(repo, "queue", "status").stdout
+            if not any(state in status for state in ("Queued", "Running")):
+                break
+            time.sleep(5)
+        assert status.count("Success") == 2, status
+        shown = _experiments(json.loads(_dvc(repo, "exp", "show", "--json").stdout))
+    finally:
+        _stop_queue_workers(repo)
+    by_epochs = {item["params"]["epochs"]: (name, item["metrics"]["accuracy"]) for name, item in shown.items()}
+    return {"repo": repo, "before": before, "worse": by_epochs[1], "better": by_epochs[5], "baseline": by_epochs[3]}
+
+
+@pytest.mark.e2e
+@pytest.mark.xdist_group("sweep")  # its module fixture built once (make test: --dist loadgroup)
+def test_a_sweep_keeps_the_best_model_champion_until_the_better_experiment_is_applied(sweep):
+    repo, before = sweep["repo"], sweep["before"]
+    (worse, worse_accuracy), (better, better_accuracy) = sweep["worse"], sweep["better"]
+    champion_accuracy = sweep["baseline"][1]
+    assert worse_accuracy < champion_accuracy <= better_accuracy, (worse_accuracy, champion_accuracy, better_accuracy)
+    # The queued experiments registered their models and left the alias alone: the last to finish did not win.
+    versions = _versions(repo)
+    assert _champion(repo) == before["champion"] and len(versions) == len(before["versions"]) + 2
+    assert len(set(versions.values())) == len(versions)  # one version per distinct model
+
+    _dvc(repo, "exp", "apply", better)
+    exported = json.loads((repo / "artifacts/export/summary.json").read_text())
+    assert exported["promoted"] is False and "dvc exp apply" in exported["not_promoted_because"][0]
+    repro = _dvc(repo, "repro")
+    assert [line for line in repro.stdout.splitlines() if line.startswith("Running stage")] == [
+        "Running stage 'promote':"
+    ], repro.stdout
+    assert _champion(repo) == exported["version"] != before["champion"]
+
+    _dvc(repo, "exp", "apply", worse)  # refused by evaluate against the champion it would have replaced
+    assert "evaluate did not bless the model" in _dvc(repo, "repro").stdout
+    assert _champion(repo) == exported["version"] and _versions(repo) == versions  # nothing registered again
+
+
+@pytest.mark.e2e
+@pytest.mark.xdist_group("two_experiments")  # its module fixture built once (make test: --dist loadgroup)
+def test_the_docs_export_only_experiments_keep_one_version_which_stays_champion(two_experiments):
+    """`dvc exp run -S export.max_int8_accuracy_drop=...` exports the same model again: the registry keeps its one
+    version, which was and stays the champion, with no further command."""
+    summary = json.loads((two_experiments / "artifacts/export/summary.json").read_text())
+    assert summary["registered_before"] and summary["promoted"] and summary["not_promoted_because"] == []
+    assert list(_versions(two_experiments)) == [summary["version"]] and _champion(two_experiments) == summary["version"]

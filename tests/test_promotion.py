@@ -142,18 +142,19 @@ def test_a_version_becomes_champion_only_from_the_workspace_and_against_the_cham
 
 
 def write_summary(root: Path, version: int, *, compared: int | None, blessed: bool = True) -> Path:
-    summary = {
-        "registered_model": NAME,
-        "version": version,
-        "run_id": "r",
-        "blessed": blessed,
-        "int8_gate": {"passed": True, "reasons": []},
-        "compared_champion": compared,
-        "model_identity": "good" if version == 1 else "a",
-        "promoted": False,
-    }
+    """What export leaves for the promote stage and for `pipelines.store promote`: registration.json (as
+    tfpipe.promotion.registration writes it) and summary.json (its part both read)."""
+    record = promotion.registration(
+        NAME,
+        version,
+        "r",
+        "good" if version == 1 else "a",
+        {"blessed": blessed, "champion": {"version": compared} if compared else None},
+        {"passed": True, "reasons": ["int8: accuracy drop 0.0 <= 0.002"]},
+    )
     (root / "artifacts/export").mkdir(parents=True, exist_ok=True)
-    (root / "artifacts/export/summary.json").write_text(json.dumps(summary))
+    (root / "artifacts/registration.json").write_text(json.dumps(record))
+    (root / "artifacts/export/summary.json").write_text(json.dumps({**record, "promoted": False}))
     return root / "artifacts/export/summary.json"
 
 
@@ -169,9 +170,9 @@ def test_the_promote_stage_promotes_an_applied_export_and_writes_what_it_decided
     assert int(mlflow.MlflowClient().get_model_version_by_alias(NAME, tracking.CHAMPION_ALIAS).version) == good
     promote.main()
     assert json.loads((store["root"] / "artifacts/promotion.json").read_text())["outcome"] == "the champion"
-    summary = json.loads((store["root"] / "artifacts/export/summary.json").read_text())
-    (store["root"] / "artifacts/export/summary.json").write_text(json.dumps({**summary, "model_identity": "other"}))
-    decision, outcome = promote.decide({**summary, "model_identity": "other"})
+    record = json.loads((store["root"] / "artifacts/registration.json").read_text())
+    assert record["int8_gate"] == {"passed": True, "reasons": []}  # a passed gate's reasons (thresholds) are left out
+    decision, outcome = promote.decide({**record, "model_identity": "other"})
     assert outcome == "not promoted" and "is another model: nothing to promote" in decision.reasons[0]
 
 

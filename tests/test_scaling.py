@@ -55,8 +55,12 @@ def test_dvc_remote_push_then_pull_in_a_fresh_clone_has_nothing_to_reproduce(rep
     origin = copy_reproduced(reproduced_repo, tmp_path / "origin")  # after `dvc repro` (tests/conftest.py)
     # The README's command, with a local directory where a team would write s3://bucket/path.
     dvc(origin, "remote", "add", "-d", "storage", str(tmp_path / "remote"))
-    run(["git", "add", "-A"], origin)
-    run(["git", "-c", "user.email=tfpipe@localhost", "-c", "user.name=tfpipe", "commit", "-qm", "repro"], origin)
+    commit = ["git", "-c", "user.email=tfpipe@localhost", "-c", "user.name=tfpipe", "commit", "-qm"]
+    run(["git", "add", "params.yaml"], origin)  # the params this repro ran with, committed as a user commits them
+    run([*commit, "params"], origin)
+    run(["git", "add", ".dvc/config", "dvc.lock", "metrics", "plots"], origin)  # the docs' recipe, as written
+    run([*commit, "remote"], origin)
+    assert not run(["git", "status", "--porcelain", "--untracked-files=no"], origin).stdout.strip()
     pushed = dvc(origin, "push")
     assert any((tmp_path / "remote").rglob("*")), pushed.stdout
 

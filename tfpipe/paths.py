@@ -53,6 +53,7 @@ EVALUATE_METRICS = Path(_PATHS["evaluate_metrics"])
 CONFUSION_PLOT = Path(_PATHS["confusion_plot"])
 EXPORT = Path(_PATHS["export"])  # export: saved_model/<name>/<version>/, *.tflite, labels.txt, report.md
 EXPORT_METRICS = Path(_PATHS["export_metrics"])
+REGISTRATION = Path(_PATHS["registration"])  # export: the version registered and the gates' verdict (promote reads)
 PROMOTION = Path(_PATHS["promotion"])  # promote: what it decided with this checkout's registry (not in git or cache)
 
 CACHE = Path(".cache")  # state reused across runs, keyed on content (git- and DVC-ignored)

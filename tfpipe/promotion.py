@@ -75,6 +75,28 @@ def decide(model_name: str, version: int, reasons: list[str], compared: int | No
     return Decision(True, False, [], now)
 
 
+def registration(model_name: str, version: int, run_id: str, identity: str | None, blessing: dict, gate: dict) -> dict:
+    """artifacts/registration.json, which export writes and the promote stage acts on: the version, the model's
+    identity and what the gates decided. Nothing an export-only change alters (no timings; the int8 gate's reasons
+    only when it failed), so the promote stage's dependency adds no column to `dvc exp show --only-changed`."""
+    return {
+        "registered_model": model_name,
+        "version": version,
+        "run_id": run_id,
+        "model_identity": identity,
+        "blessed": bool(blessing["blessed"]),
+        "int8_gate": {"passed": bool(gate["passed"]), "reasons": [] if gate["passed"] else list(gate["reasons"])},
+        "compared_champion": (blessing.get("champion") or {}).get("version"),
+    }
+
+
+def gate_reasons(record: dict) -> list[str]:
+    """Why the export's gates refused the model (empty: evaluate blessed it and the int8 gate passed)."""
+    reasons = [] if record["blessed"] else ["evaluate did not bless the model"]
+    gate = record.get("int8_gate") or {}
+    return reasons + ([] if gate.get("passed") else list(gate.get("reasons") or ["the int8 gate did not pass"]))
+
+
 def move_champion(model_name: str, version: int) -> None:
     import mlflow
 

@@ -31,6 +31,7 @@ from components.export.measure import measure_variants, slower_than_float32, tim
 from components.export.prepared import Prepared, Registration, Variants
 from components.export.report import describe_slower_variant, format_report, plot_variants
 from components.export.serving import check_written_files
+from components.export.shipping import variants_not_for_shipping
 from components.export.summary import headline, write_model_card, write_summary
 from models.loading import load_trained_model
 from tfpipe import model_trust, paths, promotion, records, run_records, timing, tracking
@@ -58,6 +59,7 @@ def build_and_measure_variants(prepared: Prepared, params: ExportParams, *, log_
         log_dir=log_dir,
         cache_dir=VARIANT_CACHE_DIR,
         loss=prepared.loss,
+        val=prepared.val,
     )
     timing.lap("variants: build (fine-tunes, conversions) or reuse")
     files = {tflite_file(variant): content for variant, content in converted.items()}
@@ -74,6 +76,9 @@ def build_and_measure_variants(prepared: Prepared, params: ExportParams, *, log_
         batch_size=params.throughput_batch_size,
         task=prepared.task,
     )
+    # A variant further behind the float model than the params allow is measured and reported, never exported.
+    refused = variants_not_for_shipping(metrics, params)
+    files = {name: content for name, content in files.items() if name not in {tflite_file(v) for v in refused}}
     slower = slower_than_float32(metrics)
     settings = (
         time_interpreter_settings(
@@ -97,6 +102,7 @@ def build_and_measure_variants(prepared: Prepared, params: ExportParams, *, log_
         settings,
         cpu.describe_cpu(),
         pair,
+        refused,
     )
 
 
@@ -131,6 +137,7 @@ def log_to_mlflow(
     mlflow.set_tags(
         {
             **{f"export.{variant}.note": note[:5000] for variant, note in variants.notes.items()},
+            **{f"export.{variant}.not_for_shipping": why[:5000] for variant, why in variants.not_for_shipping.items()},
             **{
                 f"export.{variant}.slower_than_float32": describe_slower_variant(variant, facts, num_threads)[:5000]
                 for variant, facts in variants.slower.items()
@@ -211,6 +218,7 @@ def write_report(
             baseline=baseline,
             cpu_description=variants.cpu_description,
             slower=variants.slower,
+            not_for_shipping=variants.not_for_shipping,
         )
     )
     figure = plot_variants(variants.metrics)
@@ -268,6 +276,8 @@ def main() -> None:
         timing.lap("MLflow: logging")
     check_written_files(paths.EXPORT, variants.files)  # the export in place, read back
     write_json(paths.EXPORT_METRICS, headline(variants))
+    registered = promotion.registration(model_name, version, run_reference["run_id"], identity, blessing, variants.gate)
+    write_json(paths.REGISTRATION, registered)  # what the promote stage acts on
     if decision.promote and not decision.already:  # the last step: only a complete, checked export becomes champion
         promotion.move_champion(model_name, version)
     print(

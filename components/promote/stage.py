@@ -1,4 +1,4 @@
-"""Reads artifacts/export/summary.json and the model registry; moves the `champion` alias; writes
+"""Reads artifacts/registration.json (what export registered) and the model registry; moves the `champion` alias; writes
 artifacts/promotion.json (what it decided, with this checkout's registry: an output DVC keeps out of git and out of
 its cache).
 
@@ -19,15 +19,6 @@ from tfpipe import model_trust, paths, promotion, timing, tracking
 from tfpipe.outputs import write_json
 from tfpipe.redaction import redact
 
-SUMMARY_FILE = paths.EXPORT / "summary.json"
-
-
-def gate_reasons(summary: dict) -> list[str]:
-    """Why the export's gates refused the model (empty: evaluate blessed it and the int8 gate passed)."""
-    reasons = [] if summary["blessed"] else ["evaluate did not bless the model"]
-    gate = summary.get("int8_gate") or {}
-    return reasons + ([] if gate.get("passed") else list(gate.get("reasons") or ["the int8 gate did not pass"]))
-
 
 def not_registered_here(model_name: str, version: int, identity: str | None) -> str | None:
     """Why the registry does not hold the exported model as that version (an export made against another store), or
@@ -44,13 +35,13 @@ def not_registered_here(model_name: str, version: int, identity: str | None) -> 
     return None
 
 
-def decide(summary: dict) -> tuple[promotion.Decision, str]:
+def decide(record: dict) -> tuple[promotion.Decision, str]:
     """(the decision, what happened, in words)."""
-    model_name, version = summary["registered_model"], int(summary["version"])
-    missing = not_registered_here(model_name, version, summary.get("model_identity"))
+    model_name, version = record["registered_model"], int(record["version"])
+    missing = not_registered_here(model_name, version, record.get("model_identity"))
     if missing:
         return promotion.Decision(False, False, [f"{missing}: nothing to promote"]), "not promoted"
-    decision = promotion.decide(model_name, version, gate_reasons(summary), summary.get("compared_champion"))
+    decision = promotion.decide(model_name, version, promotion.gate_reasons(record), record.get("compared_champion"))
     if decision.promote and not decision.already:
         promotion.move_champion(model_name, version)
         return decision, "now the champion"
@@ -61,22 +52,22 @@ def decide(summary: dict) -> tuple[promotion.Decision, str]:
 
 def main() -> None:
     timing.start()
-    if not SUMMARY_FILE.is_file():
-        raise SystemExit(f"{SUMMARY_FILE} is missing: run the export stage first (dvc repro export)")
-    summary = json.loads(SUMMARY_FILE.read_text())
+    if not paths.REGISTRATION.is_file():
+        raise SystemExit(f"{paths.REGISTRATION} is missing: run the export stage first (dvc repro export)")
+    record = json.loads(paths.REGISTRATION.read_text())
     tracking.open_store()
-    decision, outcome = decide(summary)
-    record = {
-        "registered_model": summary["registered_model"],
-        "version": summary["version"],
-        "run_id": summary["run_id"],
+    decision, outcome = decide(record)
+    decided = {
+        "registered_model": record["registered_model"],
+        "version": record["version"],
+        "run_id": record["run_id"],
         "outcome": outcome,
         "reasons": decision.reasons,
         "experiment": promotion.temporary_experiment(),
     }
-    write_json(paths.PROMOTION, record)
+    write_json(paths.PROMOTION, decided)
     print(
-        f"{summary['registered_model']} version {summary['version']}: {outcome}"
+        f"{record['registered_model']} version {record['version']}: {outcome}"
         + (f": {'; '.join(decision.reasons)}" if decision.reasons else ""),
         file=sys.stdout,
     )
