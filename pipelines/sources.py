@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from components.ingest.layout import ClassNameError, LayoutError, class_name_problem, list_files, read_layout
+from components.ingest.class_names import ClassNameError, LayoutError, class_name_problem
+from components.ingest.layout import list_files, read_layout
 from pipelines.raw_folder import (
     LISTED_FILES,
     Staged,

@@ -314,7 +314,7 @@ def test_mixed_grayscale_rgb_rgba_and_palette_images_are_converted_to_one_channe
 
     stored = {
         file.decode(): image
-        for split in ingest.SPLITS
+        for split in records.SPLITS
         for image, _, file in records.read_split(project / "data/prepared", split, with_file=True).as_numpy_iterator()
     }
     assert all(image.shape == (SIZE, SIZE, 1) for image in stored.values())
@@ -334,7 +334,7 @@ def test_unicode_and_spaces_in_class_and_file_names(project):
     assert "cat/chat été 1.png" in split_of(project)
     files = {
         file.decode()
-        for split in ingest.SPLITS
+        for split in records.SPLITS
         for _, _, file in records.read_split(project / "data/prepared", split, with_file=True).as_numpy_iterator()
     }
     assert "cat/chat été 1.png" in files and any(file.startswith("émeu noir/") for file in files)

@@ -288,7 +288,8 @@ def test_switching_sources_back_and_forth_works(tmp_path, monkeypatch):
     assert len(_tree(project / "data/raw")) == 5000
     materialize.main(["--source", "folder", "--from", str(folder)])
     assert _tree(project / "data/raw") == {"cat/a.png": b"a", "dog/b.png": b"b"}
-    assert yaml_load((project / "params.yaml").read_text())["data"] == {"source": "folder", "name": "photos"}
+    data = yaml_load((project / "params.yaml").read_text())["data"]
+    assert data == {"source": "folder", "name": "photos", "kind": "auto", "target": None, "task": "auto"}
 
 
 def test_a_tfds_dataset_downloads_and_prepares_for_real_from_a_local_server(tmp_path, monkeypatch):

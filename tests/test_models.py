@@ -19,10 +19,16 @@ from models import applications, registry
     ],
 )
 def test_every_registered_model_builds_and_trains_a_step(name, input_shape):
-    model = registry.get_builder(name)(input_shape=input_shape, num_classes=10, dropout_rate=0.1, weight_decay=1e-4)
+    builder = registry.get_builder(name)
+    sequence = getattr(builder, "text_input", None) == "sequence"  # token ids of a 50-word vocabulary
+    layout = {"vocabulary_size": 50} if sequence else None
+    extra = {"layout": layout} if layout else {}
+    model = builder(input_shape=input_shape, num_classes=10, dropout_rate=0.1, weight_decay=1e-4, **extra)
     assert model.output_shape == (None, 10)
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    images = np.random.default_rng(0).normal(size=(4, *input_shape)).astype("float32")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 50, size=(4, *input_shape)) if sequence else rng.normal(size=(4, *input_shape))
+    images = images.astype("int32" if sequence else "float32")
     before = [weight.copy() for weight in model.get_weights()]
     loss = model.train_on_batch(images, np.array([0, 1, 2, 3]))
     assert np.isfinite(loss)
@@ -33,7 +39,8 @@ def test_unknown_model_lists_known_names():
     with pytest.raises(
         ValueError,
         match="unknown model 'alexnet'; known models: "
-        "efficientnet_b0, lenet5, lenet5_s2d, mlp, mobilenet_v2, resnet18, resnet50, resnet_small, vgg13",
+        "efficientnet_b0, lenet5, lenet5_s2d, mlp, mobilenet_v2, resnet18, resnet50, resnet_small, table_mlp, "
+        "table_resnet, text_cnn, text_gru, text_lstm, text_ngrams, vgg13",
     ):
         registry.get_builder("alexnet")
 

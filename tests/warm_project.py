@@ -131,10 +131,12 @@ class Project(NamedTuple):
 
 
 def make_project(tmp_path: Path):
-    """A project with one stage and a copy of tfpipe/, and its own runtime folder for servers (stopped at the end)."""
+    """A project with one stage, a copy of tfpipe/ and dvc.yaml, and its own runtime folder for servers (stopped at
+    the end)."""
     folder = tmp_path / "project"
     (folder / "components/fake").mkdir(parents=True)
     shutil.copytree(ROOT / "tfpipe", folder / "tfpipe", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", folder / "dvc.yaml")  # tfpipe.paths reads the stages' paths from it
     (folder / "components/__init__.py").write_text("")
     (folder / "components/fake/__init__.py").write_text("")
     (folder / "components/fake/__main__.py").write_text(MAIN)

@@ -22,24 +22,15 @@ from __future__ import annotations
 import csv
 import os
 import stat
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from components.ingest.class_names import CLASSES_FILE, LayoutError, check_class_names, sort_class_names
 from tfpipe.images import is_image_name
 from tfpipe.records import SPLITS
 
-CLASSES_FILE = "classes.txt"
 LABEL_FILES = ("labels.csv", "labels.txt")
-
-
-class LayoutError(ValueError):
-    """data/raw is not one of the supported layouts; the message names the offending paths."""
-
-
-class ClassNameError(LayoutError):
-    """A class name (folder or label) that the rule below refuses; the message names each and the fix."""
 
 
 @dataclass(frozen=True)
@@ -136,49 +127,6 @@ def relative_file(path: Path, root: Path) -> str:
     """`path` relative to `root` with "/" separators, as reports and shards name it (path is below root)."""
     text, prefix = str(path), str(root) + os.sep
     return text[len(prefix) :].replace(os.sep, "/") if text.startswith(prefix) else path.relative_to(root).as_posix()
-
-
-# A class name becomes a folder, a label in reports, HTML and MLflow: no path separators or leading dot, no
-# characters markup gives a meaning to, no control characters. Letters of any script, digits and spaces are fine.
-CLASS_NAME_FORBIDDEN = set('<>&"`\\/')
-
-
-def class_name_problem(name: str) -> str | None:
-    """Why a class name is refused, or None (the rule above)."""
-    if not name or len(name) > 100:
-        return "1 to 100 characters"
-    if name.startswith(".") or name != name.strip():
-        return "no leading dot and no leading or trailing space"
-    if bad := sorted({char for char in name if char in CLASS_NAME_FORBIDDEN or unicodedata.category(char)[0] == "C"}):
-        return f"no {' '.join(repr(char) for char in bad)}"
-    return None
-
-
-def check_class_names(names: set[str], raw_dir: Path) -> None:
-    """Raises LayoutError naming every class name (folder or label) that the rule refuses, with the fix."""
-    refused = sorted((name, problem) for name in names if (problem := class_name_problem(name)))
-    if refused:
-        raise ClassNameError(
-            f"{raw_dir}: {len(refused)} class name(s) cannot be used: "
-            + "; ".join(f"{name!r} ({problem})" for name, problem in refused[:10])
-            + ". Rename those folders (or labels): a class name becomes a folder, a label in reports and MLflow"
-        )
-
-
-def sort_class_names(names: set[str], raw_dir: Path) -> list[str]:
-    """classes.txt order if present (every class once; one without images has 0 examples), else sorted names."""
-    listing = raw_dir / CLASSES_FILE
-    if listing.is_file():
-        ordered = [line.strip() for line in listing.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if len(set(ordered)) != len(ordered) or not names <= set(ordered):
-            raise LayoutError(
-                f"{listing}: must list each class exactly once; lists {ordered}, "
-                f"not listed: {sorted(names - set(ordered))}"
-            )
-        return ordered
-    if all(name.isdecimal() for name in names):
-        return sorted(names, key=int)
-    return sorted(names)
 
 
 def read_class_folders(folders: list[Path], root: Path, split: str | None) -> tuple[list[RawExample], int]:
