@@ -25,7 +25,8 @@ class StripMarkup(keras.layers.Layer):
 
 
 def build_text_preprocessor(statistics: dict, text_input: str) -> keras.Model:
-    """[N] strings -> [N, length] int ids ("sequence") or [N, size] float TF-IDF ("bag")."""
+    """[N] strings -> [N, length] int ids ("sequence") or [N, size] float TF-IDF ("bag", of unit length when the
+    statistics say `normalize: l2`)."""
     inputs = keras.Input(shape=(), dtype="string", name="text")
     text = StripMarkup(name="strip_markup")(inputs) if statistics["strip_markup"] else inputs
     if text_input == "sequence":
@@ -47,6 +48,11 @@ def build_text_preprocessor(statistics: dict, text_input: str) -> keras.Model:
             idf_weights=bag["idf"],
             name="vectorize",
         )
+        if bag.get("normalize") == "l2":  # unit length, as a TF-IDF vector is for a linear model: a long review
+            # weighs as much as a short one, and the int8 input keeps its resolution (the out-of-vocabulary slot of
+            # a long document reached 11,000 before)
+            unit = keras.layers.UnitNormalization(name="l2")
+            return keras.Model(inputs, unit(vectorizer(text)), name="preprocessing")
     return keras.Model(inputs, vectorizer(text), name="preprocessing")
 
 

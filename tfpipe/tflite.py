@@ -60,6 +60,9 @@ class TFLiteClassifier:
         self.output = self.interpreter.get_output_details()[0]
         self.image_shape = tuple(int(size) for size in self.input["shape"][1:])
         self._batch_size = int(self.input["shape"][0])
+        signature = self.input.get("shape_signature")
+        # A model converted for a fixed batch (a recurrent one: components/export/variants.py) runs batch by batch
+        self.fixed_batch = int(signature[0]) if signature is not None and len(signature) and signature[0] > 0 else 0
 
     def _resize(self, batch_size: int) -> None:
         if batch_size != self._batch_size:
@@ -98,8 +101,22 @@ class TFLiteClassifier:
         return output.astype(np.float32)
 
     def invoke(self, model_input: np.ndarray) -> np.ndarray:
-        """One call on an already-quantized batch; returns the raw output tensor."""
+        """One call on an already-quantized batch; returns the raw output tensor (a model of a fixed batch: one call
+        a batch of that size, the last one padded)."""
+        if self.fixed_batch and len(model_input) != self.fixed_batch:
+            size, outputs = self.fixed_batch, []
+            for start in range(0, len(model_input), size):
+                part = model_input[start : start + size]
+                padded = (
+                    np.concatenate([part, np.repeat(part[-1:], size - len(part), axis=0)]) if len(part) < size else part
+                )
+                outputs.append(self.invoke(padded)[: len(part)])
+            return (
+                np.concatenate(outputs) if outputs else np.zeros((0, *self.output["shape"][1:]), self.output["dtype"])
+            )
         self._resize(len(model_input))
+        if self.fixed_batch:  # a converted LSTM keeps its state in variable tensors: each document starts from zeros
+            self.interpreter.reset_all_variables()
         self.interpreter.set_tensor(self.input["index"], model_input)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output["index"])

@@ -166,14 +166,15 @@ def plot_label_issues(images: np.ndarray, issues: pd.DataFrame, shown: int = SHO
     return figure
 
 
-def describe_label_errors(issues: pd.DataFrame, checked: dict) -> str:
-    """The stage's summary of the likely label errors: how many, and the first few named."""
+def describe_label_errors(issues: pd.DataFrame, checked: dict, unit: str = "images") -> str:
+    """The stage's summary of the likely label errors: how many, and the first few named (unit: what an example
+    is, in words: images, rows, documents)."""
     if checked.get("skipped"):
         return f"likely label errors: not checked ({checked['skipped']})"
     confirmed = issues[issues["confirmed"].astype(bool)]
     return (
         f"likely label errors: {checked['confirmed']} ({checked['candidates']} candidates of {checked['checked']} "
-        f"images checked; {paths.EVALUATE / 'label_issues.csv'}, label_issues.png)"
+        f"{unit} checked; {paths.EVALUATE / 'label_issues.csv'}, label_issues.png)"
         + "".join(
             f"\n  {row.split}: {row.file} labelled {row.given}, likely {row.suggested}"
             for row in confirmed.head(5).itertuples()

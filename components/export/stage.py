@@ -280,11 +280,13 @@ def main() -> None:
     write_json(paths.REGISTRATION, registered)  # what the promote stage acts on
     if decision.promote and not decision.already:  # the last step: only a complete, checked export becomes champion
         promotion.move_champion(model_name, version)
+    gate_said = [reason for reason in variants.gate["reasons"] if reason not in decision.reasons]  # said once
     print(
         f"{paths.EXPORT}: {model_name} version {version}"
         + (" (the same model as registered before)" if reused else "")
         + f", {describe_decision(decision)}; "
-        f"{'; '.join(variants.gate['reasons'])}; variants from {VARIANT_CACHE_DIR}: "
+        + "".join(f"{reason}; " for reason in gate_said)
+        + f"variants from {VARIANT_CACHE_DIR}: "
         f"{', '.join(variants.reused) or 'none'}" + "".join(f"; {name} slower than float32" for name in variants.slower)
     )
     timing.write("export")

@@ -33,8 +33,17 @@ def select_representative_images(images: np.ndarray, count: int, seed: int) -> n
 
 
 def convert_to_tflite(model: keras.Model, quantization: str, representative_images: np.ndarray | None = None) -> bytes:
-    """float32 | float16 (weights) | dynamic_range (int8 weights, float activations) | int8 (full integer, int8 I/O)."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    """float32 | float16 (weights) | dynamic_range (int8 weights, float activations) | int8 (full integer, int8 I/O).
+
+    A recurrent model (an LSTM) is converted for a batch of one: TFLite's fused sequence ops need the
+    shapes of their state static (with an unknown batch the converter stops at TensorListReserve); the runner
+    (tfpipe/tflite.py) invokes such a model one example at a time."""
+    if any(isinstance(layer, keras.layers.RNN) for layer in model.submodules):
+        spec = tf.TensorSpec([1, *model.input_shape[1:]], model.inputs[0].dtype)
+        function = tf.function(lambda inputs: model(inputs, training=False)).get_concrete_function(spec)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
+    else:
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if quantization == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]

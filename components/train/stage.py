@@ -147,10 +147,12 @@ class Setup:
         )
 
     def float32_model(self) -> keras.Model:
-        """The trained model as evaluate and export take it (a float32 copy after mixed precision)."""
-        if self.plan.precision_policy == "float32":
-            return self.model
-        return self.kind.float32_copy(self.model, self.preprocessor, self.params, self.manifest)
+        """The trained model as evaluate and export take it (a float32 copy after mixed precision; the kind's
+        deployable: a text's takes strings)."""
+        model = self.model
+        if self.plan.precision_policy != "float32":
+            model = self.kind.float32_copy(self.model, self.preprocessor, self.params, self.manifest)
+        return self.kind.deployable(model, self.preprocessor)
 
 
 def set_up(all_params: Params) -> Setup:

@@ -102,7 +102,7 @@ def classification(manifest, statistics, model, splits, baselines, top_k: int) -
     metrics = compute_metrics(probabilities, labels, class_names, top_k)
     network = vector_model(model, json.loads((paths.TRAIN / "model.json").read_text())["params"]["model"])
     issues, checked = label_error_check(manifest, statistics, splits, network)
-    print(describe_label_errors(issues, checked))
+    print(describe_label_errors(issues, checked, "rows"))
     wrong = np.flatnonzero(predictions != labels)
     wrong = wrong[np.argsort(-probabilities[wrong].max(axis=1), kind="stable")][:SHOWN]
     mistakes = frame.iloc[wrong].assign(

@@ -119,7 +119,7 @@ def evaluate(all_params: Params, model, manifest: dict) -> Evaluation:
         out_of_fold=lambda positions, fold_labels, k, seed: out_of_fold(documents)(positions, fold_labels, k, seed),
     )
     issues = issues.drop(columns="index")
-    print(describe_label_errors(issues, checked))
+    print(describe_label_errors(issues, checked, "documents"))
     timing.lap("likely label errors (cross-validated TF-IDF)")
     predictions = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predictions != labels)

@@ -1,7 +1,7 @@
 """The text kind's export. The SavedModel takes raw strings (its preprocessing strips markup and vectorizes, as at
 training) and is registered as a python model that takes a DataFrame with a `text` column (or a list of strings).
 A TFLite model holds no TextVectorization, so the variants are made of the model without its preprocessing: token ids
-in (int32, the sequence models: an embedding, TFLite's fused LSTM or GRU, or a convolution) or a TF-IDF vector in (the
+in (int32, the sequence models: an embedding, TFLite's fused LSTM, or a convolution) or a TF-IDF vector in (the
 bag-of-n-grams model), and vocabulary.json ships beside them with what turns a text into those inputs
 (tfpipe/text_encoding.py: the same tokens as Keras' TextVectorization). That decision keeps the full-integer
 models free of TensorFlow's string ops (select TF ops would put the vectorizer in the file, but not in int8). The

@@ -6,6 +6,7 @@ datasketch's LSH) kept in one split, and a stratified, seeded, group-aware split
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import zlib
 from dataclasses import dataclass
@@ -84,34 +85,86 @@ def describe(rows: pd.DataFrame) -> pd.DataFrame:
             rows[column] = None
     text = rows["text"].fillna("")
     rows["chars"] = text.str.len()
-    rows["tokens"] = text.map(lambda value: len(tokens(value)))
+    rows["tokens"] = text.map(lambda value: len(words(value)))
     rows["empty"] = rows["text"].notna() & (rows["tokens"] == 0)
     return rows
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def words(text: str) -> tuple[str, ...]:
+    """tfpipe/texts.tokens, once a document: describe, the duplicate key, the shingles and the out-of-vocabulary
+    share all count the same words."""
+    return tuple(tokens(text))
+
+
+def fmix32(values: np.ndarray) -> np.ndarray:
+    """MurmurHash3's finalizer on uint32 values: every input bit reaches every output bit."""
+    values = values.astype(np.uint32, copy=True)
+    values ^= values >> np.uint32(16)
+    values *= np.uint32(0x85EBCA6B)
+    values ^= values >> np.uint32(13)
+    values *= np.uint32(0xC2B2AE35)
+    values ^= values >> np.uint32(16)
+    return values
+
+
+def shingle_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(the 32-bit hash of every word 5-shingle of every document, concatenated; where each document's start). A
+    word's hash is its CRC-32 (the same in every process); a shingle's mixes its words' in order. A document shorter
+    than a shingle is one shingle of all its words."""
+    vocabulary: dict[str, int] = {}
+    documents = [[vocabulary.setdefault(word, len(vocabulary)) for word in words(text)] for text in texts]
+    word_hashes = np.array([zlib.crc32(word.encode()) for word in vocabulary], dtype=np.uint64)
+    hashes, starts, position = [], [], 0
+    for ids in documents:
+        values = word_hashes[np.asarray(ids, dtype=np.int64)] if ids else np.zeros(1, np.uint64)
+        count = max(1, len(values) - SHINGLE + 1)
+        mixed = np.zeros(count, np.uint64)
+        for offset in range(min(SHINGLE, len(values))):  # a polynomial of the shingle's word hashes, mod 2^32
+            mixed = (mixed * np.uint64(0x9E3779B1) + values[offset : offset + count]) & np.uint64(0xFFFFFFFF)
+        hashes.append(fmix32(mixed))
+        starts.append(position)
+        position += count
+    return np.concatenate(hashes) if hashes else np.zeros(0, np.uint32), np.array(starts, dtype=np.int64)
+
+
+def minhash_signatures(texts: list[str], seed: int) -> np.ndarray:
+    """[documents, PERMUTATIONS] uint32 MinHash signatures: the minimum over a document's shingles of each seeded
+    affine permutation (a * h + b mod 2^32, a odd) of their hashes, computed for all documents at once in numpy."""
+    hashes, starts = shingle_hashes(texts)
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 1 << 31, PERMUTATIONS, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    b = rng.integers(0, 1 << 32, PERMUTATIONS, dtype=np.uint64)
+    signatures = np.empty((len(starts), PERMUTATIONS), np.uint32)
+    ends = np.append(starts[1:], len(hashes))
+    first = 0
+    while first < len(starts):  # documents a chunk, ~64k shingles: a few MB of uint64 at a time
+        last = int(np.searchsorted(starts, starts[first] + (1 << 16), side="right"))
+        last = max(last, first + 1)
+        chunk = hashes[starts[first] : ends[last - 1]].astype(np.uint64)
+        permuted = (chunk[:, None] * a + b) & np.uint64(0xFFFFFFFF)
+        signatures[first:last] = np.minimum.reduceat(permuted, starts[first:last] - starts[first], axis=0)
+        first = last
+    return signatures
+
+
 def minhash_pairs(texts: list[str], similarity: float, seed: int) -> np.ndarray:
     """Pairs (i, j) of documents whose word 5-shingles' Jaccard similarity, estimated by MinHash, reaches
-    `similarity` (datasketch's LSH finds the candidates; each is confirmed by the estimate itself)."""
-    from datasketch import MinHash, MinHashLSH
+    `similarity` (datasketch's LSH finds the candidates among the signatures; each is confirmed by the estimate
+    itself)."""
+    from datasketch import LeanMinHash, MinHashLSH
 
-    def shingles(text: str) -> list[bytes]:
-        words = tokens(text)
-        runs = [" ".join(words[i : i + SHINGLE]) for i in range(max(1, len(words) - SHINGLE + 1))]
-        return [run.encode() for run in runs]
-
-    def crc32(data: bytes) -> int:  # deterministic across processes (Python's hash() is not), and fast
-        return zlib.crc32(data)
-
-    hashes = MinHash.bulk([shingles(text) for text in texts], num_perm=PERMUTATIONS, seed=seed, hashfunc=crc32)
+    signatures = minhash_signatures(texts, seed)
     lsh = MinHashLSH(threshold=similarity, num_perm=PERMUTATIONS)
+    hashes = [LeanMinHash(seed=seed, hashvalues=row, scheme="affine32") for row in signatures]
     for index, minhash in enumerate(hashes):
         lsh.insert(index, minhash)
-    pairs = {
-        (min(index, other), max(index, other))
-        for index, minhash in enumerate(hashes)
-        for other in lsh.query(minhash)
-        if other != index and minhash.jaccard(hashes[other]) >= similarity
-    }
+    pairs = set()
+    for index, minhash in enumerate(hashes):
+        others = [other for other in lsh.query(minhash) if other > index]
+        if others:
+            shares = (signatures[others] == signatures[index]).mean(axis=1)
+            pairs |= {(index, other) for other, share in zip(others, shares, strict=True) if share >= similarity}
     return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
 
 
@@ -126,7 +179,7 @@ def plan_documents(documents: Documents, params: Params) -> DocumentPlan:
     text_params, ingest = params.ingest.text, params.ingest
     readable = documents.rows[documents.rows["problem"].isna() & documents.rows["skipped"].isna()]
     candidates = readable[~readable["empty"]].reset_index(drop=True)
-    key = candidates["text"].map(lambda text: hashlib.sha1(" ".join(tokens(text)).encode()).hexdigest())
+    key = candidates["text"].map(lambda text: hashlib.sha1(" ".join(words(text)).encode()).hexdigest())
     first = pd.Series(np.arange(len(candidates))).groupby(key.to_numpy()).transform("first").to_numpy()
     copy = first != np.arange(len(candidates))
     copies = pd.DataFrame(
@@ -161,10 +214,10 @@ def plan_documents(documents: Documents, params: Params) -> DocumentPlan:
 
 def oov_shares(kept: pd.DataFrame) -> pd.Series:
     """Each val/test document's share of tokens the train split never holds (0 for train documents)."""
-    vocabulary = {token for text in kept.loc[kept["split"] == "train", "text"] for token in tokens(text)}
+    vocabulary = {token for text in kept.loc[kept["split"] == "train", "text"] for token in words(text)}
 
     def share(row) -> float:
-        words = tokens(row.text)
-        return 0.0 if row.split == "train" or not words else sum(w not in vocabulary for w in words) / len(words)
+        found = words(row.text)
+        return 0.0 if row.split == "train" or not found else sum(w not in vocabulary for w in found) / len(found)
 
     return pd.Series([share(row) for row in kept.itertuples()], index=kept.index)

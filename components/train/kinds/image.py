@@ -56,6 +56,11 @@ def float32_copy(trained: keras.Model, preprocessor: keras.Model, params: TrainP
     )
 
 
+def deployable(trained: keras.Model, preprocessor: keras.Model) -> keras.Model:
+    """The model train saves: the trained one (its preprocessing is inside it)."""
+    return trained
+
+
 def resolve_cache(cache: str, manifest: dict) -> str:
     return resume.resolve_cache(cache, manifest)
 

@@ -112,7 +112,9 @@ def prepare_data(params: TrainParams, manifest: dict, plan, cache: str) -> Train
     statistics = read_statistics()
     inputs, labels, _ = split_arrays(manifest, statistics, "train")
     train_rows = tf.data.Dataset.from_tensor_slices((inputs, labels))
-    shuffle = min(params.shuffle_buffer, max(1, len(labels)))
+    # The rows are in memory: shuffled whole, whatever train.shuffle_buffer says (a file sorted by class, as
+    # folders of classes and many tables are, would otherwise give batches of one class).
+    shuffle = max(1, len(labels))
 
     def train(epochs: range) -> tf.data.Dataset:
         batch = params.batch_size
@@ -172,6 +174,11 @@ def float32_copy(trained: keras.Model, preprocessor: keras.Model, params: TrainP
     copy, _ = build_model(params, float32, tf.distribute.get_strategy(), manifest)
     copy.set_weights(trained.get_weights())
     return copy
+
+
+def deployable(trained: keras.Model, preprocessor: keras.Model) -> keras.Model:
+    """The model train saves: the trained one (its preprocessing is inside it)."""
+    return trained
 
 
 def resolve_cache(cache: str, manifest: dict) -> str:
