@@ -48,12 +48,12 @@ def build_text_preprocessor(statistics: dict, text_input: str) -> keras.Model:
             idf_weights=bag["idf"],
             name="vectorize",
         )
-        if bag.get("normalize") == "l2":  # unit length, as a TF-IDF vector is for a linear model: a long review
-            # weighs as much as a short one, and the int8 input keeps its resolution (the out-of-vocabulary slot of
-            # a long document reached 11,000 before)
-            unit = keras.layers.UnitNormalization(name="l2")
-            return keras.Model(inputs, unit(vectorizer(text)), name="preprocessing")
-    return keras.Model(inputs, vectorizer(text), name="preprocessing")
+    outputs = vectorizer(text)
+    if text_input == "bag" and statistics["bag"].get("normalize") == "l2":
+        # unit length, as a TF-IDF vector is for a linear model: a long review weighs as much as a short one, and the
+        # int8 input keeps its resolution (the out-of-vocabulary slot of a long document reached 11,000 before)
+        outputs = keras.layers.UnitNormalization(name="l2")(outputs)
+    return keras.Model(inputs, outputs, name="preprocessing")
 
 
 def input_size(statistics: dict, text_input: str) -> int:

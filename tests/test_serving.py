@@ -51,6 +51,7 @@ def champion(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)  # the store puts artifacts beside the working directory's mlruns/
         mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment("serving")  # in this store: an experiment another test made active is in another
         with mlflow.start_run():
             version = export_serving.register_serving_model(
                 export_serving.ServingModule(build_band_model(), CLASS_NAMES),

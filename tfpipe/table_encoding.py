@@ -2,12 +2,14 @@
 feature vector models/table_preprocessing.py computes, in numpy, for the TFLite models (which take the vector: a
 TFLite model holds no string lookup). The export ships the statistics this reads (encoding.json) beside the .tflite
 files; predict and the export's checks use this module, and a test holds it equal to the Keras preprocessing model.
-Reads and writes nothing.
+Reads a prepared split's Parquet file (read_prepared_split: train, evaluate and export read the splits so); writes
+nothing.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +17,19 @@ import pandas as pd
 from tfpipe.date_parts import ISO_PATTERN, days_from_civil, part_values
 
 ISO_PREFIX = re.compile(ISO_PATTERN)  # what models/table_layers.DateParts reads as a date
+
+
+def read_prepared_split(
+    prepared: Path, manifest: dict, statistics: dict, split: str
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], np.ndarray]:
+    """(the split's rows as stored, the model's inputs, the targets: int64 class ids or float64 values) of one split
+    of data/prepared."""
+    frame = pd.read_parquet(prepared / manifest["splits"][split]["file"])
+    target = frame[manifest["target"]]
+    if manifest["task"] == "classification":
+        index = {name: position for position, name in enumerate(manifest["class_names"])}
+        return frame, feed(frame, statistics), target.map(index).to_numpy(dtype=np.int64)
+    return frame, feed(frame, statistics), target.to_numpy(dtype=np.float64)
 
 
 def feed(frame: pd.DataFrame, statistics: dict) -> dict[str, np.ndarray]:

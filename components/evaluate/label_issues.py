@@ -43,6 +43,22 @@ COLUMNS = [
 ]
 
 
+def cross_validated_probabilities(estimator, features, labels: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
+    """[N, classes] predict_proba of a scikit-learn estimator, each row from a fit on the other folds (FOLDS, fewer
+    when the smallest class holds fewer examples); a class absent from `labels` gets 0. The label check of tables
+    and texts."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    counts = np.bincount(labels, minlength=num_classes)
+    folds = int(min(FOLDS, counts[counts > 0].min()))
+    scores = cross_val_predict(
+        estimator, features, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), method="predict_proba"
+    )
+    probabilities = np.zeros((len(labels), num_classes))
+    probabilities[:, np.unique(labels)] = scores
+    return probabilities
+
+
 def out_of_fold_probabilities(images: np.ndarray, labels: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
     """[N, classes] probabilities, each row from a model fit on the other folds."""
     from scipy.optimize import minimize_scalar

@@ -11,12 +11,14 @@ import tf_keras as keras
 
 
 def folds_into_previous(layer) -> bool:
-    """A batch norm right after a conv or dense layer: tfmot's transforms fold it into that layer. One anywhere else
-    (after an addition, as a pre-activation residual block has it) has no QAT config."""
+    """A batch norm right after a conv (depthwise too) or dense layer: tfmot's transforms fold it into that layer. One
+    anywhere else (after an addition, as a pre-activation residual block has it) has no QAT config."""
     nodes = getattr(layer, "inbound_nodes", None) or []
     inbound = nodes[0].inbound_layers if nodes else []
     inbound = inbound if isinstance(inbound, list) else [inbound]
-    return len(inbound) == 1 and isinstance(inbound[0], (keras.layers.Conv2D, keras.layers.Dense))
+    # DepthwiseConv2D named: tf_keras 2.21's is no Conv2D subclass, and tfmot folds a batch norm after it too
+    folding = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+    return len(inbound) == 1 and isinstance(inbound[0], folding)
 
 
 def layers_without_quantize_config(classifier: keras.Model, scheme) -> list[str]:

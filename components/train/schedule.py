@@ -67,6 +67,17 @@ def options_for(model: str, options: dict) -> dict:
     return {name: value for name, value in options.items() if name in accepted}
 
 
+def check_candidates(params: TrainParams, candidates: list[str], kind: str) -> None:
+    """Every candidate model is one of the kind's (registry.check_kind), and every train.model_options entry one a
+    candidate takes."""
+    for name in candidates:
+        try:
+            registry.check_kind(name, kind)
+        except ValueError as error:
+            raise ParamsError(f"{PARAMS_FILE}: train.model: {error}") from None
+    check_model_options(candidates, params.model_options)
+
+
 def check_model_options(models: list[str], options: dict) -> None:
     """Each option must be one a candidate model takes, of its default's type (an int for width, not 16.0)."""
     for name, value in options.items():

@@ -28,7 +28,7 @@ from models.loading import vector_model
 from tfpipe import paths, timing
 from tfpipe.config import Params
 from tfpipe.records import SPLITS
-from tfpipe.table_encoding import encode, feed
+from tfpipe.table_encoding import encode, read_prepared_split
 from tfpipe.tables import ROW
 
 SHOWN = 20  # rows in the confident-mistake and largest-residual tables
@@ -36,12 +36,7 @@ SHOWN = 20  # rows in the confident-mistake and largest-residual tables
 
 def read_split(manifest: dict, statistics: dict, split: str) -> tuple[pd.DataFrame, dict, np.ndarray]:
     """(the split's rows as stored, the model's inputs, the targets: class ids or values)."""
-    frame = pd.read_parquet(paths.PREPARED / manifest["splits"][split]["file"])
-    target = frame[manifest["target"]]
-    if manifest["task"] == "classification":
-        index = {name: position for position, name in enumerate(manifest["class_names"])}
-        return frame, feed(frame, statistics), target.map(index).to_numpy(dtype=np.int64)
-    return frame, feed(frame, statistics), target.to_numpy(dtype=np.float64)
+    return read_prepared_split(paths.PREPARED, manifest, statistics, split)
 
 
 def predict(model, inputs: dict) -> np.ndarray:

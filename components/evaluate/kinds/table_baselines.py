@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 
+from components.evaluate.label_issues import cross_validated_probabilities
+
 MAX_TRAIN_ROWS = 200_000  # a larger train split is sampled (seeded) for the classical models
 RIDGE_ALPHAS = np.logspace(-3, 3, 13)
 
@@ -75,17 +77,5 @@ def score_models(
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
     """[N, classes] probabilities of a logistic regression, each row from a model fit on the other folds."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    counts = np.bincount(labels, minlength=num_classes)
-    folds = int(min(5, counts[counts > 0].min()))
-    scores = cross_val_predict(
-        LogisticRegression(max_iter=2000),
-        features,
-        labels,
-        cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
-        method="predict_proba",
-    )
-    probabilities = np.zeros((len(labels), num_classes))
-    probabilities[:, np.unique(labels)] = scores
-    return probabilities
+    return cross_validated_probabilities(LogisticRegression(max_iter=2000), features, labels, num_classes, seed)

@@ -17,7 +17,12 @@ from sklearn.metrics import confusion_matrix
 
 from components.evaluate.baseline import sample_per_class
 from components.evaluate.gate import RegistryError, check_class_names, load_champion
-from components.evaluate.label_issues import MAX_EXAMPLES, describe_label_errors, find_likely_label_errors
+from components.evaluate.label_issues import (
+    MAX_EXAMPLES,
+    cross_validated_probabilities,
+    describe_label_errors,
+    find_likely_label_errors,
+)
 from components.evaluate.metrics import compute_metrics, most_confused
 from components.evaluate.report import plot_confusion_matrix, plot_reliability_diagram, plot_rows
 from components.evaluate.tasks import Evaluation
@@ -59,20 +64,7 @@ def out_of_fold(texts: np.ndarray):
     """The label check's cross-validated model: the baseline's, on the documents its positions index."""
 
     def probabilities(positions: np.ndarray, labels: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
-        from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-        counts = np.bincount(labels, minlength=num_classes)
-        folds = int(min(5, counts[counts > 0].min()))
-        scores = cross_val_predict(
-            tf_idf_logistic(),
-            texts[positions],
-            labels,
-            cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
-            method="predict_proba",
-        )
-        result = np.zeros((len(labels), num_classes))
-        result[:, np.unique(labels)] = scores
-        return result
+        return cross_validated_probabilities(tf_idf_logistic(), texts[positions], labels, num_classes, seed)
 
     return probabilities
 

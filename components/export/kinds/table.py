@@ -21,7 +21,7 @@ from components.export.table_serving import TableServingModule, check_serving_pa
 from models.loading import vector_model
 from models.table_layers import head_standardization, regression_loss
 from tfpipe import paths, tflite
-from tfpipe.table_encoding import encode, feed
+from tfpipe.table_encoding import encode, read_prepared_split
 
 ENCODING_FILE = "encoding.json"
 MIN_AGREEMENT = 0.99  # the TFLite float32 model with encoding.json against the SavedModel, test split
@@ -29,12 +29,9 @@ MAX_MAE_DIFFERENCE = 0.01  # a regression's: its MAE within 1% of the SavedModel
 
 
 def read_split(manifest: dict, statistics: dict, split: str) -> tuple[pd.DataFrame, dict, np.ndarray]:
-    frame = pd.read_parquet(paths.PREPARED / manifest["splits"][split]["file"])
-    target = frame[manifest["target"]]
-    if manifest["task"] == "classification":
-        index = {name: position for position, name in enumerate(manifest["class_names"])}
-        return frame, feed(frame, statistics), target.map(index).to_numpy(dtype=np.int64)
-    return frame, feed(frame, statistics), target.to_numpy(dtype=np.float32)
+    """(the rows, the model's inputs, the targets: int64 class ids or float32 values)."""
+    frame, inputs, targets = read_prepared_split(paths.PREPARED, manifest, statistics, split)
+    return frame, inputs, targets if manifest["task"] == "classification" else targets.astype(np.float32)
 
 
 def build_encoding(description: dict, manifest: dict) -> dict:

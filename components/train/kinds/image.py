@@ -14,14 +14,13 @@ from components.train import fit, model, resume
 from components.train.run_log import log_augmented_batch
 from components.train.schedule import (
     Objective,
-    check_model_options,
+    check_candidates,
     check_model_params,
     classification_objective,
     resolve_train_schedule,
 )
-from models import registry
 from tfpipe import paths
-from tfpipe.config import PARAMS_FILE, ParamsError, TrainParams
+from tfpipe.config import TrainParams
 
 
 def resolve(params: TrainParams, manifest: dict) -> TrainParams:
@@ -31,11 +30,7 @@ def resolve(params: TrainParams, manifest: dict) -> TrainParams:
 def check(params: TrainParams, candidates: list[str]) -> None:
     for name in candidates:
         check_model_params(dataclasses.replace(params, model=name))
-        try:
-            registry.check_kind(name, "image")
-        except ValueError as error:
-            raise ParamsError(f"{PARAMS_FILE}: train.model: {error}") from None
-    check_model_options(candidates, params.model_options)
+    check_candidates(params, candidates, "image")
 
 
 def objective(params: TrainParams, manifest: dict) -> Objective:

@@ -9,7 +9,6 @@ target's units. Reads data/prepared and artifacts/preprocess, writes nothing its
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
@@ -21,9 +20,11 @@ import tf_keras as keras
 from components.train import hardware
 from components.train.data import build_input_pipeline
 from components.train.fit import TrainingData
+from components.train.kinds import in_memory
+from components.train.kinds.in_memory import read_statistics
 from components.train.schedule import (
     Objective,
-    check_model_options,
+    check_candidates,
     classification_objective,
     options_for,
     resolve_train_schedule,
@@ -33,18 +34,11 @@ from models.table_layers import TargetTransform, head_standardization, regressio
 from models.table_preprocessing import INPUT_DTYPES, build_table_preprocessor
 from tfpipe import paths
 from tfpipe.config import PARAMS_FILE, AugmentationParams, ParamsError, TrainParams
-from tfpipe.table_encoding import feed
+from tfpipe.table_encoding import read_prepared_split
 
-STATISTICS_FILE = paths.PREPROCESS / "statistics.json"
 HEAVY_TAIL = 3.0  # excess kurtosis above which regression_loss: auto is huber
 SKEWED = 0.25  # a positive target right-skewed beyond this is learned as its log when the log is more symmetric
 BATCH_RANGE = (32, 512)  # train.batch_size: auto for rows: a batch of 16 rows gives too noisy a gradient
-
-
-def read_statistics() -> dict:
-    if not STATISTICS_FILE.is_file():
-        raise FileNotFoundError(f"{STATISTICS_FILE}: not found; run the preprocess stage first (dvc repro preprocess)")
-    return json.loads(STATISTICS_FILE.read_text())
 
 
 def resolve(params: TrainParams, manifest: dict) -> TrainParams:
@@ -76,12 +70,7 @@ def resolve(params: TrainParams, manifest: dict) -> TrainParams:
 
 
 def check(params: TrainParams, candidates: list[str]) -> None:
-    for name in candidates:
-        try:
-            registry.check_kind(name, "table")
-        except ValueError as error:
-            raise ParamsError(f"{PARAMS_FILE}: train.model: {error}") from None
-    check_model_options(candidates, params.model_options)
+    check_candidates(params, candidates, "table")
 
 
 def objective(params: TrainParams, manifest: dict) -> Objective:
@@ -97,15 +86,9 @@ def objective(params: TrainParams, manifest: dict) -> Objective:
 
 
 def split_arrays(manifest: dict, statistics: dict, split: str) -> tuple[dict, np.ndarray, pd.DataFrame]:
-    """(the model's inputs, the targets: class ids or values, the split's rows as stored) of one prepared split."""
-    frame = pd.read_parquet(paths.PREPARED / manifest["splits"][split]["file"])
-    target = frame[manifest["target"]]
-    if manifest["task"] == "classification":
-        index = {name: position for position, name in enumerate(manifest["class_names"])}
-        labels = target.map(index).to_numpy(dtype=np.int32)
-    else:
-        labels = target.to_numpy(dtype=np.float32)
-    return feed(frame, statistics), labels, frame
+    """(the model's inputs, the targets: int32 class ids or float32 values, the split's rows as stored)."""
+    frame, inputs, targets = read_prepared_split(paths.PREPARED, manifest, statistics, split)
+    return inputs, targets.astype(np.int32 if manifest["task"] == "classification" else np.float32), frame
 
 
 def prepare_data(params: TrainParams, manifest: dict, plan, cache: str) -> TrainingData:
@@ -169,11 +152,7 @@ def build_model(params: TrainParams, plan, strategy, manifest: dict) -> tuple[ke
 
 
 def float32_copy(trained: keras.Model, preprocessor: keras.Model, params: TrainParams, manifest: dict) -> keras.Model:
-    """The same weights in a float32 model (after mixed precision): what evaluate and export take."""
-    float32 = hardware.HardwarePlan("float32", False, "default", "CPU")
-    copy, _ = build_model(params, float32, tf.distribute.get_strategy(), manifest)
-    copy.set_weights(trained.get_weights())
-    return copy
+    return in_memory.float32_copy(build_model, trained, params, manifest)
 
 
 def deployable(trained: keras.Model, preprocessor: keras.Model) -> keras.Model:
@@ -181,10 +160,7 @@ def deployable(trained: keras.Model, preprocessor: keras.Model) -> keras.Model:
     return trained
 
 
-def resolve_cache(cache: str, manifest: dict) -> str:
-    """The rows are in memory already (numpy arrays): tf.data keeps them there, whatever train.cache says, unless it
-    is a file prefix."""
-    return cache if cache not in ("auto", "none", "memory") else "memory"
+resolve_cache = in_memory.resolve_cache
 
 
 def resolved_params(params: TrainParams, preprocessor: keras.Model) -> dict:

@@ -23,9 +23,11 @@ import tf_keras as keras
 from components.train import hardware
 from components.train.data import build_input_pipeline
 from components.train.fit import TrainingData
+from components.train.kinds import in_memory
+from components.train.kinds.in_memory import read_statistics
 from components.train.schedule import (
     Objective,
-    check_model_options,
+    check_candidates,
     classification_objective,
     options_for,
     resolve_train_schedule,
@@ -33,15 +35,7 @@ from components.train.schedule import (
 from models import registry
 from models.text_preprocessing import build_text_preprocessor, input_size
 from tfpipe import paths
-from tfpipe.config import PARAMS_FILE, AugmentationParams, ParamsError, TrainParams
-
-STATISTICS_FILE = paths.PREPROCESS / "statistics.json"
-
-
-def read_statistics() -> dict:
-    if not STATISTICS_FILE.is_file():
-        raise FileNotFoundError(f"{STATISTICS_FILE}: not found; run the preprocess stage first (dvc repro preprocess)")
-    return json.loads(STATISTICS_FILE.read_text())
+from tfpipe.config import AugmentationParams, TrainParams
 
 
 def resolve(params: TrainParams, manifest: dict) -> TrainParams:
@@ -51,55 +45,45 @@ def resolve(params: TrainParams, manifest: dict) -> TrainParams:
 
 
 def check(params: TrainParams, candidates: list[str]) -> None:
-    for name in candidates:
-        try:
-            registry.check_kind(name, "text")
-        except ValueError as error:
-            raise ParamsError(f"{PARAMS_FILE}: train.model: {error}") from None
-    check_model_options(candidates, params.model_options)
+    check_candidates(params, candidates, "text")
 
 
 def objective(params: TrainParams, manifest: dict) -> Objective:
     return classification_objective(params)
 
 
-def split_arrays(manifest: dict, split: str) -> tuple[np.ndarray, np.ndarray]:
-    frame = pd.read_parquet(paths.PREPARED / manifest["splits"][split]["file"])
-    return frame["text"].to_numpy(dtype=object), frame["label"].to_numpy(dtype=np.int32)
-
-
 VECTORIZE_BATCH = 512  # documents a call: a bag's dense TF-IDF batch is 512 x (vocabulary + 1) floats (~40 MB)
 
 
-@functools.cache
 def vectorized(file: str, text_input: str) -> tuple[tf.Tensor | tf.SparseTensor, np.ndarray]:
-    """A split's documents as the model reads them, computed once a process (a search's candidates of one
-    text_input share them): int32 token ids [N, length], or the TF-IDF vectors [N, width] as a SparseTensor (a
-    document holds a few hundred of the 20,000 words and pairs); and the labels."""
-    frame = pd.read_parquet(paths.PREPARED / file)
+    """A split's documents as the model reads them, computed once a process for the same split file, statistics
+    and text_input (a search's candidates of one text_input share them): int32 token ids [N, length], or the
+    TF-IDF vectors [N, width] as a SparseTensor (a document holds a few hundred of the 20,000 words and pairs); and
+    the labels."""
+    split = (paths.PREPARED / file).resolve()
+    statistics = in_memory.STATISTICS_FILE.resolve()
+    versions = tuple((path.stat().st_mtime_ns, path.stat().st_size) for path in (split, statistics))
+    return _vectorized(split, statistics, versions, text_input)
+
+
+@functools.lru_cache(maxsize=4)  # train and val of one text_input, and of another during a search
+def _vectorized(
+    split: Path, statistics_file: Path, versions: tuple, text_input: str
+) -> tuple[tf.Tensor | tf.SparseTensor, np.ndarray]:
+    frame = pd.read_parquet(split)
     texts, labels = frame["text"].to_numpy(dtype=object), frame["label"].to_numpy(dtype=np.int32)
-    statistics = read_statistics()
+    statistics = json.loads(statistics_file.read_text())
     preprocessor = build_text_preprocessor(statistics, text_input)
     apply = tf.function(
         lambda batch: preprocessor(batch, training=False), input_signature=[tf.TensorSpec([None], tf.string)]
     )
-    batches = [
-        apply(tf.constant(texts[start : start + VECTORIZE_BATCH], dtype=tf.string)).numpy()
-        for start in range(0, len(texts), VECTORIZE_BATCH)
+    batches = [  # one call on an empty split too: its [0, width] shape
+        apply(tf.constant(texts[start : start + VECTORIZE_BATCH], dtype=tf.string))
+        for start in range(0, max(1, len(texts)), VECTORIZE_BATCH)
     ]
-    width = input_size(statistics, text_input)
     if text_input == "sequence":
-        ids = np.concatenate(batches).astype(np.int32) if batches else np.zeros((0, width), np.int32)
-        return tf.constant(ids), labels
-    rows, columns, values = [], [], []
-    for number, batch in enumerate(batches):
-        row, column = np.nonzero(batch)
-        rows.append(row + number * VECTORIZE_BATCH)
-        columns.append(column)
-        values.append(batch[row, column].astype(np.float32))
-    indices = np.stack([np.concatenate(rows or [[]]), np.concatenate(columns or [[]])], axis=1).astype(np.int64)
-    values = np.concatenate(values or [np.zeros(0, np.float32)])
-    return tf.SparseTensor(indices, values, [len(texts), width]), labels
+        return tf.cast(tf.concat(batches, axis=0), tf.int32), labels
+    return tf.sparse.concat(0, [tf.sparse.from_dense(batch) for batch in batches]), labels
 
 
 def densify(features, labels):
@@ -170,15 +154,10 @@ def deployable(trained: keras.Model, preprocessor: keras.Model) -> keras.Model:
 
 
 def float32_copy(trained: keras.Model, preprocessor: keras.Model, params: TrainParams, manifest: dict) -> keras.Model:
-    float32 = hardware.HardwarePlan("float32", False, "default", "CPU")
-    copy, _ = build_model(params, float32, tf.distribute.get_strategy(), manifest)
-    copy.set_weights(trained.get_weights())
-    return copy
+    return in_memory.float32_copy(build_model, trained, params, manifest)
 
 
-def resolve_cache(cache: str, manifest: dict) -> str:
-    """The documents are in memory already (numpy arrays of strings): tf.data keeps them there."""
-    return cache if cache not in ("auto", "none", "memory") else "memory"
+resolve_cache = in_memory.resolve_cache
 
 
 def resolved_params(params: TrainParams, preprocessor: keras.Model) -> dict:
